@@ -1,0 +1,29 @@
+#!/bin/sh
+# Installs everything vrpipe needs on a fresh Debian 12 machine (as root): the Debian packages the
+# build, the router engine and the tests use, and the Python packages in .venv. Safe to run again.
+set -eu
+cd "$(dirname "$0")"
+
+DEBIAN_PACKAGES="
+  python3 python3-venv python3-jinja2
+  nftables dnsmasq-base haproxy iproute2 conntrack isc-dhcp-client iputils-ping curl socat
+  gpg gpgv dpkg-dev lintian reprepro mmdebstrap arch-test
+  qemu-system-x86 qemu-utils ovmf fdisk e2fsprogs dosfstools mtools syslinux syslinux-common extlinux
+  grub-efi-amd64-bin
+  openssh-server openssh-client postgresql
+"
+missing=""
+for p in $DEBIAN_PACKAGES; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "bootstrap: installing Debian packages:$missing"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  /usr/bin/python3 -m venv .venv
+fi
+.venv/bin/pip install -q -e '.[dev]'
+echo "bootstrap: ready (.venv/bin/invoke --list shows the tasks)"
