@@ -1,0 +1,98 @@
+"""The repository's configuration: one frozen dataclass, read once from invoke.yaml's `repo:` section
+(or defaults) and validated there, so the rest of repo/ can trust every field.
+"""
+
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .packages import PROJECT
+from .run import RepoError
+
+CODENAME = re.compile(r"^[a-z][a-z0-9-]*$")
+VALID_FOR = re.compile(r"^(\s*\d+\s*[dmy])+\s*$")  # reprepro's syntax: 7d, 1m, 1y 2d
+ADDRESS = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[^:\s]+):(?P<port>\d+)$")
+PREVIOUS = "-previous"
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    """Where the repository lives, what it publishes and with which key.
+
+    dir: reprepro's base directory; `dir/public` is the served tree. channels: one codename each, the
+    first is the default target of a publish; each also gets `<channel>-previous` for rollback.
+    key: a production key's fingerprint in gnupghome; key_file: a secret key to import first; neither:
+    the development key. url: where routers fetch it (verify-repo --url default). listen: serve-repo.
+    """
+
+    dir: Path = PROJECT / "build" / "repo"
+    channels: tuple[str, ...] = ("stable", "security")
+    gnupghome: Path = PROJECT / ".gnupg"
+    key: str = ""
+    key_file: Path | None = None
+    valid_for: str = "7d"
+    origin: str = "vrpipe"
+    url: str = "http://127.0.0.1:8080/"
+    listen: str = "127.0.0.1:8080"
+
+    def __post_init__(self) -> None:
+        if not self.channels:
+            raise RepoError("repo.channels: name at least one channel")
+        for channel in self.channels:
+            if not CODENAME.match(channel) or channel.endswith(PREVIOUS):
+                raise RepoError(f"repo.channels: {channel!r} is not a codename like 'stable'")
+        if not VALID_FOR.match(self.valid_for):
+            raise RepoError(f"repo.valid_for: {self.valid_for!r} is not like 7d, 1m or 1y")
+        if not self.url.startswith(("http://", "https://")) or not self.url.endswith("/"):
+            raise RepoError(f"repo.url: {self.url!r} must be an http(s) URL ending in /")
+        listen_address(self.listen)
+
+    @property
+    def codenames(self) -> list[str]:
+        """Every distribution in conf/distributions: each channel and its previous release."""
+        return [name for channel in self.channels for name in (channel, channel + PREVIOUS)]
+
+    @property
+    def public(self) -> Path:
+        return self.dir / "public"
+
+    @property
+    def keyring(self) -> Path:
+        return self.dir / "vr-archive-keyring.gpg"
+
+    def channel(self, name: str | None) -> str:
+        """The channel to publish to: name, checked against the configured ones, or the first."""
+        if name is None:
+            return self.channels[0]
+        if name not in self.channels:
+            raise RepoError(f"channel {name!r} is not one of {', '.join(self.channels)}")
+        return name
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """'127.0.0.1:8080' or '[::1]:8080' -> (host, port)."""
+    found = ADDRESS.match(text)
+    if not found or not 0 < int(found["port"]) < 65536:
+        raise RepoError(f"repo.listen: {text!r} is not HOST:PORT")
+    return found["host"].strip("[]"), int(found["port"])
+
+
+def load(settings: dict[str, Any] | None) -> RepoConfig:
+    """Build the config from invoke's `repo` settings; paths are relative to the checkout."""
+    settings = dict(settings or {})
+    known = {f.name for f in fields(RepoConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise RepoError(f"repo: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    for name in ("dir", "gnupghome", "key_file"):
+        if name in settings:
+            settings[name] = PROJECT / Path(settings[name]) if settings[name] else None
+    if settings.get("dir", ...) is None or settings.get("gnupghome", ...) is None:
+        raise RepoError("repo.dir and repo.gnupghome must name a directory")
+    if "channels" in settings:
+        settings["channels"] = tuple(settings["channels"])
+    for name in ("key", "valid_for", "origin", "url", "listen"):
+        if name in settings and not isinstance(settings[name], str):
+            raise RepoError(f"repo.{name}: expected text, got {settings[name]!r}")
+    return RepoConfig(**settings)

@@ -1,0 +1,141 @@
+"""Publishing: builds the packages, puts them into one channel of the reprepro repository (moving the
+version they replace to `<channel>-previous`, so routers can roll back), exports and signs, then serves
+the result atomically (repo/snapshot.py). Publishing again with nothing new changes nothing.
+"""
+
+import fcntl
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from debian.debfile import DebFile
+
+from . import signing, snapshot
+from .config import PREVIOUS, RepoConfig
+from .packages import PROJECT, TEMPLATES, build_packages
+from .reprepro import Reprepro
+from .run import RepoError, step
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one publish did, for its one-line summary."""
+
+    channel: str
+    versions: dict[str, str]  # package -> version now in the channel
+    replaced: dict[str, str] = field(default_factory=dict)  # package -> version moved to -previous
+    tree: Path | None = None  # the tree now served, None when nothing changed
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        packages = ", ".join(f"{p} {v}" for p, v in sorted(self.versions.items()))
+        if self.tree is None:
+            return f"{self.channel}: already up to date ({packages}), nothing changed in {self.seconds:.2f} s"
+        rollback = ", ".join(f"{p} {v}" for p, v in sorted(self.replaced.items()))
+        previous = f"; previous in {self.channel}{PREVIOUS}: {rollback}" if rollback else ""
+        served = f"serving tree {self.tree.name}"
+        return f"{self.channel}: published {packages}{previous}; {served} in {self.seconds:.2f} s"
+
+
+def publish(
+    config: RepoConfig, version: str | None = None, channel: str | None = None, refresh: bool = False
+) -> Result:
+    """Build and publish our packages to channel (default: the first); refresh re-signs with a new
+    Valid-Until even when no package changed."""
+    start = time.monotonic()
+    channel = config.channel(channel)
+    config.dir.mkdir(parents=True, exist_ok=True)
+    with _locked(config.dir / "publish.lock"):
+        repo = prepare(config)
+        with tempfile.TemporaryDirectory(dir=config.dir) as tmp:
+            debs = build_packages(Path(tmp), version)
+            replaced, changed = _include(repo, channel, debs)
+        unexported = [c for c in config.codenames if not (repo.outdir / "dists" / c / "InRelease").exists()]
+        to_export = (
+            config.codenames
+            if refresh
+            else sorted({*unexported, *([channel, channel + PREVIOUS] if changed else [])})
+        )
+        if to_export:
+            with step(f"export {' '.join(to_export)}"):
+                repo.export(*to_export)
+        tree = None
+        if snapshot.differs(repo.outdir, config.public, config.codenames):
+            tree = snapshot.publish_tree(repo.outdir, config.public, config.keyring)
+    versions = {p.package: p.version for p in repo.list(channel).values()}
+    return Result(channel, versions, replaced, tree, time.monotonic() - start)
+
+
+def prepare(config: RepoConfig) -> Reprepro:
+    """Choose the archive key, export its public keyring, and write reprepro's conf/."""
+    with step("archive key"):
+        fingerprint = archive_key(config)
+        signing.export_public(config.gnupghome, fingerprint, config.keyring)
+    conf = config.dir / "conf"
+    conf.mkdir(exist_ok=True)
+    hook = conf / "sign-release"
+    hook.write_text(
+        TEMPLATES.get_template("sign-release.j2").render(
+            python=sys.executable, project=PROJECT, fingerprint=fingerprint, gnupghome=config.gnupghome
+        )
+    )
+    hook.chmod(0o755)
+    (conf / "distributions").write_text(
+        TEMPLATES.get_template("distributions.j2").render(
+            codenames=config.codenames, origin=config.origin, valid_for=config.valid_for, hook=hook
+        )
+    )
+    return Reprepro(config.dir, config.dir / "work", config.gnupghome)
+
+
+def archive_key(config: RepoConfig) -> str:
+    """The fingerprint to sign with: an imported key file, a production key, or the development key."""
+    if config.key_file:
+        imported = signing.import_key(config.gnupghome, config.key_file)
+        if config.key and signing.production_key(config.gnupghome, config.key) != imported:
+            raise RepoError(f"repo.key_file {config.key_file} does not hold repo.key {config.key}")
+        return imported
+    if config.key:
+        return signing.production_key(config.gnupghome, config.key)
+    return signing.dev_key(config.gnupghome)
+
+
+def _include(repo: Reprepro, channel: str, debs: list[Path]) -> tuple[dict[str, str], bool]:
+    """Put debs into channel; the versions they replace go to channel-previous. Returns those, and
+    whether anything changed."""
+    current = repo.list(channel)
+    replaced, changed = {}, False
+    for deb in debs:
+        name, version = _name_version(deb)
+        there = current.get(name)
+        if there and there.version == version:
+            if there.pool_file.read_bytes() != deb.read_bytes():
+                raise RepoError(
+                    f"{name} {version} is already in {channel} with different content: "
+                    "bump __version__ in vr_scripts/vr/__init__.py or publish with --version"
+                )
+            continue
+        with step(f"include {deb.name} in {channel}"):
+            if there:
+                repo.copy(channel + PREVIOUS, channel, name)
+                replaced[name] = there.version
+            repo.includedeb(channel, deb)
+        changed = True
+    return replaced, changed
+
+
+def _name_version(deb: Path) -> tuple[str, str]:
+    control = DebFile(str(deb)).debcontrol()
+    return control["Package"], control["Version"]
+
+
+@contextmanager
+def _locked(lock_file: Path) -> Iterator[None]:
+    """One publish at a time per repository."""
+    with lock_file.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

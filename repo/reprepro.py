@@ -1,0 +1,61 @@
+"""The small wrapper around reprepro: each reprepro command repo/ uses, as one method with clear errors.
+
+reprepro keeps its configuration and database under `basedir` and writes dists/ and pool/ under
+`outdir`; it signs through the SignWith hook in conf/, which needs GNUPGHOME.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .run import RepoError, run
+
+
+@dataclass(frozen=True)
+class Published:
+    """One package as a distribution lists it."""
+
+    package: str
+    version: str
+    pool_file: Path
+
+
+@dataclass(frozen=True)
+class Reprepro:
+    basedir: Path
+    outdir: Path
+    gnupghome: Path
+
+    def includedeb(self, codename: str, deb: Path) -> None:
+        """Add a .deb to codename (replacing its other version) without exporting yet."""
+        self._run("--export=never", "includedeb", codename, deb)
+
+    def copy(self, dest: str, source: str, *packages: str) -> None:
+        """Copy packages at their current version from one distribution to another, without exporting."""
+        self._run("--export=never", "copy", dest, source, *packages)
+
+    def remove(self, codename: str, *packages: str) -> None:
+        self._run("--export=never", "remove", codename, *packages)
+
+    def export(self, *codenames: str) -> None:
+        """Write (and sign) the indexes of codenames, with a fresh Date and Valid-Until."""
+        self._run("export", *codenames)
+
+    def check(self) -> None:
+        """Check the database against the pool: every file there and with the checksums recorded."""
+        self._run("check")
+        self._run("checkpool")
+
+    def list(self, codename: str) -> dict[str, Published]:
+        """The packages in codename, by name (an Architecture: all package is listed once)."""
+        listing = self._run("--list-format", "${package}\t${version}\t${Filename}\n", "list", codename)
+        found = {}
+        for line in listing.splitlines():
+            package, version, filename = line.split("\t")
+            found[package] = Published(package, version, self.outdir / filename)
+        return found
+
+    def _run(self, *args: str | Path) -> str:
+        if not (self.basedir / "conf" / "distributions").exists():
+            raise RepoError(f"{self.basedir} has no conf/distributions: publish once first")
+        argv = ["reprepro", "--basedir", self.basedir, "--outdir", self.outdir, *args]
+        return run(argv, env={"GNUPGHOME": str(self.gnupghome)}).stdout.decode()
