@@ -71,9 +71,9 @@ class RepoConfig:
 
 
 def listen_address(text: str) -> tuple[str, int]:
-    """'127.0.0.1:8080' or '[::1]:8080' -> (host, port)."""
+    """'127.0.0.1:8080' or '[::1]:8080' -> (host, port); port 0 picks a free port."""
     found = ADDRESS.match(text)
-    if not found or not 0 < int(found["port"]) < 65536:
+    if not found or not 0 <= int(found["port"]) < 65536:
         raise RepoError(f"repo.listen: {text!r} is not HOST:PORT")
     return found["host"].strip("[]"), int(found["port"])
 

@@ -1,0 +1,55 @@
+"""Serves the published repository over HTTP (loopback by default). It serves through the `public`
+symlink, resolved on every request, so each file comes whole from one tree, old or new.
+"""
+
+import functools
+import logging
+import socket
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from .config import listen_address
+from .run import RepoError
+
+log = logging.getLogger("repo.serve")
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    def send_head(self):  # noqa: ANN201 - the base class's signature
+        # Two publishes within one second leave InRelease with the same mtime; answering
+        # If-Modified-Since from it would hide the newer one, so always send the file.
+        del self.headers["If-Modified-Since"]
+        return super().send_head()
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+def make_server(directory: Path, address: str) -> ThreadingHTTPServer:
+    """An HTTP server for directory bound to address (HOST:PORT; port 0 picks a free one)."""
+    host, port = listen_address(address)
+    if not directory.is_dir():
+        raise RepoError(f"{directory} does not exist: publish the repository first")
+    handler = functools.partial(_Handler, directory=str(directory))
+    return (_Server6 if ":" in host else _Server)((host, port), handler)
+
+
+def serve(directory: Path, address: str) -> None:
+    """Serve until interrupted."""
+    server = make_server(directory, address)
+    host, port = server.server_address[:2]
+    log.info("serving %s on http://%s:%d/ (Ctrl-C stops)", directory, host, port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        log.info("stopped")
+    finally:
+        server.server_close()

@@ -1,0 +1,136 @@
+"""Checks a published repository the way an apt client trusts it: InRelease and Release.gpg with gpgv
+against the keyring, every index against the SHA256 sums in the signed Release, every .deb against its
+Packages entry, and Valid-Until. Works on the served directory or on a URL (fetched with requests).
+"""
+
+import email.utils
+import hashlib
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from urllib.parse import urljoin
+
+import requests
+from debian.deb822 import Packages, Release
+
+from .run import RepoError, run
+
+Fetch = Callable[[str], bytes | None]  # path inside the repository -> its bytes, None when missing
+
+
+@dataclass
+class Report:
+    """What verify found: the problems (empty when all is well) and how much it checked."""
+
+    where: str
+    problems: list[str] = field(default_factory=list)
+    indexes: int = 0
+    packages: int = 0
+
+    def summary(self) -> str:
+        checked = f"{self.indexes} indexes and {self.packages} packages in {self.where}"
+        if self.problems:
+            return f"verify: {len(self.problems)} problem(s) with {checked}"
+        return f"verify: {checked} are signed, consistent and valid"
+
+
+def verify(where: str | Path, keyring: Path, codenames: list[str], now: datetime | None = None) -> Report:
+    """Verify each distribution of the repository at where (a directory or an http(s) URL)."""
+    report = Report(str(where))
+    fetch = _fetcher(where)
+    if not keyring.is_file():
+        raise RepoError(f"keyring {keyring} does not exist (publish once, or pass the routers' keyring)")
+    for codename in codenames:
+        _verify_distribution(fetch, keyring, f"dists/{codename}", report, now or datetime.now(UTC))
+    return report
+
+
+def _verify_distribution(fetch: Fetch, keyring: Path, dist: str, report: Report, now: datetime) -> None:
+    files = {name: fetch(f"{dist}/{name}") for name in ("InRelease", "Release", "Release.gpg")}
+    missing = [name for name, data in files.items() if data is None]
+    if missing:
+        report.problems.append(f"{dist}: {', '.join(missing)} missing (unsigned or not published)")
+        return
+    inrelease, release, release_gpg = files.values()
+    try:
+        signed = _gpgv(keyring, inrelease)
+        _gpgv(keyring, release_gpg, release)
+    except RepoError as e:
+        report.problems.append(f"{dist}: bad signature: {str(e).splitlines()[-1]}")
+        return
+    if signed != release:
+        report.problems.append(f"{dist}: InRelease and Release say different things")
+    fields = Release(signed.decode())
+    _check_valid_until(fields, dist, report, now)
+    for entry in fields["SHA256"]:
+        _check_index(fetch, dist, entry, fields.get("Acquire-By-Hash") == "yes", report)
+        if PurePosixPath(entry["name"]).name == "Packages":
+            _check_debs(fetch, fetch(f"{dist}/{entry['name']}") or b"", report)
+
+
+def _check_valid_until(fields: Release, dist: str, report: Report, now: datetime) -> None:
+    if "Valid-Until" not in fields:
+        report.problems.append(f"{dist}: Release has no Valid-Until, a frozen copy would be trusted forever")
+    elif email.utils.parsedate_to_datetime(fields["Valid-Until"]) < now:
+        report.problems.append(f"{dist}: Release expired on {fields['Valid-Until']}")
+
+
+def _check_index(fetch: Fetch, dist: str, entry: dict[str, str], by_hash: bool, report: Report) -> None:
+    report.indexes += 1
+    name = f"{dist}/{entry['name']}"
+    copies = [name]
+    if by_hash:
+        copies.append(f"{PurePosixPath(name).parent}/by-hash/SHA256/{entry['sha256']}")
+    for path in copies:
+        data = fetch(path)
+        if data is None:
+            report.problems.append(f"{path}: missing, Release lists it")
+        elif len(data) != int(entry["size"]) or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            report.problems.append(f"{path}: size or SHA256 differs from Release")
+
+
+def _check_debs(fetch: Fetch, packages: bytes, report: Report) -> None:
+    for entry in Packages.iter_paragraphs(packages.decode(), use_apt_pkg=False):
+        report.packages += 1
+        data = fetch(entry["Filename"])
+        if data is None:
+            report.problems.append(f"{entry['Filename']}: missing, Packages lists it")
+        elif len(data) != int(entry["Size"]) or hashlib.sha256(data).hexdigest() != entry["SHA256"]:
+            report.problems.append(f"{entry['Filename']}: size or SHA256 differs from its Packages entry")
+
+
+def _gpgv(keyring: Path, signature: bytes, signed: bytes | None = None) -> bytes:
+    """Check a signature (inline, or detached over signed) against keyring; returns the signed text."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sig, data, out = Path(tmp, "sig"), Path(tmp, "data"), Path(tmp, "out")
+        sig.write_bytes(signature)
+        if signed is not None:
+            data.write_bytes(signed)
+            run(["gpgv", "--homedir", tmp, "--keyring", keyring.resolve(), sig, data])
+            return signed
+        run(["gpgv", "--homedir", tmp, "--keyring", keyring.resolve(), "--output", out, sig])
+        return out.read_bytes()
+
+
+def _fetcher(where: str | Path) -> Fetch:
+    if isinstance(where, str) and where.startswith(("http://", "https://")):
+        base = where if where.endswith("/") else where + "/"
+        return lambda path: _get(urljoin(base, path))
+    root = Path(where)
+    if not (root / "dists").is_dir():
+        raise RepoError(f"{root} is not a published repository (no dists/)")
+    return lambda path: (root / path).read_bytes() if (root / path).is_file() else None
+
+
+def _get(url: str) -> bytes | None:
+    try:
+        response = requests.get(url, timeout=30)
+    except requests.RequestException as e:
+        raise RepoError(f"cannot fetch {url}: {e}") from e
+    if response.status_code == 404:
+        return None
+    if response.status_code != 200:
+        raise RepoError(f"{url}: HTTP {response.status_code}")
+    return response.content
