@@ -80,3 +80,9 @@ def sign_release(
 def _has_keys(gnupghome: Path) -> bool:
     """gpg exits non-zero when asked for a uid it has no key for; a fresh home has no keyring at all."""
     return (gnupghome / "pubring.kbx").exists()
+
+
+def stop_agent(gnupghome: Path) -> None:
+    """Stop the gpg-agent that signing started for gnupghome (tests use throw-away homes)."""
+    if gnupghome.is_dir():
+        run(["gpgconf", "--homedir", gnupghome, "--kill", "gpg-agent"])

@@ -1,0 +1,89 @@
+"""Helpers for the repository tests: a throw-away repository and key, a loopback HTTP server, and
+broken copies of a published tree (tampered index, unsigned, signed by another key, expired).
+"""
+
+import gzip
+import lzma
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from repo import signing
+from repo.config import RepoConfig
+from repo.serve import make_server
+
+RFC2822 = "%a, %d %b %Y %H:%M:%S UTC"
+
+
+def throwaway_config(where: Path) -> RepoConfig:
+    """A repository and GNUPGHOME of its own under where, signed by a fresh development key."""
+    return RepoConfig(dir=where / "repo", gnupghome=where / "gnupg")
+
+
+@contextmanager
+def serving(directory: Path) -> Iterator[str]:
+    """Serve directory on a free loopback port with repo/serve.py; yields the base URL."""
+    server = make_server(directory, "127.0.0.1:0")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def copy_tree(public: Path, dest: Path) -> Path:
+    """An independent copy of the served tree (no hard links back into the real repository)."""
+    shutil.copytree(public, dest)
+    return dest
+
+
+def tamper_packages(tree: Path, codename: str) -> None:
+    """Change one field in every copy of codename's Packages index (plain, gzip, xz, by-hash)."""
+    for path in (tree / "dists" / codename / "main" / "binary-amd64").rglob("*"):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        for opener, closer in (
+            (gzip.decompress, gzip.compress),
+            (lzma.decompress, lzma.compress),
+            (None, None),
+        ):
+            try:
+                text = opener(data) if opener else data
+            except (OSError, lzma.LZMAError):
+                continue
+            if b"Package: " in text:
+                text = text.replace(b"Priority: optional", b"Priority: required")
+                path.write_bytes(closer(text) if closer else text)
+            break
+
+
+def unsign(tree: Path, codename: str) -> None:
+    for name in ("InRelease", "Release.gpg"):
+        (tree / "dists" / codename / name).unlink()
+
+
+def resign(tree: Path, codename: str, gnupghome: Path, fingerprint: str) -> None:
+    dist = tree / "dists" / codename
+    signing.sign_release(gnupghome, fingerprint, dist / "Release", dist / "InRelease", dist / "Release.gpg")
+
+
+def expire(tree: Path, codename: str, gnupghome: Path, fingerprint: str) -> None:
+    """Move Date and Valid-Until into the past and sign again with the right key: a replayed repository."""
+    release = tree / "dists" / codename / "Release"
+    now = datetime.now(UTC)
+    text = re.sub(
+        r"^Date: .*$", f"Date: {(now - timedelta(days=9)).strftime(RFC2822)}", release.read_text(), flags=re.M
+    )
+    text = re.sub(
+        r"^Valid-Until: .*$", f"Valid-Until: {(now - timedelta(days=2)).strftime(RFC2822)}", text, flags=re.M
+    )
+    release.write_text(text)
+    resign(tree, codename, gnupghome, fingerprint)
