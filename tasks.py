@@ -1,0 +1,96 @@
+"""vrpipe's tasks: build, publish, test and benchmark the virtual router.
+
+Each task is thin: it parses its options and calls one function of a part (image/, repo/, vr_scripts/,
+orchestration/). `invoke --list` shows them all; `invoke --help TASK` shows a task's options.
+"""
+
+import sys
+
+from invoke import Exit, task
+
+PYTEST = [sys.executable, "-m", "pytest"]
+
+
+def _run(c, argv):
+    """Run an argv list through invoke, echoing it; invoke takes a string, so quote each word."""
+    import shlex
+
+    c.run(shlex.join(argv), echo=True, pty=False)
+
+
+@task(help={"keep": "leave the demo router namespace running (remove it with `invoke demo-down`)"})
+def demo(c, keep=False):
+    """Bring up a router namespace on this machine, apply a sample state and show what it programmed."""
+    from orchestration.demo import run_demo
+
+    run_demo(keep=keep)
+
+
+@task
+def demo_down(c):
+    """Remove what `invoke demo --keep` left running."""
+    from orchestration.demo import teardown_demo
+
+    teardown_demo()
+
+
+@task(help={"k": "only tests matching this pytest -k expression", "unit": "unit tests only"})
+def test(c, k="", unit=False):
+    """Run the whole test suite (unit and end-to-end; end-to-end needs root)."""
+    argv = [*PYTEST, "tests/unit"] if unit else [*PYTEST]
+    if k:
+        argv += ["-k", k]
+    _run(c, argv)
+
+
+@task
+def lint(c):
+    """Check the code with ruff."""
+    _run(c, [sys.executable, "-m", "ruff", "check", "."])
+
+
+@task(help={"vms": "number of VMs in the benchmark state (default 1000)"})
+def bench_engine(c, vms=1000):
+    """Apply a state of N VMs to a router namespace, then one change; print each phase's time."""
+    from orchestration.bench import bench_engine as main
+
+    if not main(vms=vms):
+        raise Exit(code=1)
+
+
+@task(
+    help={
+        "version": "package version to build (default: __version__ in vr_scripts/vr/__init__.py)",
+        "channel": "channel to publish to (default: the first of repo.channels)",
+        "refresh": "re-sign every distribution with a new Valid-Until even if nothing changed",
+    }
+)
+def publish_repo(c, version=None, channel=None, refresh=False):
+    """Build vr-scripts and vr-base and publish them to the signed apt repository (prints the time)."""
+    from repo.commands import publish_repo as main
+
+    if not main(c.config.get("repo"), version, channel, refresh):
+        raise Exit(code=1)
+
+
+@task(
+    help={
+        "url": "verify what is served at this URL (`-`: repo.url) instead of the local directory",
+        "keyring": "public keyring to trust (default: the repository's own export)",
+    }
+)
+def verify_repo(c, url=None, keyring=None):
+    """Check signatures, index hashes, .deb hashes and Valid-Until of the published repository."""
+    from repo.commands import verify_repo as main
+
+    if not main(c.config.get("repo"), url, keyring):
+        raise Exit(code=1)
+
+
+@task(help={"listen": "HOST:PORT to listen on (default: repo.listen, loopback)"})
+def serve_repo(c, listen=None):
+    """Serve the published repository over HTTP until interrupted."""
+    from repo.commands import serve_repo as main
+
+    if not main(c.config.get("repo"), listen):
+        raise Exit(code=1)

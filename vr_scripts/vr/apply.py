@@ -1,0 +1,267 @@
+"""The apply pipeline: validate -> render -> check -> swap -> activate -> persist, with rollback.
+Each subsystem is rendered whole from the desired state; changed files are checked by their own tool,
+swapped in by rename, and their service reloaded once. If anything fails after the swap began, the
+previous files and rules are put back and re-activated, and the result says which step failed and why.
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__, dnsmasq, haproxy, interfaces, metadata, nftables
+from .document import load_state, parse_document, state_document
+from .fields import Invalid
+from .model import SECTIONS, RouterState
+from .run import CommandFailed
+
+# Activation order matters: addresses before the rules and daemons that bind to them.
+SUBSYSTEMS = (interfaces, nftables, dnsmasq, haproxy, metadata)
+
+
+@dataclass
+class Change:
+    """What one activation works from: the state before and after, and which files were replaced."""
+
+    old: RouterState
+    new: RouterState
+    layout: object
+    services: object
+    changed: set = field(default_factory=set)
+    force: bool = False  # re-apply kernel state (addresses, rules) even if no file changed
+
+
+class ApplyFailed(Exception):
+    def __init__(self, phase, subsystem, error):
+        super().__init__(f"{phase} of {subsystem} failed: {error}")
+        self.phase, self.subsystem, self.error = phase, subsystem, str(error)
+
+    def to_json(self):
+        return {"phase": self.phase, "subsystem": self.subsystem, "error": self.error}
+
+
+class Phases:
+    """Times each phase of an apply, for the result."""
+
+    def __init__(self):
+        self.seconds = {}
+
+    @contextmanager
+    def __call__(self, name):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0) + time.perf_counter() - started, 4)
+
+
+def read_persisted(layout):
+    if not layout.state.exists():
+        return RouterState()
+    return load_state(json.loads(layout.state.read_text()))
+
+
+@contextmanager
+def apply_lock(layout):
+    """One apply at a time per router: a second one waits for the first."""
+    layout.make_directories()
+    with open(layout.lock, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def apply_document(data, layout, services):
+    """Apply a state or batch document; return the JSON result (its "ok" says whether it was applied)."""
+    phases = Phases()
+    with apply_lock(layout):
+        with phases("validate"):
+            current = read_persisted(layout)
+            try:
+                parsed = parse_document(data, current)
+            except Invalid as invalid:
+                return _invalid_result(data, invalid, phases)
+        selected = [s for s in SUBSYSTEMS if s.NAME in parsed.subsystems]
+        try:
+            actions = converge(current, parsed.state, layout, services, selected, parsed.kind == "state", phases)
+        except ApplyFailed as failed:
+            return _result(parsed, phases, failed=failed)
+    return _result(parsed, phases, actions=actions)
+
+
+def reapply(layout, services):
+    """Re-apply the persisted state whole (at boot, and after an upgrade of the engine)."""
+    phases = Phases()
+    with apply_lock(layout):
+        with phases("validate"):
+            state = read_persisted(layout)
+        try:
+            actions = converge(state, state, layout, services, SUBSYSTEMS, True, phases)
+        except ApplyFailed as failed:
+            return {"ok": False, "kind": "reapply", "failed": failed.to_json(), "timings": phases.seconds}
+    return {"ok": True, "kind": "reapply", "actions": actions, "timings": phases.seconds, "version": __version__}
+
+
+def converge(old, new, layout, services, selected, force, phases):
+    """Make the router run `new`; on failure put `old` back and raise ApplyFailed."""
+    with phases("render"):
+        rendered = {s: s.render(new, layout) for s in selected}
+        changed = {path: text for files in rendered.values() for path, text in files.items() if _read(path) != text}
+    with phases("check"):
+        staged = _stage(changed)
+        try:
+            for subsystem, files in rendered.items():
+                if changed.keys() & files.keys():
+                    _check(subsystem, staged, layout)
+        except ApplyFailed:
+            _unstage(staged)
+            raise
+    previous = {path: _read(path) for path in changed}
+    change = Change(old, new, layout, services, set(changed), force)
+    actions = {}
+    try:
+        with phases("swap"):
+            for path, staged_path in staged.items():
+                os.replace(staged_path, path)
+        with phases("activate"):
+            for subsystem in selected:
+                _activate(subsystem, change, actions)
+    except ApplyFailed:
+        _roll_back(previous, Change(new, old, layout, services, set(changed), force), selected)
+        raise
+    with phases("persist"):
+        _write_atomically(layout.state, json.dumps(state_document(new), separators=(",", ":")))
+    return actions
+
+
+def _check(subsystem, staged, layout):
+    try:
+        subsystem.check(_StagedView(staged), layout)
+    except CommandFailed as err:
+        raise ApplyFailed("check", subsystem.NAME, err) from err
+
+
+class _StagedView(dict):
+    """Staged paths by final path; a file that did not change is checked where it already is."""
+
+    def __missing__(self, path):
+        return path
+
+
+def _activate(subsystem, change, actions):
+    try:
+        action = subsystem.activate(change)
+    except (CommandFailed, OSError, TimeoutError) as err:
+        raise ApplyFailed("activate", subsystem.NAME, err) from err
+    if action:
+        actions[subsystem.NAME] = action
+
+
+def _roll_back(previous, change, selected):
+    """Put the previous files back and re-activate them; keep going past errors, the old state is the goal."""
+    for path, text in previous.items():
+        if text is None:
+            path.unlink(missing_ok=True)
+        else:
+            _write_atomically(path, text)
+    for subsystem in selected:
+        with contextlib.suppress(CommandFailed, OSError, TimeoutError):
+            subsystem.activate(change)
+
+
+def _read(path):
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _stage(changed):
+    staged = {}
+    for path, text in changed.items():
+        staged_path = path.with_name(f".{path.name}.new")
+        _write_durably(staged_path, text)
+        staged[path] = staged_path
+    return staged
+
+
+def _unstage(staged):
+    for staged_path in staged.values():
+        staged_path.unlink(missing_ok=True)
+
+
+def _write_durably(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(path, 0o644)
+
+
+def _write_atomically(path, text):
+    """Write, fsync, rename: a crash leaves the old file or the new one, never half of one."""
+    staged_path = Path(path).with_name(f".{Path(path).name}.new")
+    _write_durably(staged_path, text)
+    os.replace(staged_path, path)
+
+
+def _invalid_result(data, invalid, phases):
+    problems = [p.to_json() for p in invalid.problems]
+    result = {"ok": False, "error": "invalid document", "problems": problems, "timings": phases.seconds}
+    commands = data.get("commands") if isinstance(data, dict) else None
+    if isinstance(commands, list):
+        bad = {}
+        for problem in problems:
+            if problem["where"].startswith("commands["):
+                bad.setdefault(int(problem["where"][9:].split("]")[0]), []).append(problem)
+        result["results"] = [
+            {"index": i, "ok": False, "problems": bad[i]}
+            if i in bad
+            else {"index": i, "ok": False, "error": "not applied"}
+            for i in range(len(commands))
+        ]
+    return result
+
+
+def _result(parsed, phases, actions=None, failed=None):
+    result = {"ok": failed is None, "kind": parsed.kind, "version": __version__}
+    if parsed.kind == "batch":
+        result["results"] = [_command_result(c, failed) for c in parsed.commands]
+    else:
+        result["sections"] = {
+            name: _section_result(name, parsed.state, failed)
+            for name, section in SECTIONS.items()
+            if section.key_fields
+        }
+    if failed:
+        result["failed"] = failed.to_json()
+    else:
+        result["actions"] = actions
+    result["timings"] = phases.seconds
+    return result
+
+
+def _command_result(command, failed):
+    return {
+        "index": command.index,
+        "type": command.section,
+        "op": command.op,
+        **_command_result_error(command.section, failed),
+    }
+
+
+def _command_result_error(section, failed):
+    """ok, or the failure: named in full where this section feeds the failed subsystem."""
+    if failed is None:
+        return {"ok": True}
+    if failed.subsystem in SECTIONS[section].subsystems:
+        return {"ok": False, "error": f"{failed.subsystem} {failed.phase} failed: {failed.error}"}
+    return {"ok": False, "error": f"not applied: {failed.subsystem} {failed.phase} failed"}
+
+
+def _section_result(name, state, failed):
+    return {**_command_result_error(name, failed), "items": len(getattr(state, name))}

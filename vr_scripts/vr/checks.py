@@ -1,0 +1,150 @@
+"""Checks that look at the whole desired state at once: duplicates, conflicts between rules, and references
+to addresses the router does not have. Each problem names the command or entry that brought in the item,
+through the `origin(section, item)` function the caller passes.
+"""
+
+from collections import defaultdict
+
+from .fields import Problem
+
+PERSISTED = "persisted state"
+
+
+def check_state(state, origin):
+    """Every cross-item problem of `state`, each located by `origin(section_name, item)`."""
+    problems = []
+
+    def report(section, item, error, field=None, other=None):
+        """Name the item at fault; in a conflict with `other` (section, item), the one the document brought."""
+        where = origin(section, item)
+        if other is not None:
+            other_where = origin(*other)
+            if where.startswith(PERSISTED) and not other_where.startswith(PERSISTED):
+                where, other_where = other_where, where
+                field = None
+            error = f"{error} (conflicts with {other_where})"
+        problems.append(Problem(f"{where}.{field}" if field else where, error))
+
+    _check_interfaces(state.interfaces, report)
+    guests = [g.gateway.network for g in state.interfaces.guests]
+    public = state.interfaces.public_addresses
+    _check_vm_addresses(state, guests, report)
+    _check_public_addresses(state, public, report)
+    _check_unique(state, report)
+    _check_port_conflicts(state, report)
+    return problems
+
+
+def _check_interfaces(interfaces, report):
+    devices = [i.device for i in (interfaces.control, *interfaces.guests, *interfaces.public) if i]
+    for device in {d for d in devices if devices.count(d) > 1}:
+        report("interfaces", interfaces, f"device {device} is used by more than one interface", "device")
+    networks = [g.gateway.network for g in interfaces.guests]
+    for i, net in enumerate(networks):
+        for other in networks[i + 1 :]:
+            if net.overlaps(other):
+                report("interfaces", interfaces, f"guest networks {net} and {other} overlap", "guests")
+    for guest in interfaces.guests:
+        if guest.gateway.network.prefixlen > 30:
+            report("interfaces", interfaces, f"guest network {guest.gateway.network} is too small", "guests")
+    addresses = [a.ip for p in interfaces.public for a in p.addresses]
+    for ip in {a for a in addresses if addresses.count(a) > 1}:
+        report("interfaces", interfaces, f"public address {ip} is listed twice", "public")
+
+
+def _guest_address_error(ip, guests):
+    for net in guests:
+        if ip in net:
+            if ip in (net.network_address, net.broadcast_address):
+                return f"{ip} is the network or broadcast address of {net}"
+            return None
+    return f"{ip} is not in any guest network ({', '.join(map(str, guests)) or 'none configured'})"
+
+
+def _check_vm_addresses(state, guests, report):
+    gateways = {g.gateway.ip for g in state.interfaces.guests}
+    vm_fields = [
+        ("port_forwarding", "vm_ip"),
+        ("static_nat", "vm_ip"),
+        ("dhcp", "ip"),
+        ("vm_data", "vm_ip"),
+    ]
+    for section, name in vm_fields:
+        for item in getattr(state, section):
+            ip = getattr(item, name)
+            error = _guest_address_error(ip, guests)
+            if ip in gateways:
+                error = f"{ip} is the router's own gateway address"
+            if error:
+                report(section, item, error, name)
+    for lb in state.load_balancer:
+        for backend in lb.backends:
+            error = _guest_address_error(backend.ip, guests)
+            if error:
+                report("load_balancer", lb, error, "backends")
+    for snat in state.source_nat:
+        if not any(snat.guest_cidr.subnet_of(net) for net in guests):
+            report("source_nat", snat, f"{snat.guest_cidr} is not within a guest network", "guest_cidr")
+
+
+def _check_public_addresses(state, public, report):
+    uses = [
+        ("source_nat", state.source_nat),
+        ("port_forwarding", state.port_forwarding),
+        ("static_nat", state.static_nat),
+        ("load_balancer", state.load_balancer),
+        ("firewall", [r for r in state.firewall if r.direction == "ingress"]),
+    ]
+    for section, items in uses:
+        for item in items:
+            if item.public_ip not in public:
+                report(section, item, f"{item.public_ip} is not one of the router's public addresses", "public_ip")
+    one_to_one = {s.public_ip: s for s in state.static_nat}
+    for section, items in uses[:2] + uses[3:4]:
+        for item in items:
+            if item.public_ip in one_to_one:
+                other = ("static_nat", one_to_one[item.public_ip])
+                report(section, item, f"{item.public_ip} is taken by static NAT", "public_ip", other)
+
+
+def _check_unique(state, report):
+    """Values that must be unique across a section: the second and later holders are reported."""
+    unique = [
+        ("dhcp", "ip"),
+        ("dhcp", "hostname"),
+        ("static_nat", "vm_ip"),
+    ]
+    for section, name in unique:
+        seen = {}
+        for item in getattr(state, section):
+            value = getattr(item, name)
+            value = value.lower() if isinstance(value, str) else value
+            if value in seen:
+                error = f"{getattr(item, name)} is already used by another {section} entry"
+                report(section, item, error, name, (section, seen[value]))
+            seen.setdefault(value, item)
+    frontends = defaultdict(list)
+    for lb in state.load_balancer:
+        frontends[(lb.public_ip, lb.port)].append(lb)
+    for (ip, port), lbs in frontends.items():
+        for lb in lbs[1:]:
+            error = f"{ip}:{port} is already the frontend of {lbs[0].name}"
+            report("load_balancer", lb, error, "port", ("load_balancer", lbs[0]))
+
+
+def _check_port_conflicts(state, report):
+    """Port forwards must not overlap each other, nor a load balancer's frontend, on one address."""
+    by_address = defaultdict(list)
+    for pf in state.port_forwarding:
+        by_address[(pf.public_ip, pf.protocol)].append(pf)
+    for rules in by_address.values():
+        rules.sort(key=lambda r: r.public_ports)
+        for before, after in zip(rules, rules[1:], strict=False):
+            if before.public_ports.overlaps(after.public_ports):
+                error = f"{after.public_ports} overlaps {before.public_ports} on {after.public_ip}/{after.protocol}"
+                report("port_forwarding", after, error, "public_ports", ("port_forwarding", before))
+    for lb in state.load_balancer:
+        for pf in by_address.get((lb.public_ip, "tcp"), ()):
+            if pf.public_ports.first <= lb.port <= pf.public_ports.last:
+                error = f"{lb.public_ip}:{lb.port} is already port-forwarded"
+                report("load_balancer", lb, error, "port", ("port_forwarding", pf))

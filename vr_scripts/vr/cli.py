@@ -1,0 +1,125 @@
+"""The router's commands: vr-apply (a state or batch document), vr-cmd (one command, the per-command
+mode), vr-state (the persisted state) and vr-health. Each prints one JSON document; exit status 0 means
+ok, 1 the apply failed and the previous state is still in force, 2 the input was invalid.
+"""
+
+import argparse
+import json
+import logging
+import logging.handlers
+import sys
+from pathlib import Path
+
+from . import SCHEMA_VERSION, health, services
+from .apply import apply_document as _apply_document
+from .apply import read_persisted, reapply
+from .document import state_document
+from .layout import Layout
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def _router():
+    layout = Layout.from_env()
+    return layout, services.for_layout(layout)
+
+
+def _log_result(layout, result):
+    """Append one line per apply to the router's apply log, rotated by size."""
+    layout.log.parent.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger("vr.apply-log")
+    if not logger.handlers:
+        handler = logging.handlers.RotatingFileHandler(layout.log, maxBytes=5_000_000, backupCount=5)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    summary = {k: v for k, v in result.items() if k not in ("results", "sections")}
+    if "results" in result:
+        summary["commands"] = len(result["results"])
+    logger.info(json.dumps(summary, separators=(",", ":")))
+
+
+def _finish(layout, result):
+    _log_result(layout, result)
+    json.dump(result, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+    if result["ok"]:
+        return EXIT_OK
+    return EXIT_INVALID if "problems" in result else EXIT_FAILED
+
+
+def _invalid(message):
+    json.dump(
+        {"ok": False, "error": "invalid document", "problems": [{"where": "document", "error": message}]}, sys.stdout
+    )
+    sys.stdout.write("\n")
+    return EXIT_INVALID
+
+
+def apply_document(data):
+    layout, router_services = _router()
+    return _finish(layout, _apply_document(data, layout, router_services))
+
+
+def main_apply(argv=None):
+    parser = argparse.ArgumentParser(prog="vr-apply", description="Apply a state or batch document to this router.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("file", nargs="?", help="the JSON document, or - for standard input")
+    source.add_argument("--reapply", action="store_true", help="re-apply the persisted state (boot, upgrade)")
+    args = parser.parse_args(argv)
+    if args.reapply:
+        layout, router_services = _router()
+        return _finish(layout, reapply(layout, router_services))
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        data = json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return _invalid(f"cannot read {args.file}: {err}")
+    return apply_document(data)
+
+
+def main_cmd(argv=None):
+    parser = argparse.ArgumentParser(prog="vr-cmd", description="Apply one command (the per-command mode).")
+    parser.add_argument("type", help="section: dhcp, vm_data, port_forwarding, firewall, ...")
+    parser.add_argument("op", choices=("add", "remove"))
+    parser.add_argument("data", help="the command's data as a JSON object")
+    args = parser.parse_args(argv)
+    try:
+        data = json.loads(args.data)
+    except json.JSONDecodeError as err:
+        return _invalid(f"data is not JSON: {err}")
+    command = {"op": args.op, "type": args.type, "data": data}
+    return apply_document({"schema": SCHEMA_VERSION, "kind": "batch", "commands": [command]})
+
+
+def main_state(argv=None):
+    argparse.ArgumentParser(prog="vr-state", description="Print the persisted desired state.").parse_args(argv)
+    layout, _ = _router()
+    json.dump(state_document(read_persisted(layout)), sys.stdout, indent=1)
+    sys.stdout.write("\n")
+    return EXIT_OK
+
+
+def main_health(argv=None):
+    argparse.ArgumentParser(prog="vr-health", description="Print this router's health as JSON.").parse_args(argv)
+    layout, router_services = _router()
+    result = health.report(layout, router_services, read_persisted(layout))
+    json.dump(result, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+    return EXIT_OK if result["ok"] else EXIT_FAILED
+
+
+def main_metadata(argv=None):
+    from .metadata_server import main
+
+    return main(argv)
+
+
+COMMANDS = {
+    "vr-apply": main_apply,
+    "vr-cmd": main_cmd,
+    "vr-state": main_state,
+    "vr-health": main_health,
+    "vr-metadata": main_metadata,
+}

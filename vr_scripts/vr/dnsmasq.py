@@ -1,0 +1,60 @@
+"""DHCP and DNS for the guest networks with dnsmasq: a main config (changes need a restart) and the hosts,
+options and names files that dnsmasq re-reads on SIGHUP, which is all a per-VM change touches.
+The lease file stays where it is across applies and restarts.
+"""
+
+from .render import render as render_template
+from .run import run
+
+NAME = "dnsmasq"
+SERVICE = "dnsmasq"
+
+
+def render(state, layout):
+    guests = state.interfaces.guests
+    domains = {g.gateway.network: g.domain for g in guests}
+    upstream = sorted({str(ip) for g in guests for ip in g.dns})
+    return {
+        layout.dnsmasq_conf: render_template("dnsmasq.conf.j2", guests=guests, upstream=upstream, layout=layout),
+        layout.dhcp_hosts: "".join(_host_line(e) for e in state.dhcp),
+        layout.dhcp_options: "".join(_option_lines(e) for e in state.dhcp),
+        layout.dns_hosts: "".join(_name_line(e, domains) for e in state.dhcp),
+    }
+
+
+def _tag(entry):
+    return "vm" + entry.mac.replace(":", "")
+
+
+def _host_line(entry):
+    tag = f"set:{_tag(entry)}," if entry.options else ""
+    return f"{entry.mac},{tag}{entry.ip},{entry.hostname}\n"
+
+
+def _option_lines(entry):
+    return "".join(
+        f"tag:{_tag(entry)},option:{name},{','.join(values)}\n" for name, values in sorted(entry.options.items())
+    )
+
+
+def _name_line(entry, domains):
+    domain = next((d for net, d in domains.items() if entry.ip in net), None)
+    names = f"{entry.hostname}.{domain} {entry.hostname}" if domain else entry.hostname
+    return f"{entry.ip} {names}\n"
+
+
+def check(staged, layout):
+    run(["dnsmasq", "--test", f"--conf-file={staged[layout.dnsmasq_conf]}"])
+
+
+def activate(change):
+    """Restart for a new main config (or when not running); otherwise SIGHUP when a data file changed."""
+    layout, services = change.layout, change.services
+    if not change.new.interfaces.guests:
+        return services.stop(SERVICE) if services.is_active(SERVICE) else None
+    data_files = {layout.dhcp_hosts, layout.dhcp_options, layout.dns_hosts}
+    if layout.dnsmasq_conf in change.changed or not services.is_active(SERVICE):
+        return services.restart(SERVICE)
+    if data_files & change.changed:
+        return services.reload(SERVICE)
+    return None

@@ -1,0 +1,218 @@
+"""The config document: parse a `state` or `batch` JSON document into a validated RouterState, applying a
+batch's commands on top of the persisted state, and turn a state back into JSON for persisting.
+All problems are collected and raised together as `Invalid`, each naming its command or entry.
+"""
+
+import base64
+import dataclasses
+import ipaddress
+from dataclasses import dataclass
+
+from . import SCHEMA_VERSION
+from .checks import check_state
+from .fields import NAME, Fields, Invalid, PortRange, Problem
+from .model import PROTOCOLS, SECTIONS, RouterState
+
+MAX_COMMANDS = 100_000
+
+
+@dataclass(frozen=True)
+class Command:
+    """One validated batch command: its section, the key of the item it adds or removes, the item (add)."""
+
+    index: int
+    op: str
+    section: str
+    key: tuple
+    item: object = None
+
+    @property
+    def where(self):
+        return f"commands[{self.index}]"
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A validated document: the state it leads to, and for a batch its commands in order."""
+
+    kind: str
+    state: RouterState
+    commands: tuple[Command, ...] = ()
+
+    @property
+    def subsystems(self):
+        """The subsystems this document can change: all for a state, the commands' own for a batch."""
+        if self.kind == "state":
+            return {s for section in SECTIONS.values() for s in section.subsystems}
+        return {s for c in self.commands for s in SECTIONS[c.section].subsystems}
+
+
+def parse_document(data, current):
+    """Validate a whole document against the `current` persisted state; raise Invalid naming every problem."""
+    problems = []
+    f = Fields(data, "", problems)
+    f.integer("schema", SCHEMA_VERSION, SCHEMA_VERSION)
+    kind = f.choice("kind", ("state", "batch"))
+    if kind == "state":
+        origins = {}
+        state = parse_state(f.data.get("state"), "state", problems, origins)
+        f.read.add("state")
+        f.finish()
+        return _checked(Parsed("state", state), problems, lambda s, i: origins.get(id(i), f"state.{s}"))
+    if kind == "batch":
+        commands = f.items("commands", _parse_command, default=None, max_items=MAX_COMMANDS)
+        f.finish()
+        if problems:
+            raise Invalid(problems)
+        state, origins = apply_commands(current, commands, problems)
+        origin = lambda s, i: origins.get((s, SECTIONS[s].key(i)), f"persisted state.{s}")  # noqa: E731
+        return _checked(Parsed("batch", state, commands), problems, origin)
+    f.finish()
+    raise Invalid(problems)
+
+
+def _checked(parsed, problems, origin):
+    if not problems:
+        problems.extend(check_state(parsed.state, origin))
+    if problems:
+        raise Invalid(problems)
+    return parsed
+
+
+def parse_state(data, where, problems, origins=None):
+    """Parse a whole state object; `origins` (if given) maps id(item) -> where it was written."""
+    f = Fields(data, where, problems)
+    values = {}
+    for name, section in SECTIONS.items():
+        if not section.key_fields:
+            values[name] = f.object(name, section.parse) or _default(name)
+            continue
+        items = f.items(name, _recording(section.parse, origins))
+        values[name] = _without_duplicates(name, section, items, origins, f)
+    f.finish()
+    return RouterState(**values)
+
+
+def _default(name):
+    return RouterState.__dataclass_fields__[name].default
+
+
+def _recording(parse, origins):
+    def parse_and_record(data, where, problems):
+        item = parse(data, where, problems)
+        if item is not None and origins is not None:
+            origins[id(item)] = where
+        return item
+
+    return parse_and_record
+
+
+def _without_duplicates(name, section, items, origins, f):
+    seen = {}
+    for item in items:
+        key = section.key(item)
+        if key in seen:
+            where = origins.get(id(item), name) if origins is not None else name
+            f.problem(where, f"duplicate {name} entry (same {', '.join(section.key_fields)} as an earlier one)")
+        seen[key] = item
+    return tuple(seen.values())
+
+
+def _parse_command(data, where, problems):
+    f = Fields(data, where, problems)
+    op = f.choice("op", ("add", "remove"))
+    section = SECTIONS.get(f.choice("type", tuple(SECTIONS)))
+    f.read.add("data")
+    index = int(where.rsplit("[", 1)[1].rstrip("]"))
+    if section is None or op is None:
+        f.finish()
+        return None
+    if op == "remove" and not section.key_fields:
+        f.problem(f"{where}.op", f"{section.name} is set with add; it cannot be removed")
+    elif op == "remove" and all(name in KEY_READERS for name in section.key_fields):
+        key = _read_key(section, f.data.get("data"), f"{where}.data", problems)
+        return Command(index, op, section.name, key) if f.finish() else None
+    item = section.parse(f.data.get("data"), f"{where}.data", problems)
+    if not f.finish() or item is None:
+        return None
+    return Command(index, op, section.name, section.key(item), item)
+
+
+# A remove names its item by key fields alone; these read them the same way the full parse does.
+KEY_READERS = {
+    "mac": "mac",
+    "vm_ip": "address",
+    "public_ip": "address",
+    "guest_cidr": "network",
+    "public_ports": "ports",
+    "protocol": "protocol",
+    "name": "name",
+}
+
+
+def _read_key(section, data, where, problems):
+    f = Fields(data, where, problems)
+    f.read.update(f.data)  # the rest of the item may come along; only its key matters
+    readers = {
+        "mac": f.mac,
+        "address": f.address,
+        "network": f.network,
+        "ports": f.ports,
+        "protocol": lambda name: f.choice(name, PROTOCOLS),
+        "name": lambda name: f.text(name, pattern=NAME, what="name"),
+    }
+    return tuple(str(readers[KEY_READERS[name]](name)) for name in section.key_fields)
+
+
+def apply_commands(current, commands, problems):
+    """The state after the commands, in order, and which command last wrote each item."""
+    sections = {s.name: {s.key(i): i for i in _as_items(getattr(current, s.name))} for s in SECTIONS.values()}
+    origins = {}
+    for command in commands:
+        items = sections[command.section]
+        if command.op == "add":
+            items[command.key] = command.item
+            origins[(command.section, command.key)] = command.where
+        else:
+            items.pop(command.key, None)
+    values = {name: _from_items(name, items) for name, items in sections.items()}
+    return RouterState(**values), origins
+
+
+def _as_items(value):
+    return value if isinstance(value, tuple) else (value,)
+
+
+def _from_items(name, items):
+    if not SECTIONS[name].key_fields:
+        return next(iter(items.values()))
+    return tuple(items.values())
+
+
+def to_json(value):
+    """A state (or any part of it) as plain JSON values, in the form `parse_state` reads back."""
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv4Interface | ipaddress.IPv4Network | PortRange):
+        return str(value)
+    if dataclasses.is_dataclass(value):
+        fields = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+        return {name: to_json(v) for name, v in fields if v is not None}
+    if isinstance(value, tuple | list):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return value
+
+
+def state_document(state):
+    """A `state` document holding `state`: what the router persists and what a full replay sends."""
+    return {"schema": SCHEMA_VERSION, "kind": "state", "state": to_json(state)}
+
+
+def load_state(data):
+    """Read a persisted state (a state document); raises Invalid if it no longer validates."""
+    return parse_document(data, RouterState()).state
+
+
+__all__ = ["Command", "Invalid", "Parsed", "Problem", "load_state", "parse_document", "state_document", "to_json"]

@@ -1,0 +1,32 @@
+"""Load balancing with haproxy in master-worker mode: haproxy.cfg rendered whole from the state's load
+balancers, checked with `haproxy -c`, and taken into use with a seamless reload so no connection is refused.
+haproxy runs only while there is something to balance.
+"""
+
+from .render import render as render_template
+from .run import run
+
+NAME = "haproxy"
+SERVICE = "haproxy"
+
+
+def render(state, layout):
+    config = render_template(
+        "haproxy.cfg.j2", balancers=state.load_balancer, stats_socket=layout.root / "run/haproxy-vr.sock"
+    )
+    return {layout.haproxy_cfg: config}
+
+
+def check(staged, layout):
+    run(["haproxy", "-c", "-q", "-f", str(staged[layout.haproxy_cfg])])
+
+
+def activate(change):
+    services = change.services
+    if not change.new.load_balancer:
+        return services.stop(SERVICE) if services.is_active(SERVICE) else None
+    if not services.is_active(SERVICE):
+        return services.start(SERVICE)
+    if change.layout.haproxy_cfg in change.changed:
+        return services.reload(SERVICE)
+    return None

@@ -1,0 +1,77 @@
+"""Where the engine keeps everything it writes: one root (VR_ROOT, `/` on a router) under which every
+config file, the persisted state, the DHCP leases, pid files and the apply log live, so that several
+routers can share one machine in tests.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @classmethod
+    def from_env(cls):
+        return cls(Path(os.environ.get("VR_ROOT", "/")))
+
+    def _at(self, path):
+        return self.root / path
+
+    @property
+    def nftables(self):
+        return self._at("etc/vr/nftables.nft")
+
+    @property
+    def dnsmasq_conf(self):
+        return self._at("etc/dnsmasq.d/vr.conf")
+
+    @property
+    def dhcp_hosts(self):
+        return self._at("etc/vr/dhcp-hosts")
+
+    @property
+    def dhcp_options(self):
+        return self._at("etc/vr/dhcp-options")
+
+    @property
+    def dns_hosts(self):
+        return self._at("etc/vr/hosts")
+
+    @property
+    def leases(self):
+        return self._at("var/lib/misc/dnsmasq.leases")
+
+    @property
+    def haproxy_cfg(self):
+        return self._at("etc/haproxy/haproxy.cfg")
+
+    @property
+    def metadata(self):
+        return self._at("var/lib/vr/metadata.json")
+
+    @property
+    def passwords_served(self):
+        return self._at("var/lib/vr/passwords-served.json")
+
+    @property
+    def state(self):
+        return self._at("var/lib/vr/state.json")
+
+    @property
+    def log(self):
+        return self._at("var/log/vr/apply.log")
+
+    @property
+    def lock(self):
+        return self._at("run/vr/apply.lock")
+
+    def make_directories(self):
+        """The directories the engine writes into; a fresh router root has none of them."""
+        files = (self.nftables, self.dnsmasq_conf, self.leases, self.haproxy_cfg, self.state, self.log, self.lock)
+        for path in files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+    def pid_file(self, service):
+        return self._at(f"run/vr/{service}.pid")

@@ -1,0 +1,40 @@
+"""Instance metadata: one JSON file holding every VM's metadata, keys, user-data and password, keyed by
+the VM's address, which the metadata service reads (it notices a new file by its mtime, so an apply never
+restarts it unless the guest gateways it listens on change).
+"""
+
+import base64
+import json
+
+NAME = "metadata"
+SERVICE = "vr-metadata"
+
+
+def render(state, layout):
+    macs = {str(e.ip): e.mac for e in state.dhcp}
+    vms = {str(vm.vm_ip): _vm(vm, macs.get(str(vm.vm_ip))) for vm in state.vm_data}
+    document = {"listen": [str(g.gateway.ip) for g in state.interfaces.guests], "vms": vms}
+    return {layout.metadata: json.dumps(document, sort_keys=True, indent=1) + "\n"}
+
+
+def _vm(vm, mac):
+    entry = {"meta-data": dict(vm.metadata), "public-keys": list(vm.public_keys), "mac": mac}
+    if vm.user_data is not None:
+        entry["user-data"] = base64.b64encode(vm.user_data).decode()
+    if vm.password is not None:
+        entry["password"] = vm.password
+    return entry
+
+
+def check(staged, layout):
+    """Nothing to check: the file is JSON this module just wrote from validated data."""
+
+
+def activate(change):
+    services = change.services
+    listening = [g.gateway for g in change.new.interfaces.guests]
+    if not listening:
+        return services.stop(SERVICE) if services.is_active(SERVICE) else None
+    if listening != [g.gateway for g in change.old.interfaces.guests] or not services.is_active(SERVICE):
+        return services.restart(SERVICE)
+    return None

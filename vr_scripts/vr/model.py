@@ -1,0 +1,338 @@
+"""The router's desired state as typed, frozen dataclasses, and the table of sections that drives parsing,
+batch commands (add/remove by key) and which subsystem each section feeds.
+Each `parse_*` reads one JSON object through `fields.Fields` and returns None when it was invalid.
+"""
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from .fields import DEVICE, DOMAIN, HOSTNAME, NAME, Fields, PortRange, integer, text
+from .fields import address as _address
+from .fields import interface as _interface
+from .fields import network as _network
+
+PROTOCOLS = ("tcp", "udp")
+FIREWALL_PROTOCOLS = ("tcp", "udp", "icmp", "all")
+USER_DATA_MAX = 32 * 1024
+METADATA_KEY = HOSTNAME  # instance-id, local-hostname, availability-zone, ...
+DHCP_OPTION_NAMES = {
+    # dnsmasq option name -> kind of value, so nothing but checked addresses and names reaches its files
+    "router": "addresses",
+    "dns-server": "addresses",
+    "ntp-server": "addresses",
+    "domain-name": "domain",
+    "domain-search": "domains",
+    "mtu": "mtu",
+}
+
+
+@dataclass(frozen=True)
+class ControlInterface:
+    device: str
+    address: ipaddress.IPv4Interface
+
+
+@dataclass(frozen=True)
+class GuestNetwork:
+    device: str
+    gateway: ipaddress.IPv4Interface  # the router's address on the guest network, with its prefix
+    dns: tuple[ipaddress.IPv4Address, ...] = ()  # upstream resolvers dnsmasq forwards to
+    domain: str = "cloud.internal"
+    lease_seconds: int = 86400
+
+
+@dataclass(frozen=True)
+class PublicInterface:
+    device: str
+    addresses: tuple[ipaddress.IPv4Interface, ...]
+    gateway: ipaddress.IPv4Address | None = None
+
+
+@dataclass(frozen=True)
+class Interfaces:
+    control: ControlInterface | None = None
+    guests: tuple[GuestNetwork, ...] = ()
+    public: tuple[PublicInterface, ...] = ()
+
+    @property
+    def public_addresses(self):
+        return {a.ip for p in self.public for a in p.addresses}
+
+
+@dataclass(frozen=True)
+class EgressPolicy:
+    default: str = "allow"  # rules in the firewall section with direction egress are the exceptions
+
+
+@dataclass(frozen=True)
+class SourceNat:
+    guest_cidr: ipaddress.IPv4Network
+    public_ip: ipaddress.IPv4Address
+
+
+@dataclass(frozen=True)
+class FirewallRule:
+    direction: str  # ingress: to a public address; egress: from guests outwards
+    protocol: str
+    cidrs: tuple[ipaddress.IPv4Network, ...]  # ingress: sources; egress: destinations
+    ports: PortRange | None = None
+    public_ip: ipaddress.IPv4Address | None = None
+
+
+@dataclass(frozen=True)
+class PortForward:
+    public_ip: ipaddress.IPv4Address
+    protocol: str
+    public_ports: PortRange
+    vm_ip: ipaddress.IPv4Address
+    vm_ports: PortRange
+
+
+@dataclass(frozen=True)
+class StaticNat:
+    public_ip: ipaddress.IPv4Address
+    vm_ip: ipaddress.IPv4Address
+
+
+@dataclass(frozen=True)
+class DhcpEntry:
+    mac: str
+    ip: ipaddress.IPv4Address
+    hostname: str
+    options: dict = field(default_factory=dict)  # dnsmasq option name -> tuple of checked values
+
+
+@dataclass(frozen=True)
+class VmData:
+    vm_ip: ipaddress.IPv4Address
+    metadata: dict = field(default_factory=dict)  # key -> value, served under /latest/meta-data/
+    public_keys: tuple[str, ...] = ()
+    user_data: bytes | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True)
+class Backend:
+    ip: ipaddress.IPv4Address
+    port: int
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    interval_ms: int = 2000
+    rise: int = 2
+    fall: int = 3
+    http_path: str | None = None
+
+
+@dataclass(frozen=True)
+class LoadBalancer:
+    name: str
+    public_ip: ipaddress.IPv4Address
+    port: int
+    backends: tuple[Backend, ...]
+    mode: str = "tcp"
+    algorithm: str = "roundrobin"
+    health_check: HealthCheck | None = None
+    sticky: bool = False
+
+
+@dataclass(frozen=True)
+class RouterState:
+    interfaces: Interfaces = Interfaces()
+    egress_policy: EgressPolicy = EgressPolicy()
+    source_nat: tuple[SourceNat, ...] = ()
+    firewall: tuple[FirewallRule, ...] = ()
+    port_forwarding: tuple[PortForward, ...] = ()
+    static_nat: tuple[StaticNat, ...] = ()
+    dhcp: tuple[DhcpEntry, ...] = ()
+    vm_data: tuple[VmData, ...] = ()
+    load_balancer: tuple[LoadBalancer, ...] = ()
+
+
+def _parsed(fields, build):
+    """Finish reading an object; build the dataclass only when every field was valid."""
+    return build() if fields.finish() else None
+
+
+def parse_control(data, where, problems):
+    f = Fields(data, where, problems)
+    device, address = f.text("device", pattern=DEVICE, what="device name"), f.interface("address")
+    return _parsed(f, lambda: ControlInterface(device, address))
+
+
+def parse_guest(data, where, problems):
+    f = Fields(data, where, problems)
+    device = f.text("device", pattern=DEVICE, what="device name")
+    gateway = f.interface("gateway")
+    dns = f.values("dns", _address, max_items=4)
+    domain = f.text("domain", pattern=DOMAIN, what="domain", default="cloud.internal")
+    lease = f.integer("lease_seconds", 120, 365 * 86400, default=86400)
+    return _parsed(f, lambda: GuestNetwork(device, gateway, dns, domain, lease))
+
+
+def parse_public(data, where, problems):
+    f = Fields(data, where, problems)
+    device = f.text("device", pattern=DEVICE, what="device name")
+    addresses = f.values("addresses", _interface, default=None, max_items=256)
+    gateway = f.address("gateway", default=None)
+    if addresses == ():
+        f.problem(f"{where}.addresses", "needs at least one address")
+    return _parsed(f, lambda: PublicInterface(device, addresses, gateway))
+
+
+def parse_interfaces(data, where, problems):
+    f = Fields(data, where, problems)
+    control = f.object("control", parse_control)
+    guests = f.items("guests", parse_guest, max_items=16)
+    public = f.items("public", parse_public, max_items=16)
+    return _parsed(f, lambda: Interfaces(control, guests, public))
+
+
+def parse_egress_policy(data, where, problems):
+    f = Fields(data, where, problems)
+    default = f.choice("default", ("allow", "deny"))
+    return _parsed(f, lambda: EgressPolicy(default))
+
+
+def parse_source_nat(data, where, problems):
+    f = Fields(data, where, problems)
+    cidr, public_ip = f.network("guest_cidr"), f.address("public_ip")
+    return _parsed(f, lambda: SourceNat(cidr, public_ip))
+
+
+def parse_firewall(data, where, problems):
+    f = Fields(data, where, problems)
+    direction = f.choice("direction", ("ingress", "egress"))
+    protocol = f.choice("protocol", FIREWALL_PROTOCOLS)
+    cidrs = f.values("cidrs", _network, default=None, max_items=256)
+    ports = f.ports("ports", default=None)
+    public_ip = f.address("public_ip", default=None)
+    if direction == "ingress" and public_ip is None and f.ok:
+        f.problem(f"{where}.public_ip", "is required for an ingress rule")
+    if direction == "egress" and public_ip is not None:
+        f.problem(f"{where}.public_ip", "applies to ingress rules only")
+    if protocol in ("tcp", "udp") and ports is None and f.ok:
+        f.problem(f"{where}.ports", f"is required for protocol {protocol}")
+    if protocol in ("icmp", "all") and ports is not None:
+        f.problem(f"{where}.ports", f"does not apply to protocol {protocol}")
+    return _parsed(f, lambda: FirewallRule(direction, protocol, cidrs, ports, public_ip))
+
+
+def parse_port_forward(data, where, problems):
+    f = Fields(data, where, problems)
+    public_ip, protocol = f.address("public_ip"), f.choice("protocol", PROTOCOLS)
+    public_ports, vm_ip, vm_ports = f.ports("public_ports"), f.address("vm_ip"), f.ports("vm_ports")
+    if public_ports and vm_ports and len(public_ports) != len(vm_ports):
+        f.problem(f"{where}.vm_ports", f"range {vm_ports} is not as long as public_ports {public_ports}")
+    return _parsed(f, lambda: PortForward(public_ip, protocol, public_ports, vm_ip, vm_ports))
+
+
+def parse_static_nat(data, where, problems):
+    f = Fields(data, where, problems)
+    public_ip, vm_ip = f.address("public_ip"), f.address("vm_ip")
+    return _parsed(f, lambda: StaticNat(public_ip, vm_ip))
+
+
+def parse_dhcp(data, where, problems):
+    f = Fields(data, where, problems)
+    mac, ip = f.mac("mac"), f.address("ip")
+    hostname = f.text("hostname", pattern=HOSTNAME, what="hostname")
+    options = f.mapping("options", HOSTNAME, lambda v: v, max_items=len(DHCP_OPTION_NAMES))
+    options = {name: _dhcp_option(f, f"{where}.options.{name}", name, v) for name, v in options.items()}
+    return _parsed(f, lambda: DhcpEntry(mac, ip, hostname, options))
+
+
+def _dhcp_option(f, where, name, value):
+    """Option values are kept as a tuple of checked strings, the form they are persisted in."""
+    kind = DHCP_OPTION_NAMES.get(name)
+    values = value if isinstance(value, list) else [value]
+    check = {
+        "addresses": lambda v: str(_address(v)),
+        "domain": lambda v: text(v, pattern=DOMAIN, what="domain"),
+        "domains": lambda v: text(v, pattern=DOMAIN, what="domain"),
+        "mtu": lambda v: str(integer(int(v) if isinstance(v, str) and v.isdigit() else v, 576, 9216)),
+    }.get(kind)
+    try:
+        if check is None:
+            raise ValueError(f"is not a supported option ({', '.join(sorted(DHCP_OPTION_NAMES))})")
+        if not 1 <= len(values) <= (8 if kind in ("addresses", "domains") else 1):
+            raise ValueError("has the wrong number of values")
+        return tuple(check(v) for v in values)
+    except (ValueError, TypeError) as err:
+        f.problem(where, str(err))
+        return ()
+
+
+def parse_vm_data(data, where, problems):
+    f = Fields(data, where, problems)
+    vm_ip = f.address("vm_ip")
+    metadata = f.mapping("metadata", METADATA_KEY, lambda v: text(v, max_len=4096))
+    keys = f.values("public_keys", lambda v: text(v, max_len=16384, what="public key"), max_items=32)
+    user_data = f.base64("user_data", USER_DATA_MAX, default=None)
+    password = f.text("password", max_len=128, default=None)
+    return _parsed(f, lambda: VmData(vm_ip, metadata, keys, user_data, password))
+
+
+def parse_backend(data, where, problems):
+    f = Fields(data, where, problems)
+    ip, port = f.address("ip"), f.integer("port", 1, 65535)
+    return _parsed(f, lambda: Backend(ip, port))
+
+
+def parse_health_check(data, where, problems):
+    f = Fields(data, where, problems)
+    interval = f.integer("interval_ms", 100, 3_600_000, default=2000)
+    rise, fall = f.integer("rise", 1, 100, default=2), f.integer("fall", 1, 100, default=3)
+    path = f.text("http_path", max_len=1024, default=None)
+    if path is not None and (not path.startswith("/") or any(c in path for c in " \t\"'\\#")):
+        f.problem(f"{where}.http_path", "must start with / and contain no spaces, quotes, # or backslashes")
+    return _parsed(f, lambda: HealthCheck(interval, rise, fall, path))
+
+
+def parse_load_balancer(data, where, problems):
+    f = Fields(data, where, problems)
+    name = f.text("name", pattern=NAME, what="name (letters, digits, _ and -)")
+    public_ip, port = f.address("public_ip"), f.integer("port", 1, 65535)
+    backends = f.items("backends", parse_backend, default=None, max_items=1000)
+    mode = f.choice("mode", ("tcp", "http"), default="tcp")
+    algorithm = f.choice("algorithm", ("roundrobin", "leastconn", "source"), default="roundrobin")
+    health = f.object("health_check", parse_health_check)
+    sticky = f.boolean("sticky", default=False)
+    if backends == ():
+        f.problem(f"{where}.backends", "needs at least one backend")
+    return _parsed(
+        f,
+        lambda: LoadBalancer(name, public_ip, port, backends, mode, algorithm, health, sticky),
+    )
+
+
+@dataclass(frozen=True)
+class Section:
+    """One kind of thing in the state: how to parse an item, which fields identify it for add/remove
+    (none for a section that is one object rather than a list), and which subsystems it feeds."""
+
+    name: str
+    parse: object
+    key_fields: tuple[str, ...]
+    subsystems: tuple[str, ...]
+
+    def key(self, item):
+        return tuple(str(getattr(item, name)) for name in self.key_fields)
+
+
+ALL_SUBSYSTEMS = ("interfaces", "nftables", "dnsmasq", "haproxy", "metadata")
+SECTIONS = {
+    s.name: s
+    for s in (
+        Section("interfaces", parse_interfaces, (), ALL_SUBSYSTEMS),
+        Section("egress_policy", parse_egress_policy, (), ("nftables",)),
+        Section("source_nat", parse_source_nat, ("guest_cidr",), ("nftables",)),
+        Section("firewall", parse_firewall, ("direction", "public_ip", "protocol", "ports", "cidrs"), ("nftables",)),
+        Section("port_forwarding", parse_port_forward, ("public_ip", "protocol", "public_ports"), ("nftables",)),
+        Section("static_nat", parse_static_nat, ("public_ip",), ("nftables",)),
+        Section("dhcp", parse_dhcp, ("mac",), ("dnsmasq",)),
+        Section("vm_data", parse_vm_data, ("vm_ip",), ("metadata",)),
+        Section("load_balancer", parse_load_balancer, ("name",), ("haproxy", "nftables")),
+    )
+}

@@ -1,0 +1,30 @@
+"""Every subprocess the engine starts goes through `run()`: an argv list (never a shell), checked, timed
+and logged, with its stderr kept so a failure can say what the tool said.
+"""
+
+import logging
+import subprocess
+import time
+
+log = logging.getLogger("vr")
+
+
+class CommandFailed(Exception):
+    def __init__(self, argv, returncode, stderr):
+        self.argv, self.returncode, self.stderr = argv, returncode, stderr.strip()
+        super().__init__(f"{argv[0]} exited with {returncode}: {self.stderr[-2000:] or 'no message'}")
+
+
+def run(argv, *, input=None, check=True, timeout=60):
+    """Run argv; return its stdout. Raise CommandFailed (with stderr) when it fails and check is set."""
+    started = time.monotonic()
+    proc = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+    log.debug("ran %s in %.3fs -> %d", argv, time.monotonic() - started, proc.returncode)
+    if check and proc.returncode != 0:
+        raise CommandFailed(argv, proc.returncode, proc.stderr or proc.stdout)
+    return proc.stdout
+
+
+def succeeds(argv, timeout=60):
+    """Whether argv exits 0: for questions such as `systemctl is-active`, where failing is an answer."""
+    return subprocess.run(argv, capture_output=True, timeout=timeout, check=False).returncode == 0

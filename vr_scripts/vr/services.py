@@ -1,0 +1,130 @@
+"""Service control, the one way the engine starts, reloads and stops dnsmasq, haproxy and the metadata
+service: through systemd on a router, or as plain processes with pid files under the router's root when
+tests run several routers as network namespaces on one machine (VR_SERVICES=process).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .run import run, succeeds
+
+PAST = {"start": "started", "stop": "stopped", "restart": "restarted", "reload": "reloaded"}
+
+
+class SystemdServices:
+    """On a router: systemd units. Debian's dnsmasq unit reloads with SIGHUP, haproxy's with a seamless USR2."""
+
+    def is_active(self, name):
+        return succeeds(["systemctl", "is-active", "--quiet", f"{name}.service"])
+
+    def _systemctl(self, verb, name):
+        run(["systemctl", verb, f"{name}.service"])
+        return PAST[verb]
+
+    def start(self, name):
+        return self._systemctl("start", name)
+
+    def stop(self, name):
+        return self._systemctl("stop", name)
+
+    def restart(self, name):
+        return self._systemctl("restart", name)
+
+    def reload(self, name):
+        return self._systemctl("reload", name)
+
+
+class ProcessServices:
+    """Daemons started directly, each with a pid file under the router's root; the caller's network
+    namespace is theirs. dnsmasq runs as root here because test roots are not readable by its own user."""
+
+    RELOAD_SIGNALS = {"dnsmasq": signal.SIGHUP, "haproxy": signal.SIGUSR2, "vr-metadata": signal.SIGHUP}
+
+    def __init__(self, layout):
+        self.layout = layout
+
+    def _argv(self, name):
+        layout, pid_file = self.layout, self.layout.pid_file(name)
+        return {
+            "dnsmasq": ["dnsmasq", f"--conf-file={layout.dnsmasq_conf}", f"--pid-file={pid_file}", "--user=root"],
+            "haproxy": ["haproxy", "-W", "-D", "-p", str(pid_file), "-f", str(layout.haproxy_cfg)],
+            "vr-metadata": [sys.executable, "-m", "vr.metadata_server"],
+        }[name]
+
+    def _pid(self, name):
+        try:
+            pid = int(self.layout.pid_file(name).read_text().split()[0])
+            os.kill(pid, 0)
+            return pid
+        except (FileNotFoundError, IndexError, ValueError, ProcessLookupError):
+            return None
+
+    def is_active(self, name):
+        return self._pid(name) is not None
+
+    def start(self, name):
+        pid_file = self.layout.pid_file(name)
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        if name == "vr-metadata":
+            env = {**os.environ, "VR_ROOT": str(self.layout.root), "PYTHONPATH": str(Path(__file__).parent.parent)}
+            log = open(self.layout.root / "var/log/vr/metadata.log", "ab")  # noqa: SIM115 - handed to the daemon
+            proc = subprocess.Popen(self._argv(name), env=env, stdout=log, stderr=log, start_new_session=True)
+            pid_file.write_text(f"{proc.pid}\n")
+            _wait_listening(self.layout)
+        else:
+            run(self._argv(name))
+        return PAST["start"]
+
+    def stop(self, name):
+        pid = self._pid(name)
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            _wait_gone(pid)
+        self.layout.pid_file(name).unlink(missing_ok=True)
+        return PAST["stop"]
+
+    def restart(self, name):
+        self.stop(name)
+        self.start(name)
+        return PAST["restart"]
+
+    def reload(self, name):
+        os.kill(self._pid(name), self.RELOAD_SIGNALS[name])
+        return PAST["reload"]
+
+
+def _wait_gone(pid, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"process {pid} did not stop within {timeout:.0f}s")
+
+
+def _wait_listening(layout, port=80, timeout=5.0):
+    """Wait until the metadata service accepts connections, so an apply reports a service that works."""
+    addresses = json.loads(layout.metadata.read_text())["listen"]
+    deadline = time.monotonic() + timeout
+    while addresses and time.monotonic() < deadline:
+        try:
+            socket.create_connection((addresses[0], port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"the metadata service did not listen on {addresses[0]}:{port} within {timeout:.0f}s")
+
+
+def for_layout(layout):
+    kind = os.environ.get("VR_SERVICES", "systemd")
+    if kind not in ("systemd", "process"):
+        raise ValueError(f"VR_SERVICES={kind!r}: must be systemd or process")
+    return ProcessServices(layout) if kind == "process" else SystemdServices()
