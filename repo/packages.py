@@ -154,7 +154,7 @@ def _systemd_units(unit_dir: Path) -> list[Unit]:
 def _copy_tree(source: Path, dest: Path) -> None:
     """Copy a source folder (if it exists yet) without Python's byte-code caches."""
     if source.is_dir():
-        shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(source, dest, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
 def _stamp_version(init_py: Path, version: str) -> None:
@@ -203,15 +203,16 @@ def _dpkg_deb(build: Build, root: Path, control: Deb822, scripts: dict[str, str]
 
 
 def _installed_size_kib(root: Path) -> int:
-    return sum(math.ceil(p.stat().st_size / 1024) for p in root.rglob("*") if p.is_file()) or 1
+    files = [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+    return sum(math.ceil(p.stat().st_size / 1024) for p in files) or 1
 
 
 def _normalise(root: Path, epoch: int) -> None:
     """Same modes and times on every build, whatever the checkout's umask and clock said."""
     for path in [root, *root.rglob("*")]:
-        executable = path.is_dir() or os.access(path, os.X_OK)
-        path.chmod(0o755 if executable else 0o644)
-        os.utime(path, (epoch, epoch))
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
+        os.utime(path, (epoch, epoch), follow_symlinks=False)
 
 
 def _render(template: str, **context: object) -> str:

@@ -1,0 +1,97 @@
+"""A real apt client (Debian 13 chroot) against our repository served on loopback: it installs
+vr-scripts and the router commands run; it takes a newer version and goes back to the previous one;
+and apt-get update running while versions are published one after another never sees a mix of trees.
+"""
+
+import re
+import threading
+import time
+
+import pytest
+from apt_client import apt_client
+from repo_fixtures import serving, throwaway_config
+
+from repo import signing
+from repo.publish import publish
+
+pytestmark = pytest.mark.e2e
+SUITES = "stable stable-previous"
+HASH_ERRORS = re.compile(r"Hash Sum mismatch|File has unexpected size|Mirror sync in progress")
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    cfg = throwaway_config(tmp_path_factory.mktemp("apt"))
+    publish(cfg, version="1.0.0")
+    try:
+        with serving(cfg.public) as url:
+            yield cfg, url
+    finally:
+        signing.stop_agent(cfg.gnupghome)
+
+
+@pytest.fixture(scope="module")
+def client(repo, tmp_path_factory):
+    cfg, url = repo
+    with apt_client(tmp_path_factory.mktemp("apt-client")) as chroot:
+        chroot.use_repository(url, SUITES, cfg.keyring)
+        yield chroot
+
+
+def engine_version(client):
+    """The version the installed engine reports (stamped at build time)."""
+    code = "import sys; sys.path.insert(0, '/opt/vr/lib'); import vr; print(vr.__version__)"
+    return client.run("python3", "-c", code).stdout.strip()
+
+
+def test_install_and_run_router_commands(client):
+    client.update()
+    client.install("vr-scripts")
+    assert client.installed_version("vr-scripts") == "1.0.0"
+    assert client.installed_version("vr-base") == "1.0.0"
+    assert engine_version(client) == "1.0.0"
+    launchers = sorted(p.name for p in (client.root / "opt/vr/bin").iterdir())
+    assert "vr-apply" in launchers and "vr-health" in launchers, launchers
+    for launcher in ("vr-apply", "vr-health", "vr-state", "vr-cmd"):
+        assert "usage" in client.run(f"/opt/vr/bin/{launcher}", "--help").stdout.lower()
+
+
+def test_upgrade_takes_new_version_and_downgrade_returns(repo, client):
+    cfg, _ = repo
+    client.install("vr-scripts=1.0.0", "vr-base=1.0.0")
+    publish(cfg, version="1.0.1")
+    client.update()
+    client.run("apt-get", "install", "-y", "-q", "--only-upgrade", "vr-scripts")
+    assert client.installed_version("vr-scripts") == "1.0.1"
+    assert engine_version(client) == "1.0.1"
+    client.install("vr-scripts=1.0.0")  # from stable-previous
+    assert client.installed_version("vr-scripts") == "1.0.0"
+    assert engine_version(client) == "1.0.0"
+
+
+def test_update_during_publishes_never_sees_a_mix(repo, client):
+    cfg, _ = repo
+    versions = [f"1.1.{n}" for n in range(5)]
+    done = threading.Event()
+    updates = []
+
+    def update_loop():
+        deadline = time.monotonic() + 120
+        while not done.is_set() and time.monotonic() < deadline and len(updates) < 500:
+            updates.append(client.update(check=False))
+
+    updater = threading.Thread(target=update_loop)
+    updater.start()
+    try:
+        for version in versions:
+            publish(cfg, version=version)
+    finally:
+        done.set()
+        updater.join()
+    for update in updates:
+        output = update.stdout + update.stderr
+        assert update.returncode == 0 and not HASH_ERRORS.search(output), output
+    assert len(updates) >= 3, f"only {len(updates)} updates ran during {len(versions)} publishes"
+    client.update()
+    policy = client.run("apt-cache", "policy", "vr-scripts").stdout
+    assert f"Candidate: {versions[-1]}" in policy, policy
