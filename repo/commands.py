@@ -14,9 +14,7 @@ from .run import RepoError
 log = logging.getLogger("repo")
 
 
-def publish_repo(
-    settings: Mapping[str, Any] | None, version: str | None, channel: str | None, refresh: bool
-) -> bool:
+def publish_repo(settings: Mapping[str, Any] | None, version: str | None, channel: str | None, refresh: bool) -> bool:
     """Build and publish the packages; the summary gives the time it took."""
     return _main(lambda: publish.publish(config.load(settings), version, channel, refresh).summary())
 

@@ -66,9 +66,7 @@ def engine_version() -> str:
 def check_version(version: str) -> str:
     """Refuse a version dpkg would not accept (or that would make a non-native package)."""
     if not DEBIAN_VERSION.match(version):
-        raise RepoError(
-            f"version {version!r} is not a Debian version like 1.2.3 (digits first, no '-' or ':')"
-        )
+        raise RepoError(f"version {version!r} is not a Debian version like 1.2.3 (digits first, no '-' or ':')")
     return version
 
 

@@ -56,9 +56,7 @@ def publish(
             replaced, changed = _include(repo, channel, debs)
         unexported = [c for c in config.codenames if not (repo.outdir / "dists" / c / "InRelease").exists()]
         to_export = (
-            config.codenames
-            if refresh
-            else sorted({*unexported, *([channel, channel + PREVIOUS] if changed else [])})
+            config.codenames if refresh else sorted({*unexported, *([channel, channel + PREVIOUS] if changed else [])})
         )
         if to_export:
             with step(f"export {' '.join(to_export)}"):
@@ -74,21 +72,18 @@ def prepare(config: RepoConfig) -> Reprepro:
     """Choose the archive key, export its public keyring, and write reprepro's conf/."""
     with step("archive key"):
         fingerprint = archive_key(config)
-        signing.export_public(config.gnupghome, fingerprint, config.keyring)
+        _update(config.keyring, signing.public_key(config.gnupghome, fingerprint))
     conf = config.dir / "conf"
     conf.mkdir(exist_ok=True)
     hook = conf / "sign-release"
-    hook.write_text(
-        TEMPLATES.get_template("sign-release.j2").render(
-            python=sys.executable, project=PROJECT, fingerprint=fingerprint, gnupghome=config.gnupghome
-        )
+    sign_release = TEMPLATES.get_template("sign-release.j2").render(
+        python=sys.executable, project=PROJECT, fingerprint=fingerprint, gnupghome=config.gnupghome
     )
-    hook.chmod(0o755)
-    (conf / "distributions").write_text(
-        TEMPLATES.get_template("distributions.j2").render(
-            codenames=config.codenames, origin=config.origin, valid_for=config.valid_for, hook=hook
-        )
+    _update(hook, sign_release.encode(), mode=0o755)
+    distributions = TEMPLATES.get_template("distributions.j2").render(
+        codenames=config.codenames, origin=config.origin, valid_for=config.valid_for, hook=hook
     )
+    _update(conf / "distributions", distributions.encode())
     return Reprepro(config.dir, config.dir / "work", config.gnupghome)
 
 
@@ -128,6 +123,13 @@ def _include(repo: Reprepro, channel: str, debs: list[Path]) -> tuple[dict[str, 
     return replaced, changed
 
 
+def _update(path: Path, content: bytes, mode: int = 0o644) -> None:
+    """Write path only when its content changes, so a publish with nothing new touches nothing."""
+    if not path.exists() or path.read_bytes() != content:
+        path.write_bytes(content)
+    path.chmod(mode)
+
+
 def _name_version(deb: Path) -> tuple[str, str]:
     control = DebFile(str(deb)).debcontrol()
     return control["Package"], control["Version"]
@@ -136,6 +138,6 @@ def _name_version(deb: Path) -> tuple[str, str]:
 @contextmanager
 def _locked(lock_file: Path) -> Iterator[None]:
     """One publish at a time per repository."""
-    with lock_file.open("w") as lock:
+    with lock_file.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield

@@ -24,9 +24,7 @@ def secret_fingerprints(gnupghome: Path, who: str = "") -> list[str]:
     lines = listing.decode().splitlines()
     # A "fpr" record follows each key record; only the primary keys' ("sec") fingerprints count.
     return [
-        b.split(":")[9]
-        for a, b in zip(lines, lines[1:], strict=False)
-        if a.startswith("sec:") and b.startswith("fpr:")
+        b.split(":")[9] for a, b in zip(lines, lines[1:], strict=False) if a.startswith("sec:") and b.startswith("fpr:")
     ]
 
 
@@ -61,16 +59,12 @@ def import_key(gnupghome: Path, key_file: Path) -> str:
     return secret[0]
 
 
-def export_public(gnupghome: Path, fingerprint: str, dest: Path) -> Path:
-    """Write the public key as a binary keyring, the format apt's signed-by and gpgv read."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_bytes(_gpg(gnupghome, "--export", fingerprint))
-    return dest
+def public_key(gnupghome: Path, fingerprint: str) -> bytes:
+    """The public key as a binary keyring, the format apt's signed-by and gpgv read."""
+    return _gpg(gnupghome, "--export", fingerprint)
 
 
-def sign_release(
-    gnupghome: Path, fingerprint: str, release: Path, inrelease: Path, release_gpg: Path
-) -> None:
+def sign_release(gnupghome: Path, fingerprint: str, release: Path, inrelease: Path, release_gpg: Path) -> None:
     """Write InRelease (inline signature) and Release.gpg (detached) for one Release file."""
     signer = ["--local-user", f"{fingerprint}!", "--digest-algo", "SHA512", "--yes"]
     _gpg(gnupghome, *signer, "--clearsign", "--output", inrelease, release)

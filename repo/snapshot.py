@@ -20,10 +20,7 @@ def differs(work: Path, public: Path, codenames: Iterable[str]) -> bool:
     """True when reprepro's tree has signed indexes the served tree does not have yet."""
     for codename in codenames:
         served = public / "dists" / codename / "InRelease"
-        if (
-            not served.exists()
-            or served.read_bytes() != (work / "dists" / codename / "InRelease").read_bytes()
-        ):
+        if not served.exists() or served.read_bytes() != (work / "dists" / codename / "InRelease").read_bytes():
             return True
     return False
 

@@ -82,8 +82,6 @@ def expire(tree: Path, codename: str, gnupghome: Path, fingerprint: str) -> None
     text = re.sub(
         r"^Date: .*$", f"Date: {(now - timedelta(days=9)).strftime(RFC2822)}", release.read_text(), flags=re.M
     )
-    text = re.sub(
-        r"^Valid-Until: .*$", f"Valid-Until: {(now - timedelta(days=2)).strftime(RFC2822)}", text, flags=re.M
-    )
+    text = re.sub(r"^Valid-Until: .*$", f"Valid-Until: {(now - timedelta(days=2)).strftime(RFC2822)}", text, flags=re.M)
     release.write_text(text)
     resign(tree, codename, gnupghome, fingerprint)

@@ -8,11 +8,12 @@ import threading
 import time
 
 import pytest
-from apt_client import apt_client
-from repo_fixtures import serving, throwaway_config
 
 from repo import signing
 from repo.publish import publish
+
+from .apt_client import apt_client
+from .repo_fixtures import serving, throwaway_config
 
 pytestmark = pytest.mark.e2e
 SUITES = "stable stable-previous"

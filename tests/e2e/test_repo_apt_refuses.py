@@ -6,11 +6,12 @@ an expired Valid-Until (a replayed old repository, correctly signed).
 import re
 
 import pytest
-from apt_client import apt_client
-from repo_fixtures import copy_tree, expire, resign, serving, tamper_packages, throwaway_config, unsign
 
 from repo import signing
 from repo.publish import publish
+
+from .apt_client import apt_client
+from .repo_fixtures import copy_tree, expire, resign, serving, tamper_packages, throwaway_config, unsign
 
 pytestmark = pytest.mark.e2e
 CHANNEL = "stable"
@@ -22,7 +23,10 @@ def _sign_with_other_key(tree, cfg, where):
 
 BROKEN = {
     # name: (how to break a copy of the tree, what apt says)
-    "tampered": (lambda tree, cfg, where: tamper_packages(tree, CHANNEL), r"Hash Sum mismatch|File has unexpected size"),
+    "tampered": (
+        lambda tree, cfg, where: tamper_packages(tree, CHANNEL),
+        r"Hash Sum mismatch|File has unexpected size",
+    ),
     "unsigned": (
         lambda tree, cfg, where: unsign(tree, CHANNEL),
         r"The repository '.*unsigned stable Release' is not signed",
