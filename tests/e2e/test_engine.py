@@ -1,0 +1,205 @@
+"""The engine end to end in network namespaces: real nftables, dnsmasq with a real DHCP client, haproxy,
+the metadata service, and traffic from a public namespace and from the VMs. Tests run in file order
+on one router (module fixture), each building on the state the previous one applied.
+"""
+
+import base64
+import copy
+import json
+
+import pytest
+
+from orchestration.netns import run
+
+from .engine_fixtures import (
+    USER_DATA,
+    address_of,
+    connect,
+    dhcp,
+    http_get,
+    router_net,  # noqa: F401 - fixture
+    ruleset,
+    sample_state,
+    serve,
+    state_document,
+    wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def net(router_net):  # noqa: F811
+    vms = router_net.vm_list
+    for vm in vms:
+        serve(vm.ns, 7000, vm.name)
+    serve(router_net.public, 9000, "outside")
+    return router_net
+
+
+def test_sample_state_applies_and_router_is_healthy(net):
+    code, result = net.apply(state_document(sample_state(net, net.vm_list)))
+    assert code == 0, result
+    assert result["ok"] and result["sections"]["dhcp"] == {"ok": True, "items": 3}
+    assert set(result["timings"]) >= {"validate", "render", "check", "swap", "activate", "persist"}
+    health = json.loads(net.engine("vr-health").stdout)
+    assert health["ok"], health
+    assert health["services"] == {"dnsmasq": "active", "vr-metadata": "active", "haproxy": "active"}
+    assert health["nftables"]["port_forwards"] == 3
+
+
+def test_vms_get_their_addresses_from_dnsmasq(net):
+    for vm in net.vm_list:
+        proc = dhcp(vm)
+        assert proc.returncode == 0, proc.stderr
+        assert address_of(vm) == [vm.ip]
+    leases = (net.root / "var/lib/misc/dnsmasq.leases").read_text()
+    assert all(vm.mac in leases for vm in net.vm_list)
+
+
+def test_vm_names_resolve_through_the_router(net):
+    vm1 = net.vm_list[0]
+    # A raw DNS query to the router: the host's own resolver configuration must not take part.
+    proc = run(["python3", "-c", DNS_QUERY, "10.1.1.1", "vm2.cloud.internal"], ns=vm1.ns, check=False)
+    assert proc.stdout.strip() == "10.1.1.6", proc.stderr
+
+
+DNS_QUERY = """
+import socket, struct, sys
+server, name = sys.argv[1], sys.argv[2]
+query = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+query += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\\0" + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); s.sendto(query, (server, 53))
+reply = s.recv(512)
+print(".".join(str(b) for b in reply[-4:]))
+"""
+
+
+def test_metadata_answers_each_vm_with_its_own_data(net):
+    vm1, vm2, vm3 = net.vm_list
+    assert http_get(vm1.ns, "http://10.1.1.1/latest/meta-data/instance-id") == (200, "i-vm1")
+    assert http_get(vm2.ns, "http://10.1.1.1/latest/meta-data/instance-id") == (200, "i-vm2")
+    assert http_get(vm1.ns, "http://10.1.1.1/latest/user-data") == (200, USER_DATA)
+    assert http_get(vm1.ns, "http://10.1.1.1/latest/meta-data/public-keys")[1].startswith("ssh-ed25519 ")
+    assert http_get(vm2.ns, "http://10.1.1.1/latest/user-data")[0] == 404
+    assert http_get(vm3.ns, "http://10.1.1.1/latest/meta-data/instance-id")[0] == 404
+
+
+def test_password_is_served_once(net):
+    vm1 = net.vm_list[0]
+    assert http_get(vm1.ns, "http://10.1.1.1/latest/password") == (200, "pw-of-vm1")
+    assert http_get(vm1.ns, "http://10.1.1.1/latest/password") == (200, "saved_password")
+
+
+def test_port_forwards_reach_their_vms(net):
+    assert connect(net.public, "203.0.113.10", 2201) == "vm1 from 203.0.113.1"
+    assert connect(net.public, "203.0.113.10", 2202) == "vm2 from 203.0.113.1"
+
+
+def test_firewall_refuses_a_forward_it_does_not_allow(net):
+    assert connect(net.public, "203.0.113.10", 2203, timeout=1) == ""
+    assert connect(net.public, "203.0.113.10", 22, timeout=1) == ""
+
+
+def test_static_nat_both_ways(net):
+    vm3 = net.vm_list[2]
+    assert connect(net.public, "203.0.113.11", 7000) == "vm3 from 203.0.113.1"
+    assert connect(vm3.ns, "203.0.113.1", 9000) == "outside from 203.0.113.11"
+
+
+def test_source_nat_only_where_egress_allows(net):
+    vm1 = net.vm_list[0]
+    assert connect(vm1.ns, "203.0.113.1", 9000) == "outside from 203.0.113.10"
+    serve(net.public, 9001, "closed")
+    assert connect(vm1.ns, "203.0.113.1", 9001, timeout=1) == ""
+    assert run(["ping", "-c", "1", "-W", "2", "203.0.113.1"], ns=vm1.ns, check=False).returncode == 0
+
+
+def test_load_balancer_spreads_over_both_backends(net):
+    wait_for(lambda: connect(net.public, "203.0.113.10", 80).startswith("vm"), "haproxy to answer")
+    answers = {connect(net.public, "203.0.113.10", 80).split()[0] for _ in range(6)}
+    assert answers == {"vm1", "vm2"}
+
+
+def test_batch_and_single_command_change_only_what_they_name(net):
+    add = {
+        "op": "add",
+        "type": "firewall",
+        "data": {
+            "direction": "ingress",
+            "public_ip": "203.0.113.10",
+            "protocol": "tcp",
+            "ports": 2203,
+            "cidrs": ["0.0.0.0/0"],
+        },
+    }
+    code, result = net.apply({"schema": 1, "kind": "batch", "commands": [add]})
+    assert code == 0 and result["results"] == [{"index": 0, "type": "firewall", "op": "add", "ok": True}]
+    assert result["actions"] == {"nftables": "loaded"}
+    assert connect(net.public, "203.0.113.10", 2203) == "vm2 from 203.0.113.1"
+    proc = net.engine("vr-cmd", "firewall", "remove", json.dumps(add["data"]))
+    assert proc.returncode == 0, proc.stdout
+    assert connect(net.public, "203.0.113.10", 2203, timeout=1) == ""
+
+
+def test_invalid_batch_names_the_bad_command_and_changes_nothing(net):
+    before, files_before = ruleset(net), _files(net)
+    good = {"op": "add", "type": "dhcp", "data": {"mac": "02:00:0a:01:01:20", "ip": "10.1.1.20", "hostname": "ok"}}
+    bad = {"op": "add", "type": "dhcp", "data": {"mac": "02:00:0a:01:01:21", "ip": "10.9.9.9", "hostname": "x;reboot"}}
+    code, result = net.apply({"schema": 1, "kind": "batch", "commands": [good, bad, good]})
+    assert code == 2 and not result["ok"]
+    wheres = sorted(p["where"] for p in result["problems"])
+    assert wheres == ["commands[1].data.hostname"], result["problems"]
+    assert result["results"][1]["ok"] is False and result["results"][0]["error"] == "not applied"
+    assert ruleset(net) == before and _files(net) == files_before
+
+
+def test_leases_survive_a_dnsmasq_restart(net):
+    state = sample_state(net, net.vm_list)
+    state["interfaces"]["guests"][0]["domain"] = "other.internal"  # main config change: restart
+    code, result = net.apply(state_document(state))
+    assert code == 0 and result["actions"]["dnsmasq"] == "restarted", result
+    leases = (net.root / "var/lib/misc/dnsmasq.leases").read_text()
+    assert all(vm.mac in leases for vm in net.vm_list)
+    assert dhcp(net.vm_list[0]).returncode == 0
+
+
+def test_a_failure_after_the_swap_puts_the_previous_state_back(net):
+    state = sample_state(net, net.vm_list)
+    without_lb = copy.deepcopy(state)
+    without_lb["load_balancer"] = []
+    code, result = net.apply(state_document(without_lb))
+    assert code == 0 and result["actions"].get("haproxy") == "stopped", result
+    before, files_before = ruleset(net), _files(net)
+    # Something else holds the port the new balancer wants: haproxy cannot start after nftables was swapped.
+    serve(net.router, 8080, "squatter")
+    wait_for(lambda: "8080" in run(["ss", "-ltn"], ns=net.router).stdout, "the squatter to listen")
+    state["load_balancer"][0]["public_ip"], state["load_balancer"][0]["port"] = "203.0.113.12", 8080
+    state["firewall"].append(
+        {"direction": "ingress", "public_ip": "203.0.113.12", "protocol": "tcp", "ports": 8080, "cidrs": ["0.0.0.0/0"]}
+    )
+    code, result = net.apply(state_document(state))
+    assert code == 1 and result["failed"]["subsystem"] == "haproxy", result
+    assert result["sections"]["load_balancer"]["error"].startswith("haproxy activate failed")
+    assert ruleset(net) == before
+    assert _files(net) == files_before
+    assert connect(net.public, "203.0.113.10", 2201) == "vm1 from 203.0.113.1"
+
+
+def _files(net):
+    paths = [
+        "etc/vr/nftables.nft",
+        "etc/dnsmasq.d/vr.conf",
+        "etc/vr/dhcp-hosts",
+        "etc/haproxy/haproxy.cfg",
+        "var/lib/vr/metadata.json",
+        "var/lib/vr/state.json",
+    ]
+    return {p: (net.root / p).read_text() if (net.root / p).exists() else None for p in paths}
+
+
+def test_user_data_limit_is_enforced_end_to_end(net):
+    too_big = base64.b64encode(b"x" * (32 * 1024 + 1)).decode()
+    command = {"op": "add", "type": "vm_data", "data": {"vm_ip": "10.1.1.5", "user_data": too_big}}
+    code, result = net.apply({"schema": 1, "kind": "batch", "commands": [command]})
+    assert code == 2 and result["problems"][0]["where"] == "commands[0].data.user_data"
