@@ -1,0 +1,53 @@
+"""The repository settings: defaults, paths relative to the checkout, and clear errors for bad input."""
+
+import pytest
+
+from repo.config import RepoConfig, listen_address, load
+from repo.packages import PROJECT
+from repo.run import RepoError
+
+
+def test_defaults_and_codenames():
+    cfg = load(None)
+    assert cfg.dir == PROJECT / "build" / "repo" and cfg.public == cfg.dir / "public"
+    assert cfg.codenames == ["stable", "stable-previous", "security", "security-previous"]
+    assert cfg.channel(None) == "stable" and cfg.channel("security") == "security"
+
+
+def test_paths_are_relative_to_the_checkout():
+    cfg = load({"dir": "out/repo", "gnupghome": "/srv/keys", "key_file": ""})
+    assert cfg.dir == PROJECT / "out" / "repo"
+    assert str(cfg.gnupghome) == "/srv/keys"
+    assert cfg.key_file is None
+
+
+@pytest.mark.parametrize(
+    ("settings", "complaint"),
+    [
+        ({"dirr": "x"}, "unknown setting"),
+        ({"channels": []}, "at least one channel"),
+        ({"channels": ["Stable"]}, "'Stable' is not a codename"),
+        ({"channels": ["stable-previous"]}, "is not a codename"),
+        ({"valid_for": "7 days"}, "valid_for"),
+        ({"url": "ftp://host/"}, "repo.url"),
+        ({"url": "http://host/debian"}, "ending in /"),
+        ({"listen": "localhost"}, "is not HOST:PORT"),
+        ({"key": 123}, "expected text"),
+        ({"dir": ""}, "must name a directory"),
+    ],
+)
+def test_bad_settings_are_named(settings, complaint):
+    with pytest.raises(RepoError, match=complaint):
+        load(settings)
+
+
+def test_unknown_channel_is_refused():
+    with pytest.raises(RepoError, match="'testing' is not one of stable, security"):
+        RepoConfig().channel("testing")
+
+
+def test_listen_address():
+    assert listen_address("127.0.0.1:8080") == ("127.0.0.1", 8080)
+    assert listen_address("[::1]:0") == ("::1", 0)
+    with pytest.raises(RepoError):
+        listen_address("127.0.0.1:70000")

@@ -1,0 +1,64 @@
+"""Pure logic of packaging and publishing: versions, unit handling in the maintainer scripts, the
+Acquire-By-Hash mark, and the one-line summaries."""
+
+from pathlib import Path
+
+import pytest
+
+from repo.hook import mark_by_hash
+from repo.packages import Unit, _render, _systemd_units, check_version
+from repo.publish import Result
+from repo.run import RepoError
+from repo.verify import Report
+
+
+@pytest.mark.parametrize("version", ["1.0.0", "2.1~rc1", "10.0+hotfix2"])
+def test_good_versions(version):
+    assert check_version(version) == version
+
+
+@pytest.mark.parametrize("version", ["", "v1.0", "1.0-1", "1:2.0", "1.0 beta"])
+def test_bad_versions_are_named(version):
+    with pytest.raises(RepoError, match="is not a Debian version"):
+        check_version(version)
+
+
+def test_units_enabled_and_restarted_by_kind(tmp_path):
+    (tmp_path / "vr-metadata.service").write_text("[Service]\nExecStart=/x\n[Install]\nWantedBy=multi-user.target\n")
+    (tmp_path / "vr-reapply.service").write_text("[Service]\nType=oneshot\n[Install]\nWantedBy=multi-user.target\n")
+    (tmp_path / "vr-helper.service").write_text("[Service]\nExecStart=/y\n")
+    assert _systemd_units(tmp_path) == [
+        Unit("vr-helper.service", enable=False, restart=True),
+        Unit("vr-metadata.service", enable=True, restart=True),
+        Unit("vr-reapply.service", enable=True, restart=False),
+    ]
+    assert _systemd_units(tmp_path / "missing") == []
+
+
+def test_postinst_enables_reapplies_and_restarts_only_when_systemd_runs():
+    units = [Unit("vr-metadata.service", True, True), Unit("vr-reapply.service", True, False)]
+    postinst = _render("postinst.j2", units=units)
+    assert "deb-systemd-helper enable 'vr-metadata.service'" in postinst
+    assert "deb-systemd-helper enable 'vr-reapply.service'" in postinst
+    assert "try-restart 'vr-metadata.service'" in postinst
+    assert "try-restart 'vr-reapply.service'" not in postinst
+    restart = postinst.index("try-restart")
+    assert postinst.rindex("systemd_running", 0, restart) > postinst.index("vr-apply --reapply")
+    assert _render("postinst.j2", units=[]).count("deb-systemd") == 0
+
+
+def test_mark_by_hash_once_before_the_checksums():
+    release = "Origin: vrpipe\nCodename: stable\nMD5Sum:\n abc 1 main/binary-amd64/Packages\n"
+    marked = mark_by_hash(release)
+    assert marked.index("Acquire-By-Hash: yes\n") < marked.index("MD5Sum:")
+    assert mark_by_hash(marked) == marked
+
+
+def test_summaries():
+    unchanged = Result("stable", {"vr-scripts": "1.0.0"}, seconds=0.1)
+    assert unchanged.summary().startswith("stable: already up to date (vr-scripts 1.0.0)")
+    new = Result("stable", {"vr-scripts": "1.0.1"}, {"vr-scripts": "1.0.0"}, Path("trees/7"), 0.42)
+    assert new.summary() == (
+        "stable: published vr-scripts 1.0.1; previous in stable-previous: vr-scripts 1.0.0; serving tree 7 in 0.42 s"
+    )
+    assert "2 problem(s)" in Report("here", ["a", "b"], 3, 1).summary()
