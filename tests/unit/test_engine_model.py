@@ -1,0 +1,296 @@
+"""Validation of the config document: every kind of bad input is refused with a problem that names the
+command or entry and the field, and hostile strings never reach a rendered config file."""
+
+import base64
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from vr import dnsmasq, haproxy, metadata, nftables
+from vr.document import Invalid, load_state, parse_document, state_document
+from vr.layout import Layout
+from vr.model import RouterState
+
+INTERFACES = {
+    "control": {"device": "eth0", "address": "169.254.1.2/16"},
+    "guests": [{"device": "eth1", "gateway": "10.1.1.1/24", "dns": ["192.0.2.53"], "domain": "cloud.internal"}],
+    "public": [{"device": "eth2", "addresses": ["203.0.113.10/24", "203.0.113.11/24"], "gateway": "203.0.113.1"}],
+}
+
+
+def valid_state():
+    return {
+        "interfaces": copy.deepcopy(INTERFACES),
+        "egress_policy": {"default": "allow"},
+        "source_nat": [{"guest_cidr": "10.1.1.0/24", "public_ip": "203.0.113.10"}],
+        "firewall": [
+            {
+                "direction": "ingress",
+                "public_ip": "203.0.113.10",
+                "protocol": "tcp",
+                "ports": "22",
+                "cidrs": ["0.0.0.0/0"],
+            },
+            {"direction": "egress", "protocol": "udp", "ports": "53", "cidrs": ["192.0.2.0/24"]},
+        ],
+        "port_forwarding": [
+            {
+                "public_ip": "203.0.113.10",
+                "protocol": "tcp",
+                "public_ports": "8000-8009",
+                "vm_ip": "10.1.1.5",
+                "vm_ports": "9000-9009",
+            }
+        ],
+        "static_nat": [{"public_ip": "203.0.113.11", "vm_ip": "10.1.1.6"}],
+        "dhcp": [{"mac": "02:00:0a:01:01:05", "ip": "10.1.1.5", "hostname": "vm1", "options": {"mtu": 1400}}],
+        "vm_data": [
+            {
+                "vm_ip": "10.1.1.5",
+                "metadata": {"instance-id": "i-1"},
+                "password": "pw",
+                "user_data": base64.b64encode(b"#!/bin/sh\n").decode(),
+                "public_keys": ["ssh-ed25519 AAAA k"],
+            }
+        ],
+        "load_balancer": [
+            {
+                "name": "web",
+                "public_ip": "203.0.113.10",
+                "port": 80,
+                "mode": "http",
+                "sticky": True,
+                "backends": [{"ip": "10.1.1.5", "port": 8080}],
+                "health_check": {"http_path": "/health"},
+            }
+        ],
+    }
+
+
+def doc(state):
+    return {"schema": 1, "kind": "state", "state": state}
+
+
+def problems(document, current=RouterState()):
+    with pytest.raises(Invalid) as caught:
+        parse_document(document, current)
+    return {p.where: p.error for p in caught.value.problems}
+
+
+def test_valid_state_parses_and_round_trips():
+    parsed = parse_document(doc(valid_state()), RouterState())
+    assert load_state(json.loads(json.dumps(state_document(parsed.state)))) == parsed.state
+
+
+BAD_FIELDS = [
+    ("interfaces.guests[0].gateway", "10.1.1.300/24", "not an IPv4 address/prefix"),
+    ("interfaces.guests[0].gateway", "10.1.1.1", "needs a prefix length"),
+    ("interfaces.control.device", "eth0; reboot", "not a valid device name"),
+    ("source_nat[0].guest_cidr", "10.1.1.1/24", "zero host bits"),
+    ("firewall[0].ports", "70000", "ports 1-65535"),
+    ("firewall[0].ports", "30-20", "first <= last"),
+    ("firewall[0].protocol", "gre", "not one of"),
+    ("firewall[0].cidrs", "0.0.0.0/0", "must be a list"),
+    ("port_forwarding[0].vm_ports", "9000-9001", "not as long as"),
+    ("dhcp[0].mac", "02:00:0a:01:01", "not a MAC address"),
+    ("dhcp[0].hostname", "-vm", "not a valid hostname"),
+    ("dhcp[0].hostname", "a" * 64, "not a valid hostname"),
+    ("dhcp[0].options", {"tftp-server": "1.2.3.4"}, "not a supported option"),
+    ("vm_data[0].user_data", base64.b64encode(b"x" * (32 * 1024 + 1)).decode(), "at most 32768"),
+    ("vm_data[0].user_data", "not base64!", "not valid base64"),
+    ("load_balancer[0].algorithm", "random", "not one of"),
+    ("load_balancer[0].port", 0, "out of range"),
+    ("load_balancer[0].port", "80", "whole number"),
+    ("load_balancer[0].health_check.http_path", "/a b", "must start with /"),
+    ("egress_policy.default", "maybe", "not one of"),
+]
+
+
+def _set(state, path, value):
+    parts = path.replace("]", "").replace("[", ".").split(".")
+    target = state
+    for part in parts[:-1]:
+        target = target[int(part)] if part.isdigit() else target[part]
+    last = parts[-1]
+    target[int(last) if last.isdigit() else last] = value
+
+
+@pytest.mark.parametrize(("path", "value", "message"), BAD_FIELDS)
+def test_bad_field_is_named(path, value, message):
+    state = valid_state()
+    _set(state, path, value)
+    found = problems(doc(state))
+    where = f"state.{path}"
+    assert any(w.startswith(where) for w in found), found
+    assert message in " ".join(found.values())
+
+
+CONFLICTS = [
+    ("duplicate dhcp", lambda s: s["dhcp"].append(dict(s["dhcp"][0])), "state.dhcp[1]", "duplicate dhcp"),
+    (
+        "same dhcp ip",
+        lambda s: s["dhcp"].append({**s["dhcp"][0], "mac": "02:00:00:00:00:09", "hostname": "b"}),
+        "state.dhcp[1].ip",
+        "already used",
+    ),
+    ("vm outside guests", lambda s: s["dhcp"][0].update(ip="10.2.0.5"), "state.dhcp[0].ip", "not in any guest network"),
+    ("vm is the gateway", lambda s: s["dhcp"][0].update(ip="10.1.1.1"), "state.dhcp[0].ip", "router's own gateway"),
+    (
+        "unknown public ip",
+        lambda s: s["port_forwarding"][0].update(public_ip="198.51.100.1"),
+        "state.port_forwarding[0].public_ip",
+        "not one of the router's public addresses",
+    ),
+    (
+        "overlapping forwards",
+        lambda s: s["port_forwarding"].append(
+            {**s["port_forwarding"][0], "public_ports": "8005-8020", "vm_ports": "8005-8020"}
+        ),
+        "state.port_forwarding[1].public_ports",
+        "overlaps",
+    ),
+    (
+        "static nat address reused",
+        lambda s: s["static_nat"][0].update(public_ip="203.0.113.10"),
+        "state.source_nat[0].public_ip",
+        "taken by static NAT",
+    ),
+    (
+        "lb on a forwarded port",
+        lambda s: s["load_balancer"][0].update(port=8001),
+        "state.load_balancer[0].port",
+        "already port-forwarded",
+    ),
+    (
+        "overlapping guests",
+        lambda s: s["interfaces"]["guests"].append({"device": "eth3", "gateway": "10.1.1.129/25"}),
+        "state.interfaces.guests",
+        "overlap",
+    ),
+    (
+        "ingress without address",
+        lambda s: s["firewall"][0].pop("public_ip"),
+        "state.firewall[0].public_ip",
+        "required for an ingress rule",
+    ),
+    (
+        "icmp with ports",
+        lambda s: s["firewall"][0].update(protocol="icmp"),
+        "state.firewall[0].ports",
+        "does not apply",
+    ),
+    ("unknown field", lambda s: s["dhcp"][0].update(colour="red"), "state.dhcp[0].colour", "not a known field"),
+]
+
+
+@pytest.mark.parametrize(("name", "change", "where", "message"), CONFLICTS, ids=[c[0] for c in CONFLICTS])
+def test_conflict_is_named(name, change, where, message):
+    state = valid_state()
+    change(state)
+    found = problems(doc(state))
+    assert where in found, found
+    assert message in found[where]
+
+
+def test_every_bad_item_is_reported_not_just_the_first():
+    state = valid_state()
+    state["dhcp"][0]["mac"] = "nope"
+    state["load_balancer"][0]["port"] = -1
+    state["static_nat"][0]["vm_ip"] = "10.1.1.999"
+    assert len(problems(doc(state))) == 3
+
+
+def test_batch_problem_names_the_command():
+    current = parse_document(doc(valid_state()), RouterState()).state
+    commands = [
+        {"op": "add", "type": "dhcp", "data": {"mac": "02:00:00:00:00:07", "ip": "10.1.1.7", "hostname": "vm7"}},
+        {"op": "add", "type": "dhcp", "data": {"mac": "02:00:00:00:00:08", "ip": "10.1.1.5", "hostname": "vm8"}},
+        {"op": "frobnicate", "type": "dhcp", "data": {}},
+    ]
+    found = problems({"schema": 1, "kind": "batch", "commands": commands}, current)
+    assert set(found) == {"commands[2].op"}
+    found = problems({"schema": 1, "kind": "batch", "commands": commands[:2]}, current)
+    assert "commands[1].ip" in found and "persisted state.dhcp" in found["commands[1].ip"]
+
+
+def test_remove_needs_only_the_key():
+    current = parse_document(doc(valid_state()), RouterState()).state
+    remove = {"op": "remove", "type": "dhcp", "data": {"mac": "02:00:0A:01:01:05"}}
+    parsed = parse_document({"schema": 1, "kind": "batch", "commands": [remove]}, current)
+    assert parsed.state.dhcp == () and parsed.subsystems == {"dnsmasq"}
+
+
+def test_wrong_schema_and_kind_are_refused():
+    assert "schema" in problems({"schema": 2, "kind": "state", "state": {}})
+    assert "kind" in problems({"schema": 1, "kind": "patch"})
+    assert "document" in problems([1, 2, 3])
+
+
+HOSTILE = ["$(reboot)", "`id`", "a;b", "x\ny", "x\rserver=1.2.3.4", "' OR 1=1", "%s%n", "A" * 5000, "\x00", "}{"]
+
+
+def _string_paths(value, path=""):
+    if isinstance(value, str):
+        yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _string_paths(item, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _string_paths(item, f"{path}[{i}]")
+
+
+@pytest.mark.parametrize("hostile", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_strings_are_refused_or_stay_data(hostile):
+    """Every string field: either refused by name, or accepted and never written into an nftables,
+    dnsmasq or haproxy file (free text such as metadata lives only in the metadata JSON)."""
+    layout = Layout(Path("/router"))
+    for path in _string_paths(valid_state()):
+        state = valid_state()
+        _set(state, path, hostile)
+        try:
+            parsed = parse_document(doc(state), RouterState())
+        except Invalid as invalid:
+            assert any(p.where.startswith(f"state.{path}".split("[")[0]) for p in invalid.problems), path
+            continue
+        assert path.startswith("vm_data"), path
+        files = {
+            **nftables.render(parsed.state, layout),
+            **dnsmasq.render(parsed.state, layout),
+            **haproxy.render(parsed.state, layout),
+        }
+        assert not any(hostile in text for text in files.values()), path
+        assert json.loads(metadata.render(parsed.state, layout)[layout.metadata])
+
+
+def test_overlapping_firewall_rules_render_as_disjoint_elements():
+    from vr.fields import PortRange
+    from vr.intervals import disjoint_boxes
+
+    net = __import__("ipaddress").IPv4Network
+    boxes = [
+        (PortRange(20, 30), net("10.0.0.0/8")),
+        (PortRange(22, 22), net("10.1.0.0/16")),
+        (PortRange(25, 40), net("192.0.2.0/24")),
+    ]
+    result = disjoint_boxes(boxes)
+    covered = {(port, str(n)) for r, n in result for port in range(r.first, r.last + 1)}
+    assert covered == {
+        (p, str(n))
+        for r, n in boxes
+        for p in range(r.first, r.last + 1)
+        if not (r.first == 22 and str(n) == "10.1.0.0/16")
+    }
+    for i, (a, na) in enumerate(result):
+        for b, nb in result[i + 1 :]:
+            assert not (a.overlaps(b) and na.overlaps(nb)), (a, na, b, nb)
+
+
+def test_port_range_forward_maps_each_port():
+    parsed = parse_document(doc(valid_state()), RouterState())
+    text = nftables.render(parsed.state, Layout(Path("/r")))[Path("/r/etc/vr/nftables.nft")]
+    assert "203.0.113.10 . tcp . 8000 : 10.1.1.5 . 9000" in text
+    assert "203.0.113.10 . tcp . 8009 : 10.1.1.5 . 9009" in text
+    assert text.count("flush ruleset") == 0 and "delete table inet vr" in text
