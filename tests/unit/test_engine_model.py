@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from vr import dnsmasq, haproxy, metadata, nftables
 from vr.document import Invalid, load_state, parse_document, state_document
 from vr.layout import Layout
@@ -73,9 +72,9 @@ def doc(state):
     return {"schema": 1, "kind": "state", "state": state}
 
 
-def problems(document, current=RouterState()):
+def problems(document, current=None):
     with pytest.raises(Invalid) as caught:
-        parse_document(document, current)
+        parse_document(document, current or RouterState())
     return {p.where: p.error for p in caught.value.problems}
 
 
