@@ -4,7 +4,6 @@ All problems are collected and raised together as `Invalid`, each naming its com
 """
 
 import base64
-import dataclasses
 import ipaddress
 from dataclasses import dataclass
 
@@ -191,18 +190,18 @@ def _from_items(name, items):
 
 def to_json(value):
     """A state (or any part of it) as plain JSON values, in the form `parse_state` reads back."""
+    if isinstance(value, str | int | float | bool):
+        return value
     if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv4Interface | ipaddress.IPv4Network | PortRange):
         return str(value)
-    if dataclasses.is_dataclass(value):
-        fields = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
-        return {name: to_json(v) for name, v in fields if v is not None}
     if isinstance(value, tuple | list):
         return [to_json(v) for v in value]
     if isinstance(value, dict):
         return {k: to_json(v) for k, v in value.items()}
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
-    return value
+    # A dataclass of the model: its fields in definition order, absent ones left out.
+    return {name: to_json(v) for name, v in vars(value).items() if v is not None}
 
 
 def state_document(state):

@@ -4,6 +4,7 @@ so validation happens once, at the edge, and reports every bad field rather than
 """
 
 import base64
+import functools
 import binascii
 import ipaddress
 import re
@@ -14,6 +15,7 @@ DOMAIN = re.compile(r"^(?=.{1,253}$)((?!-)[A-Za-z0-9-]{1,63}(?<!-)\.)*(?!-)[A-Za
 DEVICE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,7 @@ def text(value, *, pattern=None, max_len=255, what="text"):
         raise ValueError(f"must be 1 to {max_len} characters long, got {len(value)}")
     if pattern is not None and not pattern.match(value):
         raise ValueError(f"{_describe(value)} is not a valid {what}")
-    if pattern is None and any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if pattern is None and CONTROL.search(value):
         raise ValueError("must not contain control characters (newlines, tabs, ...)")
     return value
 
@@ -233,6 +235,7 @@ def _ip_text(value, kind):
     return value
 
 
+@functools.lru_cache(maxsize=8192)  # a VM's address recurs in its DHCP, metadata and NAT entries
 def address(value):
     try:
         return ipaddress.IPv4Address(_ip_text(value, "address"))
