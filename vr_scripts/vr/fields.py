@@ -4,8 +4,8 @@ so validation happens once, at the edge, and reports every bad field rather than
 """
 
 import base64
-import functools
 import binascii
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
