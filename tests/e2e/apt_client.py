@@ -4,6 +4,7 @@ a tarball under the git-ignored .cache/, and extracted fresh for each test modul
 """
 
 import hashlib
+import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,7 +74,8 @@ class AptClient:
 
 @contextmanager
 def apt_client(where: Path) -> Iterator[AptClient]:
-    """A fresh chroot under where, with /proc mounted and Debian's own sources removed; unmounted after."""
+    """A fresh chroot under where, with /proc mounted and Debian's own sources removed; unmounted and
+    deleted after (only once the unmount worked, so nothing mounted is ever deleted)."""
     root = where / "chroot"
     root.mkdir()
     run(["tar", "-C", root, "-xf", client_tarball()])
@@ -84,3 +86,4 @@ def apt_client(where: Path) -> Iterator[AptClient]:
         yield AptClient(root)
     finally:
         run(["umount", root / "proc"])
+        shutil.rmtree(root)

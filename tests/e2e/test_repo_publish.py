@@ -172,3 +172,14 @@ def test_invoke_tasks_publish_and_verify_over_http(tmp_path):
         assert failed.returncode != 0 and "dists/stable/main/binary-amd64/Packages: missing" in failed.stderr
     finally:
         signing.stop_agent(tmp_path / "gnupg")
+
+
+def test_reprepro_wrapper_remove_and_clear_errors(cfg, tmp_path):
+    publish(cfg, version="1.0.0")
+    reprepro = Reprepro(cfg.dir, cfg.dir / "work", cfg.gnupghome)
+    reprepro.remove("stable", "vr-base")
+    assert listing(cfg, "stable") == {"vr-scripts": "1.0.0"}
+    with pytest.raises(RepoError, match="reprepro .* includedeb testing .* failed"):
+        reprepro.includedeb("testing", tmp_path / "missing.deb")
+    with pytest.raises(RepoError, match="has no conf/distributions: publish once first"):
+        Reprepro(tmp_path / "nothing", tmp_path / "nothing" / "work", cfg.gnupghome).list("stable")
