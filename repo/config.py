@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .packages import PROJECT
+from .render import PROJECT
 from .run import RepoError
 
 CODENAME = re.compile(r"^[a-z][a-z0-9-]*$")

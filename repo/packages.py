@@ -13,13 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import jinja2
 from debian.deb822 import Deb822
 
+from .render import PROJECT, SOURCES, render
 from .run import RepoError, run, step
 
-PROJECT = Path(__file__).resolve().parent.parent
-SOURCES = PROJECT / "vr_scripts"
 VERSION_FILE = SOURCES / "vr" / "__init__.py"
 VERSION_LINE = re.compile(r'^__version__ = "([^"]*)"$', re.MULTILINE)
 DEBIAN_VERSION = re.compile(r"^[0-9][A-Za-z0-9.+~]*$")
@@ -36,13 +34,6 @@ VR_BASE_DEPENDS = (
     "openssh-server",
     "python3",
     "python3-jinja2",
-)
-TEMPLATES = jinja2.Environment(
-    loader=jinja2.ChoiceLoader(
-        [jinja2.FileSystemLoader(PROJECT / "repo" / "templates"), jinja2.FileSystemLoader(SOURCES / "debian")]
-    ),
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
 )
 
 
@@ -114,7 +105,7 @@ def _build_vr_scripts(build: Build, root: Path) -> Path:
     _copy_tree(SOURCES / "systemd", root / "usr/lib/systemd/system")
     _copy_tree(SOURCES / "logrotate", root / "etc/logrotate.d")
     _write_docs(build, root, "vr-scripts")
-    _write(root / "usr/share/lintian/overrides/vr-scripts", _render("lintian-overrides.j2"))
+    _write(root / "usr/share/lintian/overrides/vr-scripts", render("lintian-overrides.j2"))
     control = _control(
         build,
         root,
@@ -126,8 +117,8 @@ def _build_vr_scripts(build: Build, root: Path) -> Path:
         " and their systemd units. On upgrade it re-applies the persisted state\n"
         " without dropping traffic.",
     )
-    units = _systemd_units(root / "usr/lib/systemd/system")
-    scripts = {name: _render(f"{name}.j2", units=units) for name in ("postinst", "prerm", "postrm")}
+    units = systemd_units(root / "usr/lib/systemd/system")
+    scripts = {name: render(f"{name}.j2", units=units) for name in ("postinst", "prerm", "postrm")}
     return _dpkg_deb(build, root, control, scripts)
 
 
@@ -140,7 +131,8 @@ class Unit:
     restart: bool  # a long-running service: restarted on upgrade when running
 
 
-def _systemd_units(unit_dir: Path) -> list[Unit]:
+def systemd_units(unit_dir: Path) -> list[Unit]:
+    """The units in unit_dir: enabled if they have an [Install] section, restarted unless oneshot."""
     units = []
     for path in sorted(unit_dir.glob("*")) if unit_dir.is_dir() else []:
         text = path.read_text()
@@ -163,9 +155,9 @@ def _stamp_version(init_py: Path, version: str) -> None:
 def _write_docs(build: Build, root: Path, name: str) -> None:
     doc = root / "usr/share/doc" / name
     date = datetime.fromtimestamp(build.epoch, UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
-    changelog = _render("changelog.j2", package=name, version=build.version, maintainer=MAINTAINER, date=date)
+    changelog = render("changelog.j2", package=name, version=build.version, maintainer=MAINTAINER, date=date)
     _write(doc / "changelog.gz", gzip.compress(changelog.encode(), mtime=0))
-    _write(doc / "copyright", _render("copyright.j2"))
+    _write(doc / "copyright", render("copyright.j2"))
 
 
 def _control(build: Build, root: Path, name: str, depends: str, description: str) -> Deb822:
@@ -211,10 +203,6 @@ def _normalise(root: Path, epoch: int) -> None:
         if not path.is_symlink():
             path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
         os.utime(path, (epoch, epoch), follow_symlinks=False)
-
-
-def _render(template: str, **context: object) -> str:
-    return TEMPLATES.get_template(template).render(**context)
 
 
 def _write(path: Path, content: str | bytes, mode: int = 0o644) -> None:

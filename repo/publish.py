@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from debian.debfile import DebFile
+from debian.debian_support import Version
 
 from . import signing, snapshot
 from .config import PREVIOUS, RepoConfig
-from .packages import PROJECT, TEMPLATES, build_packages
+from .packages import build_packages
+from .render import PROJECT, render
 from .reprepro import Reprepro
 from .run import RepoError, step
 
@@ -76,12 +78,12 @@ def prepare(config: RepoConfig) -> Reprepro:
     conf = config.dir / "conf"
     conf.mkdir(exist_ok=True)
     hook = conf / "sign-release"
-    sign_release = TEMPLATES.get_template("sign-release.j2").render(
-        python=sys.executable, project=PROJECT, fingerprint=fingerprint, gnupghome=config.gnupghome
+    sign_release = render(
+        "sign-release.j2", python=sys.executable, project=PROJECT, fingerprint=fingerprint, gnupghome=config.gnupghome
     )
     _update(hook, sign_release.encode(), mode=0o755)
-    distributions = TEMPLATES.get_template("distributions.j2").render(
-        codenames=config.codenames, origin=config.origin, valid_for=config.valid_for, hook=hook
+    distributions = render(
+        "distributions.j2", codenames=config.codenames, origin=config.origin, valid_for=config.valid_for, hook=hook
     )
     _update(conf / "distributions", distributions.encode())
     return Reprepro(config.dir, config.dir / "work", config.gnupghome)
@@ -114,6 +116,11 @@ def _include(repo: Reprepro, channel: str, debs: list[Path]) -> tuple[dict[str, 
                     "bump __version__ in vr_scripts/vr/__init__.py or publish with --version"
                 )
             continue
+        if there and Version(version) < Version(there.version):
+            raise RepoError(
+                f"{name} {version} is older than {there.version} in {channel}: publish a newer version; "
+                f"routers roll back from {channel}{PREVIOUS}"
+            )
         with step(f"include {deb.name} in {channel}"):
             if there:
                 repo.copy(channel + PREVIOUS, channel, name)

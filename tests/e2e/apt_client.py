@@ -11,7 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from repo.packages import PROJECT, VR_BASE_DEPENDS
+from repo.packages import VR_BASE_DEPENDS
+from repo.render import PROJECT
 
 SUITE = "trixie"
 CACHE = PROJECT / ".cache"

@@ -10,8 +10,9 @@ import time
 import pytest
 
 from repo import signing
-from repo.packages import SOURCES, _systemd_units
+from repo.packages import systemd_units
 from repo.publish import publish
+from repo.render import SOURCES
 
 from .apt_client import apt_client
 from .repo_fixtures import serving, throwaway_config
@@ -56,7 +57,7 @@ def test_install_and_run_router_commands(client):
     assert "vr-apply" in launchers and "vr-health" in launchers, launchers
     for launcher in ("vr-apply", "vr-health", "vr-state", "vr-cmd"):
         assert "usage" in client.run(f"/opt/vr/bin/{launcher}", "--help").stdout.lower()
-    for unit in _systemd_units(SOURCES / "systemd"):
+    for unit in systemd_units(SOURCES / "systemd"):
         # is_symlink, not exists: the link points at /usr/lib/... inside the chroot
         wants = (client.root / "etc/systemd/system").glob("*.wants")
         assert any((folder / unit.name).is_symlink() for folder in wants) == unit.enable, unit

@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from repo.packages import SOURCES, build_packages, engine_version
+from repo.packages import build_packages, engine_version
+from repo.render import SOURCES
 
 pytestmark = pytest.mark.e2e
 

@@ -14,8 +14,8 @@ import requests
 from debian.deb822 import Release
 
 from repo import signing
-from repo.packages import PROJECT
 from repo.publish import publish
+from repo.render import PROJECT
 from repo.reprepro import Reprepro
 from repo.run import RepoError
 from repo.verify import verify
@@ -99,6 +99,13 @@ def test_same_version_with_other_content_is_refused(cfg, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1000000000")
     with pytest.raises(RepoError, match="already in stable with different content"):
         publish(cfg, version="1.0.0")
+
+
+def test_older_version_is_refused(cfg):
+    publish(cfg, version="1.0.1")
+    with pytest.raises(RepoError, match="1.0.0 is older than 1.0.1 in stable"):
+        publish(cfg, version="1.0.0")
+    assert listing(cfg, "stable-previous") == {}
 
 
 def test_production_key_from_file_and_by_fingerprint(cfg, tmp_path):

@@ -3,7 +3,7 @@
 import pytest
 
 from repo.config import RepoConfig, listen_address, load
-from repo.packages import PROJECT
+from repo.render import PROJECT
 from repo.run import RepoError
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from repo.hook import mark_by_hash
-from repo.packages import Unit, _render, _systemd_units, check_version
+from repo.packages import Unit, check_version, systemd_units
 from repo.publish import Result
+from repo.render import render
 from repo.run import RepoError
 from repo.verify import Report
 
@@ -27,24 +28,24 @@ def test_units_enabled_and_restarted_by_kind(tmp_path):
     (tmp_path / "vr-metadata.service").write_text("[Service]\nExecStart=/x\n[Install]\nWantedBy=multi-user.target\n")
     (tmp_path / "vr-reapply.service").write_text("[Service]\nType=oneshot\n[Install]\nWantedBy=multi-user.target\n")
     (tmp_path / "vr-helper.service").write_text("[Service]\nExecStart=/y\n")
-    assert _systemd_units(tmp_path) == [
+    assert systemd_units(tmp_path) == [
         Unit("vr-helper.service", enable=False, restart=True),
         Unit("vr-metadata.service", enable=True, restart=True),
         Unit("vr-reapply.service", enable=True, restart=False),
     ]
-    assert _systemd_units(tmp_path / "missing") == []
+    assert systemd_units(tmp_path / "missing") == []
 
 
 def test_postinst_enables_reapplies_and_restarts_only_when_systemd_runs():
     units = [Unit("vr-metadata.service", True, True), Unit("vr-reapply.service", True, False)]
-    postinst = _render("postinst.j2", units=units)
+    postinst = render("postinst.j2", units=units)
     assert "deb-systemd-helper enable 'vr-metadata.service'" in postinst
     assert "deb-systemd-helper enable 'vr-reapply.service'" in postinst
     assert "try-restart 'vr-metadata.service'" in postinst
     assert "try-restart 'vr-reapply.service'" not in postinst
     restart = postinst.index("try-restart")
     assert postinst.rindex("systemd_running", 0, restart) > postinst.index("vr-apply --reapply")
-    assert _render("postinst.j2", units=[]).count("deb-systemd") == 0
+    assert render("postinst.j2", units=[]).count("deb-systemd") == 0
 
 
 def test_mark_by_hash_once_before_the_checksums():
