@@ -4,6 +4,7 @@ symlink, resolved on every request, so each file comes whole from one tree, old 
 
 import functools
 import logging
+import signal
 import socket
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,17 +40,25 @@ def make_server(directory: Path, address: str) -> ThreadingHTTPServer:
     if not directory.is_dir():
         raise RepoError(f"{directory} does not exist: publish the repository first")
     handler = functools.partial(_Handler, directory=str(directory))
-    return (_Server6 if ":" in host else _Server)((host, port), handler)
+    try:
+        return (_Server6 if ":" in host else _Server)((host, port), handler)
+    except OSError as e:
+        raise RepoError(f"cannot listen on {address}: {e.strerror}") from e
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def serve(directory: Path, address: str) -> None:
-    """Serve until interrupted."""
+    """Serve until interrupted (Ctrl-C, or SIGTERM from a service manager)."""
+    signal.signal(signal.SIGTERM, _interrupt)
     server = make_server(directory, address)
     host, port = server.server_address[:2]
     log.info("serving %s on http://%s:%d/ (Ctrl-C stops)", directory, host, port)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        log.info("stopped")
+        log.info("stopped")  # Ctrl-C and SIGTERM are the normal way to stop a server
     finally:
         server.server_close()

@@ -18,6 +18,7 @@ from repo.publish import publish
 from repo.render import PROJECT
 from repo.reprepro import Reprepro
 from repo.run import RepoError
+from repo.serve import make_server
 from repo.verify import verify
 
 from .repo_fixtures import copy_tree, expire, resign, serving, tamper_packages, throwaway_config, unsign
@@ -190,3 +191,14 @@ def test_reprepro_wrapper_remove_and_clear_errors(cfg, tmp_path):
         reprepro.includedeb("testing", tmp_path / "missing.deb")
     with pytest.raises(RepoError, match="has no conf/distributions: publish once first"):
         Reprepro(tmp_path / "nothing", tmp_path / "nothing" / "work", cfg.gnupghome).list("stable")
+
+
+def test_serve_names_a_missing_tree_and_a_busy_port(cfg):
+    with pytest.raises(RepoError, match="publish the repository first"):
+        make_server(cfg.public, "127.0.0.1:0")
+    publish(cfg, version="1.0.0")
+    with serving(cfg.public) as url:
+        port = url.rstrip("/").rsplit(":", 1)[1]
+        assert requests.get(url + "vr-archive-keyring.gpg", timeout=10).content == cfg.keyring.read_bytes()
+        with pytest.raises(RepoError, match=f"cannot listen on 127.0.0.1:{port}"):
+            make_server(cfg.public, f"127.0.0.1:{port}")
