@@ -1,0 +1,93 @@
+"""Commands and queries the manager sends to routers. A Command is one add or remove of one rule (any
+section the engine knows); a Query is a read. Commands are checked with the engine's own model (the
+`vr` package), against a router's desired state, before anything is queued or stored.
+"""
+
+import enum
+from dataclasses import dataclass
+
+from vr import SCHEMA_VERSION
+from vr.document import Invalid, load_state, parse_document
+from vr.model import SECTIONS, RouterState
+
+OPS = ("add", "remove")
+
+
+class BadCommand(ValueError):
+    """A command is not well formed or not valid against the router's state; the message names it."""
+
+
+@dataclass(frozen=True)
+class Command:
+    op: str
+    type: str  # the engine's section: dhcp, vm_data, port_forwarding, firewall, ...
+    data: dict
+
+    def __post_init__(self):
+        if self.op not in OPS:
+            raise BadCommand(f"op {self.op!r} is not one of {', '.join(OPS)}")
+        if self.type not in SECTIONS:
+            raise BadCommand(f"type {self.type!r} is not one of {', '.join(SECTIONS)}")
+        if not isinstance(self.data, dict):
+            raise BadCommand(f"{self.type} {self.op}: data must be a JSON object")
+
+    def to_json(self):
+        return {"op": self.op, "type": self.type, "data": self.data}
+
+    @classmethod
+    def from_json(cls, value, where="command"):
+        if not isinstance(value, dict) or set(value) != {"op", "type", "data"}:
+            raise BadCommand(f"{where}: must be an object with exactly op, type and data")
+        try:
+            return cls(value["op"], value["type"], value["data"])
+        except BadCommand as err:
+            raise BadCommand(f"{where}: {err}") from None
+
+    def describe(self):
+        key_fields = SECTIONS[self.type].key_fields
+        key = ", ".join(f"{k}={self.data.get(k)}" for k in key_fields if k in self.data)
+        return f"{self.type} {self.op}" + (f" ({key})" if key else "")
+
+
+class Query(enum.Enum):
+    """Reads answered by the router's own commands."""
+
+    HEALTH = "vr-health"
+    STATE = "vr-state"
+
+    @property
+    def argv(self):
+        return [f"/opt/vr/bin/{self.value}"]
+
+
+def batch_document(commands):
+    return {"schema": SCHEMA_VERSION, "kind": "batch", "commands": [c.to_json() for c in commands]}
+
+
+def state_document(state):
+    return {"schema": SCHEMA_VERSION, "kind": "state", "state": state}
+
+
+def validate(commands, state):
+    """The engine's verdict on `commands` applied to the desired `state` (a state object, as the store
+    holds it): the parsed commands, or BadCommand naming every command that is wrong and why."""
+    try:
+        current = load_state(state_document(state)) if state else RouterState()
+        return parse_document(batch_document(commands), current).commands
+    except Invalid as invalid:
+        raise BadCommand(_named(invalid, commands)) from None
+
+
+def _named(invalid, commands):
+    lines = []
+    for problem in invalid.problems:
+        index = _command_index(problem.where)
+        named = f"command {index} ({commands[index].describe()})" if index is not None else problem.where
+        lines.append(f"{named}: {problem.where}: {problem.error}")
+    return "; ".join(lines)
+
+
+def _command_index(where):
+    if not where.startswith("commands["):
+        return None
+    return int(where[len("commands[") :].split("]", 1)[0])

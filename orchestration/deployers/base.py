@@ -1,0 +1,70 @@
+"""What every deployer does (CloudStack's VirtualRouterDeployer): create, start, stop and destroy a router,
+plug (`prepare`) and unplug (`cleanup`) its networks, and run a router program (`execute`) or put a file on
+it (`copy`) through the transport that reaches it. Routers always have eth0 on the control network.
+"""
+
+import abc
+from dataclasses import dataclass
+
+from vr.boot import BootParams, format_params
+
+CONTROL_DEVICE = "eth0"
+CONTROL_PREFIX = 16  # control addresses are link-local, 169.254.0.0/16
+
+
+@dataclass(frozen=True)
+class Boot:
+    """What a router is told at boot: its name, control address and the manager's public key."""
+
+    hostname: str
+    control_address: str
+    authorized_key: str
+
+    def params(self):
+        return BootParams(
+            hostname=self.hostname,
+            control=f"{self.control_address}/{CONTROL_PREFIX}",
+            control_if=CONTROL_DEVICE,
+            authorized_key=self.authorized_key,
+        )
+
+    def text(self):
+        """The boot parameters as the router's vr-boot reads them (key=value words)."""
+        return format_params(self.params())
+
+
+class Deployer(abc.ABC):
+    """`transport(router)` is how `execute` and `copy` reach a running router."""
+
+    kind = ""
+
+    def __init__(self, transport):
+        self._transport = transport
+
+    @abc.abstractmethod
+    def create(self, router, boot): ...
+
+    @abc.abstractmethod
+    def start(self, router): ...
+
+    @abc.abstractmethod
+    def stop(self, router): ...
+
+    @abc.abstractmethod
+    def destroy(self, router): ...
+
+    @abc.abstractmethod
+    def running(self, router): ...
+
+    @abc.abstractmethod
+    def prepare(self, router, network): ...
+
+    @abc.abstractmethod
+    def cleanup(self, router, network): ...
+
+    def execute(self, router, argv, input=None):
+        """Run a router program; return (exit status, stdout)."""
+        return self._transport(router.name).execute(argv, input=input)
+
+    def copy(self, router, text, path):
+        self._transport(router.name).copy(text, path)

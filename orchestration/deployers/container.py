@@ -1,0 +1,221 @@
+"""The system-container deployer: each router runs the template's rootfs through its own overlayfs, in its
+own network namespace, with systemd as PID 1 (new mount, PID and UTS namespaces) and its boot parameters
+in a file. Its NICs are veth pairs to bridges in the host namespace that plays the hypervisor host, where
+the control bridge holds the link-local gateway address: many routers on one machine.
+"""
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..netns import kill_processes_in, run
+from ..store import Network
+from .base import CONTROL_DEVICE, CONTROL_PREFIX, Deployer
+
+log = logging.getLogger("vrpipe.container")
+BOOT_PARAMS = Path("etc/vr/boot-params")
+# Units that have nothing to do in a container (no kernel modules to load).
+MASKED = ("systemd-modules-load.service",)
+STOP_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    rootfs: Path  # the template's rootfs directory (lower layer, never written)
+    state_dir: Path  # per router: overlay upper/work/merged, pid and console files
+    host_netns: str  # the namespace playing the hypervisor host: bridges and the control gateway
+    netns_prefix: str = "vrp-"
+    control_bridge: str = "vrctl"
+    control_gateway: str = "169.254.0.1"
+
+    def __post_init__(self):
+        if not (Path(self.rootfs) / "sbin/init").exists() and not (Path(self.rootfs) / "lib/systemd/systemd").exists():
+            raise ValueError(f"{self.rootfs} is not a router rootfs (no systemd in it)")
+
+
+class ContainerDeployer(Deployer):
+    kind = "container"
+
+    def __init__(self, config, transport):
+        super().__init__(transport)
+        self.config = config
+
+    # where things are
+
+    def _dir(self, router):
+        return Path(self.config.state_dir) / router.name
+
+    def netns(self, router):
+        return f"{self.config.netns_prefix}{router.name}"[:32]
+
+    def _merged(self, router):
+        return self._dir(router) / "merged"
+
+    def _pid_file(self, router):
+        return self._dir(router) / "pid"
+
+    # the host namespace
+
+    def ensure_host(self):
+        """The hypervisor-host namespace with the control bridge and its gateway address (idempotent)."""
+        host = self.config.host_netns
+        if host not in run(["ip", "netns", "list"]).stdout.split():
+            run(["ip", "netns", "add", host])
+            run(["ip", "link", "set", "lo", "up"], ns=host)
+        if self._ensure_bridge(self.config.control_bridge):
+            gateway = f"{self.config.control_gateway}/{CONTROL_PREFIX}"
+            run(["ip", "address", "add", gateway, "dev", self.config.control_bridge], ns=host)
+
+    def _ensure_bridge(self, bridge):
+        """Create the bridge in the host namespace unless it exists; True if it was created."""
+        host = self.config.host_netns
+        if run(["ip", "link", "show", bridge], ns=host, check=False).returncode == 0:
+            return False
+        run(["ip", "link", "add", bridge, "type", "bridge"], ns=host)
+        run(["ip", "link", "set", bridge, "up"], ns=host)
+        return True
+
+    # lifecycle
+
+    def create(self, router, boot):
+        directory = self._dir(router)
+        if directory.exists():
+            raise FileExistsError(f"router {router.name}: {directory} already exists")
+        upper = directory / "upper"
+        for name in ("upper", "work", "merged"):
+            (directory / name).mkdir(parents=True)
+        (upper / BOOT_PARAMS).parent.mkdir(parents=True)
+        (upper / BOOT_PARAMS).write_text(boot.text() + "\n")
+        (upper / BOOT_PARAMS).chmod(0o600)
+        units = upper / "etc/systemd/system"
+        units.mkdir(parents=True, exist_ok=True)
+        for unit in MASKED:
+            (units / unit).symlink_to("/dev/null")
+
+    def running(self, router):
+        pid = self._pid(router)
+        return pid is not None and _alive(pid)
+
+    def start(self, router):
+        if self.running(router):
+            return
+        self.ensure_host()
+        merged, directory = self._merged(router), self._dir(router)
+        if not os.path.ismount(merged):
+            options = f"lowerdir={self.config.rootfs},upperdir={directory / 'upper'},workdir={directory / 'work'}"
+            run(["mount", "-t", "overlay", "overlay", "-o", options, str(merged)])
+        netns = self.netns(router)
+        run(["ip", "netns", "add", netns])
+        run(["ip", "link", "set", "lo", "up"], ns=netns)
+        for network in (Network(CONTROL_DEVICE, self.config.control_bridge), *router.networks):
+            self.prepare(router, network)
+        self._boot(router, netns, merged)
+
+    def _boot(self, router, netns, merged):
+        """systemd as PID 1 of new mount/PID/UTS namespaces, rooted in the overlay; `container=` tells it
+        so (no udev, no kernel modules). It outlives this process: its pid is kept in a file."""
+        argv = ["ip", "netns", "exec", netns, "unshare", "--mount", "--pid", "--uts", "--fork"]
+        argv += ["--propagation", "private", f"--root={merged}", "--mount-proc", "/lib/systemd/systemd", "--system"]
+        env = {"container": "vrpipe", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+        with open(self._dir(router) / "console.log", "ab") as console:
+            proc = subprocess.Popen(
+                argv, env=env, stdin=subprocess.DEVNULL, stdout=console, stderr=console, start_new_session=True
+            )
+        self._pid_file(router).write_text(f"{proc.pid}\n")
+        log.info("router %s: booting (unshare pid %d) in %s", router.name, proc.pid, netns)
+
+    def stop(self, router):
+        """Power the container off through systemd, kill what is left after STOP_TIMEOUT, unmount, unplug."""
+        pid = self._pid(router)
+        init = _child(pid) if pid and _alive(pid) else None
+        if init is not None:
+            os.kill(init, signal.SIGRTMIN + 4)  # systemd: start poweroff.target
+            if not _wait_gone(pid, STOP_TIMEOUT):
+                log.warning("router %s: no clean poweroff within %.0fs, killing it", router.name, STOP_TIMEOUT)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(init, signal.SIGKILL)  # PID 1 of its namespace: takes every process in it along
+                _wait_gone(pid, 10)
+        self._pid_file(router).unlink(missing_ok=True)
+        merged = self._merged(router)
+        if os.path.ismount(merged):
+            run(["umount", str(merged)])
+        netns = self.netns(router)
+        if netns in run(["ip", "netns", "list"]).stdout.split():
+            kill_processes_in(netns)
+            run(["ip", "netns", "del", netns])  # takes the router's veth ends, and so their host ends
+
+    def destroy(self, router):
+        self.stop(router)
+        shutil.rmtree(self._dir(router), ignore_errors=True)
+
+    # NICs
+
+    def _host_end(self, router, network):
+        return f"vr{router.id}{network.device}"[:15]
+
+    def prepare(self, router, network):
+        """Plug a NIC: a veth pair, `network.device` in the router, the other end in the host's bridge."""
+        self._ensure_bridge(network.bridge)
+        host, host_end = self.config.host_netns, self._host_end(router, network)
+        run(
+            [
+                "ip",
+                "link",
+                "add",
+                host_end,
+                "netns",
+                host,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                network.device,
+                "netns",
+                self.netns(router),
+            ]
+        )
+        run(["ip", "link", "set", host_end, "master", network.bridge, "up"], ns=host)
+
+    def cleanup(self, router, network):
+        run(["ip", "link", "del", self._host_end(router, network)], ns=self.config.host_netns, check=False)
+
+    def _pid(self, router):
+        try:
+            return int(self._pid_file(router).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+
+def _child(pid):
+    """The first child of `pid`: unshare's child is systemd, PID 1 inside the router."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return None
+    return int(children[0]) if children else None
+
+
+def _alive(pid):
+    try:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it if it is our own exited child
+        os.kill(pid, 0)
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+
+
+def _wait_gone(pid, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.1)
+    return False

@@ -1,0 +1,235 @@
+"""The desired state store: routers, their networks and every rule, in a database through SQLAlchemy
+(SQLite file by default, PostgreSQL when several managers share it), its schema kept by Alembic
+migrations, and the per-router lock that serializes everything sent to one router across processes.
+"""
+
+import contextlib
+import fcntl
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command as alembic_command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint, create_engine, delete, select, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from vr.model import SECTIONS
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RouterRow(Base):
+    __tablename__ = "routers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    deployer: Mapped[str] = mapped_column(String(32))
+    control_address: Mapped[str] = mapped_column(String(64))
+    jump_host: Mapped[str | None] = mapped_column(String(255))
+    host_key: Mapped[str | None] = mapped_column(Text)
+    networks: Mapped[list] = mapped_column(JSON, default=list)
+    rules: Mapped[list["RuleRow"]] = relationship(cascade="all, delete-orphan", order_by="RuleRow.id")
+
+
+class RuleRow(Base):
+    __tablename__ = "rules"
+    __table_args__ = (UniqueConstraint("router_id", "section", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    router_id: Mapped[int] = mapped_column(ForeignKey("routers.id", ondelete="CASCADE"), index=True)
+    section: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(Text)  # JSON list of the item's key fields, as the engine keys it
+    data: Mapped[dict] = mapped_column(JSON)
+
+
+@dataclass(frozen=True)
+class Network:
+    """One NIC of a router: its device inside the router and the host bridge it is plugged into."""
+
+    device: str
+    bridge: str
+
+
+@dataclass(frozen=True)
+class Router:
+    """A router as the store knows it (a detached copy: safe to pass between threads)."""
+
+    id: int
+    name: str
+    deployer: str
+    control_address: str
+    jump_host: str | None
+    host_key: str | None
+    networks: tuple[Network, ...]
+
+
+class NotFound(LookupError):
+    pass
+
+
+class LockTimeout(TimeoutError):
+    pass
+
+
+def _router(row):
+    networks = tuple(Network(**n) for n in row.networks or ())
+    return Router(row.id, row.name, row.deployer, row.control_address, row.jump_host, row.host_key, networks)
+
+
+class Store:
+    """One database; `url` is an SQLAlchemy URL (sqlite:///path or postgresql+psycopg://...)."""
+
+    def __init__(self, url):
+        self.url = url
+        self.engine = create_engine(url)
+        self._migrate()
+
+    def _migrate(self):
+        config = AlembicConfig()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            alembic_command.upgrade(config, "head")
+
+    def close(self):
+        self.engine.dispose()
+
+    @contextlib.contextmanager
+    def _session(self):
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def _row(self, session, name):
+        row = session.scalars(select(RouterRow).where(RouterRow.name == name)).one_or_none()
+        if row is None:
+            raise NotFound(f"no router named {name!r} in the store")
+        return row
+
+    # routers
+
+    def add_router(self, name, deployer, control_address, networks=(), jump_host=None):
+        with self._session() as session:
+            if session.scalars(select(RouterRow.id).where(RouterRow.name == name)).first() is not None:
+                raise ValueError(f"a router named {name!r} already exists")
+            row = RouterRow(
+                name=name,
+                deployer=deployer,
+                control_address=control_address,
+                jump_host=jump_host,
+                networks=[{"device": n.device, "bridge": n.bridge} for n in networks],
+            )
+            session.add(row)
+            session.flush()
+            return _router(row)
+
+    def router(self, name):
+        with self._session() as session:
+            return _router(self._row(session, name))
+
+    def routers(self):
+        with self._session() as session:
+            return [_router(row) for row in session.scalars(select(RouterRow).order_by(RouterRow.id))]
+
+    def next_router_id(self):
+        with self._session() as session:
+            return (session.scalar(select(RouterRow.id).order_by(RouterRow.id.desc()).limit(1)) or 0) + 1
+
+    def remove_router(self, name):
+        with self._session() as session:
+            session.delete(self._row(session, name))
+
+    def pin_host_key(self, name, host_key):
+        with self._session() as session:
+            self._row(session, name).host_key = host_key
+
+    # rules
+
+    def state(self, name):
+        """The router's desired state as the `state` object of an engine document."""
+        with self._session() as session:
+            rows = self._row(session, name).rules
+            state = {s: [] for s, section in SECTIONS.items() if section.key_fields}
+            for row in rows:
+                if SECTIONS[row.section].key_fields:
+                    state[row.section].append(row.data)
+                else:
+                    state[row.section] = row.data
+            return state
+
+    def record(self, name, commands):
+        """Make validated engine commands (vr.document.Command) part of the desired state, in order."""
+        from vr.document import to_json
+
+        with self._session() as session:
+            router_id = self._row(session, name).id
+            existing = {
+                (r.section, r.key): r for r in session.scalars(select(RuleRow).where(RuleRow.router_id == router_id))
+            }
+            for c in commands:
+                key = json.dumps(list(c.key))
+                row = existing.pop((c.section, key), None)
+                if c.op == "remove":
+                    if row is not None:
+                        session.execute(delete(RuleRow).where(RuleRow.id == row.id))
+                    continue
+                data = to_json(c.item)
+                if row is None:
+                    row = RuleRow(router_id=router_id, section=c.section, key=key, data=data)
+                    session.add(row)
+                else:
+                    row.data = data
+                existing[(c.section, key)] = row
+
+    # the per-router lock
+
+    @contextlib.contextmanager
+    def lock(self, name, timeout=60.0):
+        """Hold the router's lock: a file lock beside an SQLite database (processes on this host), an
+        advisory lock on PostgreSQL (processes on any host sharing the database)."""
+        if self.engine.dialect.name == "postgresql":
+            with self._advisory_lock(name, timeout):
+                yield
+        else:
+            with self._file_lock(name, timeout):
+                yield
+
+    @contextlib.contextmanager
+    def _advisory_lock(self, name, timeout):
+        with self.engine.connect() as connection:
+            connection.execute(text(f"SET lock_timeout = {int(timeout * 1000)}"))
+            try:
+                connection.execute(text("SELECT pg_advisory_lock(hashtext(:name))"), {"name": name})
+            except Exception as err:
+                raise LockTimeout(f"router {name!r} stayed locked for {timeout:.0f}s") from err
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(hashtext(:name))"), {"name": name})
+                connection.commit()
+
+    @contextlib.contextmanager
+    def _file_lock(self, name, timeout):
+        database = self.engine.url.database
+        if not database or database == ":memory:":
+            raise ValueError("the per-router lock needs an SQLite file or PostgreSQL, not an in-memory database")
+        directory = Path(database).with_name(Path(database).name + ".locks")
+        directory.mkdir(exist_ok=True)
+        deadline = time.monotonic() + timeout
+        with open(directory / f"{name}.lock", "w") as handle:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise LockTimeout(f"router {name!r} stayed locked for {timeout:.0f}s") from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
