@@ -98,7 +98,9 @@ def test_update_during_publishes_never_sees_a_mix(repo, client):
     for update in updates:
         output = update.stdout + update.stderr
         assert update.returncode == 0 and not HASH_ERRORS.search(output), output
-    assert len(updates) >= 3, f"only {len(updates)} updates ran during {len(versions)} publishes"
+    fetched_new_indexes = sum(" stable/main amd64 Packages" in u.stdout for u in updates)
+    print(f"\n{len(updates)} apt-get updates during {len(versions)} publishes, {fetched_new_indexes} got new indexes")
+    assert fetched_new_indexes >= 2, "the updates did not overlap the publishes"
     client.update()
     policy = client.run("apt-cache", "policy", "vr-scripts").stdout
     assert f"Candidate: {versions[-1]}" in policy, policy
