@@ -23,7 +23,8 @@ def demo(c, keep=False):
     """Bring up a router namespace on this machine, apply a sample state and show what it programmed."""
     from orchestration.demo import run_demo
 
-    run_demo(keep=keep)
+    if not run_demo(keep=keep):
+        raise Exit(code=1)
 
 
 @task

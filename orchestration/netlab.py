@@ -3,6 +3,7 @@ dnsmasq, haproxy and the metadata service (VR_SERVICES=process), a management na
 link, guest VMs on a bridge behind its guest device, and a public namespace acting as the outside world.
 """
 
+import base64
 import json
 import os
 import tempfile
@@ -12,7 +13,14 @@ from pathlib import Path
 from .netns import Link, Namespaces, run
 
 VR_SCRIPTS = Path(__file__).resolve().parent.parent / "vr_scripts"
+DHCLIENT_SCRIPT = Path(__file__).resolve().parent / "files" / "dhclient-script"
 CONTROL_DEVICE, GUEST_DEVICE, PUBLIC_DEVICE = "eth0", "eth1", "eth2"
+SAMPLE_VMS = (
+    ("vm1", "02:00:0a:01:01:05", "10.1.1.5"),
+    ("vm2", "02:00:0a:01:01:06", "10.1.1.6"),
+    ("vm3", "02:00:0a:01:01:07", "10.1.1.7"),
+)
+USER_DATA = "#cloud-config\nhostname: vm1\n"
 
 
 @dataclass
@@ -61,6 +69,14 @@ class RouterNet:
         self.vms.append(vm)
         return vm
 
+    def dhcp(self, vm):
+        """Run a real DHCP client in the VM's namespace; it configures the address dnsmasq hands out."""
+        files = self.root / "vm-dhclient"
+        files.mkdir(exist_ok=True)
+        argv = ["dhclient", "-1", "-4", "-sf", str(DHCLIENT_SCRIPT)]
+        argv += ["-lf", str(files / f"{vm.name}.leases"), "-pf", str(files / f"{vm.name}.pid"), "eth0"]
+        return run(argv, ns=vm.ns, check=False, timeout=60)
+
     def engine(self, command, *args, input=None, check=False):
         """Run one of the router's commands (vr-apply, vr-cmd, ...) inside the router namespace."""
         env = ["env", f"VR_ROOT={self.root}", "VR_SERVICES=process"]
@@ -84,3 +100,59 @@ def make_router_net(namespaces, root=None):
     namespaces.veth(Link(router, PUBLIC_DEVICE), Link(public, "pub0"))
     run(["ip", "address", "add", f"{net.public_gateway}/24", "dev", "pub0"], ns=public)
     return net
+
+
+def sample_state(net, vms):
+    """A state with DHCP, metadata, firewall, port forwarding, static NAT, source NAT and a load balancer."""
+    vm1, vm2, vm3 = vms
+    any_source = ["0.0.0.0/0"]
+    return {
+        "interfaces": net.interfaces(),
+        "egress_policy": {"default": "deny"},
+        "source_nat": [{"guest_cidr": "10.1.1.0/24", "public_ip": "203.0.113.10"}],
+        "firewall": [
+            {
+                "direction": "ingress",
+                "public_ip": "203.0.113.10",
+                "protocol": "tcp",
+                "ports": "2201-2202",
+                "cidrs": any_source,
+            },
+            {"direction": "ingress", "public_ip": "203.0.113.10", "protocol": "tcp", "ports": 80, "cidrs": any_source},
+            {
+                "direction": "ingress",
+                "public_ip": "203.0.113.11",
+                "protocol": "tcp",
+                "ports": 7000,
+                "cidrs": any_source,
+            },
+            {"direction": "egress", "protocol": "tcp", "ports": 9000, "cidrs": ["203.0.113.0/24"]},
+            {"direction": "egress", "protocol": "icmp", "cidrs": ["203.0.113.1/32"]},
+        ],
+        "port_forwarding": [
+            {"public_ip": "203.0.113.10", "protocol": "tcp", "public_ports": "2201", "vm_ip": vm1.ip, "vm_ports": 7000},
+            {"public_ip": "203.0.113.10", "protocol": "tcp", "public_ports": "2202", "vm_ip": vm2.ip, "vm_ports": 7000},
+            {"public_ip": "203.0.113.10", "protocol": "tcp", "public_ports": "2203", "vm_ip": vm2.ip, "vm_ports": 7000},
+        ],
+        "static_nat": [{"public_ip": "203.0.113.11", "vm_ip": vm3.ip}],
+        "load_balancer": [
+            {
+                "name": "web",
+                "public_ip": "203.0.113.10",
+                "port": 80,
+                "backends": [{"ip": vm1.ip, "port": 7000}, {"ip": vm2.ip, "port": 7000}],
+                "health_check": {"interval_ms": 500},
+            }
+        ],
+        "dhcp": [{"mac": vm.mac, "ip": vm.ip, "hostname": vm.name} for vm in vms],
+        "vm_data": [
+            {
+                "vm_ip": vm1.ip,
+                "metadata": {"instance-id": "i-vm1", "local-hostname": "vm1", "availability-zone": "zone1"},
+                "public_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample vm1@test"],
+                "user_data": base64.b64encode(USER_DATA.encode()).decode(),
+                "password": "pw-of-vm1",
+            },
+            {"vm_ip": vm2.ip, "metadata": {"instance-id": "i-vm2"}},
+        ],
+    }

@@ -10,14 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.netlab import make_router_net
+from orchestration.netlab import SAMPLE_VMS, USER_DATA, make_router_net, sample_state  # noqa: F401 - re-exported
 from orchestration.netns import Namespaces, run
 
 HERE = Path(__file__).parent
-VM1 = ("vm1", "02:00:0a:01:01:05", "10.1.1.5")
-VM2 = ("vm2", "02:00:0a:01:01:06", "10.1.1.6")
-VM3 = ("vm3", "02:00:0a:01:01:07", "10.1.1.7")
-USER_DATA = "#cloud-config\nhostname: vm1\n"
 
 
 def wait_for(check, what, timeout=20.0):
@@ -29,13 +25,6 @@ def wait_for(check, what, timeout=20.0):
             return result
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def dhcp(vm):
-    """Run a real DHCP client in the VM's namespace; it configures the address dnsmasq hands out."""
-    leases = f"/tmp/{vm.ns}.leases"
-    argv = ["dhclient", "-1", "-4", "-sf", str(HERE / "dhclient-script"), "-lf", leases, "-pf", f"/tmp/{vm.ns}.pid"]
-    return run([*argv, "eth0"], ns=vm.ns, check=False, timeout=60)
 
 
 def address_of(vm):
@@ -69,65 +58,7 @@ def http_get(ns, url, timeout=3):
 
 
 def ruleset(net):
-    return run(["nft", "list", "table", "inet", "vr"], ns=net.router).stdout
-
-
-def sample_state(net, vms):
-    """A state with DHCP, metadata, firewall, port forwarding, static NAT, source NAT and a load balancer."""
-    import base64
-
-    vm1, vm2, vm3 = vms
-    any_source = ["0.0.0.0/0"]
-    return {
-        "interfaces": net.interfaces(),
-        "egress_policy": {"default": "deny"},
-        "source_nat": [{"guest_cidr": "10.1.1.0/24", "public_ip": "203.0.113.10"}],
-        "firewall": [
-            {
-                "direction": "ingress",
-                "public_ip": "203.0.113.10",
-                "protocol": "tcp",
-                "ports": "2201-2202",
-                "cidrs": any_source,
-            },
-            {"direction": "ingress", "public_ip": "203.0.113.10", "protocol": "tcp", "ports": 80, "cidrs": any_source},
-            {
-                "direction": "ingress",
-                "public_ip": "203.0.113.11",
-                "protocol": "tcp",
-                "ports": 7000,
-                "cidrs": any_source,
-            },
-            {"direction": "egress", "protocol": "tcp", "ports": 9000, "cidrs": ["203.0.113.0/24"]},
-            {"direction": "egress", "protocol": "icmp", "cidrs": ["203.0.113.1/32"]},
-        ],
-        "port_forwarding": [
-            {"public_ip": "203.0.113.10", "protocol": "tcp", "public_ports": "2201", "vm_ip": vm1.ip, "vm_ports": 7000},
-            {"public_ip": "203.0.113.10", "protocol": "tcp", "public_ports": "2202", "vm_ip": vm2.ip, "vm_ports": 7000},
-            {"public_ip": "203.0.113.10", "protocol": "tcp", "public_ports": "2203", "vm_ip": vm2.ip, "vm_ports": 7000},
-        ],
-        "static_nat": [{"public_ip": "203.0.113.11", "vm_ip": vm3.ip}],
-        "load_balancer": [
-            {
-                "name": "web",
-                "public_ip": "203.0.113.10",
-                "port": 80,
-                "backends": [{"ip": vm1.ip, "port": 7000}, {"ip": vm2.ip, "port": 7000}],
-                "health_check": {"interval_ms": 500},
-            }
-        ],
-        "dhcp": [{"mac": vm.mac, "ip": vm.ip, "hostname": vm.name} for vm in vms],
-        "vm_data": [
-            {
-                "vm_ip": vm1.ip,
-                "metadata": {"instance-id": "i-vm1", "local-hostname": "vm1", "availability-zone": "zone1"},
-                "public_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample vm1@test"],
-                "user_data": base64.b64encode(USER_DATA.encode()).decode(),
-                "password": "pw-of-vm1",
-            },
-            {"vm_ip": vm2.ip, "metadata": {"instance-id": "i-vm2"}},
-        ],
-    }
+    return run(["nft", "-s", "list", "table", "inet", "vr"], ns=net.router).stdout  # -s: counters aside
 
 
 def state_document(state):
@@ -141,5 +72,5 @@ def router_net(tmp_path_factory):
         root = tmp_path_factory.mktemp("router")
         root.chmod(0o755)
         net = make_router_net(namespaces, root)
-        net.vm_list = [net.add_vm(*vm) for vm in (VM1, VM2, VM3)]
+        net.vm_list = [net.add_vm(*vm) for vm in SAMPLE_VMS]
         yield net

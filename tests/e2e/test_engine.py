@@ -15,7 +15,6 @@ from .engine_fixtures import (
     USER_DATA,
     address_of,
     connect,
-    dhcp,
     http_get,
     router_net,  # noqa: F401 - fixture
     ruleset,
@@ -50,7 +49,7 @@ def test_sample_state_applies_and_router_is_healthy(net):
 
 def test_vms_get_their_addresses_from_dnsmasq(net):
     for vm in net.vm_list:
-        proc = dhcp(vm)
+        proc = net.dhcp(vm)
         assert proc.returncode == 0, proc.stderr
         assert address_of(vm) == [vm.ip]
     leases = (net.root / "var/lib/misc/dnsmasq.leases").read_text()
@@ -161,7 +160,7 @@ def test_leases_survive_a_dnsmasq_restart(net):
     assert code == 0 and result["actions"]["dnsmasq"] == "restarted", result
     leases = (net.root / "var/lib/misc/dnsmasq.leases").read_text()
     assert all(vm.mac in leases for vm in net.vm_list)
-    assert dhcp(net.vm_list[0]).returncode == 0
+    assert net.dhcp(net.vm_list[0]).returncode == 0
 
 
 def test_a_failure_after_the_swap_puts_the_previous_state_back(net):
