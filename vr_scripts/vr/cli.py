@@ -116,7 +116,14 @@ def main_metadata(argv=None):
     return main(argv)
 
 
+def main_boot():
+    from .boot import main
+
+    return main()
+
+
 COMMANDS = {
+    "vr-boot": main_boot,
     "vr-apply": main_apply,
     "vr-cmd": main_cmd,
     "vr-state": main_state,
