@@ -18,23 +18,33 @@ def _gpg(gnupghome: Path, *args: str | Path) -> bytes:
     return run(argv).stdout
 
 
-def secret_fingerprints(gnupghome: Path, who: str = "") -> list[str]:
-    """Fingerprints of the signing keys in gnupghome (matching `who`, a uid or fingerprint, if given)."""
-    listing = _gpg(gnupghome, "--with-colons", "--list-secret-keys", *([who] if who else []))
-    lines = listing.decode().splitlines()
-    # A "fpr" record follows each key record; only the primary keys' ("sec") fingerprints count.
-    return [
-        b.split(":")[9] for a, b in zip(lines, lines[1:], strict=False) if a.startswith("sec:") and b.startswith("fpr:")
-    ]
+def secret_keys(gnupghome: Path) -> dict[str, list[str]]:
+    """The signing keys in gnupghome: primary key fingerprint -> its user ids."""
+    if not (gnupghome / "pubring.kbx").exists():
+        return {}  # a fresh home: nothing to list (and gpg would create files to say so)
+    keys: dict[str, list[str]] = {}
+    current = None
+    for record in _gpg(gnupghome, "--with-colons", "--list-secret-keys").decode().splitlines():
+        kind, fields = record.split(":", 1)[0], record.split(":")
+        if kind == "sec":
+            current = None  # its fingerprint is the next "fpr" record
+        elif kind == "fpr" and current is None:
+            current = fields[9]
+            keys[current] = []
+        elif kind == "uid" and current:
+            keys[current].append(fields[9])
+    return keys
 
 
 def dev_key(gnupghome: Path) -> str:
     """The development archive key's fingerprint, made (ed25519, no passphrase) the first time."""
-    found = secret_fingerprints(gnupghome, DEV_KEY_UID) if _has_keys(gnupghome) else []
-    if not found:
+    if not _dev_keys(gnupghome):
         _gpg(gnupghome, "--passphrase", "", "--quick-generate-key", DEV_KEY_UID, "ed25519", "sign", "never")
-        found = secret_fingerprints(gnupghome, DEV_KEY_UID)
-    return found[0]
+    return _dev_keys(gnupghome)[0]
+
+
+def _dev_keys(gnupghome: Path) -> list[str]:
+    return [fpr for fpr, uids in secret_keys(gnupghome).items() if DEV_KEY_UID in uids]
 
 
 def production_key(gnupghome: Path, fingerprint: str) -> str:
@@ -42,7 +52,7 @@ def production_key(gnupghome: Path, fingerprint: str) -> str:
     fingerprint = fingerprint.replace(" ", "").upper()
     if not FINGERPRINT.match(fingerprint):
         raise RepoError(f"archive key {fingerprint!r} is not a 40-hex-digit fingerprint")
-    if not _has_keys(gnupghome) or fingerprint not in secret_fingerprints(gnupghome):
+    if fingerprint not in secret_keys(gnupghome):
         raise RepoError(f"no secret key {fingerprint} in {gnupghome}: import it (repo.key_file) first")
     return fingerprint
 
@@ -53,7 +63,7 @@ def import_key(gnupghome: Path, key_file: Path) -> str:
         raise RepoError(f"archive key file {key_file} does not exist")
     status = _gpg(gnupghome, "--status-fd", "1", "--import", key_file).decode()
     imported = re.findall(r"^\[GNUPG:\] IMPORT_OK \d+ ([0-9A-F]{40})$", status, re.MULTILINE)
-    secret = [f for f in dict.fromkeys(imported) if f in secret_fingerprints(gnupghome)]
+    secret = [f for f in dict.fromkeys(imported) if f in secret_keys(gnupghome)]
     if len(secret) != 1:
         raise RepoError(f"{key_file} must hold exactly one secret key, found {len(secret)}")
     return secret[0]
@@ -69,11 +79,6 @@ def sign_release(gnupghome: Path, fingerprint: str, release: Path, inrelease: Pa
     signer = ["--local-user", f"{fingerprint}!", "--digest-algo", "SHA512", "--yes"]
     _gpg(gnupghome, *signer, "--clearsign", "--output", inrelease, release)
     _gpg(gnupghome, *signer, "--armor", "--detach-sign", "--output", release_gpg, release)
-
-
-def _has_keys(gnupghome: Path) -> bool:
-    """gpg exits non-zero when asked for a uid it has no key for; a fresh home has no keyring at all."""
-    return (gnupghome / "pubring.kbx").exists()
 
 
 def stop_agent(gnupghome: Path) -> None:

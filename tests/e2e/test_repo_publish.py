@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -111,24 +112,22 @@ def test_older_version_is_refused(cfg):
 
 def test_production_key_from_file_and_by_fingerprint(cfg, tmp_path):
     offline = tmp_path / "offline-gnupg"
-    fingerprint = signing.dev_key(offline)
+    gpg = ["gpg", "--homedir", offline, "--batch", "--passphrase", "", "--pinentry-mode", "loopback"]
+    offline.mkdir(mode=0o700)
+    subprocess.run([*gpg, "--quick-generate-key", "vrpipe production test key", "ed25519", "sign", "never"], check=True)
+    (fingerprint,) = signing.secret_keys(offline)
     key_file = tmp_path / "archive-key.asc"
-    subprocess.run(
-        ["gpg", "--homedir", offline, "--batch", "--armor", "--output", key_file, "--export-secret-keys", fingerprint],
-        check=True,
-    )
+    subprocess.run([*gpg, "--armor", "--output", key_file, "--export-secret-keys", fingerprint], check=True)
     signing.stop_agent(offline)
-    production = throwaway_config(tmp_path)
-    production = type(production)(dir=production.dir, gnupghome=production.gnupghome, key_file=key_file)
-    publish(production, version="1.0.0")
-    assert not verify(production.public, production.keyring, production.codenames).problems
-    listed = subprocess.run(["gpg", "--show-keys", "--with-colons", production.keyring], capture_output=True, text=True)
-    assert fingerprint in listed.stdout
-    by_fingerprint = type(production)(dir=production.dir, gnupghome=production.gnupghome, key=fingerprint)
-    assert publish(by_fingerprint, version="1.0.0").tree is None
-    unknown = type(production)(dir=production.dir, gnupghome=production.gnupghome, key="AB" * 20)
+
+    publish(replace(cfg, key_file=key_file), version="1.0.0")
+    assert not verify(cfg.public, cfg.keyring, cfg.codenames).problems
+    listed = subprocess.run(["gpg", "--show-keys", "--with-colons", cfg.keyring], capture_output=True, text=True)
+    assert f"fpr:::::::::{fingerprint}:" in listed.stdout
+    assert publish(replace(cfg, key=fingerprint), version="1.0.0").tree is None
+    assert signing.dev_key(cfg.gnupghome) != fingerprint  # a development key of its own, beside it
     with pytest.raises(RepoError, match="no secret key ABAB"):
-        publish(unknown)
+        publish(replace(cfg, key="AB" * 20))
 
 
 def test_verify_names_what_is_wrong(cfg, tmp_path):
