@@ -6,6 +6,9 @@ import functools
 import logging
 import signal
 import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -44,6 +47,22 @@ def make_server(directory: Path, address: str) -> ThreadingHTTPServer:
         return (_Server6 if ":" in host else _Server)((host, port), handler)
     except OSError as e:
         raise RepoError(f"cannot listen on {address}: {e.strerror}") from e
+
+
+@contextmanager
+def serving(directory: Path, address: str = "127.0.0.1:0") -> Iterator[str]:
+    """Serve directory from a background thread while the block runs; yields the base URL
+    (loopback and a free port by default: what builds and tests need for a moment)."""
+    server = make_server(directory, address)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    try:
+        yield f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def _interrupt(signum: int, frame: object) -> None:

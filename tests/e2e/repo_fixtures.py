@@ -1,4 +1,4 @@
-"""Helpers for the repository tests: a throw-away repository and key, a loopback HTTP server, and
+"""Helpers for the repository tests: a throw-away repository and key, and
 broken copies of a published tree (tampered index, unsigned, signed by another key, expired).
 """
 
@@ -6,15 +6,11 @@ import gzip
 import lzma
 import re
 import shutil
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from repo import signing
 from repo.config import RepoConfig
-from repo.serve import make_server
 
 RFC2822 = "%a, %d %b %Y %H:%M:%S UTC"
 
@@ -22,20 +18,6 @@ RFC2822 = "%a, %d %b %Y %H:%M:%S UTC"
 def throwaway_config(where: Path) -> RepoConfig:
     """A repository and GNUPGHOME of its own under where, signed by a fresh development key."""
     return RepoConfig(dir=where / "repo", gnupghome=where / "gnupg")
-
-
-@contextmanager
-def serving(directory: Path) -> Iterator[str]:
-    """Serve directory on a free loopback port with repo/serve.py; yields the base URL."""
-    server = make_server(directory, "127.0.0.1:0")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def copy_tree(public: Path, dest: Path) -> Path:

@@ -13,9 +13,10 @@ from repo import signing
 from repo.packages import systemd_units
 from repo.publish import publish
 from repo.render import SOURCES
+from repo.serve import serving
 
 from .apt_client import apt_client
-from .repo_fixtures import serving, throwaway_config
+from .repo_fixtures import throwaway_config
 
 pytestmark = pytest.mark.e2e
 SUITES = "stable stable-previous"

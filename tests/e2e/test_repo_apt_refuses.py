@@ -9,9 +9,10 @@ import pytest
 
 from repo import signing
 from repo.publish import publish
+from repo.serve import serving
 
 from .apt_client import apt_client
-from .repo_fixtures import copy_tree, expire, resign, serving, tamper_packages, throwaway_config, unsign
+from .repo_fixtures import copy_tree, expire, resign, tamper_packages, throwaway_config, unsign
 
 pytestmark = pytest.mark.e2e
 CHANNEL = "stable"

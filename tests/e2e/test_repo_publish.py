@@ -19,10 +19,10 @@ from repo.publish import publish
 from repo.render import PROJECT
 from repo.reprepro import Reprepro
 from repo.run import RepoError
-from repo.serve import make_server
+from repo.serve import make_server, serving
 from repo.verify import verify
 
-from .repo_fixtures import copy_tree, expire, resign, serving, tamper_packages, throwaway_config, unsign
+from .repo_fixtures import copy_tree, expire, resign, tamper_packages, throwaway_config, unsign
 
 pytestmark = pytest.mark.e2e
 
