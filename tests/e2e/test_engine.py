@@ -43,6 +43,7 @@ def test_sample_state_applies_and_router_is_healthy(net):
     assert set(result["timings"]) >= {"validate", "render", "check", "swap", "activate", "persist"}
     health = json.loads(net.engine("vr-health").stdout)
     assert health["ok"], health
+    assert health["versions"]["vr-scripts"] == health["version"] and health["versions"]["nftables"].startswith("nftables")
     assert health["services"] == {"dnsmasq": "active", "vr-metadata": "active", "haproxy": "active"}
     assert health["nftables"]["port_forwards"] == 3
 
@@ -202,3 +203,21 @@ def test_user_data_limit_is_enforced_end_to_end(net):
     command = {"op": "add", "type": "vm_data", "data": {"vm_ip": "10.1.1.5", "user_data": too_big}}
     code, result = net.apply({"schema": 1, "kind": "batch", "commands": [command]})
     assert code == 2 and result["problems"][0]["where"] == "commands[0].data.user_data"
+
+
+def test_a_vm_using_another_vms_address_gets_no_metadata(net):
+    """vm3 takes vm1's address while vm1 is away: the source address says vm1, the MAC says vm3."""
+    vm1, _, vm3 = net.vm_list
+    run(["ip", "link", "set", "eth0", "down"], ns=vm1.ns)
+    try:
+        run(["ip", "neigh", "flush", "dev", "eth1"], ns=net.router)
+        run(["ip", "address", "add", f"{vm1.ip}/24", "dev", "eth0"], ns=vm3.ns)
+        url = "http://10.1.1.1/latest/meta-data/instance-id"
+        proc = run(
+            ["curl", "-sS", "-m", "3", "--interface", vm1.ip, "-w", "\n%{http_code}", url], ns=vm3.ns, check=False
+        )
+        assert proc.stdout.rsplit("\n", 1)[-1] == "403", proc.stdout + proc.stderr
+        assert "i-vm1" not in proc.stdout
+    finally:
+        run(["ip", "address", "del", f"{vm1.ip}/24", "dev", "eth0"], ns=vm3.ns, check=False)
+        run(["ip", "link", "set", "eth0", "up"], ns=vm1.ns)

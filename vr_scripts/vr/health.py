@@ -4,7 +4,7 @@ run that the state needs, and how many elements each nftables set and map holds.
 
 from . import __version__, dnsmasq, haproxy, metadata, nftables
 from .model import SECTIONS
-from .run import CommandFailed
+from .run import CommandFailed, run
 
 
 def report(layout, services, state):
@@ -26,7 +26,23 @@ def report(layout, services, state):
         "ok": not problems,
         "problems": problems,
         "version": __version__,
+        "versions": tool_versions(),
         "services": {name: "active" if running[name] else "inactive" for name in needed},
         "state": {name: len(getattr(state, name)) for name, s in SECTIONS.items() if s.key_fields},
         "nftables": elements,
     }
+
+
+def tool_versions():
+    """The engine's version and the first line each tool prints about its own version."""
+    versions = {"vr-scripts": __version__}
+    for name, argv in (
+        ("nftables", ["nft", "--version"]),
+        ("dnsmasq", ["dnsmasq", "--version"]),
+        ("haproxy", ["haproxy", "-v"]),
+    ):
+        try:
+            versions[name] = run(argv, timeout=10).splitlines()[0].strip()
+        except (CommandFailed, OSError, IndexError):
+            versions[name] = None
+    return versions
