@@ -95,3 +95,25 @@ def serve_repo(c, listen=None):
 
     if not main(c.config.get("repo"), listen):
         raise Exit(code=1)
+
+
+@task(
+    help={
+        "suite": "Debian suite of the router (default: template.suite in invoke.yaml, trixie)",
+        "output": "folder for the outputs (default: template.output_dir, build/template)",
+    }
+)
+def build_template(c, suite=None, output=None):
+    """Build the router template: rootfs from our signed repo, raw/qcow2/vhd/vmdk/ova, manifest, SHA256SUMS."""
+    from image.build import build_command
+
+    if not build_command(c.config.get("template"), c.config.get("repo"), suite=suite, output_dir=output):
+        raise Exit(code=1)
+
+
+@task
+def test_image(c):
+    """Build the template (if its inputs changed) and boot every image format in qemu (slow: ~15 min)."""
+    from pathlib import Path
+
+    _run(c, [*PYTEST, *sorted(str(p) for p in Path("tests/e2e").glob("test_image_*.py"))])

@@ -1,0 +1,136 @@
+"""Boots a template disk in qemu from its own bootloader (BIOS, or UEFI with Debian's OVMF), KVM when it
+works here and TCG otherwise, hands it boot parameters over fw_cfg, forwards a loopback port to the
+router's SSH port, waits for vr-boot's ready line on the serial console, and runs commands over SSH.
+"""
+
+import functools
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .router import SSH_PORT
+from .run import CommandFailed, run, start
+
+READY_LINE = b"vr-boot: ready"
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+# qemu's user-mode network: the router takes the address slirp would hand out, so hostfwd reaches it.
+SLIRP_ADDRESS, SLIRP_GATEWAY = "10.0.2.15/24", "10.0.2.2"
+SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+               "-o", "ConnectTimeout=10", "-o", "BatchMode=yes")
+
+
+class BootFailed(Exception):
+    """The VM did not reach ready; the message has the end of its serial console."""
+
+
+@dataclass(frozen=True)
+class Vm:
+    process: subprocess.Popen
+    ssh_port: int
+    key: Path  # the private half of the key given in the boot parameters
+    serial: Path
+    seconds_to_ready: float
+
+    def ssh(self, *command: str, timeout: float = 120) -> str:
+        """Run a command on the router as root; raise CommandFailed if it fails."""
+        argv = ["ssh", *SSH_OPTIONS, "-i", self.key, "-p", str(self.ssh_port), "root@127.0.0.1", *command]
+        return run(argv, capture=True, timeout=timeout)
+
+    def wait_for_ssh(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.ssh("true", timeout=20)
+                return
+            except (CommandFailed, subprocess.TimeoutExpired):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+
+
+@functools.cache
+def accelerator(kernel: Path) -> str:
+    """"kvm" if a KVM guest gets through a kernel boot here (it panics at once without a root and exits
+    thanks to -no-reboot), else "tcg"; a KVM that hangs early in boot is known on such machines."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "tcg"
+    argv = ["qemu-system-x86_64", "-accel", "kvm", "-m", "256", "-display", "none", "-serial", "none",
+            "-monitor", "none", "-no-reboot", "-kernel", kernel, "-append", "console=ttyS0 panic=-1"]
+    try:
+        run(argv, timeout=20)
+    except (CommandFailed, subprocess.TimeoutExpired):
+        return "tcg"
+    return "kvm"
+
+
+def make_key(folder: Path) -> tuple[Path, str]:
+    """A fresh ed25519 key pair: (private key file, public key line)."""
+    key = folder / "id_ed25519"
+    key.unlink(missing_ok=True)
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vrpipe-image-test", "-f", key])
+    return key, key.with_suffix(".pub").read_text().strip()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def booted(disk: Path, fmt: str, params: str, key: Path, folder: Path, *, accel: str, uefi: bool = False,
+           timeout: float = 400) -> Iterator[Vm]:
+    """A VM booted from disk (never written: snapshot=on) until vr-boot says ready; stopped afterwards."""
+    port, serial = free_port(), folder / f"serial-{disk.suffix[1:]}{'-uefi' if uefi else ''}.log"
+    argv = [
+        "qemu-system-x86_64", "-accel", accel, "-m", "1024", "-display", "none", "-monitor", "none",
+        "-serial", f"file:{serial}", "-no-reboot",
+        "-drive", f"file={disk},format={fmt},if=virtio,snapshot=on",
+        # restrict=on: the guest reaches nothing but the forwarded port, and nothing outside this machine
+        "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:{SSH_PORT}",
+        "-device", "virtio-net-pci,netdev=n0",
+        "-fw_cfg", f"name=opt/vr/cmdline,string={params}",
+        *(_uefi_firmware(folder) if uefi else []),
+    ]
+    started = time.monotonic()
+    process = start(argv, output=folder / f"{serial.stem}.qemu.log")
+    try:
+        _wait_ready(process, serial, timeout)
+        yield Vm(process, port, key, serial, time.monotonic() - started)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _uefi_firmware(folder: Path) -> list[str]:
+    variables = folder / "OVMF_VARS.fd"
+    shutil.copyfile(OVMF_VARS, variables)
+    return ["-machine", "q35",
+            "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+            "-drive", f"if=pflash,format=raw,file={variables}"]
+
+
+def _wait_ready(process: subprocess.Popen, serial: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if serial.exists() and READY_LINE in serial.read_bytes():
+            return
+        if process.poll() is not None:
+            raise BootFailed(f"qemu exited with {process.returncode} before ready:\n{_tail(serial)}")
+        time.sleep(1)
+    raise BootFailed(f"not ready after {timeout:.0f} s:\n{_tail(serial)}")
+
+
+def _tail(serial: Path) -> str:
+    return serial.read_bytes()[-3000:].decode(errors="replace") if serial.exists() else "(no serial output)"

@@ -1,0 +1,116 @@
+"""The router's root filesystem: mmdebstrap installs Debian minbase, the kernel and our packages (taken from
+our signed repository, served on loopback during the build) into a directory, reusing the .debs of the
+previous build; `pack()` makes the reproducible rootfs tarball from that directory.
+"""
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import TemplateConfig
+from .render import render
+from .run import run
+
+# What the router needs beyond what vr-base depends on: a kernel that boots it and an init.
+BOOT_PACKAGES = ("linux-image-amd64", "initramfs-tools", "systemd-sysv", "udev", "kmod", "netbase")
+OUR_PACKAGES = ("vr-base", "vr-scripts")
+# Routers carry no manuals or translations; these dpkg filters also hold for later upgrades.
+DPKG_FILTERS = (
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/locale/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+)
+ARCHIVES = Path("var/cache/apt/archives")
+
+
+@dataclass(frozen=True)
+class BuildRepo:
+    """Our signed repository as this build reaches it: served on loopback while mmdebstrap runs."""
+
+    url: str
+    suite: str
+    keyring: Path  # binary OpenPGP public keyring, as apt's Signed-By reads it
+
+
+def install(config: TemplateConfig, repo: BuildRepo, root: Path, work: Path) -> None:
+    """mmdebstrap the router's packages into the empty directory root, warm .deb cache in and out."""
+    _cache_in(config.cache_dir, root / ARCHIVES)
+    sources = work / "build.sources"
+    sources.write_text(render("build.sources.j2", config=config, repo=repo, inline_key=_inline_key(repo.keyring)))
+    run(
+        [
+            "mmdebstrap",
+            "--mode=root",
+            "--format=directory",
+            "--variant=minbase",
+            f"--include={','.join(BOOT_PACKAGES + OUR_PACKAGES)}",
+            # the primed cache makes root non-empty; keep the .debs until they are saved
+            "--skip=check/empty,essential/unlink,cleanup/apt/cache",
+            *(f"--dpkgopt={f}" for f in DPKG_FILTERS),
+            config.suite,
+            root,
+            sources,
+        ],
+        env={"SOURCE_DATE_EPOCH": str(config.source_date_epoch)},
+        echo=True,
+    )
+    _cache_out(root / ARCHIVES, config.cache_dir)
+
+
+def _inline_key(keyring: Path) -> str:
+    """The keyring as the ASCII-armoured block a deb822 Signed-By field takes inline: every line
+    indented, the blank one written as " ." (a blank line would end the stanza)."""
+    with tempfile.TemporaryDirectory() as home:
+        key = run(
+            ["gpg", "--homedir", home, "--batch", "--no-default-keyring", "--keyring", keyring.resolve(),
+             "--armor", "--export"],
+            capture=True,
+        )
+    if "BEGIN PGP PUBLIC KEY BLOCK" not in key:
+        raise ValueError(f"{keyring} holds no public key")
+    return "\n".join(f" {line or '.'}" for line in key.strip().splitlines())
+
+
+def _cache_in(cache: Path, archives: Path) -> None:
+    """Hard-link the last build's .debs where apt looks first, so it downloads only what changed."""
+    (archives / "partial").mkdir(parents=True, exist_ok=True)
+    for deb in sorted(cache.glob("*.deb")) if cache.is_dir() else []:
+        os.link(deb, archives / deb.name)
+
+
+def _cache_out(archives: Path, cache: Path) -> None:
+    """Keep exactly this build's .debs for the next one, and leave no package file in the rootfs."""
+    fresh = cache.with_name(cache.name + ".new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir(parents=True)
+    for deb in archives.glob("*.deb"):
+        shutil.move(deb, fresh / deb.name)
+    shutil.rmtree(cache, ignore_errors=True)
+    fresh.rename(cache)
+    shutil.rmtree(archives / "partial", ignore_errors=True)
+    (archives / "partial").mkdir()
+    (archives / "lock").unlink(missing_ok=True)
+
+
+def clamp_times(root: Path, epoch: int) -> None:
+    """No file newer than SOURCE_DATE_EPOCH: the tarball and the ext4 image copy these times."""
+    for path in [root, *root.rglob("*")]:
+        if path.lstat().st_mtime > epoch:
+            os.utime(path, (epoch, epoch), follow_symlinks=False)
+
+
+def pack(root: Path, tarball: Path, epoch: int) -> None:
+    """Write the rootfs tarball: sorted, numeric owners, times clamped, no atime/ctime, with xattrs."""
+    run(
+        [
+            "tar", "--create", "--file", tarball, "--directory", root,
+            "--sort=name", "--numeric-owner", f"--mtime=@{epoch}", "--clamp-mtime",
+            "--format=pax", "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
+            "--xattrs", "--xattrs-include=*",
+            ".",
+        ]
+    )

@@ -1,0 +1,97 @@
+"""The router set-up of the rootfs after its packages are in: apt sources for later upgrades, sshd on port
+3922 with keys only, IP forwarding, no unattended jobs, and nothing machine-specific left behind (machine-id,
+SSH host keys, random seed, logs): each router makes its own on first boot.
+"""
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import TemplateConfig
+from .render import render
+from .run import run
+
+SSH_PORT = 3922
+ESP_LABEL = "VR-ESP"
+KEYRING = Path("/etc/apt/keyrings/vrpipe-archive-keyring.gpg")
+FILES = Path(__file__).parent / "files"
+# Jobs that would change a router behind its operator's back; its manager upgrades it (vrpipe).
+MASKED_UNITS = (
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "e2scrub_all.timer",
+    "fstrim.timer",
+    "man-db.timer",
+)
+# Left by the build, or made per machine: none of it may be shared by every router of the template.
+BUILD_LEFTOVERS = (
+    "etc/ssh/ssh_host_*",
+    "etc/apt/sources.list",
+    "var/lib/systemd/random-seed",
+    "var/lib/dbus/machine-id",
+    "var/cache/ldconfig/aux-cache",
+    "var/cache/debconf/*-old",
+    "var/lib/dpkg/*-old",
+    "var/lib/apt/lists/*",
+    "var/cache/apt/*.bin",
+    "var/log/**/*.log",
+    "var/log/apt/*",
+    "var/log/journal/*",
+)
+
+
+@dataclass(frozen=True)
+class AptSource:
+    """Our repository as routers reach it later: the configured URL, not the build's loopback server."""
+
+    url: str
+    suites: tuple[str, ...]
+    keyring: Path  # the archive's public keyring on the build machine
+
+
+def configure(root: Path, config: TemplateConfig, source: AptSource) -> None:
+    _apt_sources(root, config, source)
+    files = {
+        "etc/ssh/sshd_config.d/vr.conf": render("sshd-vr.conf.j2", port=SSH_PORT),
+        "etc/systemd/system/ssh.service.d/host-keys.conf": render("ssh-host-keys.conf.j2"),
+        "etc/sysctl.d/90-vr-forwarding.conf": render("sysctl-vr.conf.j2"),
+        "etc/apt/apt.conf.d/10vr-no-periodic": render("no-periodic-apt.conf.j2"),
+        "etc/fstab": render("fstab.j2", esp_label=ESP_LABEL),
+        "etc/hosts": render("hosts.j2"),
+        "etc/resolv.conf": render("resolv.conf.j2"),
+        "etc/hostname": "vr\n",
+    }
+    for path, text in files.items():
+        _write(root / path, text)
+    _install(FILES / "vr-esp", root / "etc/initramfs/post-update.d/vr-esp", 0o755)
+    run(["systemctl", f"--root={root}", "mask", *MASKED_UNITS])
+
+
+def forget_build(root: Path) -> None:
+    """Remove what the build made that must be per router; systemd makes machine-id at first boot."""
+    for pattern in BUILD_LEFTOVERS:
+        for path in sorted(root.glob(pattern)):
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    # "uninitialized" tells systemd this is a first boot, so it makes and commits a new machine-id.
+    _write(root / "etc/machine-id", "uninitialized\n", mode=0o444)
+
+
+def _apt_sources(root: Path, config: TemplateConfig, source: AptSource) -> None:
+    lists = root / "etc/apt/sources.list.d"
+    _write(lists / "debian.sources", render("debian.sources.j2", config=config))
+    _write(lists / "vrpipe.sources", render("vrpipe.sources.j2", url=source.url, suites=source.suites, keyring=KEYRING))
+    _install(source.keyring, root / KEYRING.relative_to("/"), 0o644)
+
+
+def _install(source: Path, dest: Path, mode: int) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, dest)
+    dest.chmod(mode)
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)  # mmdebstrap may leave a symlink (resolv.conf)
+    path.write_text(text)
+    path.chmod(mode)
