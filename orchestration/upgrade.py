@@ -1,0 +1,244 @@
+"""In-place upgrades of live routers through apt: for each router, pre-checks, a plan (the simulated upgrade
+from our channels and Debian's security suite), the upgrade of exactly the planned versions, post-checks
+against the router's state before, and a rollback to the versions it had when they fail; across the fleet,
+a rollout (orchestration/upgrade_rollout.py) and a record per router in the store.
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+
+from . import upgrade_apt as apt
+from . import upgrade_checks as checks
+from .transports import TransportError
+from .upgrade_records import record
+from .upgrade_rollout import SUCCESS, roll_out
+
+log = logging.getLogger("vrpipe.upgrade")
+PREVIOUS = "-previous"  # the repository keeps each channel's previous version there (repo/publish.py)
+ROUTER_KEYRING = "/etc/apt/keyrings/vrpipe-archive-keyring.gpg"  # put there by the template
+DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+
+
+@dataclass(frozen=True)
+class UpgradeConfig:
+    """Where routers upgrade from, as they reach it. Our channels come with their -previous suites, from
+    which a rollback takes the versions a router had."""
+
+    repo_url: str = "http://169.254.0.1:8080/"  # the management host on the control network
+    channels: tuple[str, ...] = ("stable",)
+    keyring: str = ROUTER_KEYRING
+    security: apt.AptSource | None = apt.AptSource(
+        "http://deb.debian.org/debian-security/", ("trixie-security",), DEBIAN_KEYRING
+    )
+    min_free_mib: int = 64
+    lock_timeout: int = 120  # seconds apt waits for another dpkg to finish
+    packages: tuple[str, ...] = apt.OUR_PACKAGES  # the versions the store keeps per router
+    sources: tuple[apt.AptSource, ...] = field(init=False)
+
+    def __post_init__(self):
+        if not self.channels:
+            raise ValueError("name at least one channel to upgrade from")
+        suites = tuple(s for c in self.channels for s in (c, c + PREVIOUS))
+        ours = apt.AptSource(self.repo_url, suites, self.keyring)
+        object.__setattr__(self, "sources", (ours, *([self.security] if self.security else [])))
+        if self.min_free_mib < 0 or self.lock_timeout <= 0:
+            raise ValueError("min_free_mib must be >= 0 and lock_timeout > 0")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one router. status: planned (dry run), up-to-date, upgraded, skipped (a pre-check
+    failed; untouched), failed, rolled-back, rollback-failed, not-reached."""
+
+    name: str
+    status: str
+    changes: tuple[apt.Change, ...] = ()
+    reboot_required: tuple[str, ...] = ()
+    restarts: tuple[str, ...] = ()
+    error: str = ""
+    seconds: float = 0.0
+    versions: dict = field(default_factory=dict)
+
+    @property
+    def ok(self):
+        return self.status in SUCCESS
+
+    def line(self):
+        changes = ", ".join(map(str, self.changes)) or "no changes"
+        extra = [f"reboot required ({', '.join(self.reboot_required)})"] if self.reboot_required else []
+        extra += [f"restarts {', '.join(self.restarts)}"] if self.restarts else []
+        extra += [self.error] if self.error else []
+        return f"{self.name}: {self.status}: {'; '.join([changes, *extra])} ({self.seconds:.1f}s)"
+
+    def to_json(self):
+        return {
+            "name": self.name,
+            "status": self.status,
+            "changes": [c.to_json() for c in self.changes],
+            "reboot_required": list(self.reboot_required),
+            "restarts": list(self.restarts),
+            "error": self.error or None,
+            "seconds": round(self.seconds, 2),
+            "versions": self.versions,
+        }
+
+
+class Failed(Exception):
+    """Ends one router's upgrade with this status and message."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+class RouterUpgrade:
+    """One router's upgrade through its transport (`execute(argv, input=None) -> (status, stdout)`)."""
+
+    def __init__(self, name, transport, config):
+        self.name, self.config = name, config
+        self.transport = transport
+        self.router = checks.RouterCalls(name, transport.execute)
+        self.changes = ()
+
+    def run(self, dry_run):
+        started = time.monotonic()
+        stage = "reaching the router"
+        try:
+            stage = "pre-checks"
+            before = self._prepare(dry_run)
+            stage = "planning"
+            outcome = self._plan(before, dry_run)
+            if dry_run or not self.changes:
+                return self._done(outcome, started)
+            stage = "upgrading"
+            return self._done(self._upgrade(before, outcome), started)
+        except TransportError as err:
+            if stage == "upgrading":
+                message = f"connection lost while upgrading ({err}); the upgrade goes on on the router: run it again"
+                return self._done(Outcome(self.name, "failed", self.changes, error=message), started)
+            return self._done(Outcome(self.name, "skipped", error=f"{stage}: {err}"), started)
+        except (checks.CheckFailed, Failed) as err:
+            status = getattr(err, "status", "failed" if stage == "upgrading" else "skipped")
+            return self._done(Outcome(self.name, status, self.changes, error=f"{stage}: {err}"), started)
+
+    def _done(self, outcome, started):
+        versions = outcome.versions or self._versions()
+        return replace(outcome, seconds=time.monotonic() - started, versions=versions)
+
+    def _versions(self):
+        try:
+            return apt.parse_versions(self.router.status(apt.versions_query(self.config.packages))[1])
+        except TransportError:
+            return {}
+
+    # the steps
+
+    def _prepare(self, dry_run):
+        """Wait out an upgrade still running, finish what dpkg left undone, check the repository
+        (reachable, signature valid) and the router; returns the snapshot before."""
+        self._wait_idle()
+        self.router.output(["mkdir", "-p", apt.SOURCES_DIR], "making the sources directory")
+        self.transport.copy(apt.sources_text(self.config.sources), apt.SOURCES_FILE)
+        pending = checks.dpkg_pending(self.router)
+        if pending and not dry_run:
+            log.info("%s: dpkg has unfinished work, running dpkg --configure -a", self.name)
+            self.router.status(apt.configure_pending())
+            pending = checks.dpkg_pending(self.router)
+        if pending:
+            raise Failed("skipped", f"dpkg has unfinished packages: {' '.join(pending.split())[:300]}")
+        self.router.output(apt.update(self.config.lock_timeout), "repository check (apt-get update)")
+        before = checks.take_snapshot(self.router, self.config.packages)
+        problems = checks.pre_check_problems(before, checks.free_mib(self.router), self.config.min_free_mib)
+        if problems:
+            raise Failed("skipped", "; ".join(problems))
+        return before
+
+    def _plan(self, before, dry_run):
+        out = self.router.output(apt.simulate(self.config.lock_timeout), "simulated upgrade")
+        self.changes = tuple(apt.parse_simulation(out))
+        installed = [c.package for c in self.changes if c.old]
+        restarts = self._active_units(installed) if installed else ()
+        status = "planned" if dry_run else "up-to-date"
+        return Outcome(self.name, status, self.changes, tuple(apt.reboot_required(self.changes)), restarts)
+
+    def _active_units(self, packages):
+        units = apt.service_units(self.router.output(apt.unit_files_query(packages), "listing package files"))
+        if not units:
+            return ()
+        _, states = self.router.status(["systemctl", "is-active", *units])
+        return tuple(u for u, s in zip(units, states.split(), strict=False) if s == "active")
+
+    def _upgrade(self, before, planned):
+        """Install the planned versions; on any failed post-check, roll back to the versions before."""
+        status, _ = self.router.status(apt.install(self.changes, self.config.lock_timeout))
+        self._wait_idle()
+        problems = self._post_checks(before, {c.package: c.new for c in self.changes}, status)
+        if not problems:
+            return replace(planned, status="upgraded")
+        failure = "; ".join(problems)
+        log.warning("%s: upgrade failed (%s), rolling back", self.name, failure)
+        status, _ = self.router.status(apt.install(self.changes, self.config.lock_timeout, downgrade=True))
+        self._wait_idle()
+        previous = {c.package: c.old for c in self.changes if c.old}
+        problems = self._post_checks(before, previous, status)
+        if problems:
+            raise Failed("rollback-failed", f"{failure}; the rollback failed too: {'; '.join(problems)}")
+        raise Failed("rolled-back", f"{failure}; rolled back to {', '.join(f'{p} {v}' for p, v in previous.items())}")
+
+    def _post_checks(self, before, expected, apt_status):
+        problems = []
+        if apt_status != 0:
+            problems.append("apt-get failed: " + " | ".join(apt.problems(self.router.read(apt.LOG_FILE))[-3:]))
+        pending = checks.dpkg_pending(self.router)
+        if pending:
+            problems.append(f"dpkg left unfinished packages: {' '.join(pending.split())[:200]}")
+        after = checks.take_snapshot(self.router, self.config.packages + tuple(expected))
+        return problems + checks.post_check_problems(before, after, expected)
+
+    def _wait_idle(self):
+        """Wait (bounded) until no upgrade unit runs on the router, e.g. one left by a cut connection."""
+        deadline = time.monotonic() + self.config.lock_timeout
+        while self.router.status(apt.unit_active())[0] == 0:
+            if time.monotonic() > deadline:
+                raise Failed("skipped", f"an earlier upgrade still runs after {self.config.lock_timeout}s")
+            time.sleep(0.5)
+
+
+@dataclass(frozen=True)
+class Report:
+    outcomes: tuple[Outcome, ...]
+    stopped: str | None
+    dry_run: bool
+    seconds: float
+
+    @property
+    def ok(self):
+        return self.stopped is None and all(o.ok for o in self.outcomes)
+
+    def summary(self):
+        counts = {}
+        for outcome in self.outcomes:
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        text = ", ".join(f"{n} {s}" for s, n in counts.items()) or "no routers"
+        stop = f"; stopped: {self.stopped}" if self.stopped else ""
+        return f"upgrade{' --dry-run' if self.dry_run else ''}: {text}{stop} ({self.seconds:.1f}s)"
+
+    def to_json(self):
+        return {"ok": self.ok, "stopped": self.stopped, "routers": [o.to_json() for o in self.outcomes]}
+
+
+def upgrade_fleet(manager, names, config, policy, dry_run=False, progress=lambda message: None):
+    """Upgrade (or with dry_run, plan) these routers by the rollout policy; each under its lock, each
+    outcome recorded in the store (a dry run records nothing)."""
+    started = time.monotonic()
+
+    def upgrade_one(name):
+        with manager.store.lock(name, manager.config.lock_timeout):
+            outcome = RouterUpgrade(name, manager.transport(name), config).run(dry_run)
+        if not dry_run:
+            record(manager.store, name, outcome.versions, outcome.status, outcome.error or None)
+        return outcome
+
+    outcomes, stopped = roll_out(names, policy, upgrade_one, lambda n: Outcome(n, "not-reached"), progress)
+    return Report(tuple(outcomes), stopped, dry_run, time.monotonic() - started)

@@ -1,0 +1,165 @@
+"""What an in-place upgrade runs on a router, as argv lists: the apt sources it upgrades from (rendered
+into a directory of their own, so the router's own sources stay untouched), apt-get update, the simulated
+upgrade and its parsing into planned changes, and the detached install or downgrade of exact versions.
+"""
+
+import re
+from dataclasses import dataclass
+from fnmatch import fnmatch
+
+from .render import render
+
+SOURCES_DIR = "/etc/vr/upgrade/sources.list.d"
+SOURCES_FILE = f"{SOURCES_DIR}/vrpipe-upgrade.sources"
+LOG_FILE = "/var/log/vr/upgrade.log"
+UNIT = "vrpipe-upgrade"  # the transient systemd unit that runs dpkg: it outlives a cut SSH connection
+OUR_PACKAGES = ("vr-base", "vr-scripts")
+# Packages whose new version only takes effect after a reboot: reported, never acted on.
+REBOOT_PACKAGES = ("linux-image-*", "libc6", "libc-bin")
+SIMULATED_INSTALL = re.compile(r"^Inst (?P<package>\S+) (?:\[(?P<from>[^\]]+)\] )?\((?P<to>\S+) ")
+SERVICE_UNIT = re.compile(r"/systemd/system/[^/]+\.service$")
+APT_PROBLEM = re.compile(r"^(?:E: |W: |Err:|dpkg: error)")
+
+
+@dataclass(frozen=True)
+class AptSource:
+    """One signed repository as a router reaches it; keyring is a path on the router."""
+
+    url: str
+    suites: tuple[str, ...]
+    keyring: str
+
+    def __post_init__(self):
+        if not self.url.startswith(("http://", "https://")) or not self.url.endswith("/"):
+            raise ValueError(f"apt source {self.url!r}: must be an http(s) URL ending in /")
+        if not self.suites or any(not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", s) for s in self.suites):
+            raise ValueError(f"apt source {self.url}: suites {self.suites!r} must be Debian codenames")
+        if not self.keyring.startswith("/"):
+            raise ValueError(f"apt source {self.url}: keyring {self.keyring!r} must be an absolute path")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One package the upgrade installs: `old` is "" for a package new to the router."""
+
+    package: str
+    old: str
+    new: str
+
+    def to_json(self):
+        return {"package": self.package, "from": self.old or None, "to": self.new}
+
+    def __str__(self):
+        return f"{self.package} {self.old or '(new)'} -> {self.new}"
+
+
+def sources_text(sources):
+    return render("upgrade.sources.j2", sources=sources)
+
+
+def _apt_options(lock_timeout):
+    """apt reads only our sources file, keeps existing config files, and waits for a busy dpkg lock."""
+    return [
+        "-o", "Dir::Etc::SourceList=/dev/null",
+        "-o", f"Dir::Etc::SourceParts={SOURCES_DIR}",
+        "-o", f"DPkg::Lock::Timeout={lock_timeout}",
+        "-o", "Dpkg::Options::=--force-confold",
+        "-o", "Dpkg::Options::=--force-confdef",
+        "-o", "APT::Get::Assume-Yes=true",
+        "-q",
+    ]  # fmt: skip
+
+
+def with_stderr(argv):
+    """argv with its error output in stdout (the transport returns stdout only). The shell code is fixed;
+    the words of argv reach it as positional parameters, never as code."""
+    return ["sh", "-c", 'exec "$@" 2>&1', "sh", *argv]
+
+
+def update(lock_timeout):
+    """Fetch the indexes; any repository that cannot be fetched or verified is an error."""
+    return with_stderr(["apt-get", *_apt_options(lock_timeout), "--error-on=any", "update"])
+
+
+def simulate(lock_timeout):
+    """What an upgrade would install, new dependencies included, without changing anything."""
+    return with_stderr(["apt-get", *_apt_options(lock_timeout), "--simulate", "--with-new-pkgs", "upgrade"])
+
+
+def parse_simulation(text):
+    """The Inst lines of `apt-get --simulate` as Changes, in apt's order."""
+    return [
+        Change(m["package"], m["from"] or "", m["to"]) for m in map(SIMULATED_INSTALL.match, text.splitlines()) if m
+    ]
+
+
+def install(changes, lock_timeout, downgrade=False):
+    """Install exactly these versions (the planned ones, or on rollback the previous ones)."""
+    versions = [f"{c.package}={c.old if downgrade else c.new}" for c in changes if (c.old if downgrade else c.new)]
+    extra = ["--allow-downgrades"] if downgrade else []
+    return detached(["apt-get", *_apt_options(lock_timeout), *extra, "--no-install-recommends", "install", *versions])
+
+
+def configure_pending():
+    """Finish what an interrupted dpkg left unconfigured."""
+    return detached(["dpkg", "--force-confold", "--force-confdef", "--configure", "-a"])
+
+
+def detached(argv):
+    """Run argv as a transient systemd unit and wait for it: if the SSH connection breaks, dpkg goes on
+    to the end instead of dying half-way; its output goes to LOG_FILE."""
+    return [
+        "systemd-run", f"--unit={UNIT}", "--wait", "--collect", "--quiet", "--service-type=exec",
+        "--setenv=DEBIAN_FRONTEND=noninteractive", "--setenv=APT_LISTCHANGES_FRONTEND=none",
+        f"--property=StandardOutput=truncate:{LOG_FILE}", "--property=StandardError=inherit",
+        "--", *argv,
+    ]  # fmt: skip
+
+
+def unit_active():
+    return ["systemctl", "is-active", "--quiet", f"{UNIT}.service"]
+
+
+def log_tail(lines=15):
+    return ["tail", "-n", str(lines), LOG_FILE]
+
+
+def problems(text):
+    """apt's and dpkg's error and warning lines (with the indented line that explains a dpkg error), or
+    the last lines of the output when there are none: what a report quotes to say why it failed."""
+    lines = text.strip().splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        if APT_PROBLEM.match(line):
+            follow = lines[i + 1].strip() if line.endswith(":") and i + 1 < len(lines) else ""
+            found.append(f"{line.strip()} {follow}".strip())
+    return found or lines[-2:]
+
+
+def reboot_required(changes):
+    return sorted(c.package for c in changes if any(fnmatch(c.package, p) for p in REBOOT_PACKAGES))
+
+
+def versions_query(packages):
+    """Installed versions: one line `package status version` per package dpkg knows."""
+    return ["dpkg-query", "-W", "-f=${Package} ${db:Status-Abbrev} ${Version}\n", *packages]
+
+
+def parse_versions(text):
+    """{package: version} of the packages dpkg lists as installed (status `ii`)."""
+    versions = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) == 3 and words[1] == "ii":
+            versions[words[0]] = words[2]
+    return versions
+
+
+def unit_files_query(packages):
+    return ["dpkg-query", "-L", *packages]
+
+
+def service_units(file_list):
+    """The systemd service units among the files `dpkg-query -L` listed."""
+    units = {line.rsplit("/", 1)[1] for line in file_list.splitlines() if SERVICE_UNIT.search(line)}
+    return sorted(u for u in units if "@" not in u)

@@ -1,0 +1,134 @@
+"""A router's condition around an upgrade: a Snapshot (health, nftables ruleset without counters, DHCP
+leases, services, package versions, last apply) read through its transport, the pre-checks that decide
+whether it may be upgraded, and the post-checks that compare the snapshots before and after.
+"""
+
+import json
+from dataclasses import dataclass
+
+from . import upgrade_apt as apt
+
+SERVICES = ("dnsmasq.service", "haproxy.service", "vr-metadata.service", "ssh.service")
+LEASES = "/var/lib/misc/dnsmasq.leases"
+APPLY_LOG = "/var/log/vr/apply.log"
+
+
+class CheckFailed(RuntimeError):
+    """A router program answered with something other than success; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    health: dict
+    ruleset: str  # `nft -s list table inet vr`: the rules without counter values
+    leases: frozenset  # (mac, ip) pairs dnsmasq has handed out
+    active: frozenset  # the SERVICES that run
+    versions: dict  # package -> installed version
+    last_apply: str  # the last line of the engine's apply log
+
+
+class RouterCalls:
+    """Router programs through `execute(argv) -> (status, stdout)` (the router's transport)."""
+
+    def __init__(self, name, execute):
+        self.name, self._execute = name, execute
+
+    def status(self, argv):
+        return self._execute(argv)
+
+    def output(self, argv, what):
+        status, out = self._execute(argv)
+        if status != 0:
+            detail = "; ".join(apt.problems(out)[-2:]) or f"exit status {status}"
+            raise CheckFailed(f"{what} failed: {detail}")
+        return out
+
+    def read(self, path):
+        """A file's text, or "" when it does not exist."""
+        status, out = self._execute(["cat", path])
+        return out if status == 0 else ""
+
+
+def take_snapshot(router, packages):
+    health = _health(router)
+    ruleset = router.output(["nft", "-s", "list", "table", "inet", "vr"], "listing the nftables table")
+    _, active = router.status(["systemctl", "is-active", *SERVICES])
+    states = active.split()
+    return Snapshot(
+        health=health,
+        ruleset=ruleset,
+        leases=parse_leases(router.read(LEASES)),
+        active=frozenset(s for s, state in zip(SERVICES, states, strict=False) if state == "active"),
+        versions=apt.parse_versions(router.status(apt.versions_query(packages))[1]),
+        last_apply=router.read(APPLY_LOG).strip().rsplit("\n", 1)[-1],
+    )
+
+
+def _health(router):
+    out = router.output(["/opt/vr/bin/vr-health"], "vr-health")
+    try:
+        return json.loads(out)
+    except json.JSONDecodeError:
+        raise CheckFailed(f"vr-health printed no JSON: {out.strip()[:200]}") from None
+
+
+def parse_leases(text):
+    """dnsmasq's lease file: `expiry mac ip hostname client-id` per line."""
+    return frozenset((w[1], w[2]) for w in (line.split() for line in text.splitlines()) if len(w) >= 3)
+
+
+def free_mib(router, path="/var"):
+    out = router.output(["df", "-Pk", path], f"df {path}")
+    return int(out.strip().splitlines()[-1].split()[3]) // 1024
+
+
+def dpkg_pending(router):
+    """What `dpkg --audit` reports (half-installed or half-configured packages); "" when all is well."""
+    return router.output(["dpkg", "--audit"], "dpkg --audit").strip()
+
+
+def health_problems(health):
+    if health.get("ok"):
+        return []
+    return [f"vr-health not ok: {'; '.join(health.get('problems', [])) or 'no reason given'}"]
+
+
+def pre_check_problems(snapshot, free, min_free):
+    problems = health_problems(snapshot.health)
+    if free < min_free:
+        problems.append(f"only {free} MiB free on /var, {min_free} MiB needed")
+    return problems
+
+
+def post_check_problems(before, after, expected):
+    """What differs after an upgrade (or a rollback) that should not: `expected` are the package
+    versions it should have left installed."""
+    problems = health_problems(after.health)
+    wrong = {p: after.versions.get(p, "(none)") for p, v in expected.items() if after.versions.get(p) != v}
+    if wrong:
+        text = ", ".join(f"{p} is {v}, not {expected[p]}" for p, v in wrong.items())
+        problems.append(f"versions not as planned: {text}")
+    stopped = sorted(before.active - after.active)
+    if stopped:
+        problems.append(f"no longer active: {', '.join(stopped)}")
+    if after.ruleset != before.ruleset:
+        problems.append("the nftables ruleset changed")
+    lost = sorted(before.leases - after.leases)
+    if lost:
+        problems.append(f"DHCP leases lost: {', '.join(ip for _, ip in lost)}")
+    engine = expected.get("vr-scripts")
+    if engine and after.health.get("version") != engine:
+        problems.append(f"vr-health reports version {after.health.get('version')}, not {engine}")
+    if engine and engine != before.versions.get("vr-scripts") and not reapplied(after.last_apply, engine):
+        problems.append(f"the persisted state was not re-applied by vr-scripts {engine}")
+    return problems
+
+
+def reapplied(log_line, version):
+    """True when the apply log's line records a successful re-apply by this engine version."""
+    _, _, text = log_line.partition(" {")
+    try:
+        entry = json.loads("{" + text)
+    except json.JSONDecodeError:
+        return False
+    return entry.get("ok") is True and entry.get("kind") == "reapply" and entry.get("version") == version

@@ -1,0 +1,65 @@
+"""What the store keeps about in-place upgrades: per router, its package versions, and the outcome and
+time of its last upgrade (table upgrade_records, migration 0002). A record belongs to the router with
+that id and name: a router recreated under the same name starts without one.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from debian.debian_support import Version
+from sqlalchemy import JSON, DateTime, ForeignKey, String, Text, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from .store import Base, RouterRow
+
+
+class UpgradeRow(Base):
+    __tablename__ = "upgrade_records"
+
+    router_id: Mapped[int] = mapped_column(ForeignKey("routers.id", ondelete="CASCADE"), primary_key=True)
+    router_name: Mapped[str] = mapped_column(String(63))
+    packages: Mapped[dict] = mapped_column(JSON)
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+    upgraded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True)
+class UpgradeRecord:
+    packages: dict
+    outcome: str | None
+    detail: str | None
+    upgraded_at: datetime | None
+
+
+def record(store, name, packages, outcome=None, detail=None):
+    """Keep the router's package versions; with an outcome, also that of its last upgrade, timed now."""
+    router = store.router(name)
+    with Session(store.engine) as session, session.begin():
+        row = session.get(UpgradeRow, router.id)
+        if row is None or row.router_name != name:
+            row = session.merge(UpgradeRow(router_id=router.id, router_name=name, packages={}))
+            row.outcome = row.detail = row.upgraded_at = None
+        if packages:  # empty when the router could not be asked: keep what was known
+            row.packages = dict(packages)
+        if outcome is not None:
+            row.outcome, row.detail, row.upgraded_at = outcome, detail, datetime.now(UTC)
+
+
+def records(store):
+    """{router name: UpgradeRecord} for the routers that have one."""
+    same_router = (RouterRow.id == UpgradeRow.router_id) & (RouterRow.name == UpgradeRow.router_name)
+    with Session(store.engine) as session:
+        return {
+            r.router_name: UpgradeRecord(dict(r.packages), r.outcome, r.detail, r.upgraded_at)
+            for r in session.scalars(select(UpgradeRow).join(RouterRow, same_router))
+        }
+
+
+def lagging(all_records, package="vr-scripts"):
+    """The routers whose `package` is older than the newest version any router of the fleet has."""
+    versions = {name: r.packages.get(package) for name, r in all_records.items() if r.packages.get(package)}
+    if not versions:
+        return set()
+    newest = max(map(Version, versions.values()))
+    return {name for name, v in versions.items() if Version(v) < newest}

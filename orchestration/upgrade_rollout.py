@@ -1,0 +1,83 @@
+"""The order of a fleet upgrade: a canary router alone first, then batches (a count or a percentage of
+the rest) upgraded in parallel; a failure budget for routers that could not be upgraded, and a stop at the
+first router whose new version failed (rolled back). Routers the rollout does not reach stay as they are.
+"""
+
+import math
+import re
+from dataclasses import dataclass
+
+from .fleet import for_each
+
+BATCH = re.compile(r"^(?P<size>[1-9][0-9]*)(?P<percent>%?)$")
+# A router that got the new version and failed with it: the version is suspect, nobody else gets it.
+STOPS_ROLLOUT = ("rolled-back", "rollback-failed")
+# Outcomes that are no failure at all.
+SUCCESS = ("upgraded", "up-to-date", "planned")
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    canary: str | None = None  # None: the first router named
+    batch: str = "1"  # routers per batch after the canary: a count ("5") or a percentage ("25%")
+    failure_budget: int = 0  # failed routers tolerated before the rollout stops
+
+    def __post_init__(self):
+        found = BATCH.match(self.batch)
+        if not found or (found["percent"] and int(found["size"]) > 100):
+            raise ValueError(f"batch {self.batch!r} must be a count like 5 or a percentage like 25%")
+        if self.failure_budget < 0:
+            raise ValueError(f"failure budget {self.failure_budget} must not be negative")
+
+    def batch_size(self, remaining):
+        found = BATCH.match(self.batch)
+        size = int(found["size"])
+        return max(1, math.ceil(remaining * size / 100)) if found["percent"] else size
+
+
+def waves(names, policy):
+    """[[canary], batch, batch, ...] over the names, each name once, in the order given."""
+    names = list(dict.fromkeys(names))
+    if not names:
+        return []
+    canary = policy.canary or names[0]
+    if canary not in names:
+        raise ValueError(f"canary {canary!r} is not one of the routers to upgrade")
+    rest = [n for n in names if n != canary]
+    size = policy.batch_size(len(rest)) if rest else 1
+    return [[canary], *(rest[i : i + size] for i in range(0, len(rest), size))]
+
+
+def stop_reason(outcomes, policy, canary):
+    """Why the rollout must not go on after these outcomes, or None."""
+    failed = [o for o in outcomes if o.status not in SUCCESS]
+    bad_version = [o.name for o in failed if o.status in STOPS_ROLLOUT]
+    if bad_version:
+        return f"the new version failed on {', '.join(bad_version)}"
+    if any(o.name == canary for o in failed):
+        return f"the canary {canary} failed"
+    if len(failed) > policy.failure_budget:
+        return f"{len(failed)} routers failed, more than the failure budget of {policy.failure_budget}"
+    return None
+
+
+def roll_out(names, policy, upgrade_one, not_reached, progress):
+    """Upgrade wave after wave with upgrade_one(name) -> outcome (it never raises); returns
+    (outcomes in the order of names, stop reason or None). Routers after a stop get not_reached(name)."""
+    plan = waves(names, policy)
+    outcomes, reason, total = {}, None, sum(map(len, plan))
+
+    def one(name):
+        outcome = upgrade_one(name)
+        outcomes[name] = outcome
+        progress(f"[{len(outcomes)}/{total}] {outcome.line()}")
+        if outcome.status not in SUCCESS:
+            raise RuntimeError(outcome.error)
+
+    for wave in plan:
+        if reason:
+            outcomes.update({name: not_reached(name) for name in wave})
+            continue
+        for_each(wave, one, len(wave))
+        reason = stop_reason(outcomes.values(), policy, plan[0][0])
+    return [outcomes[name] for name in dict.fromkeys(names)], reason

@@ -1,0 +1,227 @@
+"""The pure logic of in-place upgrades: apt's simulation parsed into changes, reboot and problem lines,
+the sources file, the rollout's waves and stop rules, the post-check comparisons, and the store records."""
+
+from dataclasses import replace
+
+import pytest
+
+from orchestration import upgrade_apt as apt
+from orchestration import upgrade_checks as checks
+from orchestration.store import Store
+from orchestration.upgrade import Outcome, UpgradeConfig
+from orchestration.upgrade_records import lagging, record, records
+from orchestration.upgrade_rollout import RolloutPolicy, roll_out, stop_reason, waves
+
+SIMULATION = """\
+Reading package lists...
+The following packages will be upgraded:
+   libc6 vr-scripts
+Inst libc6 [2.41-12] (2.41-12+deb13u1 Debian-Security:13/stable-security [amd64])
+Inst vr-scripts [1.0.0] (1.0.1 vrpipe:stable [all])
+Inst conntrack (1:1.4.8-2 Debian:13.1/stable [amd64])
+Conf libc6 (2.41-12+deb13u1 Debian-Security:13/stable-security [amd64])
+Conf vr-scripts (1.0.1 vrpipe:stable [all])
+"""
+
+DPKG_FAILURE = """\
+Setting up vr-scripts (1.0.1) ...
+dpkg: error processing package vr-scripts (--configure):
+ installed vr-scripts package post-installation script subprocess returned error exit status 1
+Errors were encountered while processing:
+ vr-scripts
+E: Sub-process /usr/bin/dpkg returned an error code (1)
+"""
+
+
+def test_simulation_gives_upgrades_and_new_packages_in_order():
+    changes = apt.parse_simulation(SIMULATION)
+    assert [str(c) for c in changes] == [
+        "libc6 2.41-12 -> 2.41-12+deb13u1",
+        "vr-scripts 1.0.0 -> 1.0.1",
+        "conntrack (new) -> 1:1.4.8-2",
+    ]
+    assert changes[2].to_json() == {"package": "conntrack", "from": None, "to": "1:1.4.8-2"}
+    assert apt.reboot_required(changes) == ["libc6"]
+    assert apt.reboot_required([apt.Change("linux-image-6.12.0-1-amd64", "", "6.12.5-1")])
+    assert apt.parse_simulation("0 upgraded, 0 newly installed\n") == []
+
+
+def test_install_pins_exact_versions_and_rollback_skips_new_packages():
+    changes = apt.parse_simulation(SIMULATION)
+    argv = apt.install(changes, 30)
+    assert argv[:2] == ["systemd-run", f"--unit={apt.UNIT}"]
+    assert argv[-3:] == ["libc6=2.41-12+deb13u1", "vr-scripts=1.0.1", "conntrack=1:1.4.8-2"]
+    assert "DPkg::Lock::Timeout=30" in argv and "Dpkg::Options::=--force-confold" in argv
+    assert "--setenv=DEBIAN_FRONTEND=noninteractive" in argv
+    back = apt.install(changes, 30, downgrade=True)
+    assert back[-2:] == ["libc6=2.41-12", "vr-scripts=1.0.0"] and "--allow-downgrades" in back
+
+
+def test_commands_that_need_stderr_never_become_shell_code():
+    argv = apt.update(10)
+    assert argv[:4] == ["sh", "-c", 'exec "$@" 2>&1', "sh"]
+    assert "--error-on=any" in argv and f"Dir::Etc::SourceParts={apt.SOURCES_DIR}" in argv
+
+
+def test_problems_quote_the_dpkg_error_with_its_reason():
+    found = apt.problems(DPKG_FAILURE)
+    assert found[0].startswith("dpkg: error processing package vr-scripts (--configure): installed vr-scripts")
+    assert found[-1] == "E: Sub-process /usr/bin/dpkg returned an error code (1)"
+    assert apt.problems("just one line\nand the last\n") == ["just one line", "and the last"]
+
+
+def test_versions_and_units_from_dpkg_query():
+    text = "vr-base ii 1.0.0\nvr-scripts iF 1.0.1\n"
+    assert apt.parse_versions(text) == {"vr-base": "1.0.0"}
+    files = "/usr/lib/systemd/system/vr-metadata.service\n/opt/vr/bin/vr\n\n/lib/systemd/system/ssh@.service\n"
+    assert apt.service_units(files) == ["vr-metadata.service"]
+
+
+def test_sources_name_our_channels_with_previous_and_debian_security():
+    config = UpgradeConfig(repo_url="http://169.254.0.1:8080/", channels=("stable", "security"))
+    text = apt.sources_text(config.sources)
+    assert "Suites: stable stable-previous security security-previous\n" in text
+    assert "URIs: http://deb.debian.org/debian-security/\nSuites: trixie-security\n" in text
+    assert text.count("Signed-By: ") == 2
+    only_ours = UpgradeConfig(security=None)
+    assert apt.sources_text(only_ours.sources).count("Types: deb") == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda: UpgradeConfig(channels=()),
+        lambda: UpgradeConfig(repo_url="ftp://x/"),
+        lambda: UpgradeConfig(keyring="relative.gpg"),
+        lambda: apt.AptSource("http://x/", ("Bad Suite",), "/k"),
+        lambda: RolloutPolicy(batch="0"),
+        lambda: RolloutPolicy(batch="150%"),
+        lambda: RolloutPolicy(batch="x"),
+        lambda: RolloutPolicy(failure_budget=-1),
+    ],
+)
+def test_bad_settings_are_refused(bad):
+    with pytest.raises(ValueError):
+        bad()
+
+
+def test_waves_put_the_canary_alone_first_then_batches():
+    names = [f"r{i}" for i in range(1, 11)]
+    assert waves(names, RolloutPolicy()) == [["r1"], *[[n] for n in names[1:]]]
+    assert waves(names, RolloutPolicy(canary="r5", batch="4")) == [
+        ["r5"],
+        ["r1", "r2", "r3", "r4"],
+        ["r6", "r7", "r8", "r9"],
+        ["r10"],
+    ]
+    assert [len(w) for w in waves(names, RolloutPolicy(batch="50%"))] == [1, 5, 4]
+    assert waves(["r1"], RolloutPolicy(batch="10%")) == [["r1"]]
+    with pytest.raises(ValueError, match="canary"):
+        waves(names, RolloutPolicy(canary="r99"))
+
+
+def outcome(name, status):
+    return Outcome(name, status, error=f"{name} {status}")
+
+
+def test_stop_rules():
+    policy = RolloutPolicy(failure_budget=1)
+    assert stop_reason([outcome("r1", "upgraded"), outcome("r2", "skipped")], policy, "r1") is None
+    assert "budget" in stop_reason([outcome("r2", "skipped"), outcome("r3", "failed")], policy, "r1")
+    assert "canary r1" in stop_reason([outcome("r1", "skipped")], policy, "r1")
+    assert "new version failed on r2" in stop_reason([outcome("r2", "rolled-back")], policy, "r1")
+
+
+def test_rollout_stops_and_leaves_the_rest_not_reached():
+    results = {"r1": "upgraded", "r2": "rolled-back"}
+    upgraded = []
+
+    def upgrade_one(name):
+        upgraded.append(name)
+        return outcome(name, results.get(name, "upgraded"))
+
+    lines = []
+    outcomes, reason = roll_out(
+        ["r1", "r2", "r3", "r4"], RolloutPolicy(), upgrade_one, lambda n: outcome(n, "not-reached"), lines.append
+    )
+    assert upgraded == ["r1", "r2"]
+    assert [o.status for o in outcomes] == ["upgraded", "rolled-back", "not-reached", "not-reached"]
+    assert "r2" in reason
+    assert lines[0].startswith("[1/4] r1: upgraded")
+
+
+def snapshot(**changes):
+    base = checks.Snapshot(
+        health={"ok": True, "version": "1.0.0"},
+        ruleset="table inet vr { }",
+        leases=frozenset({("02:00:00:01:00:0a", "10.1.1.10")}),
+        active=frozenset({"dnsmasq.service", "ssh.service"}),
+        versions={"vr-base": "1.0.0", "vr-scripts": "1.0.0"},
+        last_apply="2026-01-01 10:00:00,000 " + '{"ok":true,"kind":"state","version":"1.0.0"}',
+    )
+    return replace(base, **changes)
+
+
+def test_post_checks_pass_when_only_versions_moved_and_the_state_was_reapplied():
+    after = snapshot(
+        health={"ok": True, "version": "1.0.1"},
+        versions={"vr-base": "1.0.1", "vr-scripts": "1.0.1"},
+        last_apply="2026-01-01 10:01:00,000 " + '{"ok":true,"kind":"reapply","version":"1.0.1"}',
+    )
+    assert checks.post_check_problems(snapshot(), after, {"vr-base": "1.0.1", "vr-scripts": "1.0.1"}) == []
+
+
+def test_post_checks_name_every_difference():
+    after = snapshot(
+        health={"ok": False, "problems": ["dnsmasq is not running"], "version": "1.0.0"},
+        ruleset="table inet vr { chain x { } }",
+        leases=frozenset(),
+        active=frozenset({"ssh.service"}),
+    )
+    problems = checks.post_check_problems(snapshot(), after, {"vr-scripts": "1.0.1"})
+    text = "\n".join(problems)
+    for expected in (
+        "vr-health not ok: dnsmasq is not running",
+        "versions not as planned: vr-scripts is 1.0.0, not 1.0.1",
+        "no longer active: dnsmasq.service",
+        "the nftables ruleset changed",
+        "DHCP leases lost: 10.1.1.10",
+        "vr-health reports version 1.0.0, not 1.0.1",
+        "not re-applied by vr-scripts 1.0.1",
+    ):
+        assert expected in text, text
+
+
+def test_pre_checks_want_health_and_free_space():
+    assert checks.pre_check_problems(snapshot(), 500, 64) == []
+    unhealthy = snapshot(health={"ok": False, "problems": ["haproxy is not running"]})
+    assert checks.pre_check_problems(unhealthy, 10, 64) == [
+        "vr-health not ok: haproxy is not running",
+        "only 10 MiB free on /var, 64 MiB needed",
+    ]
+
+
+def test_leases_parse_mac_and_address():
+    text = "1764240000 02:00:00:01:00:0a 10.1.1.10 vm0 01:02:00:00:01:00:0a\n\n"
+    assert checks.parse_leases(text) == {("02:00:00:01:00:0a", "10.1.1.10")}
+
+
+def test_store_keeps_versions_and_last_outcome_and_shows_laggards(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'vrpipe.db'}")
+    try:
+        for name in ("r1", "r2", "r3"):
+            store.add_router(name, "container", f"169.254.1.{len(store.routers()) + 2}")
+        record(store, "r1", {"vr-scripts": "1.0.10"}, "upgraded")
+        record(store, "r2", {"vr-scripts": "1.0.9"}, "rolled-back", "postinst failed")
+        record(store, "r2", {}, "skipped", "unreachable")  # no versions known: the old ones stay
+        found = records(store)
+        assert set(found) == {"r1", "r2"}
+        assert found["r2"].packages == {"vr-scripts": "1.0.9"}
+        assert (found["r2"].outcome, found["r2"].detail) == ("skipped", "unreachable")
+        assert found["r1"].upgraded_at is not None
+        assert lagging(found) == {"r2"}  # Debian version order: 1.0.9 < 1.0.10
+        store.remove_router("r1")
+        store.add_router("r1", "container", "169.254.1.9")
+        assert "r1" not in records(store)  # a new router of the same name has no record yet
+    finally:
+        store.close()
