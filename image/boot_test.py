@@ -38,10 +38,10 @@ class Vm:
     serial: Path
     seconds_to_ready: float
 
-    def ssh(self, *command: str, timeout: float = 120) -> str:
+    def ssh(self, *command: str, input_text: str | None = None, timeout: float = 120) -> str:
         """Run a command on the router as root; raise CommandFailed if it fails."""
         argv = ["ssh", *SSH_OPTIONS, "-i", self.key, "-p", str(self.ssh_port), "root@127.0.0.1", *command]
-        return run(argv, capture=True, timeout=timeout)
+        return run(argv, input=input_text, capture=True, timeout=timeout)
 
     def wait_for_ssh(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -86,8 +86,9 @@ def free_port() -> int:
 
 @contextmanager
 def booted(disk: Path, fmt: str, params: str, key: Path, folder: Path, *, accel: str, uefi: bool = False,
-           timeout: float = 400) -> Iterator[Vm]:
-    """A VM booted from disk (never written: snapshot=on) until vr-boot says ready; stopped afterwards."""
+           nics: int = 1, timeout: float = 400) -> Iterator[Vm]:
+    """A VM booted from disk (never written: snapshot=on) until vr-boot says ready; stopped afterwards.
+    The first NIC (eth0) carries the forwarded SSH port; further ones lead nowhere (public, guest)."""
     port, serial = free_port(), folder / f"serial-{disk.suffix[1:]}{'-uefi' if uefi else ''}.log"
     argv = [
         "qemu-system-x86_64", "-accel", accel, "-m", "1024", "-display", "none", "-monitor", "none",
@@ -96,6 +97,8 @@ def booted(disk: Path, fmt: str, params: str, key: Path, folder: Path, *, accel:
         # restrict=on: the guest reaches nothing but the forwarded port, and nothing outside this machine
         "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:{SSH_PORT}",
         "-device", "virtio-net-pci,netdev=n0",
+        *(arg for n in range(1, nics) for arg in ("-netdev", f"user,id=n{n},restrict=on",
+                                                  "-device", f"virtio-net-pci,netdev=n{n}")),
         "-fw_cfg", f"name=opt/vr/cmdline,string={params}",
         *(_uefi_firmware(folder) if uefi else []),
     ]

@@ -1,6 +1,7 @@
 """`invoke build-template`: serve our signed repository on loopback (publishing it first on a fresh
-checkout), install the rootfs from it, set the router up, and make every output (rootfs tarball, raw, qcow2, vhd, vmdk, ova,
-kernel, initrd) with manifest.json, SHA256SUMS and its signature; numbered steps, one summary line.
+checkout), install the rootfs from it, set the router up, and make every output (rootfs tarball, raw,
+qcow2, vhd, vmdk, ova, kernel, initrd) with manifest.json, SHA256SUMS and its signature; numbered steps,
+one summary line.
 """
 
 import hashlib
@@ -24,6 +25,7 @@ from .steps import StepFailed, Steps
 log = logging.getLogger("image")
 NAME = "vr-router"
 INPUTS = ("image", "repo", "vr_scripts")  # what a template is made from, besides its configuration
+STAMP = ".inputs"  # written last: the digest of the inputs of the finished build in the folder
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,8 @@ class Template:
 def build_template(config: TemplateConfig, repo_config: RepoConfig, reuse: bool = False) -> Template:
     """Build everything into config.output_dir; with reuse, keep a finished build of the same inputs."""
     template = Template(config.output_dir)
-    stamp = template.folder / ".inputs"
     inputs = inputs_digest(config, repo_config)
-    if reuse and stamp.exists() and stamp.read_text() == inputs and (template.folder / "SHA256SUMS").exists():
+    if reuse and is_built(config, repo_config):
         log.info("build-template: reusing %s (same inputs %s)", template.folder, inputs[:12])
         return template
     steps = Steps("build-template", total=12)
@@ -63,7 +64,7 @@ def build_template(config: TemplateConfig, repo_config: RepoConfig, reuse: bool 
     work.mkdir(parents=True)
     _build(config, repo_config, template, work, steps)
     shutil.rmtree(work)
-    stamp.write_text(inputs)
+    (template.folder / STAMP).write_text(inputs)
     log.info(steps.summary(f"{NAME} {config.suite} built into {template.folder}"))
     return template
 
@@ -121,6 +122,12 @@ def _describe(config, repo_config, template, layout, root):
     sums = template.folder / "SHA256SUMS"
     manifest.write_checksums(sums, [o.path for o in outputs] + [template.folder / "manifest.json"], written)
     manifest.sign(sums, repo_config.gnupghome, publish.archive_key(repo_config))
+
+
+def is_built(config: TemplateConfig, repo_config: RepoConfig) -> bool:
+    """Whether output_dir holds a finished build of the current sources and configuration."""
+    stamp = config.output_dir / STAMP
+    return stamp.exists() and stamp.read_text() == inputs_digest(config, repo_config)
 
 
 def inputs_digest(config: TemplateConfig, repo_config: RepoConfig) -> str:

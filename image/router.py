@@ -27,7 +27,6 @@ MASKED_UNITS = (
 # Left by the build, or made per machine: none of it may be shared by every router of the template.
 BUILD_LEFTOVERS = (
     "etc/ssh/ssh_host_*",
-    "etc/apt/sources.list",
     "var/lib/systemd/random-seed",
     "var/lib/dbus/machine-id",
     "var/cache/ldconfig/aux-cache",
@@ -72,13 +71,19 @@ def forget_build(root: Path) -> None:
     """Remove what the build made that must be per router; systemd makes machine-id at first boot."""
     for pattern in BUILD_LEFTOVERS:
         for path in sorted(root.glob(pattern)):
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
     # "uninitialized" tells systemd this is a first boot, so it makes and commits a new machine-id.
     _write(root / "etc/machine-id", "uninitialized\n", mode=0o444)
 
 
 def _apt_sources(root: Path, config: TemplateConfig, source: AptSource) -> None:
+    """Replace the build's sources (mmdebstrap leaves them, loopback URL included) by the lasting ones."""
     lists = root / "etc/apt/sources.list.d"
+    for stale in [root / "etc/apt/sources.list", *lists.iterdir()]:
+        stale.unlink(missing_ok=True)
     _write(lists / "debian.sources", render("debian.sources.j2", config=config))
     _write(lists / "vrpipe.sources", render("vrpipe.sources.j2", url=source.url, suites=source.suites, keyring=KEYRING))
     _install(source.keyring, root / KEYRING.relative_to("/"), 0o644)

@@ -1,0 +1,131 @@
+"""The template's disk images boot in qemu from their own bootloaders: the qcow2 image (BIOS) is checked
+over SSH with the key from its boot parameters (version, services, health, apt source, password login,
+applying a state document), and the raw (BIOS and UEFI), vhd and vmdk images each boot to ready.
+"""
+
+import json
+
+import pytest
+from vr.boot import BootParams, format_params
+
+from image.boot_test import SLIRP_ADDRESS, SLIRP_GATEWAY, accelerator, booted, make_key
+from image.run import CommandFailed, run
+
+from .image_fixtures import TEST_CACHE, shared_template
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+STATE = {
+    "schema": 1,
+    "kind": "state",
+    "state": {
+        "interfaces": {
+            "control": {"device": "eth0", "address": SLIRP_ADDRESS},
+            "public": [{"device": "eth1", "addresses": ["203.0.113.10/24"], "gateway": "203.0.113.1"}],
+        },
+        "firewall": [
+            {"direction": "ingress", "public_ip": "203.0.113.10", "protocol": "tcp", "ports": 2201,
+             "cidrs": ["198.51.100.0/24"]}
+        ],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def template():
+    return shared_template()
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory):
+    return make_key(tmp_path_factory.mktemp("ssh"))
+
+
+def boot_params(public_key, hostname):
+    return format_params(
+        BootParams(hostname=hostname, control=SLIRP_ADDRESS, gateway=SLIRP_GATEWAY, authorized_key=public_key)
+    )
+
+
+def record(name, seconds):
+    """Boot-to-ready times, for the build's report."""
+    path = TEST_CACHE / "boot-seconds.json"
+    times = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**times, name: round(seconds)}, indent=1))
+
+
+@pytest.fixture(scope="module")
+def router(template, key, tmp_path_factory):
+    """The qcow2 image booted once for this module, a second NIC standing for the public network."""
+    private, public = key
+    folder = tmp_path_factory.mktemp("qcow2")
+    with booted(template.output("qcow2"), "qcow2", boot_params(public, "r1"), private, folder,
+                accel=accelerator(template.kernel), nics=2) as vm:
+        record("qcow2", vm.seconds_to_ready)
+        vm.wait_for_ssh()
+        yield vm
+
+
+def test_qcow2_boots_to_ready_with_its_boot_parameters(router):
+    assert router.ssh("cat", "/etc/hostname").strip() == "r1"
+    assert router.ssh("hostname").strip() == "r1"
+    ready = json.loads(router.ssh("cat", "/run/vr/ready"))
+    assert ready["hostname"] == "r1"
+
+
+def test_vr_scripts_is_the_version_in_our_repository(router, template):
+    installed = router.ssh("dpkg-query", "-W", "-f", "${Version}", "vr-scripts").strip()
+    manifest = json.loads((template.folder / "manifest.json").read_text())
+    published = run(["reprepro", "-b", str(TEST_CACHE / "repo"), "list", "stable", "vr-scripts"], capture=True)
+    assert installed == manifest["vrpipe_packages"]["vr-scripts"]
+    assert f"vr-scripts {installed}" in published
+
+
+def test_ssh_dnsmasq_and_metadata_are_active_and_nothing_failed(router):
+    for unit in ("ssh", "dnsmasq", "vr-metadata", "vr-boot"):
+        assert router.ssh("systemctl", "is-active", unit).strip() == "active", unit
+    assert router.ssh("systemctl", "--failed", "--no-legend", "--plain").strip() == ""
+
+
+def test_vr_health_is_ok(router):
+    health = json.loads(router.ssh("/opt/vr/bin/vr-health"))
+    assert health["ok"], health
+
+
+def test_first_boot_made_its_own_machine_id_and_host_keys(router):
+    machine_id = router.ssh("cat", "/etc/machine-id").strip()
+    assert len(machine_id) == 32 and machine_id != "uninitialized"
+    assert "ssh_host_ed25519_key" in router.ssh("ls", "/etc/ssh")
+
+
+def test_apt_source_uses_signed_by_with_our_keyring(router):
+    source = router.ssh("cat", "/etc/apt/sources.list.d/vrpipe.sources")
+    assert "Signed-By: /etc/apt/keyrings/vrpipe-archive-keyring.gpg" in source
+    assert router.ssh("test", "-s", "/etc/apt/keyrings/vrpipe-archive-keyring.gpg") == ""
+
+
+def test_password_login_is_refused(router):
+    argv = ["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+            "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive",
+            "-p", str(router.ssh_port), "root@127.0.0.1", "true"]
+    with pytest.raises(CommandFailed) as refused:
+        run(argv, capture=True, timeout=60)
+    assert "Permission denied (publickey)" in refused.value.output
+
+
+def test_a_state_document_applied_over_ssh_reaches_nftables(router):
+    result = json.loads(router.ssh("/opt/vr/bin/vr-apply", "-", input_text=json.dumps(STATE)))
+    assert result["ok"], result
+    ruleset = router.ssh("nft", "list", "ruleset")
+    assert "203.0.113.10 . tcp . 2201 . 198.51.100.0/24" in ruleset
+
+
+@pytest.mark.parametrize(
+    ("suffix", "fmt", "uefi"),
+    [("raw", "raw", False), ("raw", "raw", True), ("vhd", "vpc", False), ("vmdk", "vmdk", False)],
+)
+def test_image_boots_to_ready(template, key, tmp_path, suffix, fmt, uefi):
+    private, public = key
+    with booted(template.output(suffix), fmt, boot_params(public, f"r-{suffix}"), private, tmp_path,
+                accel=accelerator(template.kernel), uefi=uefi) as vm:
+        record(f"{suffix}{' (UEFI)' if uefi else ''}", vm.seconds_to_ready)
+        assert f"r-{suffix}" in vm.serial.read_text(errors="replace")

@@ -1,0 +1,123 @@
+"""The template build with the real tools (mmdebstrap, our signed repository, sfdisk, mkfs, syslinux, GRUB,
+qemu-img, gpg): every output, its manifest and signed checksums, the router set-up of the rootfs, the disk
+layout, the converted formats, and a second clean build giving the same bytes.
+"""
+
+import json
+import tarfile
+import time
+
+import pytest
+
+from image import manifest
+from image.build import NAME, build_template
+from image.disk import GPTMBR
+from image.formats import sha256
+from image.run import run
+
+from .image_fixtures import TEST_CACHE, repo_config, shared_template, template_config
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+FORMATS = ("tar", "raw", "qcow2", "vhd", "vmdk", "ova")
+
+
+@pytest.fixture(scope="module")
+def template():
+    return shared_template()
+
+
+def test_every_output_is_listed_in_signed_checksums_that_verify(template):
+    names = {line.split("  ")[1] for line in (template.folder / "SHA256SUMS").read_text().splitlines()}
+    assert names == {f"{NAME}.{suffix}" for suffix in FORMATS} | {"vmlinuz", "initrd.img", "manifest.json"}
+    assert manifest.verify(template.folder, repo_config().keyring) == len(names)
+
+
+def test_a_tampered_output_fails_verification(template, tmp_path):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("SHA256SUMS", "SHA256SUMS.sign", "manifest.json", "vmlinuz", "initrd.img"):
+        (copy / name).write_bytes((template.folder / name).read_bytes())
+    for suffix in FORMATS:
+        (copy / f"{NAME}.{suffix}").symlink_to(template.output(suffix))
+    (copy / "manifest.json").write_text((copy / "manifest.json").read_text().replace("trixie", "sid", 1))
+    with pytest.raises(ValueError, match="manifest.json"):
+        manifest.verify(copy, repo_config().keyring)
+
+
+def test_manifest_lists_packages_our_versions_and_outputs(template):
+    data = json.loads((template.folder / "manifest.json").read_text())
+    packages = {p["name"]: p for p in data["packages"]}
+    assert {"linux-image-amd64", "systemd-sysv", "openssh-server", "dnsmasq", "haproxy", "nftables"} <= set(packages)
+    assert packages["systemd"]["architecture"] == "amd64"
+    assert data["vrpipe_packages"]["vr-scripts"] == packages["vr-scripts"]["version"]
+    assert data["suite"] == "trixie" and data["mirror"].startswith("http")
+    outputs = {o["file"]: o for o in data["outputs"]}
+    raw = outputs[f"{NAME}.raw"]
+    assert raw["format"] == "raw" and raw["size"] == template.output("raw").stat().st_size
+    assert outputs["vmlinuz"]["sha256"] == sha256(template.kernel)
+
+
+def test_rootfs_is_set_up_as_a_router_with_nothing_per_machine(template):
+    root = template.rootfs_dir
+    assert "Port 3922" in (root / "etc/ssh/sshd_config.d/vr.conf").read_text()
+    assert "PasswordAuthentication no" in (root / "etc/ssh/sshd_config.d/vr.conf").read_text()
+    assert not list((root / "etc/ssh").glob("ssh_host_*"))
+    assert (root / "etc/machine-id").read_text() == "uninitialized\n"
+    assert not (root / "var/lib/systemd/random-seed").exists()
+    assert "\nroot:*:" in "\n" + (root / "etc/shadow").read_text()  # locked: no password
+    assert "net.ipv4.ip_forward = 1" in (root / "etc/sysctl.d/90-vr-forwarding.conf").read_text()
+    for timer in ("apt-daily.timer", "apt-daily-upgrade.timer"):
+        assert (root / "etc/systemd/system" / timer).readlink().as_posix() == "/dev/null"
+    assert (root / "etc/systemd/system/multi-user.target.wants/vr-boot.service").is_symlink()
+    sources = sorted(p.name for p in (root / "etc/apt/sources.list.d").iterdir())
+    assert sources == ["debian.sources", "vrpipe.sources"]
+    ours = (root / "etc/apt/sources.list.d/vrpipe.sources").read_text()
+    assert f"URIs: {repo_config().url}" in ours
+    assert "Signed-By: /etc/apt/keyrings/vrpipe-archive-keyring.gpg" in ours
+    assert (root / "etc/apt/keyrings/vrpipe-archive-keyring.gpg").read_bytes() == repo_config().keyring.read_bytes()
+
+
+def test_raw_disk_has_gpt_boot_code_esp_and_root(template):
+    raw = template.output("raw")
+    table = json.loads(run(["sfdisk", "--json", raw], capture=True))["partitiontable"]
+    esp, root = table["partitions"]
+    assert table["label"] == "gpt"
+    assert esp["type"] == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B" and "LegacyBIOSBootable" in esp["attrs"]
+    assert root["start"] == esp["start"] + esp["size"]
+    assert raw.read_bytes()[:440] == GPTMBR.read_bytes()[:440]
+    listing = run(["mdir", "-i", f"{raw}@@{esp['start'] * 512}", "-/", "-a", "::/"], capture=True)
+    for name in ("vmlinuz", "initrd", "BOOTX64", "ldlinux", "syslinux"):
+        assert name in listing
+
+
+@pytest.mark.parametrize(("suffix", "fmt"), [("qcow2", "qcow2"), ("vhd", "vpc"), ("vmdk", "vmdk")])
+def test_converted_images_hold_the_raw_disk(template, suffix, fmt):
+    run(["qemu-img", "compare", "-f", "raw", "-F", fmt, template.output("raw"), template.output(suffix)])
+
+
+def test_vhd_is_fixed_and_a_whole_number_of_mib(template):
+    vhd = template.output("vhd")
+    assert (vhd.stat().st_size - 512) % (1024 * 1024) == 0
+    assert vhd.read_bytes()[-512:][:8] == b"conectix"
+
+
+def test_ova_holds_descriptor_manifest_then_disk(template):
+    with tarfile.open(template.output("ova")) as ova:
+        assert ova.getnames() == [f"{NAME}.ovf", f"{NAME}.mf", f"{NAME}.vmdk"]
+        mf = ova.extractfile(f"{NAME}.mf").read().decode()
+        ovf = ova.extractfile(f"{NAME}.ovf").read()
+    assert f"SHA256({NAME}.vmdk)= {sha256(template.output('vmdk'))}" in mf
+    assert f"SHA256({NAME}.ovf)= " in mf and b"streamOptimized" in ovf
+
+
+def test_a_second_clean_build_gives_the_same_bytes(template):
+    """Rebuilt elsewhere from the same repository and epoch, with the .deb cache now warm."""
+    again = TEST_CACHE / "rebuild"
+    started = time.monotonic()
+    try:
+        rebuilt = build_template(template_config(output_dir=again), repo_config())
+        seconds = time.monotonic() - started
+        assert (rebuilt.folder / "SHA256SUMS").read_text() == (template.folder / "SHA256SUMS").read_text()
+    finally:
+        run(["rm", "-rf", "--one-file-system", again])
+    (TEST_CACHE / "warm-build-seconds").write_text(f"{seconds:.0f}\n")
