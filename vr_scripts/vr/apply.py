@@ -6,15 +6,13 @@ previous files and rules are put back and re-activated, and the result says whic
 
 import contextlib
 import fcntl
-import json
 import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from . import __version__, dnsmasq, haproxy, interfaces, metadata, nftables
-from .document import load_state, parse_document, state_document
+from . import __version__, dnsmasq, haproxy, interfaces, metadata, nftables, persist
+from .document import parse_document
 from .fields import Invalid
 from .model import SECTIONS, RouterState
 from .run import CommandFailed
@@ -59,12 +57,6 @@ class Phases:
             self.seconds[name] = round(self.seconds.get(name, 0) + time.perf_counter() - started, 4)
 
 
-def read_persisted(layout):
-    if not layout.state.exists():
-        return RouterState()
-    return load_state(json.loads(layout.state.read_text()))
-
-
 @contextmanager
 def apply_lock(layout):
     """One apply at a time per router: a second one waits for the first."""
@@ -79,7 +71,7 @@ def apply_document(data, layout, services):
     phases = Phases()
     with apply_lock(layout):
         with phases("validate"):
-            current = read_persisted(layout)
+            current = persist.read(layout)
             try:
                 parsed = parse_document(data, current)
             except Invalid as invalid:
@@ -97,7 +89,7 @@ def reapply(layout, services):
     phases = Phases()
     with apply_lock(layout):
         with phases("validate"):
-            state = read_persisted(layout)
+            state = persist.read(layout)
         try:
             actions = converge(state, state, layout, services, SUBSYSTEMS, True, phases)
         except ApplyFailed as failed:
@@ -133,7 +125,7 @@ def converge(old, new, layout, services, selected, force, phases):
         _roll_back(previous, Change(new, old, layout, services, set(changed), force), selected)
         raise
     with phases("persist"):
-        _write_atomically(layout.state, json.dumps(state_document(new), separators=(",", ":")))
+        persist.write(layout, new)
     return actions
 
 
@@ -166,7 +158,7 @@ def _roll_back(previous, change, selected):
         if text is None:
             path.unlink(missing_ok=True)
         else:
-            _write_atomically(path, text)
+            persist.write_atomically(path, text)
     for subsystem in selected:
         with contextlib.suppress(CommandFailed, OSError, TimeoutError):
             subsystem.activate(change)
@@ -183,7 +175,7 @@ def _stage(changed):
     staged = {}
     for path, text in changed.items():
         staged_path = path.with_name(f".{path.name}.new")
-        _write_durably(staged_path, text)
+        persist.write_durably(staged_path, text)
         staged[path] = staged_path
     return staged
 
@@ -191,22 +183,6 @@ def _stage(changed):
 def _unstage(staged):
     for staged_path in staged.values():
         staged_path.unlink(missing_ok=True)
-
-
-def _write_durably(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(path, 0o644)
-
-
-def _write_atomically(path, text):
-    """Write, fsync, rename: a crash leaves the old file or the new one, never half of one."""
-    staged_path = Path(path).with_name(f".{Path(path).name}.new")
-    _write_durably(staged_path, text)
-    os.replace(staged_path, path)
 
 
 def _invalid_result(data, invalid, phases):

@@ -10,9 +10,9 @@ import logging.handlers
 import sys
 from pathlib import Path
 
-from . import SCHEMA_VERSION, health, services
+from . import SCHEMA_VERSION, health, persist, services
 from .apply import apply_document as _apply_document
-from .apply import read_persisted, reapply
+from .apply import reapply
 from .document import state_document
 from .layout import Layout
 
@@ -96,7 +96,7 @@ def main_cmd(argv=None):
 def main_state(argv=None):
     argparse.ArgumentParser(prog="vr-state", description="Print the persisted desired state.").parse_args(argv)
     layout, _ = _router()
-    json.dump(state_document(read_persisted(layout)), sys.stdout, indent=1)
+    json.dump(state_document(persist.read(layout)), sys.stdout, indent=1)
     sys.stdout.write("\n")
     return EXIT_OK
 
@@ -104,7 +104,7 @@ def main_state(argv=None):
 def main_health(argv=None):
     argparse.ArgumentParser(prog="vr-health", description="Print this router's health as JSON.").parse_args(argv)
     layout, router_services = _router()
-    result = health.report(layout, router_services, read_persisted(layout))
+    result = health.report(layout, router_services, persist.read(layout))
     json.dump(result, sys.stdout, indent=1)
     sys.stdout.write("\n")
     return EXIT_OK if result["ok"] else EXIT_FAILED

@@ -46,8 +46,9 @@ class Parsed:
         return {s for c in self.commands for s in SECTIONS[c.section].subsystems}
 
 
-def parse_document(data, current):
-    """Validate a whole document against the `current` persisted state; raise Invalid naming every problem."""
+def parse_document(data, current, check=True):
+    """Validate a whole document against the `current` persisted state; raise Invalid naming every problem.
+    `check=False` reads the fields only, for a state that was checked as a whole when it was persisted."""
     problems = []
     f = Fields(data, "", problems)
     f.integer("schema", SCHEMA_VERSION, SCHEMA_VERSION)
@@ -57,7 +58,7 @@ def parse_document(data, current):
         state = parse_state(f.data.get("state"), "state", problems, origins)
         f.read.add("state")
         f.finish()
-        return _checked(Parsed("state", state), problems, lambda s, i: origins.get(id(i), f"state.{s}"))
+        return _checked(Parsed("state", state), problems, lambda s, i: origins.get(id(i), f"state.{s}"), check)
     if kind == "batch":
         commands = f.items("commands", _parse_command, default=None, max_items=MAX_COMMANDS)
         f.finish()
@@ -65,13 +66,13 @@ def parse_document(data, current):
             raise Invalid(problems)
         state, origins = apply_commands(current, commands, problems)
         origin = lambda s, i: origins.get((s, SECTIONS[s].key(i)), f"persisted state.{s}")  # noqa: E731
-        return _checked(Parsed("batch", state, commands), problems, origin)
+        return _checked(Parsed("batch", state, commands), problems, origin, check)
     f.finish()
     raise Invalid(problems)
 
 
-def _checked(parsed, problems, origin):
-    if not problems:
+def _checked(parsed, problems, origin, check):
+    if check and not problems:
         problems.extend(check_state(parsed.state, origin))
     if problems:
         raise Invalid(problems)
@@ -160,7 +161,7 @@ def _read_key(section, data, where, problems):
         "protocol": lambda name: f.choice(name, PROTOCOLS),
         "name": lambda name: f.text(name, pattern=NAME, what="name"),
     }
-    return tuple(str(readers[KEY_READERS[name]](name)) for name in section.key_fields)
+    return tuple(readers[KEY_READERS[name]](name) for name in section.key_fields)
 
 
 def apply_commands(current, commands, problems):
@@ -190,18 +191,25 @@ def _from_items(name, items):
 
 def to_json(value):
     """A state (or any part of it) as plain JSON values, in the form `parse_state` reads back."""
-    if isinstance(value, str | int | float | bool):
-        return value
-    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv4Interface | ipaddress.IPv4Network | PortRange):
-        return str(value)
-    if isinstance(value, tuple | list):
-        return [to_json(v) for v in value]
-    if isinstance(value, dict):
-        return {k: to_json(v) for k, v in value.items()}
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
+    convert = _TO_JSON.get(type(value))
+    if convert is not None:
+        return convert(value)
     # A dataclass of the model: its fields in definition order, absent ones left out.
     return {name: to_json(v) for name, v in vars(value).items() if v is not None}
+
+
+def _same(value):
+    return value
+
+
+_TO_JSON = {
+    **dict.fromkeys((str, int, float, bool), _same),
+    **dict.fromkeys((ipaddress.IPv4Address, ipaddress.IPv4Interface, ipaddress.IPv4Network, PortRange), str),
+    tuple: lambda value: [to_json(v) for v in value],
+    list: lambda value: [to_json(v) for v in value],
+    dict: lambda value: {k: to_json(v) for k, v in value.items()},
+    bytes: lambda value: base64.b64encode(value).decode(),
+}
 
 
 def state_document(state):
@@ -211,7 +219,7 @@ def state_document(state):
 
 def load_state(data):
     """Read a persisted state (a state document); raises Invalid if it no longer validates."""
-    return parse_document(data, RouterState()).state
+    return parse_document(data, RouterState(), check=False).state
 
 
 __all__ = ["Command", "Invalid", "Parsed", "Problem", "load_state", "parse_document", "state_document", "to_json"]

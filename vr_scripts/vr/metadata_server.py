@@ -8,13 +8,13 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import socketserver
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from . import persist
 from .layout import Layout
 
 log = logging.getLogger("vr.metadata")
@@ -49,15 +49,8 @@ class MetadataStore:
             if served.get(vm_ip) == digest:
                 return None
             served[vm_ip] = digest
-            _write_atomically(path, json.dumps(served))
+            persist.write_atomically(path, json.dumps(served))
             return password
-
-
-def _write_atomically(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def neighbour_mac(ip):

@@ -318,7 +318,7 @@ class Section:
     subsystems: tuple[str, ...]
 
     def key(self, item):
-        return tuple(str(getattr(item, name)) for name in self.key_fields)
+        return tuple(getattr(item, name) for name in self.key_fields)
 
 
 ALL_SUBSYSTEMS = ("interfaces", "nftables", "dnsmasq", "haproxy", "metadata")
