@@ -163,11 +163,12 @@ class RouterUpgrade:
         return Outcome(self.name, status, self.changes, tuple(apt.reboot_required(self.changes)), restarts)
 
     def _active_units(self, packages):
+        """The running services these packages ship (oneshot units have nothing to restart)."""
         units = apt.service_units(self.router.output(apt.unit_files_query(packages), "listing package files"))
         if not units:
             return ()
-        _, states = self.router.status(["systemctl", "is-active", *units])
-        return tuple(u for u, s in zip(units, states.split(), strict=False) if s == "active")
+        shown = self.router.output(apt.units_state(units), "systemctl show")
+        return tuple(apt.restartable(shown))
 
     def _upgrade(self, before, planned):
         """Install the planned versions; on any failed post-check, roll back to the versions before."""
@@ -222,7 +223,7 @@ class Report:
             counts[outcome.status] = counts.get(outcome.status, 0) + 1
         text = ", ".join(f"{n} {s}" for s, n in counts.items()) or "no routers"
         stop = f"; stopped: {self.stopped}" if self.stopped else ""
-        return f"upgrade{' --dry-run' if self.dry_run else ''}: {text}{stop} ({self.seconds:.1f}s)"
+        return f"upgrade{' --dry-run' if self.dry_run else ''}: {text}{stop}"
 
     def to_json(self):
         return {"ok": self.ok, "stopped": self.stopped, "routers": [o.to_json() for o in self.outcomes]}

@@ -159,6 +159,16 @@ def unit_files_query(packages):
     return ["dpkg-query", "-L", *packages]
 
 
+def units_state(units):
+    return ["systemctl", "show", "--property=Id,Type,ActiveState", *units]
+
+
+def restartable(shown):
+    """From `systemctl show` blocks: the active units that are not oneshot."""
+    blocks = [dict(line.split("=", 1) for line in block.splitlines() if "=" in line) for block in shown.split("\n\n")]
+    return [b["Id"] for b in blocks if b.get("ActiveState") == "active" and b.get("Type") != "oneshot"]
+
+
 def service_units(file_list):
     """The systemd service units among the files `dpkg-query -L` listed."""
     units = {line.rsplit("/", 1)[1] for line in file_list.splitlines() if SERVICE_UNIT.search(line)}

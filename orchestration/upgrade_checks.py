@@ -39,7 +39,7 @@ class RouterCalls:
     def output(self, argv, what):
         status, out = self._execute(argv)
         if status != 0:
-            detail = "; ".join(apt.problems(out)[-2:]) or f"exit status {status}"
+            detail = "; ".join(apt.problems(out)[:2]) or f"exit status {status}"
             raise CheckFailed(f"{what} failed: {detail}")
         return out
 

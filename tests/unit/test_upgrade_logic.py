@@ -75,6 +75,9 @@ def test_versions_and_units_from_dpkg_query():
     assert apt.parse_versions(text) == {"vr-base": "1.0.0"}
     files = "/usr/lib/systemd/system/vr-metadata.service\n/opt/vr/bin/vr\n\n/lib/systemd/system/ssh@.service\n"
     assert apt.service_units(files) == ["vr-metadata.service"]
+    shown = "Type=oneshot\nActiveState=active\nId=vr-boot.service\n\n"
+    shown += "Type=simple\nActiveState=active\nId=vr-metadata.service\n"
+    assert apt.restartable(shown) == ["vr-metadata.service"]
 
 
 def test_sources_name_our_channels_with_previous_and_debian_security():

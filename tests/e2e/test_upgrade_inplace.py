@@ -1,0 +1,184 @@
+"""In-place upgrades of live routers (system containers) from a signed repository served on the control
+network: a dry run changes nothing; a new version reaches every router while traffic flows through port
+forwards, the load balancer and source NAT without a failed connection; an unreachable repository, one
+signed by another key, and an SSH connection cut mid-upgrade each fail cleanly on a router that keeps
+forwarding (and the retry completes); a broken postinst fails on the canary, which is rolled back.
+Tests run in file order on one lab, each building on the versions the previous ones left.
+"""
+
+import contextlib
+import io
+import json
+import threading
+
+import pytest
+
+from orchestration import cli
+from orchestration.netns import run
+from orchestration.upgrade import UpgradeConfig, upgrade_fleet
+from orchestration.upgrade_records import records
+from orchestration.upgrade_rollout import RolloutPolicy
+from repo import signing
+
+from .engine_fixtures import http_get, wait_for
+from .repo_fixtures import copy_tree, resign
+from .upgrade_fixtures import (
+    POSTINST_FAILS,
+    POSTINST_SLOW,
+    POSTINST_STARTED,
+    publish_version,
+    repo_served,
+    traffic,
+    upgrade_lab,
+    version,
+)
+from .upgrade_rootfs import BASE_VERSION
+
+pytestmark = pytest.mark.e2e
+ROUTERS = ("r1", "r2")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    with upgrade_lab(tmp_path_factory.mktemp("upgrade"), ROUTERS) as test_lab:
+        yield test_lab
+
+
+def vrpipe(lab, *args):
+    """Run the `vrpipe` command on the lab's state directory; returns (exit status, JSON result)."""
+    lab.manager.config.save()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = cli.main(["--state-dir", str(lab.manager.config.state_dir), "--json", *args])
+    return code, json.loads(printed.getvalue())
+
+
+def assert_forwards(lab, index, name):
+    vm = lab.vms[name]
+    assert [a.split(" from ")[0] for a in lab.forwards(index)] == [vm.name, vm.name], f"{name} stopped forwarding"
+
+
+def test_dry_run_reports_the_plan_and_changes_nothing(lab):
+    publish_version(lab.repo, version(1))
+    before = {n: (lab.versions(n), lab.ruleset(n)) for n in ROUTERS}
+    code, report = vrpipe(
+        lab, "upgrade", "--dry-run", "--repo-url", lab.url, "--security-url", lab.url, "--security-suite", "security",
+        "--security-keyring", lab.config().keyring,
+    )  # fmt: skip
+    assert code == 0, report
+    for router in report["routers"]:
+        assert router["status"] == "planned", router
+        planned = {c["package"]: (c["from"], c["to"]) for c in router["changes"]}
+        assert planned["vr-scripts"] == (BASE_VERSION, version(1))
+        assert "vr-metadata.service" in router["restarts"]
+        assert router["reboot_required"] == []
+    assert {n: (lab.versions(n), lab.ruleset(n)) for n in ROUTERS} == before
+    assert records(lab.manager.store) == {}
+
+
+def test_new_version_reaches_every_router_in_place_without_dropping_traffic(lab):
+    ruleset = lab.ruleset("r1")
+    leases = lab.execute("r1", ["cat", "/var/lib/misc/dnsmasq.leases"])
+    lines = []
+    with traffic(lab, 1, lab.vms["r1"]) as counts:
+        wait_for(lambda: lab.forwards(1), "traffic before the upgrade")
+        report = upgrade_fleet(lab.manager, ROUTERS, lab.config(), RolloutPolicy(), progress=lines.append)
+    print(f"\ntraffic during the upgrade of r1: {counts}")
+    assert report.ok, report.summary()
+    assert [o.status for o in report.outcomes] == ["upgraded", "upgraded"], [o.line() for o in report.outcomes]
+    assert counts["failed_connections"] == 0, counts
+    assert counts["connections"] > 20 and counts["lost_pings"] <= 1, counts
+    for index, name in enumerate(ROUTERS, 1):
+        assert lab.versions(name) == {"vr-base": version(1), "vr-scripts": version(1)}
+        health = lab.health(name)
+        assert health["ok"] and health["version"] == version(1), health
+        assert_forwards(lab, index, name)
+    assert lab.ruleset("r1") == ruleset
+    assert lab.execute("r1", ["cat", "/var/lib/misc/dnsmasq.leases"]) == leases
+    vm = lab.vms["r1"]
+    assert http_get(vm.ns, "http://10.1.1.1/latest/meta-data/instance-id") == (200, vm.name)
+    assert lines[0].startswith("[1/2] r1: upgraded: vr-base") and lines[1].startswith("[2/2] r2: upgraded")
+    code, listing = vrpipe(lab, "list")
+    assert code == 0
+    assert {r["name"]: (r["packages"]["vr-scripts"], r["last_upgrade"], r["lags"]) for r in listing} == {
+        "r1": (version(1), "upgraded", False),
+        "r2": (version(1), "upgraded", False),
+    }
+
+
+def test_unreachable_repository_fails_cleanly_and_the_router_keeps_forwarding(lab):
+    config = lab.config(repo_url="http://169.254.0.1:8099/", security=None)  # nothing listens there
+    report = upgrade_fleet(lab.manager, ["r1"], config, RolloutPolicy())
+    (outcome,) = report.outcomes
+    assert not report.ok and outcome.status == "skipped", outcome.line()
+    assert "repository check (apt-get update) failed" in outcome.error and "8099" in outcome.error, outcome.error
+    assert lab.versions("r1")["vr-scripts"] == version(1)
+    assert_forwards(lab, 1, "r1")
+
+
+def test_repository_signed_by_another_key_is_refused(lab, tmp_path):
+    tree = copy_tree(lab.repo.public.resolve(), tmp_path / "tree")
+    other = tmp_path / "other-gnupg"
+    try:
+        resign(tree, "stable", other, signing.dev_key(other))
+        with repo_served(lab.lab.host, tree, "169.254.0.1:8081") as url:
+            report = upgrade_fleet(lab.manager, ["r1"], lab.config(repo_url=url, security=None), RolloutPolicy())
+    finally:
+        signing.stop_agent(other)
+    (outcome,) = report.outcomes
+    assert outcome.status == "skipped", outcome.line()
+    assert "NO_PUBKEY" in outcome.error or "not signed" in outcome.error, outcome.error
+    assert lab.versions("r1")["vr-scripts"] == version(1)
+    assert_forwards(lab, 1, "r1")
+
+
+def test_ssh_cut_mid_upgrade_fails_cleanly_and_a_retry_completes(lab):
+    publish_version(lab.repo, version(2), POSTINST_SLOW)
+    router = lab.manager.store.router("r1")
+    started = lab.manager.config.state_dir / "containers/r1/upper" / POSTINST_STARTED
+    result = {}
+    thread = threading.Thread(
+        target=lambda: result.update(report=upgrade_fleet(lab.manager, ["r1"], lab.config(), RolloutPolicy()))
+    )
+    thread.start()
+    cut = ["nft", "add", "rule", "inet", "vrtestcut", "out", "ip", "daddr", router.control_address, "drop"]
+    try:
+        wait_for(started.exists, "the upgrade's postinst to start", timeout=60)
+        run(["nft", "add", "table", "inet", "vrtestcut"], ns=lab.lab.host)
+        hook = "{ type filter hook output priority 0; }"
+        run(["nft", "add", "chain", "inet", "vrtestcut", "out", hook], ns=lab.lab.host)
+        run(cut, ns=lab.lab.host)
+        thread.join(timeout=120)
+    finally:
+        run(["nft", "delete", "table", "inet", "vrtestcut"], ns=lab.lab.host, check=False)
+    (outcome,) = result["report"].outcomes
+    assert outcome.status == "failed" and "connection lost while upgrading" in outcome.error, outcome.line()
+    assert_forwards(lab, 1, "r1")
+    retry = upgrade_fleet(lab.manager, ["r1"], lab.config(), RolloutPolicy())
+    assert retry.ok, [o.line() for o in retry.outcomes]
+    assert lab.versions("r1") == {"vr-base": version(2), "vr-scripts": version(2)}
+    assert lab.health("r1")["version"] == version(2)
+    assert_forwards(lab, 1, "r1")
+
+
+def test_broken_postinst_fails_on_the_canary_which_is_rolled_back(lab):
+    publish_version(lab.repo, version(3), POSTINST_FAILS)
+    r2_before = lab.versions("r2")
+    code, report = vrpipe(
+        lab, "upgrade", "--canary", "r1", "--repo-url", lab.url, "--no-security", "r1", "r2",
+    )  # fmt: skip
+    assert code != 0
+    canary, other = report["routers"]
+    assert canary["status"] == "rolled-back", canary
+    assert "post-installation script subprocess returned error exit status 1" in canary["error"], canary["error"]
+    assert other["status"] == "not-reached", other
+    assert "r1" in report["stopped"]
+    assert lab.versions("r1") == {"vr-base": version(2), "vr-scripts": version(2)}
+    assert lab.health("r1")["ok"]
+    assert_forwards(lab, 1, "r1")
+    assert lab.versions("r2") == r2_before
+    assert records(lab.manager.store)["r1"].outcome == "rolled-back"
+
+
+def test_default_config_names_debian_security():
+    assert [s.suites for s in UpgradeConfig().sources] == [("stable", "stable-previous"), ("trixie-security",)]
