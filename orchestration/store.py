@@ -171,7 +171,7 @@ class Store:
                 (r.section, r.key): r for r in session.scalars(select(RuleRow).where(RuleRow.router_id == router_id))
             }
             for c in commands:
-                key = json.dumps(list(c.key))
+                key = json.dumps(to_json(list(c.key)))
                 row = existing.pop((c.section, key), None)
                 if c.op == "remove":
                     if row is not None:
