@@ -132,13 +132,15 @@ class RoutingResource:
         return self._run(router, [f"{VR_BIN}/vr-apply", BATCH_FILE])
 
     def _run(self, router, argv):
-        status, out = self._transport(router).execute(argv)
+        reply = self._transport(router).run(argv)
         try:
-            result = json.loads(out)
+            result = json.loads(reply.out)
         except json.JSONDecodeError:
-            message = f"router {router}: {argv[0]} exited {status} without a JSON result: {out[:200]!r}"
-            raise RouterError(message) from None
-        log.debug("router %s: %s -> %d", router, argv[0], status)
+            said = (reply.err or reply.out).strip()[-300:]
+            raise RouterError(
+                f"router {router}: {argv[0]} exited {reply.status} without a JSON result: {said}"
+            ) from None
+        log.debug("router %s: %s -> %d", router, argv[0], reply.status)
         return result
 
 

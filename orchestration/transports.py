@@ -9,6 +9,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,15 @@ class TransportError(ConnectionError):
 
 class HostKeyChanged(TransportError):
     """The router answered with a host key other than the pinned one; nothing was sent."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a router program answered: exit status, standard output and standard error."""
+
+    status: int
+    out: str
+    err: str
 
 
 @dataclass(frozen=True)
@@ -105,13 +115,18 @@ class SshTransport:
             raise TransportError(f"router {self.target.name}: {err}") from err
 
     def execute(self, argv, input=None, timeout=None):
-        """Run argv on the router; return (exit status, stdout). Retries only failed connections."""
+        """Run argv on the router; return (exit status, stdout)."""
+        reply = self.run(argv, input, timeout)
+        return reply.status, reply.out
+
+    def run(self, argv, input=None, timeout=None):
+        """Run argv on the router; return its Reply. Retries only failed connections."""
         remote = shlex.join(argv)  # the remote side hands this to a shell: every word quoted
         for attempt in range(1, self.options.attempts + 1):
             proc = self._ssh("router", "--", remote, input=input, timeout=timeout or self.options.command_timeout)
             if proc.returncode != SSH_FAILED:
                 self._pin_on_first_contact()
-                return proc.returncode, proc.stdout
+                return Reply(proc.returncode, proc.stdout, proc.stderr)
             error = proc.stderr.strip().splitlines()[-1:] or ["ssh failed"]
             if any(marker in proc.stderr for marker in HOST_KEY_REFUSED):
                 raise HostKeyChanged(f"router {self.target.name}: host key differs from the pinned one; refused")
@@ -158,8 +173,13 @@ class SshConnections:
         # Control socket paths must stay under 108 bytes: a short directory of its own.
         self.work_dir = Path(tempfile.mkdtemp(prefix="vrssh-"))
         self.transports = {}
+        self._guard = threading.Lock()
 
     def transport(self, target, pinned_key, pin):
+        with self._guard:
+            return self._transport(target, pinned_key, pin)
+
+    def _transport(self, target, pinned_key, pin):
         current = self.transports.get(target.name)
         if current is None or current.target != target or current.pinned_key != pinned_key:
             current = SshTransport(
@@ -169,7 +189,8 @@ class SshConnections:
         return current
 
     def forget(self, name):
-        transport = self.transports.pop(name, None)
+        with self._guard:
+            transport = self.transports.pop(name, None)
         if transport is not None:
             transport.close()
 

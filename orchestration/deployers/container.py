@@ -20,8 +20,10 @@ from .base import CONTROL_DEVICE, CONTROL_PREFIX, Deployer
 
 log = logging.getLogger("vrpipe.container")
 BOOT_PARAMS = Path("etc/vr/boot-params")
-# Units that have nothing to do in a container (no kernel modules to load).
-MASKED = ("systemd-modules-load.service",)
+# Units that have nothing to do in a container (no kernel modules to load), and two that systemd's
+# first-boot presets enable: ssh.socket (its port 22 would take sshd away from the router's port 3922) and
+# systemd-networkd-wait-online (nothing for networkd to manage: it would hold dnsmasq back for 2 minutes).
+MASKED = ("systemd-modules-load.service", "ssh.socket", "systemd-networkd-wait-online.service")
 STOP_TIMEOUT = 30.0
 
 
@@ -68,18 +70,9 @@ class ContainerDeployer(Deployer):
         if host not in run(["ip", "netns", "list"]).stdout.split():
             run(["ip", "netns", "add", host])
             run(["ip", "link", "set", "lo", "up"], ns=host)
-        if self._ensure_bridge(self.config.control_bridge):
+        if ensure_bridge(host, self.config.control_bridge):
             gateway = f"{self.config.control_gateway}/{CONTROL_PREFIX}"
             run(["ip", "address", "add", gateway, "dev", self.config.control_bridge], ns=host)
-
-    def _ensure_bridge(self, bridge):
-        """Create the bridge in the host namespace unless it exists; True if it was created."""
-        host = self.config.host_netns
-        if run(["ip", "link", "show", bridge], ns=host, check=False).returncode == 0:
-            return False
-        run(["ip", "link", "add", bridge, "type", "bridge"], ns=host)
-        run(["ip", "link", "set", bridge, "up"], ns=host)
-        return True
 
     # lifecycle
 
@@ -113,7 +106,7 @@ class ContainerDeployer(Deployer):
         netns = self.netns(router)
         run(["ip", "netns", "add", netns])
         run(["ip", "link", "set", "lo", "up"], ns=netns)
-        for network in (Network(CONTROL_DEVICE, self.config.control_bridge), *router.networks):
+        for network in self._networks(router):
             self.prepare(router, network)
         self._boot(router, netns, merged)
 
@@ -159,28 +152,17 @@ class ContainerDeployer(Deployer):
     def _host_end(self, router, network):
         return f"vr{router.id}{network.device}"[:15]
 
+    def _networks(self, router):
+        return (Network(CONTROL_DEVICE, self.config.control_bridge), *router.networks)
+
     def prepare(self, router, network):
-        """Plug a NIC: a veth pair, `network.device` in the router, the other end in the host's bridge."""
-        self._ensure_bridge(network.bridge)
-        host, host_end = self.config.host_netns, self._host_end(router, network)
-        run(
-            [
-                "ip",
-                "link",
-                "add",
-                host_end,
-                "netns",
-                host,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                network.device,
-                "netns",
-                self.netns(router),
-            ]
-        )
-        run(["ip", "link", "set", host_end, "master", network.bridge, "up"], ns=host)
+        """Plug a NIC: a veth pair, `network.device` in the router, the other end in the host's bridge.
+        The router's end keeps its MAC address across restarts, as a VM's NIC does, so that neighbours'
+        ARP caches stay right."""
+        index = [n.device for n in self._networks(router)].index(network.device)
+        mac = f"0a:00:{router.id >> 8 & 255:02x}:{router.id & 255:02x}:00:{index:02x}"
+        host_end = self._host_end(router, network)
+        plug(self.config.host_netns, network.bridge, host_end, self.netns(router), network.device, mac)
 
     def cleanup(self, router, network):
         run(["ip", "link", "del", self._host_end(router, network)], ns=self.config.host_netns, check=False)
@@ -219,3 +201,21 @@ def _wait_gone(pid, timeout):
             return True
         time.sleep(0.1)
     return False
+
+
+def ensure_bridge(host_ns, bridge):
+    """Create the bridge in the host namespace unless it exists; True if it was created."""
+    if run(["ip", "link", "show", bridge], ns=host_ns, check=False).returncode == 0:
+        return False
+    run(["ip", "link", "add", bridge, "type", "bridge"], ns=host_ns)
+    run(["ip", "link", "set", bridge, "up"], ns=host_ns)
+    return True
+
+
+def plug(host_ns, bridge, host_end, ns, device, mac=None):
+    """A veth pair: `device` (with `mac` if given) in namespace `ns`, `host_end` in the host's `bridge`."""
+    ensure_bridge(host_ns, bridge)
+    argv = ["ip", "link", "add", host_end, "netns", host_ns, "type", "veth", "peer", "name", device]
+    run([*argv, *(["address", mac] if mac else []), "netns", ns])
+    run(["ip", "link", "set", host_end, "master", bridge, "up"], ns=host_ns)
+    run(["ip", "link", "set", device, "up"], ns=ns)

@@ -1,15 +1,16 @@
-"""The router rootfs the orchestration tests boot as system containers: the template's rootfs when
-`invoke build-template` has made one, otherwise a development rootfs made here once with mmdebstrap
+"""The router rootfs the orchestration tests boot as system containers: the template's rootfs when a
+finished `invoke build-template` left one, otherwise a development rootfs made here once with mmdebstrap
 (cached under build/cache, git-ignored) with the engine from this checkout copied into /opt/vr.
 """
 
 import shutil
 from pathlib import Path
 
+from image.build import STAMP, Template
 from orchestration.netns import run
 
 PROJECT = Path(__file__).resolve().parents[2]
-TEMPLATE_ROOTFS = PROJECT / "build" / "template" / "rootfs"
+TEMPLATE = Template(PROJECT / "build" / "template")
 DEV_ROOTFS = PROJECT / "build" / "cache" / "orch-rootfs"
 PACKAGES = "systemd-sysv,openssh-server,dnsmasq,haproxy,nftables,python3,python3-jinja2,iproute2,procps"
 SSHD_CONFIG = "Port 3922\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\n"
@@ -23,8 +24,8 @@ METADATA_UNIT = (
 
 def router_rootfs():
     """The rootfs directory to boot routers from (the template's if built, else the development one)."""
-    if (TEMPLATE_ROOTFS / "opt/vr/bin/vr-apply").exists():
-        return TEMPLATE_ROOTFS
+    if (TEMPLATE.folder / STAMP).exists() and (TEMPLATE.rootfs_dir / "opt/vr/bin/vr-apply").exists():
+        return TEMPLATE.rootfs_dir
     if not (DEV_ROOTFS / "usr/sbin/sshd").exists():
         _debootstrap(DEV_ROOTFS)
     _install_engine(DEV_ROOTFS)

@@ -1,0 +1,20 @@
+"""Work on many routers at once: one action per router on a bounded pool of threads, with progress as each
+one ends, and every router's outcome (None, or its error) rather than stopping at the first failure.
+"""
+
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+
+def for_each(names, action, parallel, progress=lambda message: None):
+    """Run action(name) for every name, `parallel` at a time; return {name: None or error text}."""
+    results, started = {}, time.monotonic()
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(names)))) as pool:
+        futures = {pool.submit(action, name): name for name in names}
+        for future in as_completed(futures):
+            name, error = futures[future], future.exception()
+            results[name] = f"{type(error).__name__}: {error}" if error else None
+            progress(
+                f"[{len(results)}/{len(names)}] {name}: {results[name] or 'ok'} ({time.monotonic() - started:.1f}s)"
+            )
+    return {name: results[name] for name in names}

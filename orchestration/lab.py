@@ -1,0 +1,136 @@
+"""A lab on this machine: N routers as system containers, each with guest VMs (network namespaces that take
+their address from the router with a real DHCP client) and one public namespace playing the outside world
+(203.0.113.1). Used by `invoke lab` / `invoke lab-down`, the orchestration tests and `invoke bench-apply`.
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from .commands import Command
+from .deployers.container import plug
+from .netns import kill_processes_in, run
+from .store import Network
+
+log = logging.getLogger("vrpipe.lab")
+DHCLIENT_SCRIPT = Path(__file__).parent / "files" / "dhclient-script"
+PUBLIC_BRIDGE, PUBLIC_GATEWAY = "pub", "203.0.113.1"
+GUEST_DEVICE, PUBLIC_DEVICE = "eth1", "eth2"
+RECORD = "lab.json"
+
+
+@dataclass(frozen=True)
+class Vm:
+    name: str
+    ns: str
+    mac: str
+    ip: str
+
+
+def public_ip(index):
+    return f"203.0.113.{10 + index}"
+
+
+def vm_mac(router_index, vm_index):
+    return f"02:00:00:{router_index:02x}:00:{vm_index + 10:02x}"
+
+
+class Lab:
+    """Namespaces named `<prefix>...` around the manager's routers; every one made is recorded in the
+    state directory so that `down()` (or another process) removes exactly those."""
+
+    def __init__(self, manager, prefix):
+        self.manager, self.prefix = manager, prefix
+        self.host = manager.config.host_netns
+        self.public = f"{prefix}pub"
+        self.record = manager.config.state_dir / RECORD
+
+    def _namespaces(self):
+        return json.loads(self.record.read_text()) if self.record.exists() else []
+
+    def _add_namespace(self, name):
+        run(["ip", "netns", "add", name])
+        self.record.write_text(json.dumps([*self._namespaces(), name]))
+        run(["ip", "link", "set", "lo", "up"], ns=name)
+
+    def up_public(self):
+        self.manager.deployer("container").ensure_host()
+        self._add_namespace(self.public)
+        plug(self.host, PUBLIC_BRIDGE, f"{self.prefix}pub"[:15], self.public, "pub0")
+        run(["ip", "address", "add", f"{PUBLIC_GATEWAY}/24", "dev", "pub0"], ns=self.public)
+
+    def create_router(self, name):
+        """A router with a guest network (its own host bridge) and a leg on the public bridge."""
+        networks = [Network(GUEST_DEVICE, f"g-{name}"[:15]), Network(PUBLIC_DEVICE, PUBLIC_BRIDGE)]
+        return self.manager.create(name, networks)
+
+    def network_commands(self, index, egress="allow"):
+        """The router's guest and public interfaces and egress policy, as commands."""
+        interfaces = {
+            "guests": [{"device": GUEST_DEVICE, "gateway": "10.1.1.1/24", "domain": "cloud.internal"}],
+            "public": [{"device": PUBLIC_DEVICE, "addresses": [f"{public_ip(index)}/24"], "gateway": PUBLIC_GATEWAY}],
+        }
+        return [Command("add", "interfaces", interfaces), Command("add", "egress_policy", {"default": egress})]
+
+    def add_vm(self, router, router_index, vm_index):
+        """A VM namespace plugged into the router's guest bridge; its address comes from DHCP."""
+        name = f"{self.prefix}{router}-vm{vm_index}"
+        self._add_namespace(name)
+        mac = vm_mac(router_index, vm_index)
+        plug(self.host, f"g-{router}"[:15], f"{self.prefix[:4]}{router_index}v{vm_index}"[:15], name, "eth0", mac)
+        return Vm(name, name, mac, f"10.1.1.{vm_index + 10}")
+
+    def vm_commands(self, vm, router_index, vm_index):
+        """What one VM needs on its router: DHCP, metadata, a port forward and the firewall rule for it."""
+        port = 2200 + vm_index
+        address = public_ip(router_index)
+        return [
+            Command("add", "dhcp", {"mac": vm.mac, "ip": vm.ip, "hostname": f"vm{vm_index}"}),
+            Command(
+                "add", "vm_data", {"vm_ip": vm.ip, "metadata": {"instance-id": vm.name, "local-hostname": vm.name}}
+            ),
+            Command(
+                "add",
+                "port_forwarding",
+                {
+                    "public_ip": address,
+                    "protocol": "tcp",
+                    "public_ports": str(port),
+                    "vm_ip": vm.ip,
+                    "vm_ports": "7000",
+                },
+            ),
+            Command(
+                "add",
+                "firewall",
+                {
+                    "direction": "ingress",
+                    "public_ip": address,
+                    "protocol": "tcp",
+                    "ports": str(port),
+                    "cidrs": ["0.0.0.0/0"],
+                },
+            ),
+        ]
+
+    def dhcp(self, vm, state_dir=None):
+        """Run a real DHCP client once in the VM; True when it got a lease."""
+        files = Path(state_dir or self.manager.config.state_dir) / "dhclient"
+        files.mkdir(exist_ok=True)
+        argv = ["dhclient", "-1", "-4", "-sf", str(DHCLIENT_SCRIPT), "-lf", str(files / f"{vm.name}.leases")]
+        argv += ["-pf", str(files / f"{vm.name}.pid"), "eth0"]
+        return run(argv, ns=vm.ns, check=False, timeout=60).returncode == 0
+
+    def down(self):
+        """Destroy every router in the store, then remove the lab's namespaces (and what runs in them)."""
+        for router in self.manager.store.routers():
+            self.manager.destroy(router.name)
+        for name in reversed(self._namespaces()):
+            kill_processes_in(name)
+            run(["ip", "netns", "del", name], check=False)
+        self.record.unlink(missing_ok=True)
+        host = self.host
+        if host in run(["ip", "netns", "list"]).stdout.split():
+            kill_processes_in(host)
+            run(["ip", "netns", "del", host], check=False)
