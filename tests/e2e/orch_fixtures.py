@@ -13,7 +13,7 @@ from orchestration.manager import Manager, ManagerConfig
 from .orch_rootfs import router_rootfs
 
 
-def manager_config(state_dir, database="", tag="a"):
+def manager_config(state_dir, database="", tag="a", **settings):
     prefix = f"vo{os.getpid() % 100000}{tag}"
     return ManagerConfig(
         state_dir,
@@ -22,12 +22,13 @@ def manager_config(state_dir, database="", tag="a"):
         host_netns=f"{prefix}hv",
         ssh_netns=f"{prefix}hv",
         netns_prefix=f"{prefix}-",
+        **settings,
     )
 
 
-def open_lab(state_dir, database="", tag="a"):
+def open_lab(state_dir, database="", tag="a", **settings):
     """A manager and its lab (public namespace up); the caller closes both with `close_lab`."""
-    config = manager_config(state_dir, database, tag)
+    config = manager_config(state_dir, database, tag, **settings)
     manager = Manager(config)
     lab = Lab(manager, config.netns_prefix)
     try:
