@@ -5,9 +5,11 @@ an SSH connection cut in the middle of a finish leaves the old or the new state 
 a router whose host key changed is refused.
 """
 
+import json
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -53,8 +55,6 @@ def router_files(manager):
 
 
 def persisted_dhcp(manager):
-    import json
-
     status, out = manager.transport(ROUTER).execute(["/opt/vr/bin/vr-state"])
     assert status == 0
     return {entry["mac"] for entry in json.loads(out)["state"]["dhcp"]}
@@ -115,7 +115,7 @@ def vr_apply_running(manager):
     netns = manager.deployer("container").netns(manager.store.router(ROUTER))
     for pid in run(["ip", "netns", "pids", netns]).stdout.split():
         try:
-            if b"vr-apply" in open(f"/proc/{pid}/cmdline", "rb").read():
+            if b"vr-apply" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return int(pid)
         except FileNotFoundError:
             continue
@@ -156,7 +156,7 @@ def _finish_error(resource):
 
 def _alive(pid):
     try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
 
