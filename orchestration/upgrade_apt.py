@@ -18,7 +18,7 @@ OUR_PACKAGES = ("vr-base", "vr-scripts")
 REBOOT_PACKAGES = ("linux-image-*", "libc6", "libc-bin")
 SIMULATED_INSTALL = re.compile(r"^Inst (?P<package>\S+) (?:\[(?P<from>[^\]]+)\] )?\((?P<to>\S+) ")
 SERVICE_UNIT = re.compile(r"/systemd/system/[^/]+\.service$")
-APT_PROBLEM = re.compile(r"^(?:E: |W: |Err:|dpkg: error)")
+APT_PROBLEM = re.compile(r"^(?:E: |W: |dpkg: error)")
 
 
 @dataclass(frozen=True)
