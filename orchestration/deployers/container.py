@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +21,8 @@ from .base import CONTROL_DEVICE, CONTROL_PREFIX, Deployer
 
 log = logging.getLogger("vrpipe.container")
 BOOT_PARAMS = Path("etc/vr/boot-params")
-# Units that have nothing to do in a container (no kernel modules to load), and two that systemd's
-# first-boot presets enable: ssh.socket (its port 22 would take sshd away from the router's port 3922) and
-# systemd-networkd-wait-online (nothing for networkd to manage: it would hold dnsmasq back for 2 minutes).
-MASKED = ("systemd-modules-load.service", "ssh.socket", "systemd-networkd-wait-online.service")
+# Units with nothing to do in a container: kernel modules, and logins on consoles nobody reads.
+MASKED = ("systemd-modules-load.service", "getty.target", "console-getty.service")
 STOP_TIMEOUT = 30.0
 
 
@@ -86,6 +85,9 @@ class ContainerDeployer(Deployer):
         (upper / BOOT_PARAMS).parent.mkdir(parents=True)
         (upper / BOOT_PARAMS).write_text(boot.text() + "\n")
         (upper / BOOT_PARAMS).chmod(0o600)
+        # Its own identity, as a container manager gives it: systemd then makes no first boot of it
+        # (no presets run, nothing prompts on a console).
+        (upper / "etc/machine-id").write_text(f"{uuid.uuid4().hex}\n")
         units = upper / "etc/systemd/system"
         units.mkdir(parents=True, exist_ok=True)
         for unit in MASKED:

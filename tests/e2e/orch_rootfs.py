@@ -3,6 +3,7 @@ finished `invoke build-template` left one, otherwise a development rootfs made h
 (cached under build/cache, git-ignored) with the engine from this checkout copied into /opt/vr.
 """
 
+import os
 import shutil
 from pathlib import Path
 
@@ -23,8 +24,13 @@ METADATA_UNIT = (
 
 
 def router_rootfs():
-    """The rootfs directory to boot routers from (the template's if built, else the development one)."""
-    if (TEMPLATE.folder / STAMP).exists() and (TEMPLATE.rootfs_dir / "opt/vr/bin/vr-apply").exists():
+    """The rootfs directory to boot routers from (the template's if built, else the development one;
+    VRPIPE_TEST_ROOTFS=dev picks the development one, e.g. while a template is being rebuilt)."""
+    if (
+        os.environ.get("VRPIPE_TEST_ROOTFS") != "dev"
+        and (TEMPLATE.folder / STAMP).exists()
+        and (TEMPLATE.rootfs_dir / "opt/vr/bin/vr-apply").exists()
+    ):
         return TEMPLATE.rootfs_dir
     if not (DEV_ROOTFS / "usr/sbin/sshd").exists():
         _debootstrap(DEV_ROOTFS)
