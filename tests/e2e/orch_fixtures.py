@@ -15,15 +15,8 @@ from .orch_rootfs import router_rootfs
 
 def manager_config(state_dir, database="", tag="a", **settings):
     prefix = f"vo{os.getpid() % 100000}{tag}"
-    return ManagerConfig(
-        state_dir,
-        database=database,
-        rootfs=router_rootfs(),
-        host_netns=f"{prefix}hv",
-        ssh_netns=f"{prefix}hv",
-        netns_prefix=f"{prefix}-",
-        **settings,
-    )
+    defaults = dict(host_netns=f"{prefix}hv", ssh_netns=f"{prefix}hv", netns_prefix=f"{prefix}-")
+    return ManagerConfig(state_dir, database=database, rootfs=router_rootfs(), **{**defaults, **settings})
 
 
 def open_lab(state_dir, database="", tag="a", **settings):
