@@ -5,11 +5,15 @@ their address from the router with a real DHCP client) and one public namespace 
 
 import json
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .commands import Command
 from .deployers.container import plug
+from .fleet import for_each
+from .manager import Manager, ManagerConfig
 from .netns import kill_processes_in, run
 from .store import Network
 
@@ -18,6 +22,9 @@ DHCLIENT_SCRIPT = Path(__file__).parent / "files" / "dhclient-script"
 PUBLIC_BRIDGE, PUBLIC_GATEWAY = "pub", "203.0.113.1"
 GUEST_DEVICE, PUBLIC_DEVICE = "eth1", "eth2"
 RECORD = "lab.json"
+PROJECT = Path(__file__).resolve().parent.parent
+LAB_DIR = PROJECT / "build" / "lab"
+LAB_PREFIX = "vrlab-"
 
 
 @dataclass(frozen=True)
@@ -45,13 +52,15 @@ class Lab:
         self.host = manager.config.host_netns
         self.public = f"{prefix}pub"
         self.record = manager.config.state_dir / RECORD
+        self._guard = threading.Lock()
 
     def _namespaces(self):
         return json.loads(self.record.read_text()) if self.record.exists() else []
 
     def _add_namespace(self, name):
-        run(["ip", "netns", "add", name])
-        self.record.write_text(json.dumps([*self._namespaces(), name]))
+        with self._guard:
+            run(["ip", "netns", "add", name])
+            self.record.write_text(json.dumps([*self._namespaces(), name]))
         run(["ip", "link", "set", "lo", "up"], ns=name)
 
     def up_public(self):
@@ -134,3 +143,65 @@ class Lab:
         if host in run(["ip", "netns", "list"]).stdout.split():
             kill_processes_in(host)
             run(["ip", "netns", "del", host], check=False)
+
+
+def lab_config(rootfs=None, state_dir=LAB_DIR):
+    """The lab's manager settings: its own state directory and namespaces (vrlab-...)."""
+    if rootfs is None:
+        from image.build import Template
+
+        rootfs = Template(PROJECT / "build" / "template").rootfs_dir
+    if not (Path(rootfs) / "opt/vr/bin/vr-apply").exists():
+        raise FileNotFoundError(f"{rootfs} holds no router rootfs: build the template first (invoke build-template)")
+    host = f"{LAB_PREFIX}hv"
+    return ManagerConfig(state_dir, rootfs=rootfs, host_netns=host, ssh_netns=host, netns_prefix=LAB_PREFIX)
+
+
+def lab_up(routers, vms, rootfs=None, progress=print):
+    """Start a lab of `routers` routers with `vms` VMs each; True when every VM got its lease."""
+    started = time.monotonic()
+    config = lab_config(rootfs)
+    if (config.state_dir / RECORD).exists():
+        raise FileExistsError(f"a lab is already up in {config.state_dir}: `invoke lab-down` first")
+    config.save()
+    with Manager(config) as manager:
+        lab = Lab(manager, LAB_PREFIX)
+        lab.up_public()
+
+        def bring_up(name):
+            index = int(name[1:])
+            lab.create_router(name)
+            manager.start(name)
+            guests = [lab.add_vm(name, index, i) for i in range(vms)]
+            commands = lab.network_commands(index)
+            for i, vm in enumerate(guests):
+                commands += lab.vm_commands(vm, index, i)
+            outcome = manager.apply(name, commands)
+            if not outcome.ok:
+                raise RuntimeError(outcome.error)
+            missing = [vm.name for vm in guests if not lab.dhcp(vm)]
+            if missing:
+                raise RuntimeError(f"no DHCP lease for {', '.join(missing)}")
+
+        results = for_each([f"r{i}" for i in range(1, routers + 1)], bring_up, 4, progress)
+    failed = [name for name, error in results.items() if error]
+    progress(
+        f"lab: {routers - len(failed)}/{routers} routers up with {vms} VMs each in {time.monotonic() - started:.0f}s "
+        f"(vrpipe --state-dir {config.state_dir} list; invoke lab-down removes it)"
+    )
+    return not failed
+
+
+def lab_down(state_dir=LAB_DIR, progress=print):
+    """Remove the lab: its routers, namespaces and state directory contents (keeps nothing running)."""
+    if not (Path(state_dir) / "config.json").exists():
+        progress(f"lab-down: no lab in {state_dir}")
+        return True
+    config = ManagerConfig.load(state_dir)
+    with Manager(config) as manager:
+        count = len(manager.store.routers())
+        Lab(manager, LAB_PREFIX).down()
+    for leftover in ("vrpipe.db", "config.json"):
+        (Path(state_dir) / leftover).unlink(missing_ok=True)
+    progress(f"lab-down: removed {count} routers and the lab's namespaces")
+    return True

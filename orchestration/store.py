@@ -165,13 +165,11 @@ class Store:
         """Make validated engine commands (vr.document.Command) part of the desired state, in order."""
         from vr.document import to_json
 
+        keys = [json.dumps(to_json(list(c.key))) for c in commands]
         with self._session() as session:
             router_id = self._row(session, name).id
-            existing = {
-                (r.section, r.key): r for r in session.scalars(select(RuleRow).where(RuleRow.router_id == router_id))
-            }
-            for c in commands:
-                key = json.dumps(to_json(list(c.key)))
+            existing = self._rules(session, router_id, set(keys))
+            for c, key in zip(commands, keys, strict=True):
                 row = existing.pop((c.section, key), None)
                 if c.op == "remove":
                     if row is not None:
@@ -184,6 +182,15 @@ class Store:
                 else:
                     row.data = data
                 existing[(c.section, key)] = row
+
+    @staticmethod
+    def _rules(session, router_id, keys, chunk=500):
+        """The router's rules with these keys, by (section, key): only those rows, read in chunks."""
+        keys, found = sorted(keys), {}
+        for start in range(0, len(keys), chunk):
+            query = select(RuleRow).where(RuleRow.router_id == router_id, RuleRow.key.in_(keys[start : start + chunk]))
+            found.update({(r.section, r.key): r for r in session.scalars(query)})
+        return found
 
     # the per-router lock
 

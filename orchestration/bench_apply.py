@@ -1,0 +1,98 @@
+"""`invoke bench-apply`: end to end from the manager to routers running as system containers. A full
+replay of N VMs (a DHCP entry, a metadata set, a port forward and a firewall rule each) as one aggregated
+apply, against a bounded sample of the same kinds of commands sent one by one (per-command mode), then a
+replay of many routers in parallel. The last line is `replay_<N>_vms_s=<s> speedup=<x>`.
+"""
+
+import shutil
+import tempfile
+import time
+
+from . import workload
+from .commands import Command, validate
+from .fleet import for_each
+from .lab import Lab, lab_config
+from .manager import Manager
+
+PREFIX = "vrbench-"
+
+
+def _state_commands(router, vms):
+    interfaces = workload.interfaces(control_ip=router.control_address)
+    commands = [Command("add", "interfaces", interfaces)]
+    return commands + [Command(**c) for c in workload.vm_commands(range(vms))]
+
+
+def _store_state(manager, name, vms):
+    """The router's desired state of `vms` VMs, put in the store directly (as if built up over time)."""
+    commands = _state_commands(manager.store.router(name), vms)
+    manager.store.record(name, validate(commands, manager.store.state(name)))
+
+
+def _timed(action):
+    started = time.perf_counter()
+    result = action()
+    return time.perf_counter() - started, result
+
+
+def bench_apply(vms=1000, sample=400, routers=20, rootfs=None):
+    """Print the measurements; return False if any apply or replay failed."""
+    state_dir = tempfile.mkdtemp(prefix="vrpipe-bench-")
+    config = lab_config(rootfs, state_dir)
+    config = type(config)(
+        **{**config.__dict__, "host_netns": f"{PREFIX}hv", "ssh_netns": f"{PREFIX}hv", "netns_prefix": PREFIX}
+    )
+    items = 4 * vms
+    print(f"bench-apply: routers as system containers from {config.rootfs}; a state of {vms} VMs = {items} items")
+    try:
+        with Manager(config) as manager:
+            lab = Lab(manager, PREFIX)
+            try:
+                return _run(manager, lab, vms, sample, routers, items)
+            finally:
+                lab.down()
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _run(manager, lab, vms, sample, routers, items):
+    lab.create_router("b0")
+    manager.start("b0")
+    _store_state(manager, "b0", vms)
+    cold, outcome = _timed(lambda: manager.replay("b0"))
+    print(f"full replay, router without the state  {cold:7.3f} s  (router apply {_engine_seconds(outcome):.3f} s)")
+    warm, _ = _timed(lambda: manager.replay("b0"))
+    print(f"full replay, router already has it     {warm:7.3f} s")
+
+    per_vm = sample // 4
+    sampled = [Command(**c) for c in workload.vm_commands(range(vms, vms + per_vm))]
+    print(
+        f"per-command mode: a bounded sample of {len(sampled)} commands ({per_vm} each of dhcp, vm_data, "
+        f"port_forwarding, firewall), one vr-cmd run over SSH each, on the router holding {items} items"
+    )
+    per_command, answers = _timed(lambda: manager.apply("b0", sampled, aggregate=False))
+    each = per_command / len(sampled)
+    print(f"per-command mode                       {per_command:7.3f} s  = {each * 1000:.1f} ms per command")
+    more = [Command(**c) for c in workload.vm_commands(range(vms + per_vm, vms + 2 * per_vm))]
+    aggregated, batch = _timed(lambda: manager.apply("b0", more))
+    print(f"the same number of commands aggregated {aggregated:7.3f} s")
+    extrapolated = each * items
+    print(f"{items} commands one by one would take about {extrapolated:.0f} s (sample time per command x {items})")
+    ok = all(a.ok for a in answers) and batch.ok
+
+    names = [f"p{i}" for i in range(1, routers + 1)]
+    for name in names:
+        lab.create_router(name)
+        _store_state(manager, name, vms)
+    booted = for_each(names, manager.start, 4, lambda message: None)
+    parallel, replayed = _timed(lambda: for_each(names, manager.replay, routers))
+    failures = [n for n, e in {**booted, **replayed}.items() if e]
+    print(f"{routers} routers of {vms} VMs each replayed in parallel: {parallel:.3f} s ({len(failures)} failed)")
+    ok = ok and not failures
+    print(f"bench-apply: {'ok' if ok else 'FAILED'}")
+    print(f"replay_{vms}_vms_s={cold:.3f} speedup={extrapolated / cold:.0f}")
+    return ok
+
+
+def _engine_seconds(outcome):
+    return sum(outcome.result.get("timings", {}).values())
