@@ -117,3 +117,42 @@ def test_image(c):
     from pathlib import Path
 
     _run(c, [*PYTEST, *sorted(str(p) for p in Path("tests/e2e").glob("test_image_*.py"))])
+
+
+@task(
+    help={
+        "routers": "routers in the lab (default 2)",
+        "vms": "guest VMs per router (default 2)",
+        "rootfs": "router rootfs (default: the built template's, build/template/rootfs)",
+    }
+)
+def lab(c, routers=2, vms=2, rootfs=None):
+    """Start a lab: routers as system containers, guest VMs with real DHCP clients, a public namespace."""
+    from orchestration.lab import lab_up
+
+    if not lab_up(routers, vms, rootfs):
+        raise Exit(code=1)
+
+
+@task
+def lab_down(c):
+    """Remove the lab `invoke lab` started: routers, VMs, namespaces."""
+    from orchestration.lab import lab_down as main
+
+    if not main():
+        raise Exit(code=1)
+
+
+@task(
+    help={
+        "vms": "VMs in the replayed state (default 1000)",
+        "sample": "per-command sample size (default 400)",
+        "routers": "routers replayed in parallel (default 20)",
+    }
+)
+def bench_apply(c, vms=1000, sample=400, routers=20):
+    """Full replay of N VMs aggregated vs per command, end to end from the manager; then N routers in parallel."""
+    from orchestration.bench_apply import bench_apply as main
+
+    if not main(vms=vms, sample=sample, routers=routers):
+        raise Exit(code=1)
