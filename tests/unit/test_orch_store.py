@@ -1,0 +1,65 @@
+"""The desired state store on an SQLite file: migrations, routers, rules in order, pinned keys, the lock."""
+
+import pytest
+
+from orchestration.commands import Command, validate
+from orchestration.store import LockTimeout, Network, NotFound, Store
+
+GUESTS = Command("add", "interfaces", {"guests": [{"device": "eth1", "gateway": "10.1.1.1/24"}]})
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'vrpipe.db'}")
+    store.add_router("r1", "container", "169.254.1.2", [Network("eth1", "g-r1")])
+    yield store
+    store.close()
+
+
+def dhcp(i, hostname=None):
+    data = {"mac": f"02:00:00:00:00:{i:02x}", "ip": f"10.1.1.{i}", "hostname": hostname or f"vm{i}"}
+    return Command("add", "dhcp", data)
+
+
+def record(store, commands):
+    store.record("r1", validate(commands, store.state("r1")))
+
+
+def test_routers_are_kept_with_their_networks(store):
+    router = store.router("r1")
+    assert (router.control_address, router.networks) == ("169.254.1.2", (Network("eth1", "g-r1"),))
+    with pytest.raises(ValueError, match="already exists"):
+        store.add_router("r1", "container", "169.254.1.3")
+    with pytest.raises(NotFound):
+        store.router("r9")
+
+
+def test_rules_keep_their_order_and_are_updated_and_removed_by_key(store):
+    record(store, [GUESTS, dhcp(5), dhcp(6), dhcp(7)])
+    record(store, [dhcp(6, "renamed"), Command("remove", "dhcp", {"mac": "02:00:00:00:00:05"})])
+    assert [e["hostname"] for e in store.state("r1")["dhcp"]] == ["renamed", "vm7"]
+    assert store.state("r1")["interfaces"]["guests"][0]["gateway"] == "10.1.1.1/24"
+
+
+def test_reopening_the_database_keeps_everything(store, tmp_path):
+    record(store, [GUESTS, dhcp(5)])
+    store.pin_host_key("r1", "ssh-ed25519 AAAA")
+    again = Store(store.url)
+    assert again.state("r1") == store.state("r1")
+    assert again.router("r1").host_key == "ssh-ed25519 AAAA"
+    again.close()
+
+
+def test_removing_a_router_removes_its_rules(store):
+    record(store, [GUESTS, dhcp(5)])
+    store.remove_router("r1")
+    store.add_router("r1", "container", "169.254.1.2")
+    assert store.state("r1")["dhcp"] == []
+
+
+def test_a_held_router_lock_times_out_and_others_are_free(store):
+    with store.lock("r1"):
+        with pytest.raises(LockTimeout, match="r1"), store.lock("r1", timeout=0.2):
+            pass
+        with store.lock("r2", timeout=0.2):
+            pass
