@@ -121,6 +121,38 @@ def test_image(c):
 
 @task(
     help={
+        "names": "comma-separated routers (default: all)",
+        "dry_run": "only report what would change",
+        "canary": "the router upgraded first, alone",
+        "batch": "routers per batch after the canary: N or N%",
+        "failure_budget": "failed routers tolerated before the rollout stops",
+        "repo_url": "our repository as routers reach it",
+        "state_dir": "the manager's state directory (default: vrpipe's)",
+    }
+)
+def upgrade(c, names="", dry_run=False, canary=None, batch="1", failure_budget=0, repo_url=None, state_dir=None):
+    """Upgrade live routers in place through apt (`vrpipe upgrade`): canary, batches, rollback on failure."""
+    from orchestration.cli import main
+
+    argv = [*(["--state-dir", state_dir] if state_dir else []), "upgrade", *filter(None, names.split(","))]
+    argv += ["--batch", batch, "--failure-budget", str(failure_budget)]
+    argv += [*(["--dry-run"] if dry_run else []), *(["--canary", canary] if canary else [])]
+    argv += ["--repo-url", repo_url] if repo_url else []
+    if main(argv) != 0:
+        raise Exit(code=1)
+
+
+@task(help={"routers": "routers in the fleet upgrade (default 20)", "batch": "batch size: N or N% (default 25%)"})
+def bench_upgrade(c, routers=20, batch="25%"):
+    """One router upgraded in place vs recreated from the template with a full replay; then a fleet upgrade."""
+    from orchestration.upgrade_bench import bench_upgrade as main
+
+    if not main(routers=routers, batch=batch):
+        raise Exit(code=1)
+
+
+@task(
+    help={
         "routers": "routers in the lab (default 2)",
         "vms": "guest VMs per router (default 2)",
         "rootfs": "router rootfs (default: the built template's, build/template/rootfs)",

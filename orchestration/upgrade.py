@@ -172,25 +172,26 @@ class RouterUpgrade:
 
     def _upgrade(self, before, planned):
         """Install the planned versions; on any failed post-check, roll back to the versions before."""
-        status, _ = self.router.status(apt.install(self.changes, self.config.lock_timeout))
+        status, out = self.router.status(apt.install(self.changes, self.config.lock_timeout))
         self._wait_idle()
-        problems = self._post_checks(before, {c.package: c.new for c in self.changes}, status)
+        problems = self._post_checks(before, {c.package: c.new for c in self.changes}, status, out)
         if not problems:
             return replace(planned, status="upgraded")
         failure = "; ".join(problems)
         log.warning("%s: upgrade failed (%s), rolling back", self.name, failure)
-        status, _ = self.router.status(apt.install(self.changes, self.config.lock_timeout, downgrade=True))
+        status, out = self.router.status(apt.install(self.changes, self.config.lock_timeout, downgrade=True))
         self._wait_idle()
         previous = {c.package: c.old for c in self.changes if c.old}
-        problems = self._post_checks(before, previous, status)
+        problems = self._post_checks(before, previous, status, out)
         if problems:
             raise Failed("rollback-failed", f"{failure}; the rollback failed too: {'; '.join(problems)}")
         raise Failed("rolled-back", f"{failure}; rolled back to {', '.join(f'{p} {v}' for p, v in previous.items())}")
 
-    def _post_checks(self, before, expected, apt_status):
+    def _post_checks(self, before, expected, apt_status, apt_output):
         problems = []
         if apt_status != 0:
-            problems.append("apt-get failed: " + " | ".join(apt.problems(self.router.read(apt.LOG_FILE))[-3:]))
+            said = apt.problems(self.router.read(apt.LOG_FILE) or apt_output)[-3:]
+            problems.append(f"apt-get failed (exit status {apt_status}): {' | '.join(said)}")
         pending = checks.dpkg_pending(self.router)
         if pending:
             problems.append(f"dpkg left unfinished packages: {' '.join(pending.split())[:200]}")
@@ -198,12 +199,9 @@ class RouterUpgrade:
         return problems + checks.post_check_problems(before, after, expected)
 
     def _wait_idle(self):
-        """Wait (bounded) until no upgrade unit runs on the router, e.g. one left by a cut connection."""
-        deadline = time.monotonic() + self.config.lock_timeout
-        while self.router.status(apt.unit_active())[0] == 0:
-            if time.monotonic() > deadline:
-                raise Failed("skipped", f"an earlier upgrade still runs after {self.config.lock_timeout}s")
-            time.sleep(0.5)
+        """Wait (bounded) until no upgrade runs on the router, e.g. one left by a cut connection."""
+        if self.router.status(apt.wait_idle(self.config.lock_timeout))[0] != 0:
+            raise Failed("skipped", f"an earlier upgrade still runs after {self.config.lock_timeout}s")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from .render import render
 SOURCES_DIR = "/etc/vr/upgrade/sources.list.d"
 SOURCES_FILE = f"{SOURCES_DIR}/vrpipe-upgrade.sources"
 LOG_FILE = "/var/log/vr/upgrade.log"
-UNIT = "vrpipe-upgrade"  # the transient systemd unit that runs dpkg: it outlives a cut SSH connection
+LOCK_FILE = "/run/vrpipe-upgrade.lock"  # held while an upgrade runs on the router
 OUR_PACKAGES = ("vr-base", "vr-scripts")
 # Packages whose new version only takes effect after a reboot: reported, never acted on.
 REBOOT_PACKAGES = ("linux-image-*", "libc6", "libc-bin")
@@ -106,18 +106,17 @@ def configure_pending():
 
 
 def detached(argv):
-    """Run argv as a transient systemd unit and wait for it: if the SSH connection breaks, dpkg goes on
-    to the end instead of dying half-way; its output goes to LOG_FILE."""
-    return [
-        "systemd-run", f"--unit={UNIT}", "--wait", "--collect", "--quiet", "--service-type=exec",
-        "--setenv=DEBIAN_FRONTEND=noninteractive", "--setenv=APT_LISTCHANGES_FRONTEND=none",
-        f"--property=StandardOutput=truncate:{LOG_FILE}", "--property=StandardError=inherit",
-        "--", *argv,
-    ]  # fmt: skip
+    """Run argv in a session of its own, holding LOCK_FILE, with its output in LOG_FILE, and wait for it:
+    if the SSH connection breaks, dpkg goes on to the end instead of dying half-way. (The shell code is
+    fixed; the log file and argv reach it as positional parameters.)"""
+    env = ["env", "DEBIAN_FRONTEND=noninteractive", "APT_LISTCHANGES_FRONTEND=none"]
+    redirect = ["sh", "-c", 'log=$1; shift; exec "$@" </dev/null >"$log" 2>&1', "sh", LOG_FILE]
+    return with_stderr(["setsid", "--wait", "flock", LOCK_FILE, *redirect, *env, *argv])
 
 
-def unit_active():
-    return ["systemctl", "is-active", "--quiet", f"{UNIT}.service"]
+def wait_idle(timeout):
+    """Exits 0 once no upgrade holds the lock (waiting up to timeout seconds), 1 if one still does."""
+    return ["flock", "--wait", str(timeout), LOCK_FILE, "true"]
 
 
 def log_tail(lines=15):

@@ -16,6 +16,7 @@ import pytest
 from orchestration import cli
 from orchestration.netns import run
 from orchestration.upgrade import UpgradeConfig, upgrade_fleet
+from orchestration.upgrade_lab import repo_served, traffic
 from orchestration.upgrade_records import records
 from orchestration.upgrade_rollout import RolloutPolicy
 from repo import signing
@@ -27,8 +28,6 @@ from .upgrade_fixtures import (
     POSTINST_SLOW,
     POSTINST_STARTED,
     publish_version,
-    repo_served,
-    traffic,
     upgrade_lab,
     version,
 )
@@ -80,7 +79,7 @@ def test_new_version_reaches_every_router_in_place_without_dropping_traffic(lab)
     ruleset = lab.ruleset("r1")
     leases = lab.execute("r1", ["cat", "/var/lib/misc/dnsmasq.leases"])
     lines = []
-    with traffic(lab, 1, lab.vms["r1"]) as counts:
+    with traffic(lab.lab.public, 1, lab.vms["r1"]) as counts:
         wait_for(lambda: lab.forwards(1), "traffic before the upgrade")
         report = upgrade_fleet(lab.manager, ROUTERS, lab.config(), RolloutPolicy(), progress=lines.append)
     print(f"\ntraffic during the upgrade of r1: {counts}")

@@ -1,0 +1,52 @@
+"""TCP traffic for lab benchmarks and tests, run inside network namespaces as `python -m orchestration.traffic`:
+`serve PORT TEXT` answers every connection with TEXT; `loop SECONDS INTERVAL HOST:PORT...` connects to each
+target in turn, counts a connection as good when it is answered, and when stopped (SIGTERM) or after
+SECONDS prints {"attempts": n, "failed": n, "errors": [...]} as JSON.
+"""
+
+import json
+import signal
+import socket
+import sys
+import time
+
+
+def serve(port, text):
+    server = socket.create_server(("0.0.0.0", int(port)))
+    while True:
+        conn, (peer, _) = server.accept()
+        with conn:
+            conn.sendall(f"{text} from {peer}\n".encode())
+
+
+def attempt(host, port):
+    """None when host:port answered, else why not."""
+    try:
+        with socket.create_connection((host, int(port)), timeout=2) as conn:
+            conn.settimeout(2)
+            return None if conn.recv(200) else "empty answer"
+    except OSError as err:
+        return str(err)
+
+
+def loop(seconds, interval, targets):
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    counts = {"attempts": 0, "failed": 0, "errors": []}
+    deadline = time.monotonic() + float(seconds)
+    while not stop and time.monotonic() < deadline:
+        for target in targets:
+            error = attempt(*target.rsplit(":", 1))
+            counts["attempts"] += 1
+            if error:
+                counts["failed"] += 1
+                counts["errors"].append(f"{target}: {error}")
+        time.sleep(float(interval))
+    print(json.dumps(counts), flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "serve":
+        serve(*sys.argv[2:4])
+    else:
+        loop(sys.argv[2], sys.argv[3], sys.argv[4:])

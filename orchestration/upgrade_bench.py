@@ -1,0 +1,118 @@
+"""`invoke bench-upgrade`: on lab routers booted from the template, one router upgraded in place versus the
+same router recreated from the template with a full replay (time, and failed connections during each),
+then a fleet upgraded in batches. The repository is a throw-away one with a key of its own, which each lab
+router is given first. Last line: upgrade_one_s=<s> recreate_one_s=<s> upgrade_20_s=<s> failed_connections=<n>.
+"""
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from repo import signing
+from repo.config import RepoConfig
+from repo.publish import publish
+
+from .deployers.base import Boot
+from .lab import Lab
+from .manager import Manager, ManagerConfig
+from .netns import run
+from .upgrade import UpgradeConfig, upgrade_fleet
+from .upgrade_lab import bring_up, repo_served, traffic
+from .upgrade_rollout import RolloutPolicy
+
+TEMPLATE_ROOTFS = Path(__file__).resolve().parent.parent / "build" / "template" / "rootfs"
+BENCH_KEYRING = "/etc/apt/keyrings/vrpipe-bench.asc"
+
+
+def installed_version(rootfs, package="vr-scripts"):
+    admindir = f"--admindir={rootfs / 'var/lib/dpkg'}"
+    return run(["dpkg-query", admindir, "-W", "-f=${Version}", package], check=False).stdout.strip()
+
+
+def bench_upgrade(routers=20, batch="25%", rootfs=TEMPLATE_ROOTFS):
+    """Run the benchmark; print progress, the figures and the summary line; False when anything failed."""
+    base = installed_version(rootfs)
+    if not base:
+        print(f"bench-upgrade: {rootfs} has no vr-scripts installed by dpkg: run `invoke build-template` first")
+        return False
+    with tempfile.TemporaryDirectory(prefix="vrbench-") as tmp:
+        work = Path(tmp)
+        repo = RepoConfig(dir=work / "repo", gnupghome=work / "gnupg")
+        publish(repo, version=base)  # the version routers have: what a rollback would go back to
+        prefix = f"vrb{os.getpid() % 100000}"
+        hv = f"{prefix}hv"
+        manager = Manager(
+            ManagerConfig(work / "manager", rootfs=rootfs, host_netns=hv, ssh_netns=hv, netns_prefix=f"{prefix}-")
+        )
+        lab = Lab(manager, prefix)
+        try:
+            lab.up_public()
+            with repo_served(lab.host, repo.public) as url:
+                config = UpgradeConfig(repo_url=url, keyring=BENCH_KEYRING, security=None)
+                return _bench(manager, lab, repo, config, base, routers, batch)
+        finally:
+            lab.down()
+            manager.close()
+            signing.stop_agent(repo.gnupghome)
+
+
+def _bench(manager, lab, repo, config, base, routers, batch):
+    print(f"bench-upgrade: routers from {manager.config.rootfs} (vr-scripts {base}); Debian security left out")
+    key = run(["gpg", "--batch", "--homedir", str(repo.gnupghome), "--armor", "--export"]).stdout
+    vms = bring_up(manager, lab, ["b01"])
+    _trust(manager, ["b01"], key)
+    publish(repo, version=f"{base}+bench1")
+    one, one_counts, one_ok = _upgrade(manager, lab, vms, ["b01"], config, RolloutPolicy())
+    _figures("upgrade one router in place", one, one_counts)
+    recreate, recreate_counts = _recreate(manager, lab, vms, "b01")
+    _figures("recreate it from the template with a full replay", recreate, recreate_counts)
+    names = [f"b{i:02d}" for i in range(1, routers + 1)]
+    print(f"starting {routers - 1} more routers")
+    vms.update(bring_up(manager, lab, names[1:], first_index=2))
+    _trust(manager, names, key)
+    publish(repo, version=f"{base}+bench2")
+    fleet, fleet_counts, fleet_ok = _upgrade(manager, lab, vms, names, config, RolloutPolicy(batch=batch))
+    _figures(f"upgrade {routers} routers (canary, then batches of {batch})", fleet, fleet_counts)
+    failed = one_counts["failed_connections"] + fleet_counts["failed_connections"]
+    print(f"upgrade_one_s={one:.1f} recreate_one_s={recreate:.1f} upgrade_{routers}_s={fleet:.1f}", end=" ")
+    print(f"failed_connections={failed}")
+    return one_ok and fleet_ok
+
+
+def _trust(manager, names, key):
+    """Give the routers the bench repository's key (ASCII-armoured, which apt's Signed-By reads)."""
+    for name in names:
+        manager.transport(name).copy(key, BENCH_KEYRING)
+
+
+def _upgrade(manager, lab, vms, names, config, policy):
+    """Upgrade `names` while traffic runs through the first router; (seconds, traffic counts, ok)."""
+    with traffic(lab.public, 1, vms[names[0]]) as counts:
+        started = time.monotonic()
+        report = upgrade_fleet(manager, names, config, policy, progress=print)
+        seconds = time.monotonic() - started
+    print(report.summary())
+    return seconds, counts, report.ok
+
+
+def _recreate(manager, lab, vms, name):
+    """Destroy the router's container and make it again from the template, boot and fully replay it."""
+    router = manager.store.router(name)
+    deployer = manager.deployer(router.deployer)
+    public_key = Path(f"{manager.key}.pub").read_text().strip()
+    with traffic(lab.public, 1, vms[name]) as counts:
+        started = time.monotonic()
+        deployer.destroy(router)
+        manager.store.pin_host_key(name, None)  # the new container makes new host keys
+        deployer.create(router, Boot(name, router.control_address, public_key))
+        manager.start(name)
+        seconds = time.monotonic() - started
+    return seconds, counts
+
+
+def _figures(what, seconds, counts):
+    print(
+        f"{what}: {seconds:.1f} s, {counts['failed_connections']}/{counts['connections']} connections failed, "
+        f"{counts['lost_pings']}/{counts['pings']} pings lost"
+    )

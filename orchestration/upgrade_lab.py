@@ -1,0 +1,133 @@
+"""Lab set-up for in-place upgrades (`invoke bench-upgrade` and the upgrade tests): a repository served from
+inside the hypervisor-host namespace, where routers reach it on the control network; routers with a VM
+behind a port forward, a load balancer and source NAT; and traffic through them while they upgrade.
+`python -m orchestration.upgrade_lab DIRECTORY HOST:PORT` is the server, run with `ip netns exec`.
+"""
+
+import contextlib
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .commands import Command
+from .fleet import for_each
+from .lab import public_ip
+from .netns import run
+
+PROJECT = Path(__file__).resolve().parent.parent
+REPO_ADDRESS = "169.254.0.1:8080"  # the control gateway, in the hypervisor-host namespace
+VM_PORT = 7000
+FORWARDED_PORT = 2200  # the lab's port forward to a router's first VM
+BALANCED_PORT = 80
+
+
+def _python(ns, *args):
+    """`python -m ...` of this checkout inside namespace ns, as an argv list."""
+    return ["ip", "netns", "exec", ns, sys.executable, *args]
+
+
+@contextlib.contextmanager
+def repo_served(ns, directory, address=REPO_ADDRESS, timeout=20.0):
+    """repo/serve.py serving `directory` at address inside namespace ns; yields the URL routers use."""
+    proc = subprocess.Popen(
+        _python(ns, "-m", "orchestration.upgrade_lab", str(directory), address),
+        cwd=PROJECT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://{address}/"
+    try:
+        probe = ["curl", "-sf", "-o", "/dev/null", "-m", "2", f"{url}dists/"]
+        deadline = time.monotonic() + timeout
+        while run(probe, ns=ns, check=False).returncode != 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the repository server at {url} in {ns} did not come up")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def router_commands(lab, index, vm):
+    """The router's networks, its VM (DHCP, metadata, port forward), a load balancer and source NAT."""
+    ip = public_ip(index)
+    balancer = {"name": "web", "public_ip": ip, "port": BALANCED_PORT, "backends": [{"ip": vm.ip, "port": VM_PORT}]}
+    firewall = {"direction": "ingress", "public_ip": ip, "protocol": "tcp", "ports": str(BALANCED_PORT)}
+    return [
+        *lab.network_commands(index),
+        *lab.vm_commands(vm, index, 0),
+        Command("add", "source_nat", {"guest_cidr": "10.1.1.0/24", "public_ip": ip}),
+        Command("add", "load_balancer", balancer),
+        Command("add", "firewall", {**firewall, "cidrs": ["0.0.0.0/0"]}),
+    ]
+
+
+def bring_up(manager, lab, names, first_index=1, progress=lambda message: None):
+    """Create and start routers `names` in parallel, each with a VM answering on VM_PORT that got its
+    lease; returns {name: vm}."""
+    for name in names:
+        lab.create_router(name)
+    started = for_each(names, manager.start, parallel=len(names), progress=progress)
+    failed = {n: e for n, e in started.items() if e}
+    if failed:
+        raise RuntimeError(f"routers did not start: {failed}")
+    vms = {}
+    for index, name in enumerate(names, first_index):
+        vm = lab.add_vm(name, index, 0)
+        serve(vm.ns, VM_PORT, vm.name)
+        outcome = manager.apply(name, router_commands(lab, index, vm))
+        if not outcome.ok:
+            raise RuntimeError(f"{name}: {outcome.error}")
+        if not lab.dhcp(vm):
+            raise RuntimeError(f"{vm.name} got no lease from {name}")
+        vms[name] = vm
+    return vms
+
+
+def serve(ns, port, text):
+    """A TCP server in ns answering every connection with text; it goes with the namespace."""
+    argv = _python(ns, "-m", "orchestration.traffic", "serve", str(port), text)
+    subprocess.Popen(argv, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+@contextlib.contextmanager
+def traffic(public_ns, index, vm, interval=0.05):
+    """While the block runs: TCP connections from the public namespace through router `index`'s port
+    forward and load balancer, and a ping from the VM through source NAT. Yields a dict that holds the
+    counts when the block ends: connections, failed_connections, errors, pings, lost_pings."""
+    ip = public_ip(index)
+    targets = [f"{ip}:{FORWARDED_PORT}", f"{ip}:{BALANCED_PORT}"]
+    loop = _python(public_ns, "-m", "orchestration.traffic", "loop", "600", str(interval), *targets)
+    ping = ["ip", "netns", "exec", vm.ns, "ping", "-n", "-i", "0.2", "-w", "600", "203.0.113.1"]
+    procs = [subprocess.Popen(argv, cwd=PROJECT, stdout=subprocess.PIPE, text=True) for argv in (loop, ping)]
+    counts = {}
+    try:
+        yield counts
+    finally:
+        procs[0].send_signal(signal.SIGTERM)
+        procs[1].send_signal(signal.SIGINT)
+        loop_out, ping_out = (p.communicate(timeout=30)[0] for p in procs)
+    result = json.loads(loop_out)
+    sent, received = map(int, re.search(r"(\d+) packets transmitted, (\d+) received", ping_out).groups())
+    counts.update(
+        connections=result["attempts"],
+        failed_connections=result["failed"],
+        errors=result["errors"][:5],
+        pings=sent,
+        lost_pings=sent - received,
+    )
+
+
+if __name__ == "__main__":
+    from repo.serve import serve as serve_repo
+
+    serve_repo(Path(sys.argv[1]), sys.argv[2])
