@@ -38,10 +38,12 @@ def _timed(action):
 def bench_apply(vms=1000, sample=400, routers=20, rootfs=None):
     """Print the measurements; return False if any apply or replay failed."""
     state_dir = tempfile.mkdtemp(prefix="vrpipe-bench-")
-    config = lab_config(rootfs, state_dir)
-    config = type(config)(
-        **{**config.__dict__, "host_netns": f"{PREFIX}hv", "ssh_netns": f"{PREFIX}hv", "netns_prefix": PREFIX}
-    )
+    try:
+        config = lab_config(rootfs, state_dir, PREFIX)
+    except FileNotFoundError as err:
+        shutil.rmtree(state_dir)
+        print(f"bench-apply: {err}")
+        return False
     items = 4 * vms
     print(f"bench-apply: routers as system containers from {config.rootfs}; a state of {vms} VMs = {items} items")
     try:

@@ -32,6 +32,8 @@ def _parser():
     p.add_argument("--state-dir", default=os.environ.get("VRPIPE_STATE_DIR", DEFAULT_STATE_DIR))
     p.add_argument("--db", help="SQLAlchemy URL of the store (default: SQLite in the state directory)")
     p.add_argument("--rootfs", help="the template rootfs the container deployer boots")
+    p.add_argument("--image", help="the template qcow2 the qemu deployer boots")
+    p.add_argument("--accel", choices=("tcg", "kvm"), help="the qemu deployer's accelerator (default tcg)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
@@ -39,6 +41,7 @@ def _parser():
     create.add_argument("name")
     create.add_argument("--network", type=_network, action="append", default=[], help="DEVICE=BRIDGE")
     create.add_argument("--jump", help="reach it through this hypervisor host: [user@]host[:port]")
+    create.add_argument("--deployer", choices=("container", "qemu"), default="container")
     create.add_argument("--start", action="store_true")
     sub.add_parser("list", help="list routers")
     for name, text in (
@@ -99,7 +102,7 @@ class Output:
 def run_command(args, manager, out):
     """Do one subcommand; return (ok, summary)."""
     if args.command == "create":
-        router = manager.create(args.name, args.network, jump_host=args.jump)
+        router = manager.create(args.name, args.network, deployer=args.deployer, jump_host=args.jump)
         out.result({"name": router.name, "control_address": router.control_address}, f"{router.name} created")
         if args.start:
             manager.start(args.name, out.progress)
@@ -189,7 +192,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     started = time.monotonic()
     try:
-        config = ManagerConfig.load(args.state_dir, database=args.db, rootfs=args.rootfs)
+        overrides = dict(database=args.db, rootfs=args.rootfs, image=args.image, accel=args.accel)
+        config = ManagerConfig.load(args.state_dir, **overrides)
         with Manager(config) as manager:
             ok, summary = run_command(args, manager, Output(args.json))
     except (BadCommand, LookupError, ValueError, OSError, RuntimeError) as err:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .commands import Command
-from .deployers.container import plug
+from .deployers.hostnet import ensure_host, plug
 from .fleet import for_each
 from .manager import Manager, ManagerConfig
 from .netns import kill_processes_in, run
@@ -64,7 +64,7 @@ class Lab:
         run(["ip", "link", "set", "lo", "up"], ns=name)
 
     def up_public(self):
-        self.manager.deployer("container").ensure_host()
+        ensure_host(self.host)
         self._add_namespace(self.public)
         plug(self.host, PUBLIC_BRIDGE, f"{self.prefix}pub"[:15], self.public, "pub0")
         run(["ip", "address", "add", f"{PUBLIC_GATEWAY}/24", "dev", "pub0"], ns=self.public)
@@ -145,24 +145,29 @@ class Lab:
             run(["ip", "netns", "del", host], check=False)
 
 
-def lab_config(rootfs=None, state_dir=LAB_DIR):
-    """The lab's manager settings: its own state directory and namespaces (vrlab-...)."""
+def lab_config(rootfs=None, state_dir=LAB_DIR, prefix=LAB_PREFIX):
+    """A lab's manager settings: its own state directory and namespaces (named `prefix`...)."""
     if rootfs is None:
         from image.build import Template
 
         rootfs = Template(PROJECT / "build" / "template").rootfs_dir
     if not (Path(rootfs) / "opt/vr/bin/vr-apply").exists():
         raise FileNotFoundError(f"{rootfs} holds no router rootfs: build the template first (invoke build-template)")
-    host = f"{LAB_PREFIX}hv"
-    return ManagerConfig(state_dir, rootfs=rootfs, host_netns=host, ssh_netns=host, netns_prefix=LAB_PREFIX)
+    host = f"{prefix}hv"
+    return ManagerConfig(state_dir, rootfs=rootfs, host_netns=host, ssh_netns=host, netns_prefix=prefix)
 
 
 def lab_up(routers, vms, rootfs=None, progress=print):
     """Start a lab of `routers` routers with `vms` VMs each; True when every VM got its lease."""
     started = time.monotonic()
-    config = lab_config(rootfs)
+    try:
+        config = lab_config(rootfs)
+    except FileNotFoundError as err:
+        progress(f"lab: {err}")
+        return False
     if (config.state_dir / RECORD).exists():
-        raise FileExistsError(f"a lab is already up in {config.state_dir}: `invoke lab-down` first")
+        progress(f"lab: a lab is already up in {config.state_dir}: `invoke lab-down` first")
+        return False
     config.save()
     with Manager(config) as manager:
         lab = Lab(manager, LAB_PREFIX)

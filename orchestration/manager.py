@@ -13,6 +13,7 @@ from . import commands as cmds
 from .commands import Command, Query
 from .deployers.base import CONTROL_DEVICE, CONTROL_PREFIX, Boot
 from .deployers.container import ContainerConfig, ContainerDeployer
+from .deployers.qemu import QemuConfig, QemuDeployer
 from .resource import RoutingResource
 from .store import Store
 from .transports import JumpHost, SshConnections, SshOptions, SshTarget, TransportError, ensure_key
@@ -32,10 +33,11 @@ class ManagerConfig:
     state_dir: Path
     database: str = ""  # SQLAlchemy URL; default: an SQLite file in state_dir
     rootfs: Path | None = None  # the template rootfs the container deployer boots
+    image: Path | None = None  # the template qcow2 the qemu deployer boots
+    accel: str = "tcg"  # the qemu deployer's accelerator
     host_netns: str = "vrpipe-hv"  # the namespace playing the hypervisor host (control bridge)
     ssh_netns: str | None = "vrpipe-hv"  # where ssh runs; None: this host's own network
     netns_prefix: str = "vrp-"
-    boot_timeout: float = 90.0
     lock_timeout: float = 120.0
     ssh: SshOptions = field(default_factory=SshOptions)
 
@@ -43,8 +45,9 @@ class ManagerConfig:
         object.__setattr__(self, "state_dir", Path(self.state_dir))
         if not self.database:
             object.__setattr__(self, "database", f"sqlite:///{self.state_dir / 'vrpipe.db'}")
-        if self.rootfs is not None:
-            object.__setattr__(self, "rootfs", Path(self.rootfs))
+        for name in ("rootfs", "image"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
         if not self.database.startswith(("sqlite:", "postgresql")):
             raise ValueError(f"database {self.database!r}: use sqlite:///PATH or postgresql+psycopg://...")
 
@@ -67,7 +70,8 @@ class ManagerConfig:
             "host_netns": self.host_netns,
             "ssh_netns": self.ssh_netns,
             "netns_prefix": self.netns_prefix,
-            "rootfs": str(self.rootfs) if self.rootfs else None,
+            "accel": self.accel,
+            **{name: str(getattr(self, name)) for name in ("rootfs", "image") if getattr(self, name)},
         }
         (self.state_dir / CONFIG_FILE).write_text(json.dumps(values, indent=1) + "\n")
 
@@ -109,18 +113,24 @@ class Manager:
 
     def deployer(self, kind):
         if kind not in self._deployers:
-            if kind != "container":
-                raise ValueError(f"unknown deployer {kind!r}")
-            if self.config.rootfs is None:
-                raise ValueError("the container deployer needs the template's rootfs (--rootfs)")
-            config = ContainerConfig(
-                self.config.rootfs,
-                self.config.state_dir / "containers",
-                self.config.host_netns,
-                self.config.netns_prefix,
-            )
-            self._deployers[kind] = ContainerDeployer(config, self.transport)
+            self._deployers[kind] = self._make_deployer(kind)
         return self._deployers[kind]
+
+    def _make_deployer(self, kind):
+        config = self.config
+        if kind == "container":
+            if config.rootfs is None:
+                raise ValueError("the container deployer needs the template's rootfs (--rootfs)")
+            settings = ContainerConfig(
+                config.rootfs, config.state_dir / "containers", config.host_netns, config.netns_prefix
+            )
+            return ContainerDeployer(settings, self.transport)
+        if kind == "qemu":
+            if config.image is None:
+                raise ValueError("the qemu deployer needs the template's qcow2 (--image)")
+            settings = QemuConfig(config.image, config.state_dir / "vms", config.host_netns, accel=config.accel)
+            return QemuDeployer(settings, self.transport)
+        raise ValueError(f"unknown deployer {kind!r}: container or qemu")
 
     # lifecycle
 
@@ -147,7 +157,9 @@ class Manager:
         return self.replay(name)
 
     def wait_ready(self, name):
-        deadline = time.monotonic() + self.config.boot_timeout
+        router = self.store.router(name)
+        timeout = self.deployer(router.deployer).boot_timeout
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 status, _ = self.transport(name).execute(["test", "-e", "/run/vr/ready"])
@@ -157,7 +169,7 @@ class Manager:
                 if "host key" in str(err) or time.monotonic() > deadline:
                     raise
             if time.monotonic() > deadline:
-                raise TimeoutError(f"router {name} did not become ready within {self.config.boot_timeout:.0f}s")
+                raise TimeoutError(f"router {name} did not become ready within {timeout:.0f}s")
             time.sleep(0.5)
 
     def stop(self, name):

@@ -37,6 +37,7 @@ class Deployer(abc.ABC):
     """`transport(router)` is how `execute` and `copy` reach a running router."""
 
     kind = ""
+    boot_timeout = 90.0  # seconds from start until the router answers
 
     def __init__(self, transport):
         self._transport = transport

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ..netns import kill_processes_in, run
 from ..store import Network
-from .base import CONTROL_DEVICE, CONTROL_PREFIX, Deployer
+from .base import CONTROL_DEVICE, Deployer
+from .hostnet import CONTROL_BRIDGE, ensure_host, nic_mac, plug, remove_link
 
 log = logging.getLogger("vrpipe.container")
 BOOT_PARAMS = Path("etc/vr/boot-params")
@@ -32,8 +33,6 @@ class ContainerConfig:
     state_dir: Path  # per router: overlay upper/work/merged, pid and console files
     host_netns: str  # the namespace playing the hypervisor host: bridges and the control gateway
     netns_prefix: str = "vrp-"
-    control_bridge: str = "vrctl"
-    control_gateway: str = "169.254.0.1"
 
     def __post_init__(self):
         if not (Path(self.rootfs) / "sbin/init").exists() and not (Path(self.rootfs) / "lib/systemd/systemd").exists():
@@ -60,18 +59,6 @@ class ContainerDeployer(Deployer):
 
     def _pid_file(self, router):
         return self._dir(router) / "pid"
-
-    # the host namespace
-
-    def ensure_host(self):
-        """The hypervisor-host namespace with the control bridge and its gateway address (idempotent)."""
-        host = self.config.host_netns
-        if host not in run(["ip", "netns", "list"]).stdout.split():
-            run(["ip", "netns", "add", host])
-            run(["ip", "link", "set", "lo", "up"], ns=host)
-        if ensure_bridge(host, self.config.control_bridge):
-            gateway = f"{self.config.control_gateway}/{CONTROL_PREFIX}"
-            run(["ip", "address", "add", gateway, "dev", self.config.control_bridge], ns=host)
 
     # lifecycle
 
@@ -100,7 +87,7 @@ class ContainerDeployer(Deployer):
     def start(self, router):
         if self.running(router):
             return
-        self.ensure_host()
+        ensure_host(self.config.host_netns)
         merged, directory = self._merged(router), self._dir(router)
         if not os.path.ismount(merged):
             options = f"lowerdir={self.config.rootfs},upperdir={directory / 'upper'},workdir={directory / 'work'}"
@@ -155,19 +142,18 @@ class ContainerDeployer(Deployer):
         return f"vr{router.id}{network.device}"[:15]
 
     def _networks(self, router):
-        return (Network(CONTROL_DEVICE, self.config.control_bridge), *router.networks)
+        return (Network(CONTROL_DEVICE, CONTROL_BRIDGE), *router.networks)
 
     def prepare(self, router, network):
         """Plug a NIC: a veth pair, `network.device` in the router, the other end in the host's bridge.
         The router's end keeps its MAC address across restarts, as a VM's NIC does, so that neighbours'
         ARP caches stay right."""
-        index = [n.device for n in self._networks(router)].index(network.device)
-        mac = f"0a:00:{router.id >> 8 & 255:02x}:{router.id & 255:02x}:00:{index:02x}"
+        mac = nic_mac(router, [n.device for n in self._networks(router)].index(network.device))
         host_end = self._host_end(router, network)
         plug(self.config.host_netns, network.bridge, host_end, self.netns(router), network.device, mac)
 
     def cleanup(self, router, network):
-        run(["ip", "link", "del", self._host_end(router, network)], ns=self.config.host_netns, check=False)
+        remove_link(self.config.host_netns, self._host_end(router, network))
 
     def _pid(self, router):
         try:
@@ -203,21 +189,3 @@ def _wait_gone(pid, timeout):
             return True
         time.sleep(0.1)
     return False
-
-
-def ensure_bridge(host_ns, bridge):
-    """Create the bridge in the host namespace unless it exists; True if it was created."""
-    if run(["ip", "link", "show", bridge], ns=host_ns, check=False).returncode == 0:
-        return False
-    run(["ip", "link", "add", bridge, "type", "bridge"], ns=host_ns)
-    run(["ip", "link", "set", bridge, "up"], ns=host_ns)
-    return True
-
-
-def plug(host_ns, bridge, host_end, ns, device, mac=None):
-    """A veth pair: `device` (with `mac` if given) in namespace `ns`, `host_end` in the host's `bridge`."""
-    ensure_bridge(host_ns, bridge)
-    argv = ["ip", "link", "add", host_end, "netns", host_ns, "type", "veth", "peer", "name", device]
-    run([*argv, *(["address", mac] if mac else []), "netns", ns])
-    run(["ip", "link", "set", host_end, "master", bridge, "up"], ns=host_ns)
-    run(["ip", "link", "set", device, "up"], ns=ns)

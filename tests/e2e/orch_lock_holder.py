@@ -1,15 +1,14 @@
-"""Run as a separate manager process by the lock tests: hold one router's lock in the store at URL for
-SECONDS and print when it got it and when it let go (wall-clock seconds), one line each."""
+"""Run as a separate manager process by the lock tests: take one router's lock in the store at URL, say
+"acquired", hold it until a line arrives on standard input, then let go and say "released"."""
 
 import sys
-import time
 
 from orchestration.store import Store
 
-url, router, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+url, router = sys.argv[1], sys.argv[2]
 store = Store(url)
-with store.lock(router, timeout=60):
-    print(f"acquired {time.time():.3f}", flush=True)
-    time.sleep(seconds)
-    print(f"released {time.time():.3f}", flush=True)
+with store.lock(router, timeout=120):
+    print("acquired", flush=True)
+    sys.stdin.readline()
+print("released", flush=True)
 store.close()

@@ -4,6 +4,7 @@ to the same router take turns, and a router's lock does not hold up another rout
 migrations and its rules also work on PostgreSQL.
 """
 
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -27,30 +28,59 @@ def store_url(request, tmp_path):
     return request.getfixturevalue("postgres_url")
 
 
-def hold(url, router, seconds):
-    argv = [sys.executable, str(HOLDER), url, router, str(seconds)]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT)
+class Holder:
+    """Another manager process that takes router's lock and holds it until released."""
+
+    def __init__(self, url, router):
+        argv = [sys.executable, str(HOLDER), url, router]
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT
+        )
+
+    def said(self, word, timeout):
+        """Whether the process said `word` within `timeout` seconds."""
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        return bool(ready) and self.proc.stdout.readline().strip() == word
+
+    def release(self):
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        assert self.said("released", 30)
+        self.proc.wait(30)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
-def interval(proc):
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    times = dict(line.split() for line in out.splitlines())
-    return float(times["acquired"]), float(times["released"])
+@pytest.fixture
+def holders():
+    started = []
+    yield lambda url, router: started.append(Holder(url, router)) or started[-1]
+    for holder in started:
+        holder.kill()
 
 
-def test_two_processes_take_turns_on_one_router(store_url):
+def test_two_processes_take_turns_on_one_router(store_url, holders):
     Store(store_url).close()  # migrate once, so that neither process races to create the schema
-    first, second = hold(store_url, "r1", 1.0), hold(store_url, "r1", 1.0)
-    a, b = sorted([interval(first), interval(second)])
-    assert a[1] <= b[0], f"both processes held router r1's lock at once: {a} and {b}"
+    first = holders(store_url, "r1")
+    assert first.said("acquired", 60)
+    second = holders(store_url, "r1")
+    assert not second.said("acquired", 5), "a second process took router r1's lock while the first held it"
+    first.release()
+    assert second.said("acquired", 60)
+    second.release()
 
 
-def test_another_routers_lock_is_not_held_up(store_url):
+def test_another_routers_lock_is_not_held_up(store_url, holders):
     Store(store_url).close()
-    first, second = hold(store_url, "r1", 2.0), hold(store_url, "r2", 2.0)
-    a, b = sorted([interval(first), interval(second)])
-    assert b[0] < a[1], "router r2 waited for router r1's lock"
+    first = holders(store_url, "r1")
+    assert first.said("acquired", 60)
+    second = holders(store_url, "r2")
+    assert second.said("acquired", 60), "router r2 waited for router r1's lock"
+    second.release()
+    first.release()
 
 
 def test_store_keeps_rules_on_postgresql(postgres_url):  # noqa: F811

@@ -1,0 +1,52 @@
+"""The network of the host that plays the hypervisor: a namespace holding one bridge per network, the
+control bridge with the link-local gateway address, and the host ends of routers' NICs (veth pairs for
+containers, tap devices for VMs). NIC MAC addresses are fixed per router and NIC, as a hypervisor's are.
+"""
+
+from ..netns import run
+from .base import CONTROL_PREFIX
+
+CONTROL_BRIDGE, CONTROL_GATEWAY = "vrctl", "169.254.0.1"
+
+
+def nic_mac(router, index):
+    """The MAC of a router's NIC number `index` (0 is eth0): locally administered, stable across restarts."""
+    return f"0a:00:{router.id >> 8 & 255:02x}:{router.id & 255:02x}:00:{index:02x}"
+
+
+def ensure_host(host_ns):
+    """The host namespace with the control bridge and its gateway address (idempotent)."""
+    if host_ns not in run(["ip", "netns", "list"]).stdout.split():
+        run(["ip", "netns", "add", host_ns])
+        run(["ip", "link", "set", "lo", "up"], ns=host_ns)
+    if ensure_bridge(host_ns, CONTROL_BRIDGE):
+        run(["ip", "address", "add", f"{CONTROL_GATEWAY}/{CONTROL_PREFIX}", "dev", CONTROL_BRIDGE], ns=host_ns)
+
+
+def ensure_bridge(host_ns, bridge):
+    """Create the bridge in the host namespace unless it exists; True if it was created."""
+    if run(["ip", "link", "show", bridge], ns=host_ns, check=False).returncode == 0:
+        return False
+    run(["ip", "link", "add", bridge, "type", "bridge"], ns=host_ns)
+    run(["ip", "link", "set", bridge, "up"], ns=host_ns)
+    return True
+
+
+def plug(host_ns, bridge, host_end, ns, device, mac=None):
+    """A veth pair: `device` (with `mac` if given) in namespace `ns`, `host_end` in the host's `bridge`."""
+    ensure_bridge(host_ns, bridge)
+    argv = ["ip", "link", "add", host_end, "netns", host_ns, "type", "veth", "peer", "name", device]
+    run([*argv, *(["address", mac] if mac else []), "netns", ns])
+    run(["ip", "link", "set", host_end, "master", bridge, "up"], ns=host_ns)
+    run(["ip", "link", "set", device, "up"], ns=ns)
+
+
+def tap(host_ns, bridge, name):
+    """A tap device in the host's `bridge`, for a VM's NIC."""
+    ensure_bridge(host_ns, bridge)
+    run(["ip", "tuntap", "add", "dev", name, "mode", "tap"], ns=host_ns)
+    run(["ip", "link", "set", name, "master", bridge, "up"], ns=host_ns)
+
+
+def remove_link(host_ns, name):
+    run(["ip", "link", "del", name], ns=host_ns, check=False)
