@@ -71,11 +71,11 @@ def router_commands(lab, index, vm):
     ]
 
 
-def bring_up(manager, lab, names, first_index=1, progress=lambda message: None):
+def bring_up(manager, lab, names, first_index=1, deployer="container", progress=lambda message: None):
     """Create and start routers `names` in parallel, each with a VM answering on VM_PORT that got its
     lease; returns {name: vm}."""
     for name in names:
-        lab.create_router(name)
+        lab.create_router(name, deployer)
     started = for_each(names, manager.start, parallel=len(names), progress=progress)
     failed = {n: e for n, e in started.items() if e}
     if failed:

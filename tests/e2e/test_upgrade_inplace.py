@@ -24,6 +24,7 @@ from repo import signing
 from .engine_fixtures import http_get, wait_for
 from .repo_fixtures import copy_tree, resign
 from .upgrade_fixtures import (
+    BASE_VERSION,
     POSTINST_FAILS,
     POSTINST_SLOW,
     POSTINST_STARTED,
@@ -31,7 +32,6 @@ from .upgrade_fixtures import (
     upgrade_lab,
     version,
 )
-from .upgrade_rootfs import BASE_VERSION
 
 pytestmark = pytest.mark.e2e
 ROUTERS = ("r1", "r2")

@@ -1,6 +1,7 @@
-"""Fixtures for the upgrade tests: a lab (orchestration/upgrade_lab.py) of system-container routers booted
-from the upgrade rootfs, the test repository served to them on the control network, and versions published
-to it, optionally with a postinst made to fail or to take its time (a test-only build of vr-scripts).
+"""Fixtures for the upgrade tests: a lab (orchestration/upgrade_lab.py) of routers booted from the template
+the tests share, a test repository signed by the key that template trusts and served to the routers on the
+control network, and versions published to it, optionally with a postinst made to fail or to take its time
+(a test-only build of vr-scripts; vr_scripts/ is not touched).
 """
 
 import contextlib
@@ -9,6 +10,7 @@ import os
 import shutil
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from unittest import mock
 
 import repo.publish
@@ -20,13 +22,31 @@ from orchestration.upgrade_apt import AptSource
 from orchestration.upgrade_lab import BALANCED_PORT, FORWARDED_PORT, bring_up, repo_served
 from repo import signing
 
+from .image_fixtures import repo_config as template_repo_config
 from .orch_fixtures import close_lab
-from .orch_rootfs import PROJECT
-from .upgrade_rootfs import BASE_VERSION, signed_repo_config, upgrade_rootfs
+from .orch_rootfs import router_rootfs
+from .repo_fixtures import throwaway_config
+
+PROJECT = Path(__file__).resolve().parents[2]
 
 POSTINST_FAILS = "echo 'vr-scripts test build: this postinst fails on purpose' >&2\nexit 1\n"
 POSTINST_STARTED = "var/tmp/vr-test-postinst-started"
 POSTINST_SLOW = f"touch /{POSTINST_STARTED}\nsleep 5\n"
+
+
+def installed_version(rootfs, package="vr-scripts"):
+    admindir = f"--admindir={rootfs / 'var/lib/dpkg'}"
+    return run(["dpkg-query", admindir, "-W", "-f=${Version}", package]).stdout.strip()
+
+
+BASE_VERSION = installed_version(router_rootfs())  # builds the shared template if needed
+
+
+def signed_repo_config(where):
+    """A throw-away repository under `where`, signed by a private copy of the key the template trusts."""
+    config = throwaway_config(where)
+    shutil.copytree(template_repo_config().gnupghome, config.gnupghome, ignore=shutil.ignore_patterns("S.*"))
+    return config
 
 
 def version(n):
@@ -100,22 +120,27 @@ class UpgradeLab:
 
 
 @contextlib.contextmanager
-def upgrade_lab(tmp, names, tag="u"):
+def upgrade_lab(tmp, names, tag="u", deployer="container", image=None):
     """Routers `names` (each with a VM that got its lease), the test repository at BASE_VERSION served to
     them; everything removed afterwards."""
-    rootfs, key_home = upgrade_rootfs(tmp / "rootfs-work")
-    repo_config = signed_repo_config(tmp / "repo", key_home)
+    rootfs = router_rootfs()
+    repo_config = signed_repo_config(tmp / "repo")
     publish_version(repo_config, BASE_VERSION)
     prefix = f"vu{os.getpid() % 100000}{tag}"
     config = ManagerConfig(
-        tmp / "manager", rootfs=rootfs, host_netns=f"{prefix}hv", ssh_netns=f"{prefix}hv", netns_prefix=f"{prefix}-"
+        tmp / "manager",
+        rootfs=rootfs,
+        image=image,
+        host_netns=f"{prefix}hv",
+        ssh_netns=f"{prefix}hv",
+        netns_prefix=f"{prefix}-",
     )
     manager = Manager(config)
     lab = Lab(manager, prefix)
     try:
         lab.up_public()
         with repo_served(lab.host, repo_config.public) as url:
-            yield UpgradeLab(manager, lab, repo_config, url, bring_up(manager, lab, names))
+            yield UpgradeLab(manager, lab, repo_config, url, bring_up(manager, lab, names, deployer=deployer))
     finally:
         close_lab(manager, lab)
         signing.stop_agent(repo_config.gnupghome)
