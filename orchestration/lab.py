@@ -69,10 +69,10 @@ class Lab:
         plug(self.host, PUBLIC_BRIDGE, f"{self.prefix}pub"[:15], self.public, "pub0")
         run(["ip", "address", "add", f"{PUBLIC_GATEWAY}/24", "dev", "pub0"], ns=self.public)
 
-    def create_router(self, name):
+    def create_router(self, name, deployer="container"):
         """A router with a guest network (its own host bridge) and a leg on the public bridge."""
         networks = [Network(GUEST_DEVICE, f"g-{name}"[:15]), Network(PUBLIC_DEVICE, PUBLIC_BRIDGE)]
-        return self.manager.create(name, networks)
+        return self.manager.create(name, networks, deployer=deployer)
 
     def network_commands(self, index, egress="allow"):
         """The router's guest and public interfaces and egress policy, as commands."""
