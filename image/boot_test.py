@@ -5,6 +5,7 @@ router's SSH port, waits for vr-boot's ready line on the serial console, and run
 
 import functools
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -39,8 +40,10 @@ class Vm:
     seconds_to_ready: float
 
     def ssh(self, *command: str, input_text: str | None = None, timeout: float = 120) -> str:
-        """Run a command on the router as root; raise CommandFailed if it fails."""
-        argv = ["ssh", *SSH_OPTIONS, "-i", self.key, "-p", str(self.ssh_port), "root@127.0.0.1", *command]
+        """Run a command on the router as root; raise CommandFailed if it fails. sshd hands the command
+        to the router's shell, so each word is quoted for it."""
+        remote = shlex.join(command)
+        argv = ["ssh", *SSH_OPTIONS, "-i", self.key, "-p", str(self.ssh_port), "root@127.0.0.1", remote]
         return run(argv, input=input_text, capture=True, timeout=timeout)
 
     def wait_for_ssh(self, timeout: float = 60) -> None:
@@ -65,7 +68,7 @@ def accelerator(kernel: Path) -> str:
             "-monitor", "none", "-no-reboot", "-kernel", kernel, "-append", "console=ttyS0 panic=-1"]
     try:
         run(argv, timeout=20)
-    except (CommandFailed, subprocess.TimeoutExpired):
+    except (CommandFailed, subprocess.TimeoutExpired):  # a hung KVM guest is killed by the timeout
         return "tcg"
     return "kvm"
 

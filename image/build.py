@@ -4,6 +4,7 @@ qcow2, vhd, vmdk, ova, kernel, initrd) with manifest.json, SHA256SUMS and its si
 one summary line.
 """
 
+import fcntl
 import hashlib
 import logging
 import shutil
@@ -51,22 +52,37 @@ class Template:
         return self.folder / "initrd.img"
 
 
-def build_template(config: TemplateConfig, repo_config: RepoConfig, reuse: bool = False) -> Template:
-    """Build everything into config.output_dir; with reuse, keep a finished build of the same inputs."""
+def build_template(
+    config: TemplateConfig, repo_config: RepoConfig, reuse: bool = False, republish: bool = False
+) -> Template:
+    """Build everything into config.output_dir; with reuse, keep a finished build of the same inputs;
+    with republish, first publish this checkout's packages into a fresh repository (tests do). Builds
+    into one folder take turns, so a second one waiting for the first finds its result."""
     template = Template(config.output_dir)
-    inputs = inputs_digest(config, repo_config)
-    if reuse and is_built(config, repo_config):
-        log.info("build-template: reusing %s (same inputs %s)", template.folder, inputs[:12])
-        return template
-    steps = Steps("build-template", total=12)
-    _clear(template.folder)
-    work = template.folder / ".work"
-    work.mkdir(parents=True)
-    _build(config, repo_config, template, work, steps)
-    shutil.rmtree(work)
-    (template.folder / STAMP).write_text(inputs)
+    config.output_dir.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(config.output_dir.with_name(config.output_dir.name + ".lock")):
+        inputs = inputs_digest(config, repo_config)
+        if reuse and is_built(config, repo_config):
+            log.info("build-template: reusing %s (same inputs %s)", template.folder, inputs[:12])
+            return template
+        if republish:
+            shutil.rmtree(repo_config.dir, ignore_errors=True)
+        steps = Steps("build-template", total=12)
+        _clear(template.folder)
+        work = template.folder / ".work"
+        work.mkdir(parents=True)
+        _build(config, repo_config, template, work, steps)
+        shutil.rmtree(work)
+        (template.folder / STAMP).write_text(inputs)
     log.info(steps.summary(f"{NAME} {config.suite} built into {template.folder}"))
     return template
+
+
+@contextmanager
+def _locked(lock_file: Path) -> Iterator[None]:
+    with lock_file.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _build(config: TemplateConfig, repo_config: RepoConfig, template: Template, work: Path, steps: Steps):

@@ -23,6 +23,8 @@ MASKED_UNITS = (
     "e2scrub_all.timer",
     "fstrim.timer",
     "man-db.timer",
+    # trixie's socket activation listens on port 22 and hands that socket to sshd, whatever its Port says
+    "ssh.socket",
 )
 # Left by the build, or made per machine: none of it may be shared by every router of the template.
 BUILD_LEFTOVERS = (

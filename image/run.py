@@ -30,14 +30,15 @@ def run(
     timeout: float | None = None,
 ) -> str:
     """Run argv with extra env; return its stdout when capture is set, else stream its output to the log
-    (at INFO when echo is set, so long tools show their progress; at DEBUG otherwise)."""
+    (at INFO when echo is set, so long tools show their progress; at DEBUG otherwise). A timeout (which
+    kills the program) implies capture: a streamed program could hold its output open forever."""
     words = [str(a) for a in argv]
     log.debug("$ %s", shlex.join(words))
     full_env = {**os.environ, **env} if env else None
     try:
-        if capture:
+        if capture or timeout is not None:
             return _captured(words, full_env, input, timeout)
-        _streamed(words, full_env, input, logging.INFO if echo else logging.DEBUG, timeout)
+        _streamed(words, full_env, input, logging.INFO if echo else logging.DEBUG)
         return ""
     except FileNotFoundError as e:
         raise CommandFailed(words, 127, f"{words[0]} is not installed (run ./bootstrap.sh)") from e
@@ -50,7 +51,7 @@ def _captured(words, env, input, timeout) -> str:
     return done.stdout
 
 
-def _streamed(words, env, input, level, timeout) -> None:
+def _streamed(words, env, input, level) -> None:
     tail = deque(maxlen=TAIL_LINES)
     with subprocess.Popen(
         words,
@@ -67,7 +68,7 @@ def _streamed(words, env, input, level, timeout) -> None:
         for line in proc.stdout:
             tail.append(line.rstrip())
             log.log(level, "  %s", line.rstrip())
-        returncode = proc.wait(timeout=timeout)
+        returncode = proc.wait()
     if returncode != 0:
         raise CommandFailed(words, returncode, "\n".join(tail))
 

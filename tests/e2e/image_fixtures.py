@@ -7,11 +7,20 @@ import functools
 import logging
 import shutil
 
-from image.build import Template, build_template, is_built
+from image.build import Template, build_template
 from image.config import PROJECT, load_config
 from repo.config import RepoConfig
 
 TEST_CACHE = PROJECT / "build" / "cache" / "image-tests"
+
+
+def scratch(name):
+    """An empty folder for one VM's logs and firmware variables: under build/cache rather than pytest's
+    tmp_path, which a concurrent pytest run on the same machine may prune while a VM still boots."""
+    folder = TEST_CACHE / "scratch" / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
 
 
 def template_config(**overrides):
@@ -26,8 +35,5 @@ def repo_config():
 @functools.cache
 def shared_template() -> Template:
     logging.basicConfig(level=logging.INFO)
-    config, repo = template_config(), repo_config()
-    if not is_built(config, repo):
-        # the packages of this checkout may carry the version of different, earlier ones: publish afresh
-        shutil.rmtree(repo.dir, ignore_errors=True)
-    return build_template(config, repo, reuse=True)
+    # republish: this checkout's packages may carry the version of different, earlier ones
+    return build_template(template_config(), repo_config(), reuse=True, republish=True)

@@ -11,7 +11,7 @@ from vr.boot import BootParams, format_params
 from image.boot_test import SLIRP_ADDRESS, SLIRP_GATEWAY, accelerator, booted, make_key
 from image.run import CommandFailed, run
 
-from .image_fixtures import TEST_CACHE, shared_template
+from .image_fixtures import TEST_CACHE, scratch, shared_template
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 STATE = {
@@ -36,8 +36,8 @@ def template():
 
 
 @pytest.fixture(scope="module")
-def key(tmp_path_factory):
-    return make_key(tmp_path_factory.mktemp("ssh"))
+def key():
+    return make_key(scratch("ssh"))
 
 
 def boot_params(public_key, hostname):
@@ -54,11 +54,10 @@ def record(name, seconds):
 
 
 @pytest.fixture(scope="module")
-def router(template, key, tmp_path_factory):
+def router(template, key):
     """The qcow2 image booted once for this module, a second NIC standing for the public network."""
     private, public = key
-    folder = tmp_path_factory.mktemp("qcow2")
-    with booted(template.output("qcow2"), "qcow2", boot_params(public, "r1"), private, folder,
+    with booted(template.output("qcow2"), "qcow2", boot_params(public, "r1"), private, scratch("qcow2"),
                 accel=accelerator(template.kernel), nics=2) as vm:
         record("qcow2", vm.seconds_to_ready)
         vm.wait_for_ssh()
@@ -123,9 +122,10 @@ def test_a_state_document_applied_over_ssh_reaches_nftables(router):
     ("suffix", "fmt", "uefi"),
     [("raw", "raw", False), ("raw", "raw", True), ("vhd", "vpc", False), ("vmdk", "vmdk", False)],
 )
-def test_image_boots_to_ready(template, key, tmp_path, suffix, fmt, uefi):
+def test_image_boots_to_ready(template, key, suffix, fmt, uefi):
     private, public = key
-    with booted(template.output(suffix), fmt, boot_params(public, f"r-{suffix}"), private, tmp_path,
+    folder = scratch(f"{suffix}{'-uefi' if uefi else ''}")
+    with booted(template.output(suffix), fmt, boot_params(public, f"r-{suffix}"), private, folder,
                 accel=accelerator(template.kernel), uefi=uefi) as vm:
         record(f"{suffix}{' (UEFI)' if uefi else ''}", vm.seconds_to_ready)
         assert f"r-{suffix}" in vm.serial.read_text(errors="replace")
