@@ -4,7 +4,6 @@ their address from the router with a real DHCP client) and one public namespace 
 """
 
 import json
-import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ from .manager import Manager, ManagerConfig
 from .netns import kill_processes_in, run
 from .store import Network
 
-log = logging.getLogger("vrpipe.lab")
 DHCLIENT_SCRIPT = Path(__file__).parent / "files" / "dhclient-script"
 PUBLIC_BRIDGE, PUBLIC_GATEWAY = "pub", "203.0.113.1"
 GUEST_DEVICE, PUBLIC_DEVICE = "eth1", "eth2"

@@ -48,6 +48,8 @@ class ManagerConfig:
         for name in ("rootfs", "image"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
+        if self.accel not in ("tcg", "kvm"):
+            raise ValueError(f"accel {self.accel!r}: use tcg or kvm")
         if not self.database.startswith(("sqlite:", "postgresql")):
             raise ValueError(f"database {self.database!r}: use sqlite:///PATH or postgresql+psycopg://...")
 
@@ -208,6 +210,7 @@ class Manager:
                     self.resource.cleanup(name)
             if outcome.ok:
                 self.store.record(name, parsed)
+            log.info("router %s: %d commands aggregated: %s", name, len(commands), outcome.error or "applied")
             return outcome
 
     def _per_command(self, name, commands, parsed):
@@ -231,7 +234,9 @@ class Manager:
     def replay(self, name):
         """Full replay: the router's whole desired state as one aggregated apply, then its health."""
         with self.store.lock(name, self.config.lock_timeout):
+            started = time.monotonic()
             outcome = self.resource.apply_state(name, self.store.state(name))
+            log.info("router %s: full replay in %.2fs: %s", name, time.monotonic() - started, outcome.error or "ok")
             if not outcome.ok:
                 raise ReplayFailed(f"router {name}: replay failed: {outcome.error}")
             health = self.query(name, Query.HEALTH)
