@@ -59,8 +59,8 @@ def build_template(
     with republish, first publish this checkout's packages into a fresh repository (tests do). Builds
     into one folder take turns, so a second one waiting for the first finds its result."""
     template = Template(config.output_dir)
-    config.output_dir.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(config.output_dir.with_name(config.output_dir.name + ".lock")):
+    # one build at a time per output folder, and per .deb cache (each build replaces the cache)
+    with _locked(_lock_file(config.output_dir)), _locked(_lock_file(config.cache_dir)):
         inputs = inputs_digest(config, repo_config)
         if reuse and is_built(config, repo_config):
             log.info("build-template: reusing %s (same inputs %s)", template.folder, inputs[:12])
@@ -76,6 +76,11 @@ def build_template(
         (template.folder / STAMP).write_text(inputs)
     log.info(steps.summary(f"{NAME} {config.suite} built into {template.folder}"))
     return template
+
+
+def _lock_file(folder: Path) -> Path:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return folder.with_name(folder.name + ".lock")
 
 
 @contextmanager

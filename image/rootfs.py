@@ -38,7 +38,8 @@ class BuildRepo:
 
 def install(config: TemplateConfig, repo: BuildRepo, root: Path, work: Path) -> None:
     """mmdebstrap the router's packages into the empty directory root, warm .deb cache in and out."""
-    _cache_in(config.cache_dir, root / ARCHIVES)
+    cache = config.cache_dir / config.suite  # per suite: a bookworm build keeps trixie's .debs
+    _cache_in(cache, root / ARCHIVES)
     sources = work / "build.sources"
     sources.write_text(render("build.sources.j2", config=config, repo=repo, inline_key=_inline_key(repo.keyring)))
     run(
@@ -58,7 +59,7 @@ def install(config: TemplateConfig, repo: BuildRepo, root: Path, work: Path) -> 
         env={"SOURCE_DATE_EPOCH": str(config.source_date_epoch)},
         echo=True,
     )
-    _cache_out(root / ARCHIVES, config.cache_dir)
+    _cache_out(root / ARCHIVES, cache)
 
 
 def _inline_key(keyring: Path) -> str:

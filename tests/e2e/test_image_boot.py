@@ -14,6 +14,7 @@ from image.run import CommandFailed, run
 from .image_fixtures import TEST_CACHE, scratch, shared_template
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+GUEST_MAC = "52:54:00:12:34:56"
 STATE = {
     "schema": 1,
     "kind": "state",
@@ -21,11 +22,13 @@ STATE = {
         "interfaces": {
             "control": {"device": "eth0", "address": SLIRP_ADDRESS},
             "public": [{"device": "eth1", "addresses": ["203.0.113.10/24"], "gateway": "203.0.113.1"}],
+            "guests": [{"device": "eth2", "gateway": "10.1.1.1/24", "domain": "cloud.internal"}],
         },
         "firewall": [
             {"direction": "ingress", "public_ip": "203.0.113.10", "protocol": "tcp", "ports": 2201,
              "cidrs": ["198.51.100.0/24"]}
         ],
+        "dhcp": [{"mac": GUEST_MAC, "ip": "10.1.1.5", "hostname": "vm1"}],
     },
 }
 
@@ -55,13 +58,19 @@ def record(name, seconds):
 
 @pytest.fixture(scope="module")
 def router(template, key):
-    """The qcow2 image booted once for this module, a second NIC standing for the public network."""
+    """The qcow2 image booted once for this module; NICs 2 and 3 stand for the public and guest networks."""
     private, public = key
     with booted(template.output("qcow2"), "qcow2", boot_params(public, "r1"), private, scratch("qcow2"),
-                accel=accelerator(template.kernel), nics=2) as vm:
+                accel=accelerator(template.kernel), nics=3) as vm:
         record("qcow2", vm.seconds_to_ready)
         vm.wait_for_ssh()
         yield vm
+
+
+@pytest.fixture(scope="module")
+def applied(router):
+    """A state with a guest network, applied over SSH with vr-apply reading it from standard input."""
+    return json.loads(router.ssh("/opt/vr/bin/vr-apply", "-", input_text=json.dumps(STATE)))
 
 
 def test_qcow2_boots_to_ready_with_its_boot_parameters(router):
@@ -79,13 +88,13 @@ def test_vr_scripts_is_the_version_in_our_repository(router, template):
     assert f"vr-scripts {installed}" in published
 
 
-def test_ssh_dnsmasq_and_metadata_are_active_and_nothing_failed(router):
+def test_ssh_dnsmasq_and_metadata_are_active_and_nothing_failed(router, applied):
     for unit in ("ssh", "dnsmasq", "vr-metadata", "vr-boot"):
         assert router.ssh("systemctl", "is-active", unit).strip() == "active", unit
     assert router.ssh("systemctl", "--failed", "--no-legend", "--plain").strip() == ""
 
 
-def test_vr_health_is_ok(router):
+def test_vr_health_is_ok(router, applied):
     health = json.loads(router.ssh("/opt/vr/bin/vr-health"))
     assert health["ok"], health
 
@@ -111,9 +120,8 @@ def test_password_login_is_refused(router):
     assert "Permission denied (publickey)" in refused.value.output
 
 
-def test_a_state_document_applied_over_ssh_reaches_nftables(router):
-    result = json.loads(router.ssh("/opt/vr/bin/vr-apply", "-", input_text=json.dumps(STATE)))
-    assert result["ok"], result
+def test_a_state_document_applied_over_ssh_reaches_nftables(router, applied):
+    assert applied["ok"], applied
     ruleset = router.ssh("nft", "list", "ruleset")
     assert "203.0.113.10 . tcp . 2201 . 198.51.100.0/24" in ruleset
 
