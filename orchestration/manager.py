@@ -13,6 +13,7 @@ from . import commands as cmds
 from .commands import Command, Query
 from .deployers.base import CONTROL_DEVICE, CONTROL_PREFIX, Boot
 from .deployers.container import ContainerConfig, ContainerDeployer
+from .deployers.hostnet import control_address
 from .deployers.qemu import QemuConfig, QemuDeployer
 from .resource import RoutingResource
 from .store import Store
@@ -78,13 +79,6 @@ class ManagerConfig:
         (self.state_dir / CONFIG_FILE).write_text(json.dumps(values, indent=1) + "\n")
 
 
-def control_address(router_id):
-    """Link-local control addresses by router id: 169.254.1.2 onwards (169.254.0.0/24 is the host's)."""
-    if not 1 <= router_id <= 250 * 254:
-        raise ValueError(f"router id {router_id} has no control address")
-    return f"169.254.{(router_id - 1) // 250 + 1}.{(router_id - 1) % 250 + 2}"
-
-
 class Manager:
     def __init__(self, config):
         self.config = config
@@ -140,8 +134,8 @@ class Manager:
         """A router in the store (with its control interface as desired state) and on its deployer."""
         if jump_host:
             JumpHost.parse(jump_host)
-        address = control_address(self.store.next_router_id())
-        router = self.store.add_router(name, deployer, address, networks, jump_host)
+        router = self.store.add_router(name, deployer, control_address, networks, jump_host)
+        address = router.control_address
         control = {"control": {"device": CONTROL_DEVICE, "address": f"{address}/{CONTROL_PREFIX}"}}
         self.store.record(name, cmds.validate([Command("add", "interfaces", control)], {}))
         public_key = Path(f"{self.key}.pub").read_text().strip()

@@ -113,18 +113,21 @@ class Store:
     # routers
 
     def add_router(self, name, deployer, control_address, networks=(), jump_host=None):
+        """A new router. `control_address` is an address, or a function of the router's id giving one: it
+        is called in the same transaction, so that managers creating routers at once never share one."""
         with self._session() as session:
             if session.scalars(select(RouterRow.id).where(RouterRow.name == name)).first() is not None:
                 raise ValueError(f"a router named {name!r} already exists")
             row = RouterRow(
                 name=name,
                 deployer=deployer,
-                control_address=control_address,
+                control_address="",
                 jump_host=jump_host,
                 networks=[{"device": n.device, "bridge": n.bridge} for n in networks],
             )
             session.add(row)
             session.flush()
+            row.control_address = control_address(row.id) if callable(control_address) else control_address
             return _router(row)
 
     def router(self, name):
@@ -134,10 +137,6 @@ class Store:
     def routers(self):
         with self._session() as session:
             return [_router(row) for row in session.scalars(select(RouterRow).order_by(RouterRow.id))]
-
-    def next_router_id(self):
-        with self._session() as session:
-            return (session.scalar(select(RouterRow.id).order_by(RouterRow.id.desc()).limit(1)) or 0) + 1
 
     def remove_router(self, name):
         with self._session() as session:

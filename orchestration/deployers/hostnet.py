@@ -9,6 +9,13 @@ from .base import CONTROL_PREFIX
 CONTROL_BRIDGE, CONTROL_GATEWAY = "vrctl", "169.254.0.1"
 
 
+def control_address(router_id):
+    """Link-local control addresses by router id: 169.254.1.2 onwards (169.254.0.0/24 is the host's)."""
+    if not 1 <= router_id <= 250 * 254:
+        raise ValueError(f"router id {router_id} has no control address")
+    return f"169.254.{(router_id - 1) // 250 + 1}.{(router_id - 1) % 250 + 2}"
+
+
 def nic_mac(router, index):
     """The MAC of a router's NIC number `index` (0 is eth0): locally administered, stable across restarts."""
     return f"0a:00:{router.id >> 8 & 255:02x}:{router.id & 255:02x}:00:{index:02x}"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestration.commands import Command, validate
+from orchestration.deployers.hostnet import control_address
 from orchestration.store import Store
 
 from .orch_postgres import postgres_url  # noqa: F401 - fixture
@@ -86,7 +87,7 @@ def test_another_routers_lock_is_not_held_up(store_url, holders):
 def test_store_keeps_rules_on_postgresql(postgres_url):  # noqa: F811
     store = Store(postgres_url)
     try:
-        store.add_router("pg1", "container", "169.254.1.9")
+        store.add_router("pg1", "container", control_address)
         guests = Command("add", "interfaces", {"guests": [{"device": "eth1", "gateway": "10.1.1.1/24"}]})
         dhcp = Command("add", "dhcp", {"mac": "02:00:00:00:00:01", "ip": "10.1.1.5", "hostname": "vm1"})
         store.record("pg1", validate([guests, dhcp], {}))

@@ -2,7 +2,8 @@
 
 import pytest
 
-from orchestration.manager import ManagerConfig, control_address
+from orchestration.deployers.hostnet import control_address
+from orchestration.manager import ManagerConfig
 from orchestration.render import render
 from orchestration.transports import JumpHost, SshOptions, SshTarget
 

@@ -3,6 +3,7 @@
 import pytest
 
 from orchestration.commands import Command, validate
+from orchestration.deployers.hostnet import control_address
 from orchestration.store import LockTimeout, Network, NotFound, Store
 
 GUESTS = Command("add", "interfaces", {"guests": [{"device": "eth1", "gateway": "10.1.1.1/24"}]})
@@ -11,7 +12,7 @@ GUESTS = Command("add", "interfaces", {"guests": [{"device": "eth1", "gateway": 
 @pytest.fixture
 def store(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'vrpipe.db'}")
-    store.add_router("r1", "container", "169.254.1.2", [Network("eth1", "g-r1")])
+    store.add_router("r1", "container", control_address, [Network("eth1", "g-r1")])
     yield store
     store.close()
 
@@ -29,7 +30,7 @@ def test_routers_are_kept_with_their_networks(store):
     router = store.router("r1")
     assert (router.control_address, router.networks) == ("169.254.1.2", (Network("eth1", "g-r1"),))
     with pytest.raises(ValueError, match="already exists"):
-        store.add_router("r1", "container", "169.254.1.3")
+        store.add_router("r1", "container", control_address)
     with pytest.raises(NotFound):
         store.router("r9")
 
@@ -53,7 +54,7 @@ def test_reopening_the_database_keeps_everything(store, tmp_path):
 def test_removing_a_router_removes_its_rules(store):
     record(store, [GUESTS, dhcp(5)])
     store.remove_router("r1")
-    store.add_router("r1", "container", "169.254.1.2")
+    store.add_router("r1", "container", control_address)
     assert store.state("r1")["dhcp"] == []
 
 
