@@ -102,13 +102,11 @@ class RouterUpgrade:
         self.changes = ()
 
     def run(self, dry_run):
-        started = time.monotonic()
-        stage = "reaching the router"
+        started, stage = time.monotonic(), "pre-checks"
         try:
-            stage = "pre-checks"
             before = self._prepare(dry_run)
             stage = "planning"
-            outcome = self._plan(before, dry_run)
+            outcome = self._plan(dry_run)
             if dry_run or not self.changes:
                 return self._done(outcome, started)
             stage = "upgrading"
@@ -154,7 +152,7 @@ class RouterUpgrade:
             raise Failed("skipped", "; ".join(problems))
         return before
 
-    def _plan(self, before, dry_run):
+    def _plan(self, dry_run):
         out = self.router.output(apt.simulate(self.config.lock_timeout), "simulated upgrade")
         self.changes = tuple(apt.parse_simulation(out))
         installed = [c.package for c in self.changes if c.old]
@@ -201,7 +199,7 @@ class RouterUpgrade:
     def _wait_idle(self):
         """Wait (bounded) until no upgrade runs on the router, e.g. one left by a cut connection."""
         if self.router.status(apt.wait_idle(self.config.lock_timeout))[0] != 0:
-            raise Failed("skipped", f"an earlier upgrade still runs after {self.config.lock_timeout}s")
+            raise checks.CheckFailed(f"an earlier upgrade still runs after {self.config.lock_timeout}s")
 
 
 @dataclass(frozen=True)
