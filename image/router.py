@@ -25,6 +25,9 @@ MASKED_UNITS = (
     "man-db.timer",
     # trixie's socket activation listens on port 22 and hands that socket to sshd, whatever its Port says
     "ssh.socket",
+    # networkd manages no link here (vr-boot and the engine set addresses), so this would hold every unit
+    # ordered after network-online.target (dnsmasq, haproxy) for its two-minute timeout
+    "systemd-networkd-wait-online.service",
 )
 # Left by the build, or made per machine: none of it may be shared by every router of the template.
 BUILD_LEFTOVERS = (
