@@ -1,6 +1,7 @@
 """What the orchestration tests boot routers from: the template the image tests share (built once per
 test session, reused while its sources are unchanged), its rootfs for containers and its qcow2 for VMs.
-VRPIPE_TEST_ROOTFS=DIR boots the containers from another rootfs directory instead.
+VRPIPE_TEST_ROOTFS=DIR and VRPIPE_TEST_IMAGE=QCOW2 boot routers from other ones instead (say, a copy
+taken while someone else rebuilds the template).
 """
 
 import os
@@ -15,4 +16,5 @@ def router_rootfs():
 
 
 def router_image():
-    return shared_template().output("qcow2")
+    override = os.environ.get("VRPIPE_TEST_IMAGE")
+    return Path(override) if override else shared_template().output("qcow2")

@@ -47,8 +47,8 @@ def vm_commands(indices):
 
 
 def router_files(manager):
-    """What the engine programmed: the nftables ruleset and dnsmasq's host and option files."""
-    argv = ["sh", "-c", "nft list ruleset; cat /etc/vr/dhcp-hosts /etc/vr/dhcp-options /etc/vr/hosts"]
+    """What the engine programmed: the nftables ruleset (stateless: no counters) and dnsmasq's files."""
+    argv = ["sh", "-c", "nft -s list ruleset; cat /etc/vr/dhcp-hosts /etc/vr/dhcp-options /etc/vr/hosts"]
     status, out = manager.transport(ROUTER).execute(argv)
     assert status == 0, out
     return out
