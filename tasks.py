@@ -180,11 +180,12 @@ def lab_down(c):
         "vms": "VMs in the replayed state (default 1000)",
         "sample": "per-command sample size (default 400)",
         "routers": "routers replayed in parallel (default 20)",
+        "rootfs": "router rootfs (default: the built template's, build/template/rootfs)",
     }
 )
-def bench_apply(c, vms=1000, sample=400, routers=20):
+def bench_apply(c, vms=1000, sample=400, routers=20, rootfs=None):
     """Full replay of N VMs aggregated vs per command, end to end from the manager; then N routers in parallel."""
     from orchestration.bench_apply import bench_apply as main
 
-    if not main(vms=vms, sample=sample, routers=routers):
+    if not main(vms=vms, sample=sample, routers=routers, rootfs=rootfs):
         raise Exit(code=1)
