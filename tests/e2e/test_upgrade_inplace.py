@@ -160,6 +160,18 @@ def test_ssh_cut_mid_upgrade_fails_cleanly_and_a_retry_completes(lab):
     assert_forwards(lab, 1, "r1")
 
 
+def test_an_interrupted_dpkg_is_finished_before_the_upgrade(lab):
+    cached = lab.execute("r2", ["ls", "/var/cache/apt/archives"]).split()
+    deb = next(name for name in cached if name.startswith("vr-base_") and name.endswith(".deb"))
+    lab.execute("r2", ["dpkg", "--unpack", f"/var/cache/apt/archives/{deb}"])  # unpacked, never configured
+    assert "vr-base" in lab.execute("r2", ["dpkg", "--audit"])
+    report = upgrade_fleet(lab.manager, ["r2"], lab.config(), RolloutPolicy())
+    assert report.ok, [o.line() for o in report.outcomes]
+    assert lab.execute("r2", ["dpkg", "--audit"]).strip() == ""
+    assert lab.versions("r2") == {"vr-base": version(2), "vr-scripts": version(2)}
+    assert_forwards(lab, 2, "r2")
+
+
 def test_broken_postinst_fails_on_the_canary_which_is_rolled_back(lab):
     publish_version(lab.repo, version(3), POSTINST_FAILS)
     r2_before = lab.versions("r2")
