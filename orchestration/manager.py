@@ -170,13 +170,13 @@ class Manager:
 
     def stop(self, name):
         router = self.store.router(name)
-        self.connections.forget(name)
         self.deployer(router.deployer).stop(router)
+        self.connections.forget(name)
 
     def destroy(self, name):
         router = self.store.router(name)
-        self.connections.forget(name)
         self.deployer(router.deployer).destroy(router)
+        self.connections.forget(name)
         self.store.remove_router(name)
 
     def running(self, name):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..netns import run
 from ..store import Network
+from ..transports import TransportError
 from .base import CONTROL_DEVICE, Deployer
 from .hostnet import CONTROL_BRIDGE, ensure_host, nic_mac, remove_link, tap
 
@@ -101,11 +102,15 @@ class QemuDeployer(Deployer):
         log.info("router %s: booting (qemu pid %s, %s)", router.name, self._pid(router), self.config.accel)
 
     def stop(self, router):
-        """ACPI power-off through QMP; terminate qemu if the guest has not shut down in time."""
+        """`systemctl poweroff` over SSH (ACPI power-off through QMP if SSH fails: guests without a
+        power-key handler ignore that one); qemu is terminated if the guest is still up after the timeout."""
         pid = self._pid(router)
         if pid is not None and self.running(router):
-            with contextlib.suppress(OSError):
-                _qmp(self._dir(router) / "qmp.sock", "system_powerdown")
+            try:
+                self.execute(router, ["systemctl", "poweroff", "--no-block"])
+            except TransportError:
+                with contextlib.suppress(OSError):
+                    _qmp(self._dir(router) / "qmp.sock", "system_powerdown")
             deadline = time.monotonic() + POWEROFF_TIMEOUT
             while self.running(router) and time.monotonic() < deadline:
                 time.sleep(0.5)
