@@ -24,10 +24,10 @@ from repo import signing
 from .engine_fixtures import http_get, wait_for
 from .repo_fixtures import copy_tree, resign
 from .upgrade_fixtures import (
-    BASE_VERSION,
     POSTINST_FAILS,
     POSTINST_SLOW,
     POSTINST_STARTED,
+    base_version,
     publish_version,
     upgrade_lab,
     version,
@@ -68,7 +68,7 @@ def test_dry_run_reports_the_plan_and_changes_nothing(lab):
     for router in report["routers"]:
         assert router["status"] == "planned", router
         planned = {c["package"]: (c["from"], c["to"]) for c in router["changes"]}
-        assert planned["vr-scripts"] == (BASE_VERSION, version(1))
+        assert planned["vr-scripts"] == (base_version(), version(1))
         assert "vr-metadata.service" in router["restarts"]
         assert router["reboot_required"] == []
     assert {n: (lab.versions(n), lab.ruleset(n)) for n in ROUTERS} == before

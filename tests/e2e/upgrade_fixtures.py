@@ -5,6 +5,7 @@ control network, and versions published to it, optionally with a postinst made t
 """
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -39,7 +40,10 @@ def installed_version(rootfs, package="vr-scripts"):
     return run(["dpkg-query", admindir, "-W", "-f=${Version}", package]).stdout.strip()
 
 
-BASE_VERSION = installed_version(router_rootfs())  # builds the shared template if needed
+@functools.cache
+def base_version():
+    """The vr-scripts version the routers start with: the shared template's (built now if needed)."""
+    return installed_version(router_rootfs())
 
 
 def signed_repo_config(where):
@@ -51,7 +55,7 @@ def signed_repo_config(where):
 
 def version(n):
     """The n-th test version after the one the rootfs has (Debian orders 1.0.0 < 1.0.0+up1 < 1.0.0+up2)."""
-    return f"{BASE_VERSION}+up{n}"
+    return f"{base_version()}+up{n}"
 
 
 def publish_version(config, version, postinst_prefix=""):
@@ -121,11 +125,11 @@ class UpgradeLab:
 
 @contextlib.contextmanager
 def upgrade_lab(tmp, names, tag="u", deployer="container", image=None):
-    """Routers `names` (each with a VM that got its lease), the test repository at BASE_VERSION served to
+    """Routers `names` (each with a VM that got its lease), the test repository at base_version() served to
     them; everything removed afterwards."""
     rootfs = router_rootfs()
     repo_config = signed_repo_config(tmp / "repo")
-    publish_version(repo_config, BASE_VERSION)
+    publish_version(repo_config, base_version())
     prefix = f"vu{os.getpid() % 100000}{tag}"
     config = ManagerConfig(
         tmp / "manager",
