@@ -12,13 +12,18 @@ log = logging.getLogger("vr")
 class CommandFailed(Exception):
     def __init__(self, argv, returncode, stderr):
         self.argv, self.returncode, self.stderr = argv, returncode, stderr.strip()
-        super().__init__(f"{argv[0]} exited with {returncode}: {self.stderr[-2000:] or 'no message'}")
+        outcome = "timed out" if returncode == "timeout" else f"exited with {returncode}"
+        super().__init__(f"{argv[0]} {outcome}: {self.stderr[-2000:] or 'no message'}")
 
 
 def run(argv, *, input=None, check=True, timeout=60):
     """Run argv; return its stdout. Raise CommandFailed (with stderr) when it fails and check is set."""
     started = time.monotonic()
-    proc = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+    try:
+        proc = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as expired:
+        # A hung tool (say, a unit whose start waits on boot ordering) is a failure like any other.
+        raise CommandFailed(argv, "timeout", f"no answer within {timeout}s") from expired
     log.debug("ran %s in %.3fs -> %d", argv, time.monotonic() - started, proc.returncode)
     if check and proc.returncode != 0:
         raise CommandFailed(argv, proc.returncode, proc.stderr or proc.stdout)
