@@ -88,8 +88,10 @@ def _run(manager, lab, vms, sample, routers, items):
         _store_state(manager, name, vms)
     booted = for_each(names, manager.start, 4, lambda message: None)
     parallel, replayed = _timed(lambda: for_each(names, manager.replay, routers))
-    failures = [n for n, e in {**booted, **replayed}.items() if e]
+    failures = {n: e for n, e in (*booted.items(), *replayed.items()) if e}
     print(f"{routers} routers of {vms} VMs each replayed in parallel: {parallel:.3f} s ({len(failures)} failed)")
+    for name, error in failures.items():
+        print(f"  {name}: {error}")
     ok = ok and not failures
     print(f"bench-apply: {'ok' if ok else 'FAILED'}")
     print(f"replay_{vms}_vms_s={cold:.3f} speedup={extrapolated / cold:.0f}")

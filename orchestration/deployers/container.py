@@ -25,6 +25,10 @@ BOOT_PARAMS = Path("etc/vr/boot-params")
 # Units with nothing to do in a container: kernel modules, and logins on consoles nobody reads.
 MASKED = ("systemd-modules-load.service", "getty.target", "console-getty.service")
 STOP_TIMEOUT = 30.0
+# systemd takes several inotify instances per container: the kernel's default of 128 for all of root's
+# processes runs out at about 20 routers. Container hosts raise it (as LXD's production setup does).
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+INOTIFY_INSTANCES_MIN = 4096
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class ContainerDeployer(Deployer):
         if self.running(router):
             return
         ensure_host(self.config.host_netns)
+        _ensure_inotify_instances()
         merged, directory = self._merged(router), self._dir(router)
         if not os.path.ismount(merged):
             options = f"lowerdir={self.config.rootfs},upperdir={directory / 'upper'},workdir={directory / 'work'}"
@@ -160,6 +165,12 @@ class ContainerDeployer(Deployer):
             return int(self._pid_file(router).read_text())
         except (FileNotFoundError, ValueError):
             return None
+
+
+def _ensure_inotify_instances():
+    if int(INOTIFY_INSTANCES.read_text()) < INOTIFY_INSTANCES_MIN:
+        log.warning("raising fs.inotify.max_user_instances to %d for system containers", INOTIFY_INSTANCES_MIN)
+        INOTIFY_INSTANCES.write_text(f"{INOTIFY_INSTANCES_MIN}\n")
 
 
 def _child(pid):
