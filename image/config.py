@@ -52,12 +52,9 @@ def _default_epoch() -> int:
 
 def _convert(name, kind, value):
     try:
-        if kind in (Path, "Path"):
-            path = Path(value)
-            return path if path.is_absolute() else PROJECT / path
-        if kind in (int, "int"):
-            return int(value)
-        return str(value)
+        if kind is Path:
+            return PROJECT / Path(value)  # an absolute value stays as it is
+        return kind(value)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"template.{name}: {value!r} is not a valid {kind}") from e
 
