@@ -33,8 +33,10 @@ def _show_traffic(net, vms):
     for vm in vms:
         proc = net.dhcp(vm)
         got = run(["ip", "-4", "-brief", "address", "show", "dev", "eth0"], ns=vm.ns).stdout.split()
-        print(f"{vm.name}: DHCP {'ok' if proc.returncode == 0 else 'FAILED'}, address {got[2] if len(got) > 2 else '-'}")
-    metadata = run(["curl", "-sS", "-m", "3", "http://10.1.1.1/latest/meta-data/instance-id"], ns=vms[0].ns, check=False)
+        address = got[2] if len(got) > 2 else "-"
+        print(f"{vm.name}: DHCP {'ok' if proc.returncode == 0 else 'FAILED'}, address {address}")
+    url = "http://10.1.1.1/latest/meta-data/instance-id"
+    metadata = run(["curl", "-sS", "-m", "3", url], ns=vms[0].ns, check=False)
     print(f"vm1 asks the metadata service for its instance-id: {metadata.stdout.strip() or metadata.stderr.strip()}")
     ping = run(["ping", "-c", "1", "-W", "2", "203.0.113.1"], ns=vms[0].ns, check=False)
     print(f"vm1 pings the outside through source NAT: {'ok' if ping.returncode == 0 else 'no answer'}")

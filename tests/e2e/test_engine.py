@@ -43,7 +43,8 @@ def test_sample_state_applies_and_router_is_healthy(net):
     assert set(result["timings"]) >= {"validate", "render", "check", "swap", "activate", "persist"}
     health = json.loads(net.engine("vr-health").stdout)
     assert health["ok"], health
-    assert health["versions"]["vr-scripts"] == health["version"] and health["versions"]["nftables"].startswith("nftables")
+    assert health["versions"]["vr-scripts"] == health["version"]
+    assert health["versions"]["nftables"].startswith("nftables")
     assert health["services"] == {"dnsmasq": "active", "vr-metadata": "active", "haproxy": "active"}
     assert health["nftables"]["port_forwards"] == 3
 
