@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .run import run, succeeds
+from .run import CommandFailed, run, succeeds
 
 PAST = {"start": "started", "stop": "stopped", "restart": "restarted", "reload": "reloaded"}
 
@@ -24,7 +24,15 @@ class SystemdServices:
         return succeeds(["systemctl", "is-active", "--quiet", f"{name}.service"])
 
     def _systemctl(self, verb, name):
-        run(["systemctl", verb, f"{name}.service"])
+        try:
+            run(["systemctl", verb, f"{name}.service"])
+        except CommandFailed:
+            if verb not in ("start", "restart"):
+                raise
+            # Debian's dnsmasq unit is Type=forking with a PID file; under load systemd sometimes gives
+            # up on that file ("unavailable resources") although the daemon is fine. One more try, once.
+            time.sleep(1)
+            run(["systemctl", verb, f"{name}.service"])
         return PAST[verb]
 
     def start(self, name):
