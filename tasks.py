@@ -4,11 +4,40 @@ Each task is thin: it parses its options and calls one function of a part (image
 orchestration/). `invoke --list` shows them all; `invoke --help TASK` shows a task's options.
 """
 
+import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from invoke import Exit, task
 
 PYTEST = [sys.executable, "-m", "pytest"]
+
+
+def _call(name: str, job: Callable[..., Any], *args: Any, root: bool = False, **kwargs: Any) -> None:
+    """The tasks' one error handler: run one function of a part with logging set up once; print the
+    summary it returns, or its VrpipeError as one line and a hint, and exit 1 (a traceback only with
+    VRPIPE_DEBUG=1). A job that returns False failed after saying why. root: the job makes namespaces,
+    mounts or daemons, so it refuses to start without root (and leaves nothing behind)."""
+    from vrpipe import log
+    from vrpipe.errors import VrpipeError
+
+    if root and os.geteuid() != 0:
+        raise Exit(f"{name}: needs root (network namespaces, mounts, daemons): run it as root", code=1)
+    log.setup(verbose=bool(os.environ.get("VRPIPE_DEBUG")))
+    try:
+        result = job(*args, **kwargs)
+    except VrpipeError as e:
+        if os.environ.get("VRPIPE_DEBUG"):
+            raise
+        print(f"{name}: failed: {e}" + (f"\nhint: {e.hint}" if e.hint else ""), file=sys.stderr)
+        raise Exit(code=1) from None
+    except KeyboardInterrupt:
+        raise Exit(f"{name}: interrupted", code=130) from None
+    if result is False:
+        raise Exit(code=1)
+    if isinstance(result, str):
+        print(result)
 
 
 def _run(c, argv):
@@ -21,18 +50,17 @@ def _run(c, argv):
 @task(help={"keep": "leave the demo router namespace running (remove it with `invoke demo-down`)"})
 def demo(c, keep=False):
     """Bring up a router namespace on this machine, apply a sample state and show what it programmed."""
-    from orchestration.demo import run_demo
+    from orchestration.lab.demo import run_demo
 
-    if not run_demo(keep=keep):
-        raise Exit(code=1)
+    _call("demo", run_demo, keep=keep, root=True)
 
 
 @task
 def demo_down(c):
     """Remove what `invoke demo --keep` left running."""
-    from orchestration.demo import teardown_demo
+    from orchestration.lab.demo import teardown_demo
 
-    teardown_demo()
+    _call("demo-down", teardown_demo, root=True)
 
 
 @task(help={"k": "only tests matching this pytest -k expression", "unit": "unit tests only"})
@@ -53,10 +81,9 @@ def lint(c):
 @task(help={"vms": "number of VMs in the benchmark state (default 1000)"})
 def bench_engine(c, vms=1000):
     """Apply a state of N VMs to a router namespace, then one change; print each phase's time."""
-    from orchestration.bench import bench_engine as main
+    from orchestration.lab.bench_engine import bench_engine as main
 
-    if not main(vms=vms):
-        raise Exit(code=1)
+    _call("bench-engine", main, vms=vms, root=True)
 
 
 @task(
@@ -70,8 +97,7 @@ def publish_repo(c, version=None, channel=None, refresh=False):
     """Build vr-scripts and vr-base and publish them to the signed apt repository (prints the time)."""
     from repo.commands import publish_repo as main
 
-    if not main(c.config.get("repo"), version, channel, refresh):
-        raise Exit(code=1)
+    _call("publish-repo", main, c.config.get("repo"), version, channel, refresh)
 
 
 @task(
@@ -84,8 +110,7 @@ def verify_repo(c, url=None, keyring=None):
     """Check signatures, index hashes, .deb hashes and Valid-Until of the published repository."""
     from repo.commands import verify_repo as main
 
-    if not main(c.config.get("repo"), url, keyring):
-        raise Exit(code=1)
+    _call("verify-repo", main, c.config.get("repo"), url, keyring)
 
 
 @task(help={"listen": "HOST:PORT to listen on (default: repo.listen, loopback)"})
@@ -93,8 +118,7 @@ def serve_repo(c, listen=None):
     """Serve the published repository over HTTP until interrupted."""
     from repo.commands import serve_repo as main
 
-    if not main(c.config.get("repo"), listen):
-        raise Exit(code=1)
+    _call("serve-repo", main, c.config.get("repo"), listen)
 
 
 @task(
@@ -107,8 +131,8 @@ def build_template(c, suite=None, output=None):
     """Build the router template: rootfs from our signed repo, raw/qcow2/vhd/vmdk/ova, manifest, SHA256SUMS."""
     from image.build import build_command
 
-    if not build_command(c.config.get("template"), c.config.get("repo"), suite=suite, output_dir=output):
-        raise Exit(code=1)
+    settings = c.config.get("template"), c.config.get("repo")
+    _call("build-template", build_command, *settings, suite=suite, output_dir=output, root=True)
 
 
 @task
@@ -145,10 +169,9 @@ def upgrade(c, names="", dry_run=False, canary=None, batch="1", failure_budget=0
 @task(help={"routers": "routers in the fleet upgrade (default 20)", "batch": "batch size: N or N% (default 25%)"})
 def bench_upgrade(c, routers=20, batch="25%"):
     """One router upgraded in place vs recreated from the template with a full replay; then a fleet upgrade."""
-    from orchestration.upgrade_bench import bench_upgrade as main
+    from orchestration.lab.bench_upgrade import bench_upgrade as main
 
-    if not main(routers=routers, batch=batch):
-        raise Exit(code=1)
+    _call("bench-upgrade", main, routers=routers, batch=batch, root=True)
 
 
 @task(
@@ -160,19 +183,17 @@ def bench_upgrade(c, routers=20, batch="25%"):
 )
 def lab(c, routers=2, vms=2, rootfs=None):
     """Start a lab: routers as system containers, guest VMs with real DHCP clients, a public namespace."""
-    from orchestration.lab import lab_up
+    from orchestration.lab.lab import lab_up
 
-    if not lab_up(routers, vms, rootfs):
-        raise Exit(code=1)
+    _call("lab", lab_up, routers, vms, rootfs, root=True)
 
 
 @task
 def lab_down(c):
     """Remove the lab `invoke lab` started: routers, VMs, namespaces."""
-    from orchestration.lab import lab_down as main
+    from orchestration.lab.lab import lab_down as main
 
-    if not main():
-        raise Exit(code=1)
+    _call("lab-down", main, root=True)
 
 
 @task(
@@ -185,7 +206,6 @@ def lab_down(c):
 )
 def bench_apply(c, vms=1000, sample=400, routers=20, rootfs=None):
     """Full replay of N VMs aggregated vs per command, end to end from the manager; then N routers in parallel."""
-    from orchestration.bench_apply import bench_apply as main
+    from orchestration.lab.bench_apply import bench_apply as main
 
-    if not main(vms=vms, sample=sample, routers=routers, rootfs=rootfs):
-        raise Exit(code=1)
+    _call("bench-apply", main, vms=vms, sample=sample, routers=routers, rootfs=rootfs, root=True)

@@ -15,8 +15,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from vrpipe.errors import CommandError
+from vrpipe.run import run, spawn
+
 from .router import SSH_PORT
-from .run import CommandFailed, run, start
 
 READY_LINE = b"vr-boot: ready"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
@@ -40,11 +42,11 @@ class Vm:
     seconds_to_ready: float
 
     def ssh(self, *command: str, input_text: str | None = None, timeout: float = 120) -> str:
-        """Run a command on the router as root; raise CommandFailed if it fails. sshd hands the command
+        """Run a command on the router as root; raise CommandError if it fails. sshd hands the command
         to the router's shell, so each word is quoted for it."""
         remote = shlex.join(command)
         argv = ["ssh", *SSH_OPTIONS, "-i", self.key, "-p", str(self.ssh_port), "root@127.0.0.1", remote]
-        return run(argv, input=input_text, capture=True, timeout=timeout)
+        return run(argv, input=input_text, timeout=timeout).stdout
 
     def wait_for_ssh(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -52,7 +54,7 @@ class Vm:
             try:
                 self.ssh("true", timeout=20)
                 return
-            except (CommandFailed, subprocess.TimeoutExpired):
+            except CommandError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(2)
@@ -68,7 +70,7 @@ def accelerator(kernel: Path) -> str:
             "-monitor", "none", "-no-reboot", "-kernel", kernel, "-append", "console=ttyS0 panic=-1"]
     try:
         run(argv, timeout=20)
-    except (CommandFailed, subprocess.TimeoutExpired):  # a hung KVM guest is killed by the timeout
+    except CommandError:  # a hung KVM guest is killed by the timeout
         return "tcg"
     return "kvm"
 
@@ -106,7 +108,7 @@ def booted(disk: Path, fmt: str, params: str, key: Path, folder: Path, *, accel:
         *(_uefi_firmware(folder) if uefi else []),
     ]
     started = time.monotonic()
-    process = start(argv, output=folder / f"{serial.stem}.qemu.log")
+    process = spawn(argv, output=folder / f"{serial.stem}.qemu.log")
     try:
         _wait_ready(process, serial, timeout)
         yield Vm(process, port, key, serial, time.monotonic() - started)

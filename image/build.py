@@ -17,11 +17,11 @@ from pathlib import Path
 from repo import publish, serve
 from repo.config import RepoConfig
 from repo.config import load as load_repo_config
-from repo.run import RepoError
+from vrpipe.errors import VrpipeError
+from vrpipe.log import Steps
 
 from . import disk, formats, manifest, rootfs, router
-from .config import PROJECT, ConfigError, TemplateConfig, load_config
-from .steps import StepFailed, Steps
+from .config import PROJECT, TemplateConfig, load_config
 
 log = logging.getLogger("image")
 NAME = "vr-router"
@@ -182,19 +182,14 @@ def _clear(folder: Path) -> None:
     with open("/proc/self/mountinfo") as mounts:
         busy = [line.split()[4] for line in mounts if (line.split()[4] + "/").startswith(resolved + "/")]
     if busy:
-        raise RuntimeError(f"cannot rebuild {folder}: still mounted below it: {', '.join(busy)}")
+        raise VrpipeError(f"cannot rebuild {folder}: still mounted below it: {', '.join(busy)}",
+                          hint="stop the router containers that use it (vrpipe stop, invoke lab-down)")
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
 
 
-def build_command(template_settings: dict | None, repo_settings: dict | None, **overrides) -> bool:
-    """What `invoke build-template` runs: progress on the log, a one-line summary, False on failure."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    try:
-        template = build_template(load_config(template_settings, **overrides), load_repo_config(repo_settings))
-    except (ConfigError, RepoError, StepFailed, RuntimeError) as e:
-        log.error("build-template: failed: %s", e)
-        return False
-    print(f"build-template: outputs in {template.folder}: " + ", ".join(sorted(
-        p.name for p in template.folder.iterdir() if p.is_file() and not p.name.startswith("."))))
-    return True
+def build_command(template_settings: dict | None, repo_settings: dict | None, **overrides) -> str:
+    """What `invoke build-template` runs: progress on the log; returns the one-line summary."""
+    template = build_template(load_config(template_settings, **overrides), load_repo_config(repo_settings))
+    return f"build-template: outputs in {template.folder}: " + ", ".join(sorted(
+        p.name for p in template.folder.iterdir() if p.is_file() and not p.name.startswith(".")))

@@ -8,14 +8,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .run import run
+from vrpipe.errors import SettingsError
+from vrpipe.run import run
 
 PROJECT = Path(__file__).resolve().parent.parent
 SUITES = ("bookworm", "trixie")
-
-
-class ConfigError(ValueError):
-    """The template configuration is wrong; the message names the key and what is wrong with it."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +33,7 @@ def load_config(values: dict | None = None, **overrides) -> TemplateConfig:
     known = {f.name: f for f in fields(TemplateConfig)}
     unknown = sorted(set(merged) - set(known))
     if unknown:
-        raise ConfigError(f"unknown template setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        raise SettingsError(f"unknown template setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
     merged.setdefault("source_date_epoch", _default_epoch())
     typed = {name: _convert(name, known[name].type, value) for name, value in merged.items()}
     return _validate(TemplateConfig(**typed))
@@ -46,7 +43,7 @@ def _default_epoch() -> int:
     """SOURCE_DATE_EPOCH from the environment, else the last commit's time: same checkout, same bytes."""
     value = os.environ.get("SOURCE_DATE_EPOCH")
     if value is None:
-        value = run(["git", "-C", PROJECT, "log", "-1", "--format=%ct"], capture=True).strip()
+        value = run(["git", "-C", PROJECT, "log", "-1", "--format=%ct"]).stdout.strip()
     return value
 
 
@@ -56,21 +53,21 @@ def _convert(name, kind, value):
             return PROJECT / Path(value)  # an absolute value stays as it is
         return kind(value)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"template.{name}: {value!r} is not a valid {kind}") from e
+        raise SettingsError(f"template.{name}: {value!r} is not a valid {kind}") from e
 
 
 def _validate(config: TemplateConfig) -> TemplateConfig:
     if config.suite not in SUITES:
-        raise ConfigError(f"template.suite: {config.suite!r} is not one of {', '.join(SUITES)}")
+        raise SettingsError(f"template.suite: {config.suite!r} is not one of {', '.join(SUITES)}")
     for name in ("mirror", "security_mirror"):
         url = urlparse(getattr(config, name))
         if url.scheme not in ("http", "https") or not url.netloc:
-            raise ConfigError(f"template.{name}: {getattr(config, name)!r} is not an http(s) URL")
+            raise SettingsError(f"template.{name}: {getattr(config, name)!r} is not an http(s) URL")
     if config.source_date_epoch <= 0:
-        raise ConfigError(f"SOURCE_DATE_EPOCH: {config.source_date_epoch} is not seconds after 1970")
+        raise SettingsError(f"SOURCE_DATE_EPOCH: {config.source_date_epoch} is not seconds after 1970")
     if not 64 <= config.esp_size_mib <= config.disk_size_mib // 4:
-        raise ConfigError(f"template.esp_size_mib: {config.esp_size_mib} must be 64..disk_size_mib/4")
+        raise SettingsError(f"template.esp_size_mib: {config.esp_size_mib} must be 64..disk_size_mib/4")
     # mmdebstrap's sync-in/sync-out hooks split their arguments on blanks.
     if re.search(r"\s", str(config.cache_dir)):
-        raise ConfigError(f"template.cache_dir: {config.cache_dir} must not contain blanks")
+        raise SettingsError(f"template.cache_dir: {config.cache_dir} must not contain blanks")
     return config

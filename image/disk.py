@@ -8,10 +8,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from vrpipe.run import run
+
 from .config import TemplateConfig
 from .render import render
 from .router import ESP_LABEL
-from .run import run
 
 SECTOR = 512
 MIB = 1024 * 1024

@@ -10,8 +10,9 @@ import struct
 import tarfile
 from pathlib import Path
 
+from vrpipe.run import run
+
 from .render import render
-from .run import run
 
 MIB = 1024 * 1024
 VHD_FOOTER = 512

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from vrpipe.run import run
+
 from .config import TemplateConfig
 from .formats import sha256
-from .run import run
 
 OUR_PACKAGES = ("vr-base", "vr-scripts")
 
@@ -26,8 +27,7 @@ def installed_packages(rootdir: Path) -> list[dict]:
     listing = run(
         ["dpkg-query", f"--admindir={rootdir / 'var/lib/dpkg'}", "--show",
          "--showformat=${Package}\t${Version}\t${Architecture}\n"],
-        capture=True,
-    )
+    ).stdout
     rows = (line.split("\t") for line in sorted(listing.splitlines()))
     return [{"name": name, "version": version, "architecture": arch} for name, version, arch in rows]
 

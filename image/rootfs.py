@@ -9,9 +9,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from vrpipe.run import run
+
 from .config import TemplateConfig
 from .render import render
-from .run import run
 
 # What the router needs beyond what vr-base depends on: a kernel that boots it and an init.
 BOOT_PACKAGES = ("linux-image-amd64", "initramfs-tools", "systemd-sysv", "udev", "kmod", "netbase")
@@ -57,7 +58,8 @@ def install(config: TemplateConfig, repo: BuildRepo, root: Path, work: Path) -> 
             sources,
         ],
         env={"SOURCE_DATE_EPOCH": str(config.source_date_epoch)},
-        echo=True,
+        stream=True,
+        timeout=1800,
     )
     _cache_out(root / ARCHIVES, cache)
 
@@ -69,8 +71,7 @@ def _inline_key(keyring: Path) -> str:
         key = run(
             ["gpg", "--homedir", home, "--batch", "--no-default-keyring", "--keyring", keyring.resolve(),
              "--armor", "--export"],
-            capture=True,
-        )
+        ).stdout
     if "BEGIN PGP PUBLIC KEY BLOCK" not in key:
         raise ValueError(f"{keyring} holds no public key")
     return "\n".join(f" {line or '.'}" for line in key.strip().splitlines())

@@ -7,9 +7,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from vrpipe.run import run
+
 from .config import TemplateConfig
 from .render import render
-from .run import run
 
 SSH_PORT = 3922
 ESP_LABEL = "VR-ESP"

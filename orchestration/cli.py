@@ -11,11 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import upgrade_cli
-from .commands import BadCommand, Command, Query
-from .fleet import for_each
-from .manager import Manager, ManagerConfig
-from .store import Network
+from orchestration.commands import BadCommand, Command, Query
+from orchestration.fleet import for_each
+from orchestration.manager import Manager, ManagerConfig
+from orchestration.store import Network
+from orchestration.upgrade import cli as upgrade_cli
 
 DEFAULT_STATE_DIR = "/var/lib/vrpipe"
 

@@ -10,10 +10,12 @@ from vr import SCHEMA_VERSION
 from vr.document import Invalid, load_state, parse_document
 from vr.model import SECTIONS, RouterState
 
+from vrpipe.errors import VrpipeError
+
 OPS = ("add", "remove")
 
 
-class BadCommand(ValueError):
+class BadCommand(VrpipeError):
     """A command is not well formed or not valid against the router's state; the message names it."""
 
 

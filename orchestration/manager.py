@@ -9,21 +9,22 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import commands as cmds
-from .commands import Command, Query
-from .deployers.base import CONTROL_DEVICE, CONTROL_PREFIX, Boot
-from .deployers.container import ContainerConfig, ContainerDeployer
-from .deployers.hostnet import control_address
-from .deployers.qemu import QemuConfig, QemuDeployer
-from .resource import RoutingResource
-from .store import Store
-from .transports import JumpHost, SshConnections, SshOptions, SshTarget, TransportError, ensure_key
+from orchestration import commands as cmds
+from orchestration.commands import Command, Query
+from orchestration.deployers.base import CONTROL_DEVICE, CONTROL_PREFIX, Boot
+from orchestration.deployers.container import ContainerConfig, ContainerDeployer
+from orchestration.deployers.hostnet import control_address
+from orchestration.deployers.qemu import QemuConfig, QemuDeployer
+from orchestration.resource import RoutingResource
+from orchestration.store import Store
+from orchestration.transports import JumpHost, SshConnections, SshOptions, SshTarget, TransportError, ensure_key
+from vrpipe.errors import VrpipeError
 
 log = logging.getLogger("vrpipe.manager")
 CONFIG_FILE = "config.json"
 
 
-class ReplayFailed(RuntimeError):
+class ReplayFailed(VrpipeError):
     pass
 
 

@@ -8,22 +8,23 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from .commands import Query, batch_document, state_document
+from orchestration.commands import Query, batch_document, state_document
+from vrpipe.errors import VrpipeError
 
 log = logging.getLogger("vrpipe.resource")
 VR_BIN = "/opt/vr/bin"
 BATCH_FILE = "/run/vrpipe-batch.json"  # one per router; the router's lock makes it single-writer
 
 
-class QueueOpen(RuntimeError):
+class QueueOpen(VrpipeError):
     """A query, or a second start, on a router whose aggregation queue is open."""
 
 
-class NoQueue(RuntimeError):
+class NoQueue(VrpipeError):
     """finish or cleanup without a start."""
 
 
-class RouterError(RuntimeError):
+class RouterError(VrpipeError):
     """The router answered with something that is not the engine's JSON result."""
 
 

@@ -16,6 +16,8 @@ from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint, create_
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from vr.model import SECTIONS
 
+from vrpipe.errors import VrpipeError
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -68,11 +70,11 @@ class Router:
     networks: tuple[Network, ...]
 
 
-class NotFound(LookupError):
+class NotFound(VrpipeError):
     pass
 
 
-class LockTimeout(TimeoutError):
+class LockTimeout(VrpipeError):
     pass
 
 

@@ -7,15 +7,15 @@ timeout and connection failures are retried a bounded number of times.
 import logging
 import shlex
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .netns import run
-from .render import render
+from orchestration.render import render
+from vrpipe.errors import CommandError, VrpipeError
+from vrpipe.run import run
 
 log = logging.getLogger("vrpipe.transport")
 SSH_PORT = 3922
@@ -23,7 +23,7 @@ SSH_FAILED = 255  # ssh's own exit status; the router's commands exit 0, 1 or 2
 HOST_KEY_REFUSED = ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED")
 
 
-class TransportError(ConnectionError):
+class TransportError(VrpipeError):
     """The router could not be reached, or the connection broke: the outcome of the call is unknown."""
 
 
@@ -111,7 +111,7 @@ class SshTransport:
         argv = ["ssh", "-F", str(self.config), *args]
         try:
             return run(argv, ns=self.target.netns, input=input, check=False, timeout=timeout)
-        except subprocess.TimeoutExpired as err:  # ssh was killed: the outcome is unknown
+        except CommandError as err:  # ssh timed out and was killed: the outcome is unknown
             raise TransportError(f"router {self.target.name}: {err}") from err
 
     def execute(self, argv, input=None, timeout=None):

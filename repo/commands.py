@@ -1,56 +1,36 @@
-"""What the invoke tasks publish-repo, verify-repo and serve-repo do: read the `repo` settings, show
-progress, end with a one-line summary, and turn a RepoError into its message and a failure status.
+"""What the invoke tasks publish-repo, verify-repo and serve-repo do: read the `repo` settings, do the
+job with progress on the log, and return its one-line summary (a failure raises VrpipeError).
 """
 
-import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from vrpipe.errors import VrpipeError
+
 from . import config, publish, serve, verify
-from .run import RepoError
-
-log = logging.getLogger("repo")
 
 
-def publish_repo(settings: Mapping[str, Any] | None, version: str | None, channel: str | None, refresh: bool) -> bool:
+def publish_repo(settings: Mapping[str, Any] | None, version: str | None, channel: str | None, refresh: bool) -> str:
     """Build and publish the packages; the summary gives the time it took."""
-    return _main(lambda: publish.publish(config.load(settings), version, channel, refresh).summary())
+    return publish.publish(config.load(settings), version, channel, refresh).summary()
 
 
-def verify_repo(settings: Mapping[str, Any] | None, url: str | None, keyring: str | None) -> bool:
+def verify_repo(settings: Mapping[str, Any] | None, url: str | None, keyring: str | None) -> str:
     """Verify the served directory, or what routers see at url (`-` for the configured url)."""
-
-    def check() -> str:
-        cfg = config.load(settings)
-        where = (cfg.url if url == "-" else url) if url else cfg.public
-        report = verify.verify(where, Path(keyring) if keyring else cfg.keyring, cfg.codenames)
-        for problem in report.problems:
-            print(f"verify: {problem}", file=sys.stderr)
-        if report.problems:
-            raise RepoError(report.summary())
-        return report.summary()
-
-    return _main(check)
+    cfg = config.load(settings)
+    where = (cfg.url if url == "-" else url) if url else cfg.public
+    report = verify.verify(where, Path(keyring) if keyring else cfg.keyring, cfg.codenames)
+    for problem in report.problems:
+        print(f"verify: {problem}", file=sys.stderr)
+    if report.problems:
+        raise VrpipeError(report.summary())
+    return report.summary()
 
 
-def serve_repo(settings: Mapping[str, Any] | None, listen: str | None) -> bool:
+def serve_repo(settings: Mapping[str, Any] | None, listen: str | None) -> str:
     """Serve the published tree until interrupted."""
-
-    def run_server() -> str:
-        cfg = config.load(settings)
-        serve.serve(cfg.public, listen or cfg.listen)
-        return "serve-repo: stopped"
-
-    return _main(run_server)
-
-
-def _main(job: Callable[[], str]) -> bool:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
-        print(job())
-    except RepoError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return False
-    return True
+    cfg = config.load(settings)
+    serve.serve(cfg.public, listen or cfg.listen)
+    return "serve-repo: stopped"

@@ -7,8 +7,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from vrpipe.errors import VrpipeError
+
 from .render import PROJECT
-from .run import RepoError
 
 CODENAME = re.compile(r"^[a-z][a-z0-9-]*$")
 VALID_FOR = re.compile(r"^(\s*\d+\s*[dmy])+\s*$")  # reprepro's syntax: 7d, 1m, 1y 2d
@@ -38,14 +39,14 @@ class RepoConfig:
 
     def __post_init__(self) -> None:
         if not self.channels:
-            raise RepoError("repo.channels: name at least one channel")
+            raise VrpipeError("repo.channels: name at least one channel")
         for channel in self.channels:
             if not CODENAME.match(channel) or channel.endswith(PREVIOUS):
-                raise RepoError(f"repo.channels: {channel!r} is not a codename like 'stable'")
+                raise VrpipeError(f"repo.channels: {channel!r} is not a codename like 'stable'")
         if not VALID_FOR.match(self.valid_for):
-            raise RepoError(f"repo.valid_for: {self.valid_for!r} is not like 7d, 1m or 1y")
+            raise VrpipeError(f"repo.valid_for: {self.valid_for!r} is not like 7d, 1m or 1y")
         if not self.url.startswith(("http://", "https://")) or not self.url.endswith("/"):
-            raise RepoError(f"repo.url: {self.url!r} must be an http(s) URL ending in /")
+            raise VrpipeError(f"repo.url: {self.url!r} must be an http(s) URL ending in /")
         listen_address(self.listen)
 
     @property
@@ -66,7 +67,7 @@ class RepoConfig:
         if name is None:
             return self.channels[0]
         if name not in self.channels:
-            raise RepoError(f"channel {name!r} is not one of {', '.join(self.channels)}")
+            raise VrpipeError(f"channel {name!r} is not one of {', '.join(self.channels)}")
         return name
 
 
@@ -74,7 +75,7 @@ def listen_address(text: str) -> tuple[str, int]:
     """'127.0.0.1:8080' or '[::1]:8080' -> (host, port); port 0 picks a free port."""
     found = ADDRESS.match(text)
     if not found or not 0 <= int(found["port"]) < 65536:
-        raise RepoError(f"repo.listen: {text!r} is not HOST:PORT")
+        raise VrpipeError(f"repo.listen: {text!r} is not HOST:PORT")
     return found["host"].strip("[]"), int(found["port"])
 
 
@@ -84,15 +85,15 @@ def load(settings: dict[str, Any] | None) -> RepoConfig:
     known = {f.name for f in fields(RepoConfig)}
     unknown = sorted(set(settings) - known)
     if unknown:
-        raise RepoError(f"repo: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise VrpipeError(f"repo: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     for name in ("dir", "gnupghome", "key_file"):
         if name in settings:
             settings[name] = PROJECT / Path(settings[name]) if settings[name] else None
     if settings.get("dir", ...) is None or settings.get("gnupghome", ...) is None:
-        raise RepoError("repo.dir and repo.gnupghome must name a directory")
+        raise VrpipeError("repo.dir and repo.gnupghome must name a directory")
     if "channels" in settings:
         settings["channels"] = tuple(settings["channels"])
     for name in ("key", "valid_for", "origin", "url", "listen"):
         if name in settings and not isinstance(settings[name], str):
-            raise RepoError(f"repo.{name}: expected text, got {settings[name]!r}")
+            raise VrpipeError(f"repo.{name}: expected text, got {settings[name]!r}")
     return RepoConfig(**settings)

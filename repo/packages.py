@@ -15,8 +15,11 @@ from pathlib import Path
 
 from debian.deb822 import Deb822
 
+from vrpipe.errors import VrpipeError
+from vrpipe.log import step
+from vrpipe.run import run
+
 from .render import PROJECT, SOURCES, render
-from .run import RepoError, run, step
 
 VERSION_FILE = SOURCES / "vr" / "__init__.py"
 VERSION_LINE = re.compile(r'^__version__ = "([^"]*)"$', re.MULTILINE)
@@ -50,14 +53,14 @@ def engine_version() -> str:
     """The one version string of our packages, kept in vr_scripts/vr/__init__.py."""
     found = VERSION_LINE.search(VERSION_FILE.read_text())
     if not found:
-        raise RepoError(f'{VERSION_FILE} has no line __version__ = "..."')
+        raise VrpipeError(f'{VERSION_FILE} has no line __version__ = "..."')
     return found.group(1)
 
 
 def check_version(version: str) -> str:
     """Refuse a version dpkg would not accept (or that would make a non-native package)."""
     if not DEBIAN_VERSION.match(version):
-        raise RepoError(f"version {version!r} is not a Debian version like 1.2.3 (digits first, no '-' or ':')")
+        raise VrpipeError(f"version {version!r} is not a Debian version like 1.2.3 (digits first, no '-' or ':')")
     return version
 
 
@@ -65,10 +68,10 @@ def source_date_epoch() -> int:
     """SOURCE_DATE_EPOCH from the environment, else the time of the last git commit."""
     value = (
         os.environ.get("SOURCE_DATE_EPOCH")
-        or run(["git", "-C", PROJECT, "log", "-1", "--format=%ct"]).stdout.decode().strip()
+        or run(["git", "-C", PROJECT, "log", "-1", "--format=%ct"]).stdout.strip()
     )
     if not value.isdigit():
-        raise RepoError(f"SOURCE_DATE_EPOCH must be seconds since 1970, not {value!r}")
+        raise VrpipeError(f"SOURCE_DATE_EPOCH must be seconds since 1970, not {value!r}")
     return int(value)
 
 

@@ -15,12 +15,14 @@ from pathlib import Path
 from debian.debfile import DebFile
 from debian.debian_support import Version
 
+from vrpipe.errors import VrpipeError
+from vrpipe.log import step
+
 from . import signing, snapshot
 from .config import PREVIOUS, RepoConfig
 from .packages import build_packages
 from .render import PROJECT, render
 from .reprepro import Reprepro
-from .run import RepoError, step
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ def archive_key(config: RepoConfig) -> str:
     if config.key_file:
         imported = signing.import_key(config.gnupghome, config.key_file)
         if config.key and signing.production_key(config.gnupghome, config.key) != imported:
-            raise RepoError(f"repo.key_file {config.key_file} does not hold repo.key {config.key}")
+            raise VrpipeError(f"repo.key_file {config.key_file} does not hold repo.key {config.key}")
         return imported
     if config.key:
         return signing.production_key(config.gnupghome, config.key)
@@ -111,13 +113,13 @@ def _include(repo: Reprepro, channel: str, debs: list[Path]) -> tuple[dict[str, 
         there = current.get(name)
         if there and there.version == version:
             if there.pool_file.read_bytes() != deb.read_bytes():
-                raise RepoError(
+                raise VrpipeError(
                     f"{name} {version} is already in {channel} with different content: "
                     "bump __version__ in vr_scripts/vr/__init__.py or publish with --version"
                 )
             continue
         if there and Version(version) < Version(there.version):
-            raise RepoError(
+            raise VrpipeError(
                 f"{name} {version} is older than {there.version} in {channel}: publish a newer version; "
                 f"routers roll back from {channel}{PREVIOUS}"
             )

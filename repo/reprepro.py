@@ -7,7 +7,8 @@ reprepro keeps its configuration and database under `basedir` and writes dists/ 
 from dataclasses import dataclass
 from pathlib import Path
 
-from .run import RepoError, run
+from vrpipe.errors import VrpipeError
+from vrpipe.run import run
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,6 @@ class Reprepro:
 
     def _run(self, *args: str | Path) -> str:
         if not (self.basedir / "conf" / "distributions").exists():
-            raise RepoError(f"{self.basedir} has no conf/distributions: publish once first")
+            raise VrpipeError(f"{self.basedir} has no conf/distributions: publish once first")
         argv = ["reprepro", "--basedir", self.basedir, "--outdir", self.outdir, *args]
-        return run(argv, env={"GNUPGHOME": str(self.gnupghome)}).stdout.decode()
+        return run(argv, env={"GNUPGHOME": str(self.gnupghome)}).stdout

@@ -12,8 +12,9 @@ from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from vrpipe.errors import VrpipeError
+
 from .config import listen_address
-from .run import RepoError
 
 log = logging.getLogger("repo.serve")
 
@@ -41,12 +42,12 @@ def make_server(directory: Path, address: str) -> ThreadingHTTPServer:
     """An HTTP server for directory bound to address (HOST:PORT; port 0 picks a free one)."""
     host, port = listen_address(address)
     if not directory.is_dir():
-        raise RepoError(f"{directory} does not exist: publish the repository first")
+        raise VrpipeError(f"{directory} does not exist: publish the repository first")
     handler = functools.partial(_Handler, directory=str(directory))
     try:
         return (_Server6 if ":" in host else _Server)((host, port), handler)
     except OSError as e:
-        raise RepoError(f"cannot listen on {address}: {e.strerror}") from e
+        raise VrpipeError(f"cannot listen on {address}: {e.strerror}") from e
 
 
 @contextmanager

@@ -4,15 +4,17 @@ production key chosen by fingerprint or imported from a file; exports the public
 """
 
 import re
+import tempfile
 from pathlib import Path
 
-from .run import RepoError, run
+from vrpipe.errors import VrpipeError
+from vrpipe.run import run
 
 DEV_KEY_UID = "vrpipe development archive key <archive@vrpipe.example.org>"
 FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
 
 
-def _gpg(gnupghome: Path, *args: str | Path) -> bytes:
+def _gpg(gnupghome: Path, *args: str | Path) -> str:
     gnupghome.mkdir(mode=0o700, parents=True, exist_ok=True)
     argv = ["gpg", "--homedir", gnupghome, "--batch", "--no-tty", "--pinentry-mode", "loopback", *args]
     return run(argv).stdout
@@ -24,7 +26,7 @@ def secret_keys(gnupghome: Path) -> dict[str, list[str]]:
         return {}  # a fresh home: nothing to list (and gpg would create files to say so)
     keys: dict[str, list[str]] = {}
     current = None
-    for record in _gpg(gnupghome, "--with-colons", "--list-secret-keys").decode().splitlines():
+    for record in _gpg(gnupghome, "--with-colons", "--list-secret-keys").splitlines():
         kind, fields = record.split(":", 1)[0], record.split(":")
         if kind == "sec":
             current = None  # its fingerprint is the next "fpr" record
@@ -51,27 +53,30 @@ def production_key(gnupghome: Path, fingerprint: str) -> str:
     """Check that the key named by fingerprint can sign from gnupghome."""
     fingerprint = fingerprint.replace(" ", "").upper()
     if not FINGERPRINT.match(fingerprint):
-        raise RepoError(f"archive key {fingerprint!r} is not a 40-hex-digit fingerprint")
+        raise VrpipeError(f"archive key {fingerprint!r} is not a 40-hex-digit fingerprint")
     if fingerprint not in secret_keys(gnupghome):
-        raise RepoError(f"no secret key {fingerprint} in {gnupghome}: import it (repo.key_file) first")
+        raise VrpipeError(f"no secret key {fingerprint} in {gnupghome}: import it (repo.key_file) first")
     return fingerprint
 
 
 def import_key(gnupghome: Path, key_file: Path) -> str:
     """Import a secret key file into gnupghome and return its fingerprint."""
     if not key_file.is_file():
-        raise RepoError(f"archive key file {key_file} does not exist")
-    status = _gpg(gnupghome, "--status-fd", "1", "--import", key_file).decode()
+        raise VrpipeError(f"archive key file {key_file} does not exist")
+    status = _gpg(gnupghome, "--status-fd", "1", "--import", key_file)
     imported = re.findall(r"^\[GNUPG:\] IMPORT_OK \d+ ([0-9A-F]{40})$", status, re.MULTILINE)
     secret = [f for f in dict.fromkeys(imported) if f in secret_keys(gnupghome)]
     if len(secret) != 1:
-        raise RepoError(f"{key_file} must hold exactly one secret key, found {len(secret)}")
+        raise VrpipeError(f"{key_file} must hold exactly one secret key, found {len(secret)}")
     return secret[0]
 
 
 def public_key(gnupghome: Path, fingerprint: str) -> bytes:
     """The public key as a binary keyring, the format apt's signed-by and gpgv read."""
-    return _gpg(gnupghome, "--export", fingerprint)
+    with tempfile.TemporaryDirectory() as tmp:
+        exported = Path(tmp) / "key.gpg"
+        _gpg(gnupghome, "--output", exported, "--export", fingerprint)
+        return exported.read_bytes()
 
 
 def sign_release(gnupghome: Path, fingerprint: str, release: Path, inrelease: Path, release_gpg: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from debian.deb822 import Release
 
-from .run import step
+from vrpipe.log import step
 
 KEEP = 3  # older trees kept (and their indexes served by hash) for clients in the middle of an update
 

@@ -15,7 +15,8 @@ from urllib.parse import urljoin
 import requests
 from debian.deb822 import Packages, Release
 
-from .run import RepoError, run
+from vrpipe.errors import VrpipeError
+from vrpipe.run import run
 
 Fetch = Callable[[str], bytes | None]  # path inside the repository -> its bytes, None when missing
 
@@ -41,7 +42,7 @@ def verify(where: str | Path, keyring: Path, codenames: list[str], now: datetime
     report = Report(str(where))
     fetch = _fetcher(where)
     if not keyring.is_file():
-        raise RepoError(f"keyring {keyring} does not exist (publish once, or pass the routers' keyring)")
+        raise VrpipeError(f"keyring {keyring} does not exist (publish once, or pass the routers' keyring)")
     for codename in codenames:
         _verify_distribution(fetch, keyring, f"dists/{codename}", report, now or datetime.now(UTC))
     return report
@@ -57,7 +58,7 @@ def _verify_distribution(fetch: Fetch, keyring: Path, dist: str, report: Report,
     try:
         signed = _gpgv(keyring, inrelease)
         _gpgv(keyring, release_gpg, release)
-    except RepoError as e:
+    except VrpipeError as e:
         report.problems.append(f"{dist}: bad signature: {str(e).splitlines()[-1]}")
         return
     if signed != release:
@@ -120,7 +121,7 @@ def _fetcher(where: str | Path) -> Fetch:
         return lambda path: _get(urljoin(base, path))
     root = Path(where)
     if not (root / "dists").is_dir():
-        raise RepoError(f"{root} is not a published repository (no dists/)")
+        raise VrpipeError(f"{root} is not a published repository (no dists/)")
     return lambda path: (root / path).read_bytes() if (root / path).is_file() else None
 
 
@@ -128,9 +129,9 @@ def _get(url: str) -> bytes | None:
     try:
         response = requests.get(url, timeout=30)
     except requests.RequestException as e:
-        raise RepoError(f"cannot fetch {url}: {e}") from e
+        raise VrpipeError(f"cannot fetch {url}: {e}") from e
     if response.status_code == 404:
         return None
     if response.status_code != 200:
-        raise RepoError(f"{url}: HTTP {response.status_code}")
+        raise VrpipeError(f"{url}: HTTP {response.status_code}")
     return response.content

@@ -15,10 +15,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..netns import kill_processes_in, run
-from ..store import Network
-from .base import CONTROL_DEVICE, Deployer
-from .hostnet import CONTROL_BRIDGE, ensure_host, nic_mac, plug, remove_link
+from orchestration.deployers.base import CONTROL_DEVICE, Deployer
+from orchestration.deployers.hostnet import CONTROL_BRIDGE, ensure_host, kill_processes_in, nic_mac, plug, remove_link
+from orchestration.store import Network
+from vrpipe.run import run
 
 log = logging.getLogger("vrpipe.container")
 BOOT_PARAMS = Path("etc/vr/boot-params")

@@ -3,8 +3,13 @@ control bridge with the link-local gateway address, and the host ends of routers
 containers, tap devices for VMs). NIC MAC addresses are fixed per router and NIC, as a hypervisor's are.
 """
 
-from ..netns import run
-from .base import CONTROL_PREFIX
+import contextlib
+import os
+import signal
+import time
+
+from orchestration.deployers.base import CONTROL_PREFIX
+from vrpipe.run import run
 
 CONTROL_BRIDGE, CONTROL_GATEWAY = "vrctl", "169.254.0.1"
 
@@ -57,3 +62,30 @@ def tap(host_ns, bridge, name):
 
 def remove_link(host_ns, name):
     run(["ip", "link", "del", name], ns=host_ns, check=False)
+
+
+def kill_processes_in(ns, timeout=5.0):
+    """Stop every process whose network namespace is `ns` (listed by pid with `ip netns pids`)."""
+    pids = [int(p) for p in run(["ip", "netns", "pids", ns], check=False).stdout.split()]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if _alive(p)]
+            time.sleep(0.02)
+        if not pids:
+            return
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of ours counts as gone once reaped.
+    try:
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True

@@ -13,11 +13,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..netns import run
-from ..store import Network
-from ..transports import TransportError
-from .base import CONTROL_DEVICE, Deployer
-from .hostnet import CONTROL_BRIDGE, ensure_host, nic_mac, remove_link, tap
+from orchestration.deployers.base import CONTROL_DEVICE, Deployer
+from orchestration.deployers.hostnet import CONTROL_BRIDGE, ensure_host, nic_mac, remove_link, tap
+from orchestration.store import Network
+from orchestration.transports import TransportError
+from vrpipe.run import run
 
 log = logging.getLogger("vrpipe.qemu")
 ACCELERATORS = ("tcg", "kvm")

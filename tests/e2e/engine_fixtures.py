@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.netlab import SAMPLE_VMS, USER_DATA, make_router_net, sample_state  # noqa: F401 - re-exported
-from orchestration.netns import Namespaces, run
+from orchestration.lab.netlab import SAMPLE_VMS, USER_DATA, make_router_net, sample_state  # noqa: F401 - re-exported
+from orchestration.lab.netns import Namespaces
+from vrpipe.run import run
 
 HERE = Path(__file__).parent
 

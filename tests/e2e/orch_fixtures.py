@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from orchestration.lab import Lab
+from orchestration.lab.lab import Lab
 from orchestration.manager import Manager, ManagerConfig
 
 from .orch_rootfs import router_rootfs

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.netns import run
+from vrpipe.run import run
 
 
 def _bin(name):

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from orchestration.netns import run
+from vrpipe.run import run
 
 from .engine_fixtures import (
     USER_DATA,

@@ -7,10 +7,10 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from image.run import CommandFailed, run
 from vr.boot import BootParams, format_params
 
 from image.boot_test import SLIRP_ADDRESS, SLIRP_GATEWAY, accelerator, booted, make_key
-from image.run import CommandFailed, run
 
 from .image_fixtures import TEST_CACHE, scratch, shared_template
 

@@ -8,12 +8,12 @@ import tarfile
 import time
 
 import pytest
+from image.run import run
 
 from image import manifest
 from image.build import NAME, build_template
 from image.disk import GPTMBR
 from image.formats import sha256
-from image.run import run
 
 from .image_fixtures import TEST_CACHE, repo_config, shared_template, template_config
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestration import workload
 from orchestration.commands import Command, Query
-from orchestration.netns import run
+from orchestration.lab import workload
 from orchestration.resource import NoQueue, QueueOpen
 from orchestration.transports import HostKeyChanged, SshOptions, TransportError
+from vrpipe.run import run
 
 from .engine_fixtures import wait_for
 from .orch_fixtures import close_lab, open_lab

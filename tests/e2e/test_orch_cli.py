@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from orchestration import workload
-from orchestration.lab import Lab
+from orchestration.lab import workload
+from orchestration.lab.lab import Lab
 from orchestration.manager import Manager
 
 from .orch_fixtures import manager_config

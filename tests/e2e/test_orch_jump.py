@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from orchestration.commands import Command, Query
-from orchestration.netns import Link, Namespaces, run
+from orchestration.lab.netns import Link, Namespaces
 from orchestration.store import Network
+from vrpipe.run import run
 
 from .orch_fixtures import close_lab, open_lab
 

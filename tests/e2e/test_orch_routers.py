@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from orchestration.commands import Query
-from orchestration.netns import run
+from vrpipe.run import run
 
 from .engine_fixtures import connect, http_get, serve, wait_for
 from .orch_fixtures import orch_lab  # noqa: F401 - fixture

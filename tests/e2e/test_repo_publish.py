@@ -18,9 +18,9 @@ from repo import signing
 from repo.publish import publish
 from repo.render import PROJECT
 from repo.reprepro import Reprepro
-from repo.run import RepoError
 from repo.serve import make_server, serving
 from repo.verify import verify
+from vrpipe.errors import VrpipeError
 
 from .repo_fixtures import copy_tree, expire, resign, tamper_packages, throwaway_config, unsign
 
@@ -99,13 +99,13 @@ def test_client_reading_the_old_inrelease_still_gets_matching_indexes(cfg):
 def test_same_version_with_other_content_is_refused(cfg, monkeypatch):
     publish(cfg, version="1.0.0")
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1000000000")
-    with pytest.raises(RepoError, match="already in stable with different content"):
+    with pytest.raises(VrpipeError, match="already in stable with different content"):
         publish(cfg, version="1.0.0")
 
 
 def test_older_version_is_refused(cfg):
     publish(cfg, version="1.0.1")
-    with pytest.raises(RepoError, match="1.0.0 is older than 1.0.1 in stable"):
+    with pytest.raises(VrpipeError, match="1.0.0 is older than 1.0.1 in stable"):
         publish(cfg, version="1.0.0")
     assert listing(cfg, "stable-previous") == {}
 
@@ -126,7 +126,7 @@ def test_production_key_from_file_and_by_fingerprint(cfg, tmp_path):
     assert f"fpr:::::::::{fingerprint}:" in listed.stdout
     assert publish(replace(cfg, key=fingerprint), version="1.0.0").tree is None
     assert signing.dev_key(cfg.gnupghome) != fingerprint  # a development key of its own, beside it
-    with pytest.raises(RepoError, match="no secret key ABAB"):
+    with pytest.raises(VrpipeError, match="no secret key ABAB"):
         publish(replace(cfg, key="AB" * 20))
 
 
@@ -186,18 +186,18 @@ def test_reprepro_wrapper_remove_and_clear_errors(cfg, tmp_path):
     reprepro = Reprepro(cfg.dir, cfg.dir / "work", cfg.gnupghome)
     reprepro.remove("stable", "vr-base")
     assert listing(cfg, "stable") == {"vr-scripts": "1.0.0"}
-    with pytest.raises(RepoError, match="reprepro .* includedeb testing .* failed"):
+    with pytest.raises(VrpipeError, match="reprepro .* includedeb testing .* exited with"):
         reprepro.includedeb("testing", tmp_path / "missing.deb")
-    with pytest.raises(RepoError, match="has no conf/distributions: publish once first"):
+    with pytest.raises(VrpipeError, match="has no conf/distributions: publish once first"):
         Reprepro(tmp_path / "nothing", tmp_path / "nothing" / "work", cfg.gnupghome).list("stable")
 
 
 def test_serve_names_a_missing_tree_and_a_busy_port(cfg):
-    with pytest.raises(RepoError, match="publish the repository first"):
+    with pytest.raises(VrpipeError, match="publish the repository first"):
         make_server(cfg.public, "127.0.0.1:0")
     publish(cfg, version="1.0.0")
     with serving(cfg.public) as url:
         port = url.rstrip("/").rsplit(":", 1)[1]
         assert requests.get(url + "vr-archive-keyring.gpg", timeout=10).content == cfg.keyring.read_bytes()
-        with pytest.raises(RepoError, match=f"cannot listen on 127.0.0.1:{port}"):
+        with pytest.raises(VrpipeError, match=f"cannot listen on 127.0.0.1:{port}"):
             make_server(cfg.public, f"127.0.0.1:{port}")

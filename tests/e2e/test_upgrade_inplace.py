@@ -14,12 +14,12 @@ import threading
 import pytest
 
 from orchestration import cli
-from orchestration.netns import run
-from orchestration.upgrade import UpgradeConfig, upgrade_fleet
-from orchestration.upgrade_lab import repo_served, traffic
-from orchestration.upgrade_records import records
-from orchestration.upgrade_rollout import RolloutPolicy
+from orchestration.lab.upgrade_lab import repo_served, traffic
+from orchestration.upgrade.inplace import UpgradeConfig, upgrade_fleet
+from orchestration.upgrade.records import records
+from orchestration.upgrade.rollout import RolloutPolicy
 from repo import signing
+from vrpipe.run import run
 
 from .engine_fixtures import http_get, wait_for
 from .repo_fixtures import copy_tree, resign

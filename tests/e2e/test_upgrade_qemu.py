@@ -5,9 +5,9 @@ fails while it upgrades. (Slow: the VM boots in about a minute.)
 
 import pytest
 
-from orchestration.upgrade import upgrade_fleet
-from orchestration.upgrade_lab import traffic
-from orchestration.upgrade_rollout import RolloutPolicy
+from orchestration.lab.upgrade_lab import traffic
+from orchestration.upgrade.inplace import upgrade_fleet
+from orchestration.upgrade.rollout import RolloutPolicy
 
 from .orch_rootfs import router_image
 from .upgrade_fixtures import publish_version, upgrade_lab, version

@@ -15,13 +15,13 @@ from pathlib import Path
 from unittest import mock
 
 import repo.publish
-from orchestration.lab import Lab, public_ip
+from orchestration.lab.lab import Lab, public_ip
+from orchestration.lab.upgrade_lab import BALANCED_PORT, FORWARDED_PORT, bring_up, repo_served
 from orchestration.manager import Manager, ManagerConfig
-from orchestration.netns import run
-from orchestration.upgrade import ROUTER_KEYRING, UpgradeConfig
-from orchestration.upgrade_apt import AptSource
-from orchestration.upgrade_lab import BALANCED_PORT, FORWARDED_PORT, bring_up, repo_served
+from orchestration.upgrade.apt import AptSource
+from orchestration.upgrade.inplace import ROUTER_KEYRING, UpgradeConfig
 from repo import signing
+from vrpipe.run import run
 
 from .image_fixtures import repo_config as template_repo_config
 from .orch_fixtures import close_lab

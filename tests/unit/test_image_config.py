@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from image.config import PROJECT, ConfigError, load_config
+from image.config import PROJECT, load_config
+from vrpipe.errors import SettingsError
 
 
 def test_defaults_build_trixie_into_build_template():
@@ -41,11 +42,11 @@ def test_source_date_epoch_comes_from_the_environment(monkeypatch):
     ],
 )
 def test_bad_settings_are_named(values, message):
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(SettingsError) as error:
         load_config(values, source_date_epoch=1)
     assert message in str(error.value)
 
 
 def test_a_zero_epoch_is_refused():
-    with pytest.raises(ConfigError, match="SOURCE_DATE_EPOCH"):
+    with pytest.raises(SettingsError, match="SOURCE_DATE_EPOCH"):
         load_config({}, source_date_epoch=0)

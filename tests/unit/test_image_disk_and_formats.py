@@ -7,7 +7,7 @@ import pytest
 
 from image import disk, formats
 from image.config import load_config
-from image.steps import StepFailed, Steps
+from vrpipe.log import StepFailed, Steps
 
 
 def plan(**values):

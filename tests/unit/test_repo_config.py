@@ -4,7 +4,7 @@ import pytest
 
 from repo.config import RepoConfig, listen_address, load
 from repo.render import PROJECT
-from repo.run import RepoError
+from vrpipe.errors import VrpipeError
 
 
 def test_defaults_and_codenames():
@@ -37,17 +37,17 @@ def test_paths_are_relative_to_the_checkout():
     ],
 )
 def test_bad_settings_are_named(settings, complaint):
-    with pytest.raises(RepoError, match=complaint):
+    with pytest.raises(VrpipeError, match=complaint):
         load(settings)
 
 
 def test_unknown_channel_is_refused():
-    with pytest.raises(RepoError, match="'testing' is not one of stable, security"):
+    with pytest.raises(VrpipeError, match="'testing' is not one of stable, security"):
         RepoConfig().channel("testing")
 
 
 def test_listen_address():
     assert listen_address("127.0.0.1:8080") == ("127.0.0.1", 8080)
     assert listen_address("[::1]:0") == ("::1", 0)
-    with pytest.raises(RepoError):
+    with pytest.raises(VrpipeError):
         listen_address("127.0.0.1:70000")

@@ -9,8 +9,8 @@ from repo.hook import mark_by_hash
 from repo.packages import Unit, check_version, systemd_units
 from repo.publish import Result
 from repo.render import render
-from repo.run import RepoError
 from repo.verify import Report
+from vrpipe.errors import VrpipeError
 
 
 @pytest.mark.parametrize("version", ["1.0.0", "2.1~rc1", "10.0+hotfix2"])
@@ -20,7 +20,7 @@ def test_good_versions(version):
 
 @pytest.mark.parametrize("version", ["", "v1.0", "1.0-1", "1:2.0", "1.0 beta"])
 def test_bad_versions_are_named(version):
-    with pytest.raises(RepoError, match="is not a Debian version"):
+    with pytest.raises(VrpipeError, match="is not a Debian version"):
         check_version(version)
 
 

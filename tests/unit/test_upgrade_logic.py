@@ -5,12 +5,11 @@ from dataclasses import replace
 
 import pytest
 
-from orchestration import upgrade_apt as apt
-from orchestration import upgrade_checks as checks
 from orchestration.store import Store
-from orchestration.upgrade import Outcome, UpgradeConfig
-from orchestration.upgrade_records import lagging, record, records
-from orchestration.upgrade_rollout import RolloutPolicy, roll_out, stop_reason, waves
+from orchestration.upgrade import apt, checks
+from orchestration.upgrade.inplace import Outcome, UpgradeConfig
+from orchestration.upgrade.records import lagging, record, records
+from orchestration.upgrade.rollout import RolloutPolicy, roll_out, stop_reason, waves
 
 SIMULATION = """\
 Reading package lists...

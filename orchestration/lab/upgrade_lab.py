@@ -13,12 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-from .commands import Command
-from .fleet import for_each
-from .lab import public_ip
-from .netns import run
+from orchestration.commands import Command
+from orchestration.fleet import for_each
+from orchestration.lab.lab import public_ip
+from vrpipe.run import run
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 REPO_ADDRESS = "169.254.0.1:8080"  # the control gateway, in the hypervisor-host namespace
 VM_PORT = 7000
 FORWARDED_PORT = 2200  # the lab's port forward to a router's first VM
@@ -34,7 +34,7 @@ def _python(ns, *args):
 def repo_served(ns, directory, address=REPO_ADDRESS, timeout=20.0):
     """repo/serve.py serving `directory` at address inside namespace ns; yields the URL routers use."""
     proc = subprocess.Popen(
-        _python(ns, "-m", "orchestration.upgrade_lab", str(directory), address),
+        _python(ns, "-m", "orchestration.lab.upgrade_lab", str(directory), address),
         cwd=PROJECT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -95,7 +95,7 @@ def bring_up(manager, lab, names, first_index=1, deployer="container", progress=
 
 def serve(ns, port, text):
     """A TCP server in ns answering every connection with text; it goes with the namespace."""
-    argv = _python(ns, "-m", "orchestration.traffic", "serve", str(port), text)
+    argv = _python(ns, "-m", "orchestration.lab.traffic", "serve", str(port), text)
     subprocess.Popen(argv, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -106,7 +106,7 @@ def traffic(public_ns, index, vm, interval=0.05):
     counts when the block ends: connections, failed_connections, errors, pings, lost_pings."""
     ip = public_ip(index)
     targets = [f"{ip}:{FORWARDED_PORT}", f"{ip}:{BALANCED_PORT}"]
-    loop = _python(public_ns, "-m", "orchestration.traffic", "loop", "600", str(interval), *targets)
+    loop = _python(public_ns, "-m", "orchestration.lab.traffic", "loop", "600", str(interval), *targets)
     ping = ["ip", "netns", "exec", vm.ns, "ping", "-n", "-i", "0.2", "-w", "600", "203.0.113.1"]
     procs = [subprocess.Popen(argv, cwd=PROJECT, stdout=subprocess.PIPE, text=True) for argv in (loop, ping)]
     counts = {}

@@ -8,11 +8,11 @@ import shutil
 import tempfile
 import time
 
-from . import workload
-from .commands import Command, validate
-from .fleet import for_each
-from .lab import Lab, lab_config
-from .manager import Manager
+from orchestration.commands import Command, validate
+from orchestration.fleet import for_each
+from orchestration.lab import workload
+from orchestration.lab.lab import Lab, lab_config
+from orchestration.manager import Manager
 
 PREFIX = "vrbench-"
 

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from fnmatch import fnmatch
 
-from .render import render
+from orchestration.render import render
 
 SOURCES_DIR = "/etc/vr/upgrade/sources.list.d"
 SOURCES_FILE = f"{SOURCES_DIR}/vrpipe-upgrade.sources"

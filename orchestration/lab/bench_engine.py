@@ -6,9 +6,9 @@ incremental batch command, and one command in per-command mode (vr-cmd).
 import json
 import time
 
-from .netlab import make_router_net
-from .netns import Namespaces
-from .workload import fleet_state, vm_commands
+from orchestration.lab.netlab import make_router_net
+from orchestration.lab.netns import Namespaces
+from orchestration.lab.workload import fleet_state, vm_commands
 
 
 def _timed_apply(net, document):

@@ -6,14 +6,15 @@ whether it may be upgraded, and the post-checks that compare the snapshots befor
 import json
 from dataclasses import dataclass
 
-from . import upgrade_apt as apt
+from orchestration.upgrade import apt
+from vrpipe.errors import VrpipeError
 
 SERVICES = ("dnsmasq.service", "haproxy.service", "vr-metadata.service", "ssh.service")
 LEASES = "/var/lib/misc/dnsmasq.leases"
 APPLY_LOG = "/var/log/vr/apply.log"
 
 
-class CheckFailed(RuntimeError):
+class CheckFailed(VrpipeError):
     """A router program answered with something other than success; the message says which and why."""
 
 

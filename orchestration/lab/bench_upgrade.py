@@ -9,19 +9,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from orchestration.deployers.base import Boot
+from orchestration.lab.lab import Lab
+from orchestration.lab.upgrade_lab import bring_up, repo_served, traffic
+from orchestration.manager import Manager, ManagerConfig
+from orchestration.upgrade.inplace import UpgradeConfig, upgrade_fleet
+from orchestration.upgrade.rollout import RolloutPolicy
 from repo import signing
 from repo.config import RepoConfig
 from repo.publish import publish
+from vrpipe.run import run
 
-from .deployers.base import Boot
-from .lab import Lab
-from .manager import Manager, ManagerConfig
-from .netns import run
-from .upgrade import UpgradeConfig, upgrade_fleet
-from .upgrade_lab import bring_up, repo_served, traffic
-from .upgrade_rollout import RolloutPolicy
-
-TEMPLATE_ROOTFS = Path(__file__).resolve().parent.parent / "build" / "template" / "rootfs"
+TEMPLATE_ROOTFS = Path(__file__).resolve().parents[2] / "build" / "template" / "rootfs"
 BENCH_KEYRING = "/etc/apt/keyrings/vrpipe-bench.asc"
 
 

@@ -2,10 +2,10 @@
 RolloutPolicy once, the per-router lines and the report; and the package versions `vrpipe list` shows.
 """
 
-from . import upgrade_apt as apt
-from .upgrade import DEBIAN_KEYRING, ROUTER_KEYRING, UpgradeConfig, upgrade_fleet
-from .upgrade_records import lagging, records
-from .upgrade_rollout import RolloutPolicy
+from orchestration.upgrade import apt
+from orchestration.upgrade.inplace import DEBIAN_KEYRING, ROUTER_KEYRING, UpgradeConfig, upgrade_fleet
+from orchestration.upgrade.records import lagging, records
+from orchestration.upgrade.rollout import RolloutPolicy
 
 
 def add_parser(sub):

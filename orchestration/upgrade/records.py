@@ -10,7 +10,7 @@ from debian.debian_support import Version
 from sqlalchemy import JSON, DateTime, ForeignKey, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from .store import Base, RouterRow
+from orchestration.store import Base, RouterRow
 
 
 class UpgradeRow(Base):

@@ -3,29 +3,14 @@ and the tests build their networks from these. Everything created is recorded an
 name or process id on close, also when the code using it fails.
 """
 
-import contextlib
 import itertools
-import logging
 import os
-import signal
-import subprocess
-import time
 from dataclasses import dataclass
 
-log = logging.getLogger("vrpipe.netns")
+from orchestration.deployers.hostnet import kill_processes_in
+from vrpipe.run import run
+
 _serial = itertools.count()
-
-
-def run(argv, *, ns=None, input=None, check=True, timeout=60):
-    """Run argv (in namespace `ns` if given); return the CompletedProcess. Raises with stderr on failure."""
-    full = ["ip", "netns", "exec", ns, *argv] if ns else list(argv)
-    proc = subprocess.run(full, input=input, capture_output=True, text=True, timeout=timeout, check=False)
-    log.debug("%s -> %d", full, proc.returncode)
-    if check and proc.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(full)} exited with {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}"
-        )
-    return proc
 
 
 @dataclass
@@ -74,30 +59,3 @@ class Namespaces:
             kill_processes_in(name)
             run(["ip", "netns", "del", name], check=False)
         self.created.clear()
-
-
-def kill_processes_in(ns, timeout=5.0):
-    """Stop every process whose network namespace is `ns` (listed by pid with `ip netns pids`)."""
-    pids = [int(p) for p in run(["ip", "netns", "pids", ns], check=False).stdout.split()]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while pids and time.monotonic() < deadline:
-            pids = [p for p in pids if _alive(p)]
-            time.sleep(0.02)
-        if not pids:
-            return
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie child of ours counts as gone once reaped.
-    try:
-        return os.waitpid(pid, os.WNOHANG) == (0, 0)
-    except ChildProcessError:
-        return True

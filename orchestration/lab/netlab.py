@@ -10,9 +10,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .netns import Link, Namespaces, run
+from orchestration.lab.netns import Link, Namespaces
+from vrpipe.run import run
 
-VR_SCRIPTS = Path(__file__).resolve().parent.parent / "vr_scripts"
+VR_SCRIPTS = Path(__file__).resolve().parents[2] / "vr_scripts"
 DHCLIENT_SCRIPT = Path(__file__).resolve().parent / "files" / "dhclient-script"
 CONTROL_DEVICE, GUEST_DEVICE, PUBLIC_DEVICE = "eth0", "eth1", "eth2"
 SAMPLE_VMS = (

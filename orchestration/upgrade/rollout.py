@@ -7,7 +7,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from .fleet import for_each
+from orchestration.fleet import for_each
 
 BATCH = re.compile(r"^(?P<size>[1-9][0-9]*)(?P<percent>%?)$")
 # A router that got the new version and failed with it: the version is suspect, nobody else gets it.

@@ -9,8 +9,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .netlab import SAMPLE_VMS, make_router_net, sample_state
-from .netns import Namespaces, kill_processes_in, run
+from orchestration.deployers.hostnet import kill_processes_in
+from orchestration.lab.netlab import SAMPLE_VMS, make_router_net, sample_state
+from orchestration.lab.netns import Namespaces
+from vrpipe.run import run
 
 KEPT = Path(tempfile.gettempdir()) / "vrpipe-demo.json"
 

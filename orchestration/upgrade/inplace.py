@@ -8,11 +8,10 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 
-from . import upgrade_apt as apt
-from . import upgrade_checks as checks
-from .transports import TransportError
-from .upgrade_records import record
-from .upgrade_rollout import SUCCESS, roll_out
+from orchestration.transports import TransportError
+from orchestration.upgrade import apt, checks
+from orchestration.upgrade.records import record
+from orchestration.upgrade.rollout import SUCCESS, roll_out
 
 log = logging.getLogger("vrpipe.upgrade")
 PREVIOUS = "-previous"  # the repository keeps each channel's previous version there (repo/publish.py)

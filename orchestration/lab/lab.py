@@ -9,18 +9,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .commands import Command
-from .deployers.hostnet import ensure_host, plug
-from .fleet import for_each
-from .manager import Manager, ManagerConfig
-from .netns import kill_processes_in, run
-from .store import Network
+from orchestration.commands import Command
+from orchestration.deployers.hostnet import ensure_host, kill_processes_in, plug
+from orchestration.fleet import for_each
+from orchestration.manager import Manager, ManagerConfig
+from orchestration.store import Network
+from vrpipe.run import run
 
 DHCLIENT_SCRIPT = Path(__file__).parent / "files" / "dhclient-script"
 PUBLIC_BRIDGE, PUBLIC_GATEWAY = "pub", "203.0.113.1"
 GUEST_DEVICE, PUBLIC_DEVICE = "eth1", "eth2"
 RECORD = "lab.json"
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 LAB_DIR = PROJECT / "build" / "lab"
 LAB_PREFIX = "vrlab-"
 
