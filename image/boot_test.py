@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from vr import contract
+
 from vrpipe.errors import CommandError
 from vrpipe.run import run, spawn
 
@@ -104,7 +106,7 @@ def booted(disk: Path, fmt: str, params: str, key: Path, folder: Path, *, accel:
         "-device", "virtio-net-pci,netdev=n0",
         *(arg for n in range(1, nics) for arg in ("-netdev", f"user,id=n{n},restrict=on",
                                                   "-device", f"virtio-net-pci,netdev=n{n}")),
-        "-fw_cfg", f"name=opt/vr/cmdline,string={params}",
+        "-fw_cfg", f"name={contract.FW_CFG_NAME},string={params}",
         *(_uefi_firmware(folder) if uefi else []),
     ]
     started = time.monotonic()

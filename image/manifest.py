@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from vr import contract
+
 from vrpipe.run import run
 
 from .config import TemplateConfig
 from .formats import sha256
 
-OUR_PACKAGES = ("vr-base", "vr-scripts")
+OUR_PACKAGES = contract.PACKAGES
 
 
 @dataclass(frozen=True)

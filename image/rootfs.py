@@ -9,6 +9,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from vr import contract
+
 from vrpipe.run import run
 
 from .config import TemplateConfig
@@ -16,7 +18,7 @@ from .render import render
 
 # What the router needs beyond what vr-base depends on: a kernel that boots it and an init.
 BOOT_PACKAGES = ("linux-image-amd64", "initramfs-tools", "systemd-sysv", "udev", "kmod", "netbase")
-OUR_PACKAGES = ("vr-base", "vr-scripts")
+OUR_PACKAGES = contract.PACKAGES
 # Routers carry no manuals or translations; these dpkg filters also hold for later upgrades.
 DPKG_FILTERS = (
     "path-exclude=/usr/share/man/*",

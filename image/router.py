@@ -7,14 +7,16 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from vr import contract
+
 from vrpipe.run import run
 
 from .config import TemplateConfig
 from .render import render
 
-SSH_PORT = 3922
+SSH_PORT = contract.SSH_PORT
 ESP_LABEL = "VR-ESP"
-KEYRING = Path("/etc/apt/keyrings/vrpipe-archive-keyring.gpg")
+KEYRING = Path(contract.ARCHIVE_KEYRING)
 FILES = Path(__file__).parent / "files"
 # Jobs that would change a router behind its operator's back; its manager upgrades it (vrpipe).
 MASKED_UNITS = (

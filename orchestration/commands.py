@@ -6,7 +6,7 @@ section the engine knows); a Query is a read. Commands are checked with the engi
 import enum
 from dataclasses import dataclass
 
-from vr import SCHEMA_VERSION
+from vr import SCHEMA_VERSION, contract
 from vr.document import Invalid, load_state, parse_document
 from vr.model import SECTIONS, RouterState
 
@@ -59,7 +59,7 @@ class Query(enum.Enum):
 
     @property
     def argv(self):
-        return [f"/opt/vr/bin/{self.value}"]
+        return [contract.command(self.value)]
 
 
 def batch_document(commands):

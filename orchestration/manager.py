@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from vr import contract
+
 from orchestration import commands as cmds
 from orchestration.commands import Command, Query
 from orchestration.deployers.base import CONTROL_DEVICE, CONTROL_PREFIX, Boot
@@ -159,7 +161,7 @@ class Manager:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                status, _ = self.transport(name).execute(["test", "-e", "/run/vr/ready"])
+                status, _ = self.transport(name).execute(["test", "-e", contract.READY_FILE])
                 if status == 0:
                     return
             except TransportError as err:

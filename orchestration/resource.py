@@ -8,11 +8,13 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from vr import contract
+
 from orchestration.commands import Query, batch_document, state_document
 from vrpipe.errors import VrpipeError
 
 log = logging.getLogger("vrpipe.resource")
-VR_BIN = "/opt/vr/bin"
+VR_BIN = contract.BIN_DIR
 BATCH_FILE = "/run/vrpipe-batch.json"  # one per router; the router's lock makes it single-writer
 
 

@@ -13,12 +13,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vr import contract
+
 from orchestration.render import render
 from vrpipe.errors import CommandError, VrpipeError
 from vrpipe.run import run
 
 log = logging.getLogger("vrpipe.transport")
-SSH_PORT = 3922
+SSH_PORT = contract.SSH_PORT
 SSH_FAILED = 255  # ssh's own exit status; the router's commands exit 0, 1 or 2
 HOST_KEY_REFUSED = ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED")
 

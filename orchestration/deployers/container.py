@@ -15,13 +15,15 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from vr import contract
+
 from orchestration.deployers.base import CONTROL_DEVICE, Deployer
 from orchestration.deployers.hostnet import CONTROL_BRIDGE, ensure_host, kill_processes_in, nic_mac, plug, remove_link
 from orchestration.store import Network
 from vrpipe.run import run
 
 log = logging.getLogger("vrpipe.container")
-BOOT_PARAMS = Path("etc/vr/boot-params")
+BOOT_PARAMS = Path(contract.BOOT_PARAMS_FILE.lstrip("/"))
 # Units with nothing to do in a container: kernel modules, and logins on consoles nobody reads.
 MASKED = ("systemd-modules-load.service", "getty.target", "console-getty.service")
 STOP_TIMEOUT = 30.0

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vr import contract
+
 from orchestration.deployers.base import CONTROL_DEVICE, Deployer
 from orchestration.deployers.hostnet import CONTROL_BRIDGE, ensure_host, nic_mac, remove_link, tap
 from orchestration.store import Network
@@ -94,7 +96,7 @@ class QemuDeployer(Deployer):
         argv += ["-qmp", f"unix:{directory / 'qmp.sock'},server=on,wait=off", "-pidfile", str(directory / "pid")]
         argv += ["-drive", f"file={directory / 'disk.qcow2'},format=qcow2,if=virtio"]
         # commas separate qemu's options: the value doubles them (the parameters themselves have none)
-        argv += ["-fw_cfg", f"name=opt/vr/cmdline,string={params.replace(',', ',,')}", "-daemonize"]
+        argv += ["-fw_cfg", f"name={contract.FW_CFG_NAME},string={params.replace(',', ',,')}", "-daemonize"]
         for index, _ in enumerate(self._networks(router)):
             argv += ["-netdev", f"tap,id=n{index},ifname={self._tap(router, index)},script=no,downscript=no"]
             argv += ["-device", f"virtio-net-pci,netdev=n{index},mac={nic_mac(router, index)}"]

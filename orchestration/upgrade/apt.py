@@ -7,13 +7,15 @@ import re
 from dataclasses import dataclass
 from fnmatch import fnmatch
 
+from vr import contract
+
 from orchestration.render import render
 
 SOURCES_DIR = "/etc/vr/upgrade/sources.list.d"
 SOURCES_FILE = f"{SOURCES_DIR}/vrpipe-upgrade.sources"
 LOG_FILE = "/var/log/vr/upgrade.log"
 LOCK_FILE = "/run/vrpipe-upgrade.lock"  # held while an upgrade runs on the router
-OUR_PACKAGES = ("vr-base", "vr-scripts")
+OUR_PACKAGES = contract.PACKAGES
 # Packages whose new version only takes effect after a reboot: reported, never acted on.
 REBOOT_PACKAGES = ("linux-image-*", "libc6", "libc-bin")
 SIMULATED_INSTALL = re.compile(r"^Inst (?P<package>\S+) (?:\[(?P<from>[^\]]+)\] )?\((?P<to>\S+) ")

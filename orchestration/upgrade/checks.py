@@ -6,12 +6,14 @@ whether it may be upgraded, and the post-checks that compare the snapshots befor
 import json
 from dataclasses import dataclass
 
+from vr import contract
+
 from orchestration.upgrade import apt
 from vrpipe.errors import VrpipeError
 
 SERVICES = ("dnsmasq.service", "haproxy.service", "vr-metadata.service", "ssh.service")
-LEASES = "/var/lib/misc/dnsmasq.leases"
-APPLY_LOG = "/var/log/vr/apply.log"
+LEASES = contract.LEASES_FILE
+APPLY_LOG = contract.APPLY_LOG
 
 
 class CheckFailed(VrpipeError):
@@ -66,7 +68,7 @@ def take_snapshot(router, packages):
 
 
 def _health(router):
-    out = router.output(["/opt/vr/bin/vr-health"], "vr-health")
+    out = router.output([contract.command("vr-health")], "vr-health")
     try:
         return json.loads(out)
     except json.JSONDecodeError:
@@ -117,10 +119,10 @@ def post_check_problems(before, after, expected):
     lost = sorted(before.leases - after.leases)
     if lost:
         problems.append(f"DHCP leases lost: {', '.join(ip for _, ip in lost)}")
-    engine = expected.get("vr-scripts")
+    engine = expected.get(contract.ENGINE_PACKAGE)
     if engine and after.health.get("version") != engine:
         problems.append(f"vr-health reports version {after.health.get('version')}, not {engine}")
-    if engine and engine != before.versions.get("vr-scripts") and not reapplied(after.last_apply, engine):
+    if engine and engine != before.versions.get(contract.ENGINE_PACKAGE) and not reapplied(after.last_apply, engine):
         problems.append(f"the persisted state was not re-applied by vr-scripts {engine}")
     return problems
 

@@ -2,6 +2,8 @@
 RolloutPolicy once, the per-router lines and the report; and the package versions `vrpipe list` shows.
 """
 
+from vr import contract
+
 from orchestration.upgrade import apt
 from orchestration.upgrade.inplace import DEBIAN_KEYRING, ROUTER_KEYRING, UpgradeConfig, upgrade_fleet
 from orchestration.upgrade.records import lagging, records
@@ -67,6 +69,6 @@ def versions_columns(manager, rows):
 
 
 def version_text(row):
-    engine = row["packages"].get("vr-scripts", "?")
+    engine = row["packages"].get(contract.ENGINE_PACKAGE, "?")
     last = f" last upgrade {row['last_upgrade']}" if row["last_upgrade"] else ""
     return f"vr-scripts {engine}{' (lags)' if row['lags'] else ''}{last}"

@@ -8,6 +8,8 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 
+from vr import contract
+
 from orchestration.transports import TransportError
 from orchestration.upgrade import apt, checks
 from orchestration.upgrade.records import record
@@ -15,7 +17,7 @@ from orchestration.upgrade.rollout import SUCCESS, roll_out
 
 log = logging.getLogger("vrpipe.upgrade")
 PREVIOUS = "-previous"  # the repository keeps each channel's previous version there (repo/publish.py)
-ROUTER_KEYRING = "/etc/apt/keyrings/vrpipe-archive-keyring.gpg"  # put there by the template
+ROUTER_KEYRING = contract.ARCHIVE_KEYRING  # put there by the template
 DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 

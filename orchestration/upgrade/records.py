@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from debian.debian_support import Version
 from sqlalchemy import JSON, DateTime, ForeignKey, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
+from vr import contract
 
 from orchestration.store import Base, RouterRow
 
@@ -56,7 +57,7 @@ def records(store):
         }
 
 
-def lagging(all_records, package="vr-scripts"):
+def lagging(all_records, package=contract.ENGINE_PACKAGE):
     """The routers whose `package` is older than the newest version any router of the fleet has."""
     versions = {name: r.packages.get(package) for name, r in all_records.items() if r.packages.get(package)}
     if not versions:

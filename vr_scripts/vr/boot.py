@@ -18,14 +18,14 @@ import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from . import __version__
+from . import __version__, contract
 from .layout import Layout
 from .run import CommandFailed, run
 
 log = logging.getLogger("vr-boot")
 
 PARAM_FILE = Path("etc/vr/boot-params")
-FW_CFG = Path("sys/firmware/qemu_fw_cfg/by_name/opt/vr/cmdline/raw")
+FW_CFG = Path("sys/firmware/qemu_fw_cfg/by_name") / contract.FW_CFG_NAME / "raw"
 KERNEL_CMDLINE = Path("proc/cmdline")
 CMDLINE_PREFIX = "vr."
 READY = Path("run/vr/ready")
