@@ -1,79 +1,125 @@
-"""`vrpipe`, the operator's command: create, list, start, stop and destroy routers, add and remove rules,
-apply a file of commands, replay, and show health. `--json` prints machine-readable results; long work
-prints progress; every run ends with a one-line summary and exits non-zero on failure.
+"""`vrpipe`, the operator's command: create, list, start, stop, recreate and destroy routers, add and remove
+rules, apply a file of commands, replay, show health, state and settings, and upgrade routers in place.
+`--json` prints machine-readable results; long work shows progress; every run ends with a one-line
+summary on stderr and exits non-zero on failure (2 for a usage error). Commands that only read create
+nothing: no state directory, key or database.
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import time
+import traceback
 from pathlib import Path
 
+from vr import __version__
+
+from orchestration import completion
 from orchestration.commands import BadCommand, Command, Query
 from orchestration.fleet import for_each
-from orchestration.manager import Manager, ManagerConfig
-from orchestration.store import Network
+from orchestration.manager import DEPLOYERS, Manager
+from orchestration.settings import CONFIG_FILE, SETTINGS, ManagerConfig
+from orchestration.store import Network, NotFound
 from orchestration.upgrade import cli as upgrade_cli
+from vrpipe import log
+from vrpipe.errors import VrpipeError
 
-DEFAULT_STATE_DIR = "/var/lib/vrpipe"
+EXAMPLES = """examples:
+  vrpipe --rootfs build/template/rootfs create r1 --network eth1=g-r1 --network eth2=pub --start
+  vrpipe add r1 dhcp '{"mac": "02:00:00:00:00:05", "ip": "10.1.1.5", "hostname": "vm1"}'
+  vrpipe apply r1 examples/commands.json          # many commands: one copy, one run on the router
+  vrpipe list; vrpipe health r1; vrpipe state r1
+  vrpipe upgrade --dry-run; vrpipe upgrade --canary r1 --batch 25%
+  vrpipe config                                   # every setting, its value and where it came from
+"""
+DEVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
+READ_ONLY = ("list", "state", "health", "config", "completion")
 
 
-def _network(text):
-    device, sep, bridge = text.partition("=")
-    if not sep or not device or not bridge:
-        raise argparse.ArgumentTypeError(f"{text!r} is not DEVICE=BRIDGE")
+def plural(count, noun):
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _network(value):
+    device, sep, bridge = value.partition("=")
+    if not sep or not DEVICE.fullmatch(device) or not DEVICE.fullmatch(bridge):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not DEVICE=BRIDGE (interface names: letters, digits, _ . -, at most 15)"
+        )
     return Network(device, bridge)
 
 
+def _positive(value):
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number >= 1")
+    return int(value)
+
+
 def _parser():
-    p = argparse.ArgumentParser(prog="vrpipe", description=__doc__.splitlines()[0])
-    p.add_argument("--state-dir", default=os.environ.get("VRPIPE_STATE_DIR", DEFAULT_STATE_DIR))
-    p.add_argument("--db", help="SQLAlchemy URL of the store (default: SQLite in the state directory)")
-    p.add_argument("--rootfs", help="the template rootfs the container deployer boots")
-    p.add_argument("--image", help="the template qcow2 the qemu deployer boots")
-    p.add_argument("--accel", choices=("tcg", "kvm"), help="the qemu deployer's accelerator (default tcg)")
+    p = argparse.ArgumentParser(
+        prog="vrpipe",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"vrpipe {__version__}")
+    SETTINGS.add_arguments(p)
+    p.add_argument("--db", dest="database", help="the same as --database")
     p.add_argument("--json", action="store_true", help="print results as JSON")
-    p.add_argument("-v", "--verbose", action="store_true")
-    sub = p.add_subparsers(dest="command", required=True)
-    create = sub.add_parser("create", help="create a router (and start it with --start)")
-    create.add_argument("name")
-    create.add_argument("--network", type=_network, action="append", default=[], help="DEVICE=BRIDGE")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what is done, in detail")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, text):
+        return sub.add_parser(name, help=text, description=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    create = command("create", "create a router (and boot it with --start)")
+    create.add_argument("name", help="the router's name (also its hostname)")
+    create.add_argument("--network", type=_network, action="append", default=[], help="a NIC: DEVICE=BRIDGE")
     create.add_argument("--jump", help="reach it through this hypervisor host: [user@]host[:port]")
-    create.add_argument("--deployer", choices=("container", "qemu"), default="container")
-    create.add_argument("--start", action="store_true")
-    sub.add_parser("list", help="list routers")
+    create.add_argument("--deployer", choices=DEPLOYERS, default="container", help="where the router runs")
+    create.add_argument("--start", action="store_true", help="boot it and give it a full replay")
+    command("list", "list routers: status, rules, package versions")
     for name, text in (
-        ("start", "boot and fully replay"),
-        ("stop", "stop"),
-        ("destroy", "stop and delete"),
-        ("replay", "send the whole desired state again"),
+        ("start", "boot routers and give each a full replay of its desired state"),
+        ("stop", "stop routers (their desired state stays in the store)"),
+        ("recreate", "replace routers by new ones from the template, replaying their desired state"),
+        ("replay", "send routers their whole desired state again"),
     ):
-        each = sub.add_parser(name, help=f"{text} routers")
-        each.add_argument("names", nargs="+")
-        each.add_argument("--parallel", type=int, default=4)
+        each = command(name, text)
+        each.add_argument("names", nargs="+", metavar="NAME")
+        each.add_argument("--parallel", type=_positive, default=4, help="routers at a time")
+    destroy = command("destroy", "stop and delete routers, and delete their desired state from the store")
+    destroy.add_argument("names", nargs="+", metavar="NAME")
+    destroy.add_argument("--parallel", type=_positive, default=4, help="routers at a time")
     for op in ("add", "remove"):
-        rule = sub.add_parser(op, help=f"{op} one rule")
-        rule.add_argument("name")
-        rule.add_argument("type", help="dhcp, vm_data, port_forwarding, firewall, interfaces, ...")
+        rule = command(op, f"{op} one rule (one router run: per-command mode)")
+        rule.add_argument("name", help="the router")
+        rule.add_argument("type", help="dhcp, vm_data, port_forwarding, firewall, interfaces, ... (see README)")
         rule.add_argument("data", help="the rule as a JSON object (a remove needs its key fields only)")
-    apply = sub.add_parser("apply", help="apply a file: a JSON list of commands or a batch document")
-    apply.add_argument("name")
-    apply.add_argument("file", type=Path)
-    apply.add_argument("--per-command", action="store_true", help="one router run per command")
-    health = sub.add_parser("health", help="the router's health report")
-    health.add_argument("name")
-    state = sub.add_parser("state", help="the router's desired state, from the store")
-    state.add_argument("name")
+    apply = command("apply", "apply a file of commands, aggregated: one copy and one run on the router")
+    apply.add_argument("name", help="the router")
+    apply.add_argument("file", type=Path, help="a JSON list of commands, or a batch document")
+    apply.add_argument("--per-command", action="store_true", help="one router run per command instead")
+    health = command("health", "the router's health report")
+    health.add_argument("name", help="the router")
+    state = command("state", "the router's desired state, from the store")
+    state.add_argument("name", help="the router")
+    command("config", "show every setting, its value and where it came from")
+    shell = command("completion", "print a shell completion script: eval \"$(vrpipe completion bash)\"")
+    shell.add_argument("shell", choices=completion.SHELLS)
     upgrade_cli.add_parser(sub)
     return p
 
 
 def _read_commands(path):
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise BadCommand(f"cannot read {path}: {err}") from None
     items = data.get("commands") if isinstance(data, dict) else data
     if not isinstance(items, list):
@@ -96,7 +142,7 @@ class Output:
         print(f"vrpipe: {message}", file=sys.stderr, flush=True)
 
     def result(self, value, text):
-        print(json.dumps(value, indent=1) if self.as_json else text)
+        print(json.dumps(value, indent=1) if self.as_json else text, flush=True)
 
 
 def run_command(args, manager, out):
@@ -108,37 +154,16 @@ def run_command(args, manager, out):
             manager.start(args.name, out.progress)
         return True, f"created {args.name} at {router.control_address}" + (" and started it" if args.start else "")
     if args.command == "list":
-        rows = upgrade_cli.versions_columns(manager, [_listing(manager, r) for r in manager.store.routers()])
-        out.result(
-            rows,
-            "\n".join(
-                f"{r['name']:<16} {r['control_address']:<16} {r['status']:<8} {r['rules']} rules  "
-                + upgrade_cli.version_text(r)
-                for r in rows
-            ),
-        )
-        return True, f"{len(rows)} routers"
-    if args.command in ("start", "stop", "destroy", "replay"):
-        action = {
-            "start": lambda n: manager.start(n, out.progress),
-            "stop": manager.stop,
-            "destroy": manager.destroy,
-            "replay": manager.replay,
-        }[args.command]
-        results = for_each(args.names, action, args.parallel, out.progress)
-        failed = {name: error for name, error in results.items() if error}
-        out.result(
-            {n: e or "ok" for n, e in results.items()}, "\n".join(f"{n}: {e or 'ok'}" for n, e in results.items())
-        )
-        return not failed, f"{args.command}: {len(results) - len(failed)}/{len(results)} routers ok"
+        return _list(manager, out)
+    if args.command in ("start", "stop", "destroy", "recreate", "replay"):
+        return _each(args, manager, out)
     if args.command in ("add", "remove"):
         command = Command(args.command, args.type, _data(args.data))
         answer = manager.apply(args.name, [command], aggregate=False)[0]
         out.result(answer.to_json(), f"{command.describe()}: {'ok' if answer.ok else answer.error}")
         return answer.ok, f"{command.describe()} on {args.name}: {'applied' if answer.ok else 'refused'}"
     if args.command == "apply":
-        commands = _read_commands(args.file)
-        return _apply(manager, args, commands, out)
+        return _apply(manager, args, _read_commands(args.file), out)
     if args.command == "health":
         report = manager.query(args.name, Query.HEALTH)
         out.result(report, json.dumps(report, indent=1))
@@ -148,15 +173,40 @@ def run_command(args, manager, out):
     if args.command == "state":
         state = manager.store.state(args.name)
         out.result(state, json.dumps(state, indent=1))
-        return (
-            True,
-            f"{args.name}: desired state with {sum(len(v) for v in state.values() if isinstance(v, list))} rules",
-        )
+        return True, f"{args.name}: desired state with {plural(manager.rule_count(args.name), 'rule')}"
     raise AssertionError(args.command)
 
 
+def _list(manager, out):
+    rows = upgrade_cli.versions_columns(manager, [_listing(manager, r) for r in manager.store.routers()])
+    lines = [
+        f"{r['name']:<16} {r['control_address']:<16} {r['status']:<8} {plural(r['rules'], 'rule'):<10} "
+        + upgrade_cli.version_text(r)
+        for r in rows
+    ]
+    out.result(rows, "\n".join(lines))
+    return True, plural(len(rows), "router")
+
+
+def _each(args, manager, out):
+    action = {
+        "start": lambda n: manager.start(n, out.progress),
+        "stop": manager.stop,
+        "destroy": lambda n: out.progress(f"{n}: destroyed; {plural(manager.destroy(n), 'rule')} of it deleted"),
+        "recreate": lambda n: manager.recreate(n, out.progress),
+        "replay": manager.replay,
+    }[args.command]
+    for name in args.names:
+        manager.store.router(name)  # an unknown name fails here, before any router is touched
+    results = for_each(args.names, action, args.parallel, out.progress)
+    failed = {name: error for name, error in results.items() if error}
+    out.result({n: e or "ok" for n, e in results.items()}, "\n".join(f"{n}: {e or 'ok'}" for n, e in results.items()))
+    return not failed, f"{args.command}: {len(results) - len(failed)}/{plural(len(results), 'router')} ok"
+
+
 def _apply(manager, args, commands, out):
-    out.progress(f"{args.name}: sending {len(commands)} commands {'one by one' if args.per_command else 'aggregated'}")
+    out.progress(f"{args.name}: sending {plural(len(commands), 'command')} "
+                 + ("one by one" if args.per_command else "aggregated"))
     if args.per_command:
         answers = manager.apply(args.name, commands, aggregate=False)
         ok = all(a.ok for a in answers)
@@ -164,41 +214,79 @@ def _apply(manager, args, commands, out):
             [a.to_json() for a in answers],
             "\n".join(f"{i}: {a.command.describe()}: {a.error or 'ok'}" for i, a in enumerate(answers) if not a.ok),
         )
-        return ok, f"{sum(a.ok for a in answers)}/{len(answers)} commands applied to {args.name}"
+        return ok, f"{sum(a.ok for a in answers)}/{plural(len(answers), 'command')} applied to {args.name}"
     outcome = manager.apply(args.name, commands)
     out.result(
         {"ok": outcome.ok, "results": [a.to_json() for a in outcome.answers], "error": outcome.error},
         "ok" if outcome.ok else f"refused: {outcome.error}",
     )
-    return outcome.ok, f"{len(commands)} commands {'applied to' if outcome.ok else 'refused by'} {args.name}"
+    return outcome.ok, f"{plural(len(commands), 'command')} {'applied to' if outcome.ok else 'refused by'} {args.name}"
 
 
 def _listing(manager, router):
-    state = manager.store.state(router.name)
-    rules = sum(len(v) for v in state.values() if isinstance(v, list))
-    status = "running" if manager.running(router.name) else "stopped"
     return {
         "name": router.name,
         "deployer": router.deployer,
         "control_address": router.control_address,
         "jump_host": router.jump_host,
-        "status": status,
-        "rules": rules,
+        "status": router.status,
+        "rules": manager.rule_count(router.name),
     }
+
+
+def _config(config, out):
+    resolved = config.resolved
+    out.result(resolved.to_json(), "\n".join(resolved.lines()))
+    return True, f"{plural(len(resolved.values), 'setting')} (config file: {config.state_dir / CONFIG_FILE})"
+
+
+def _without_store(args, config, out):
+    """A read-only command on a machine with no store yet: answer without creating one."""
+    if args.command == "list":
+        out.result([], "")
+        return True, f"no routers (no store yet at {config.sqlite_file})"
+    raise NotFound(f"no router named {args.name!r}: there is no store yet at {config.sqlite_file}",
+                   hint="create a router first (vrpipe create)")
+
+
+def _run(args, out):
+    cli = {name: getattr(args, name) for name in SETTINGS.settings}
+    config = ManagerConfig.load(cli.pop("state_dir"), **cli)
+    if args.command == "config":
+        return _config(config, out)
+    if args.command == "completion":
+        print(completion.script(_parser(), args.shell))
+        return True, f"{args.shell} completion script"
+    reads_only = args.command in READ_ONLY or (args.command == "upgrade" and args.dry_run)
+    if reads_only and config.sqlite_file is not None and not config.sqlite_file.exists():
+        return _without_store(args, config, out)
+    with Manager(config) as manager:
+        return run_command(args, manager, out)
 
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
-    started = time.monotonic()
+    log.setup(verbose=args.verbose, level=logging.WARNING)
+    started, hint = time.monotonic(), ""
     try:
-        overrides = dict(database=args.db, rootfs=args.rootfs, image=args.image, accel=args.accel)
-        config = ManagerConfig.load(args.state_dir, **overrides)
-        with Manager(config) as manager:
-            ok, summary = run_command(args, manager, Output(args.json))
-    except (BadCommand, LookupError, ValueError, OSError, RuntimeError) as err:
+        ok, summary = _run(args, Output(args.json))
+    except BrokenPipeError:
+        # The reader went away (`vrpipe state r1 | head`): nothing more to say, and nothing at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except VrpipeError as err:
+        if args.debug:
+            traceback.print_exc()
         ok, summary = False, f"{args.command} failed: {err}"
-    print(f"vrpipe: {summary} ({time.monotonic() - started:.1f}s)", file=sys.stderr)
+        hint = err.hint
+    except Exception as err:  # a bug: say so in one line, the traceback with --debug
+        if args.debug:
+            raise
+        ok, summary = False, f"{args.command} failed: internal error: {type(err).__name__}: {err} (--debug shows more)"
+    with contextlib.suppress(BrokenPipeError):
+        print(f"vrpipe: {summary} ({time.monotonic() - started:.1f}s)", file=sys.stderr)
+        if hint:
+            print(f"vrpipe: hint: {hint}", file=sys.stderr)
     return 0 if ok else 1
 
 

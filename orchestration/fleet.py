@@ -5,6 +5,8 @@ one ends, and every router's outcome (None, or its error) rather than stopping a
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from vrpipe.errors import VrpipeError
+
 
 def for_each(names, action, parallel, progress=lambda message: None):
     """Run action(name) for every name, `parallel` at a time; return {name: None or error text}."""
@@ -13,8 +15,13 @@ def for_each(names, action, parallel, progress=lambda message: None):
         futures = {pool.submit(action, name): name for name in names}
         for future in as_completed(futures):
             name, error = futures[future], future.exception()
-            results[name] = f"{type(error).__name__}: {error}" if error else None
+            results[name] = _text(error) if error else None
             progress(
                 f"[{len(results)}/{len(names)}] {name}: {results[name] or 'ok'} ({time.monotonic() - started:.1f}s)"
             )
     return {name: results[name] for name in names}
+
+
+def _text(error):
+    """An operator's error as its message; anything else is a bug, named by its type."""
+    return str(error) if isinstance(error, VrpipeError) else f"{type(error).__name__}: {error}"

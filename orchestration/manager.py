@@ -3,10 +3,11 @@ store, sends changes through the routing resource (per command or aggregated) un
 records them once the router applied them, and on start gives the router a full replay of its state.
 """
 
-import json
+import functools
 import logging
+import re
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from vr import contract
@@ -19,82 +20,42 @@ from orchestration.deployers.hostnet import control_address
 from orchestration.deployers.qemu import QemuConfig, QemuDeployer
 from orchestration.resource import RoutingResource
 from orchestration.store import Store
-from orchestration.transports import JumpHost, SshConnections, SshOptions, SshTarget, TransportError, ensure_key
-from vrpipe.errors import VrpipeError
+from orchestration.transports import JumpHost, SshConnections, SshTarget, TransportError, ensure_key
+from vrpipe.errors import SettingsError, VrpipeError
 
 log = logging.getLogger("vrpipe.manager")
-CONFIG_FILE = "config.json"
 
 
 class ReplayFailed(VrpipeError):
     pass
 
 
-@dataclass(frozen=True)
-class ManagerConfig:
-    """Where the manager keeps things and how it reaches routers; validated once, here."""
-
-    state_dir: Path
-    database: str = ""  # SQLAlchemy URL; default: an SQLite file in state_dir
-    rootfs: Path | None = None  # the template rootfs the container deployer boots
-    image: Path | None = None  # the template qcow2 the qemu deployer boots
-    accel: str = "tcg"  # the qemu deployer's accelerator
-    host_netns: str = "vrpipe-hv"  # the namespace playing the hypervisor host (control bridge)
-    ssh_netns: str | None = "vrpipe-hv"  # where ssh runs; None: this host's own network
-    netns_prefix: str = "vrp-"
-    lock_timeout: float = 120.0
-    ssh: SshOptions = field(default_factory=SshOptions)
-
-    def __post_init__(self):
-        object.__setattr__(self, "state_dir", Path(self.state_dir))
-        if not self.database:
-            object.__setattr__(self, "database", f"sqlite:///{self.state_dir / 'vrpipe.db'}")
-        for name in ("rootfs", "image"):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, Path(getattr(self, name)))
-        if self.accel not in ("tcg", "kvm"):
-            raise ValueError(f"accel {self.accel!r}: use tcg or kvm")
-        if not self.database.startswith(("sqlite:", "postgresql")):
-            raise ValueError(f"database {self.database!r}: use sqlite:///PATH or postgresql+psycopg://...")
-
-    @classmethod
-    def load(cls, state_dir, **overrides):
-        """The settings saved in state_dir (by `invoke lab`, or `save()`), then the overrides given."""
-        path = Path(state_dir) / CONFIG_FILE
-        saved = json.loads(path.read_text()) if path.exists() else {}
-        values = {**saved, **{k: v for k, v in overrides.items() if v is not None}}
-        known = set(cls.__dataclass_fields__) - {"state_dir", "ssh"}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}")
-        return cls(Path(state_dir), **values)
-
-    def save(self):
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        values = {
-            "database": self.database,
-            "host_netns": self.host_netns,
-            "ssh_netns": self.ssh_netns,
-            "netns_prefix": self.netns_prefix,
-            "accel": self.accel,
-            **{name: str(getattr(self, name)) for name in ("rootfs", "image") if getattr(self, name)},
-        }
-        (self.state_dir / CONFIG_FILE).write_text(json.dumps(values, indent=1) + "\n")
+DEPLOYERS = ("container", "qemu")
+# A hostname label, short enough for the router's namespace and interface names derived from it.
+ROUTER_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,22}[a-z0-9])?")
 
 
 class Manager:
+    """Opening a manager changes nothing: the state directory, its SSH key and an SQLite store are made by
+    the first command that changes something (`create`)."""
+
     def __init__(self, config):
         self.config = config
-        config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(config.database)
-        self.key = ensure_key(config.state_dir / "id_ed25519")
+        self.key = config.state_dir / "id_ed25519"
         self.connections = SshConnections(self.key, config.state_dir / "hypervisors.known_hosts", config.ssh)
         self.resource = RoutingResource(self.transport)
         self._deployers = {}
 
+    @functools.cached_property
+    def store(self):
+        if self.config.sqlite_file is not None and self.config.sqlite_file.parent == self.config.state_dir:
+            self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        return Store(self.config.database)
+
     def close(self):
         self.connections.close()
-        self.store.close()
+        if "store" in self.__dict__:
+            self.store.close()
 
     def __enter__(self):
         return self
@@ -110,46 +71,77 @@ class Manager:
         target = SshTarget(name, router.control_address, jump=jump, netns=self.config.ssh_netns)
         return self.connections.transport(target, router.host_key, lambda key: self.store.pin_host_key(name, key))
 
-    def deployer(self, kind):
-        if kind not in self._deployers:
-            self._deployers[kind] = self._make_deployer(kind)
-        return self._deployers[kind]
+    def deployer(self, router):
+        """The deployer of this router, with the settings it was created with."""
+        key = (router.deployer, tuple(sorted(router.settings.items())))
+        if key not in self._deployers:
+            self._deployers[key] = self._make_deployer(router.deployer, router.settings)
+        return self._deployers[key]
 
-    def _make_deployer(self, kind):
+    def _make_deployer(self, kind, settings):
+        config = self.config
+        if kind == "container":
+            container = ContainerConfig(
+                Path(settings["rootfs"]), config.state_dir / "containers", config.host_netns, config.netns_prefix
+            )
+            return ContainerDeployer(container, self.transport)
+        if kind == "qemu":
+            qemu = QemuConfig(Path(settings["image"]), config.state_dir / "vms", config.host_netns,
+                              accel=settings.get("accel", "tcg"))
+            return QemuDeployer(qemu, self.transport)
+        raise SettingsError(f"unknown deployer {kind!r}: use {' or '.join(DEPLOYERS)}")
+
+    def _deployer_settings(self, kind):
+        """What a new router of this kind is made from, checked now and kept with it in the store."""
         config = self.config
         if kind == "container":
             if config.rootfs is None:
-                raise ValueError("the container deployer needs the template's rootfs (--rootfs)")
-            settings = ContainerConfig(
-                config.rootfs, config.state_dir / "containers", config.host_netns, config.netns_prefix
-            )
-            return ContainerDeployer(settings, self.transport)
-        if kind == "qemu":
+                raise SettingsError("a container router needs the template's rootfs", hint="pass --rootfs DIR")
+            settings = {"rootfs": str(config.rootfs.resolve())}
+        elif kind == "qemu":
             if config.image is None:
-                raise ValueError("the qemu deployer needs the template's qcow2 (--image)")
-            settings = QemuConfig(config.image, config.state_dir / "vms", config.host_netns, accel=config.accel)
-            return QemuDeployer(settings, self.transport)
-        raise ValueError(f"unknown deployer {kind!r}: container or qemu")
+                raise SettingsError("a qemu router needs the template's qcow2", hint="pass --image FILE")
+            settings = {"image": str(config.image.resolve()), "accel": config.accel}
+        else:
+            raise SettingsError(f"unknown deployer {kind!r}: use {' or '.join(DEPLOYERS)}")
+        self._make_deployer(kind, settings)  # a missing rootfs or image fails here, before the store changes
+        return settings
 
     # lifecycle
 
     def create(self, name, networks=(), deployer="container", jump_host=None):
         """A router in the store (with its control interface as desired state) and on its deployer."""
+        if not ROUTER_NAME.fullmatch(name):
+            raise SettingsError(
+                f"router name {name!r} is not valid",
+                hint="1-24 lower-case letters, digits and '-', starting with a letter or digit (it is the hostname)",
+            )
         if jump_host:
             JumpHost.parse(jump_host)
-        router = self.store.add_router(name, deployer, control_address, networks, jump_host)
+        settings = self._deployer_settings(deployer)
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        ensure_key(self.key)
+        router = self.store.add_router(name, deployer, control_address, networks, jump_host, settings)
         address = router.control_address
         control = {"control": {"device": CONTROL_DEVICE, "address": f"{address}/{CONTROL_PREFIX}"}}
         self.store.record(name, cmds.validate([Command("add", "interfaces", control)], {}))
-        public_key = Path(f"{self.key}.pub").read_text().strip()
-        self.deployer(deployer).create(router, Boot(name, address, public_key))
+        try:
+            self._create_instance(router)
+        except Exception:
+            self.store.remove_router(name)  # nothing half-made: no store row without its router
+            raise
         return router
+
+    def _create_instance(self, router):
+        public_key = Path(f"{self.key}.pub").read_text().strip()
+        self.deployer(router).create(router, Boot(router.name, router.control_address, public_key))
 
     def start(self, name, progress=lambda message: None):
         """Boot the router, wait for it to answer, and replay its whole desired state."""
         router = self.store.router(name)
         self.connections.forget(name)
-        self.deployer(router.deployer).start(router)
+        self.deployer(router).start(router)
+        self.store.set_status(name, "running")
         progress(f"{name}: booting")
         self.wait_ready(name)
         progress(f"{name}: replaying its state")
@@ -157,7 +149,7 @@ class Manager:
 
     def wait_ready(self, name):
         router = self.store.router(name)
-        timeout = self.deployer(router.deployer).boot_timeout
+        timeout = self.deployer(router).boot_timeout
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -168,23 +160,60 @@ class Manager:
                 if "host key" in str(err) or time.monotonic() > deadline:
                     raise
             if time.monotonic() > deadline:
-                raise TimeoutError(f"router {name} did not become ready within {timeout:.0f}s")
+                raise VrpipeError(
+                    f"router {name} did not become ready within {timeout:.0f}s",
+                    hint="its console log is in the state directory (containers/ or vms/)",
+                )
             time.sleep(0.5)
 
     def stop(self, name):
         router = self.store.router(name)
-        self.deployer(router.deployer).stop(router)
+        self.deployer(router).stop(router)
         self.connections.forget(name)
+        self.store.set_status(name, "stopped")
 
     def destroy(self, name):
+        """Remove the router and its desired state (every rule) from the store; returns how many rules went."""
         router = self.store.router(name)
-        self.deployer(router.deployer).destroy(router)
+        rules = self.rule_count(name)
+        self.deployer(router).destroy(router)
         self.connections.forget(name)
         self.store.remove_router(name)
+        return rules
+
+    def recreate(self, name, progress=lambda message: None):
+        """A new router from the template in place of the old one (CloudStack's restart with cleanup): same
+        name, control address and settings, its whole desired state replayed; DHCP leases carried over."""
+        router = self.store.router(name)
+        leases = self._leases(name) if self.running(name) else None
+        progress(f"{name}: destroying the old router" + (" (leases kept)" if leases else ""))
+        deployer = self.deployer(router)
+        deployer.destroy(router)
+        self.connections.forget(name)
+        self.store.forget_host_key(name)  # the new router makes new host keys
+        self._create_instance(router)
+        deployer.start(router)
+        self.store.set_status(name, "running")
+        progress(f"{name}: booting")
+        self.wait_ready(name)
+        if leases:
+            self.transport(name).copy(leases, contract.LEASES_FILE)
+        progress(f"{name}: replaying its state")
+        return self.replay(name)
+
+    def _leases(self, name):
+        try:
+            status, out = self.transport(name).execute(["cat", contract.LEASES_FILE])
+        except TransportError:
+            return None
+        return out if status == 0 and out.strip() else None
 
     def running(self, name):
         router = self.store.router(name)
-        return self.deployer(router.deployer).running(router)
+        return self.deployer(router).running(router)
+
+    def rule_count(self, name):
+        return sum(len(v) for v in self.store.state(name).values() if isinstance(v, list))
 
     # desired state
 

@@ -4,18 +4,18 @@ migrations, and the per-router lock that serializes everything sent to one route
 """
 
 import contextlib
-import fcntl
 import json
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint, create_engine, delete, select, text
+from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint, create_engine, delete, make_url, select, text
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from vr.model import SECTIONS
 
+from orchestration.locks import Timeout, fair_lock
 from vrpipe.errors import VrpipeError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -35,6 +35,8 @@ class RouterRow(Base):
     jump_host: Mapped[str | None] = mapped_column(String(255))
     host_key: Mapped[str | None] = mapped_column(Text)
     networks: Mapped[list] = mapped_column(JSON, default=list)
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)  # the deployer's: rootfs or image, accel
+    status: Mapped[str] = mapped_column(String(16), default="created")  # created, running, stopped
     rules: Mapped[list["RuleRow"]] = relationship(cascade="all, delete-orphan", order_by="RuleRow.id")
 
 
@@ -68,6 +70,8 @@ class Router:
     jump_host: str | None
     host_key: str | None
     networks: tuple[Network, ...]
+    settings: dict = field(default_factory=dict)
+    status: str = "created"
 
 
 class NotFound(VrpipeError):
@@ -80,7 +84,23 @@ class LockTimeout(VrpipeError):
 
 def _router(row):
     networks = tuple(Network(**n) for n in row.networks or ())
-    return Router(row.id, row.name, row.deployer, row.control_address, row.jump_host, row.host_key, networks)
+    return Router(
+        row.id, row.name, row.deployer, row.control_address, row.jump_host, row.host_key, networks,
+        dict(row.settings or {}), row.status,
+    )
+
+
+class StoreError(VrpipeError):
+    """The database could not be opened or used."""
+
+
+def _store_error(url, err):
+    shown = make_url(url).render_as_string(hide_password=True)
+    reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+    return StoreError(
+        f"cannot use the store {shown}: {reason}",
+        hint="check --db (or the database setting): an SQLite file in a writable folder, or a reachable PostgreSQL",
+    )
 
 
 class Store:
@@ -88,8 +108,11 @@ class Store:
 
     def __init__(self, url):
         self.url = url
-        self.engine = create_engine(url)
-        self._migrate()
+        try:
+            self.engine = create_engine(url)
+            self._migrate()
+        except (SQLAlchemyError, ValueError, OSError) as err:
+            raise _store_error(url, err) from None
 
     def _migrate(self):
         config = AlembicConfig()
@@ -103,8 +126,11 @@ class Store:
 
     @contextlib.contextmanager
     def _session(self):
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            yield session
+        try:
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except SQLAlchemyError as err:
+            raise _store_error(self.url, err) from None
 
     def _row(self, session, name):
         row = session.scalars(select(RouterRow).where(RouterRow.name == name)).one_or_none()
@@ -114,18 +140,20 @@ class Store:
 
     # routers
 
-    def add_router(self, name, deployer, control_address, networks=(), jump_host=None):
+    def add_router(self, name, deployer, control_address, networks=(), jump_host=None, settings=None):
         """A new router. `control_address` is an address, or a function of the router's id giving one: it
         is called in the same transaction, so that managers creating routers at once never share one."""
         with self._session() as session:
             if session.scalars(select(RouterRow.id).where(RouterRow.name == name)).first() is not None:
-                raise ValueError(f"a router named {name!r} already exists")
+                raise VrpipeError(f"a router named {name!r} already exists", hint="choose another name")
             row = RouterRow(
                 name=name,
                 deployer=deployer,
                 control_address="",
                 jump_host=jump_host,
                 networks=[{"device": n.device, "bridge": n.bridge} for n in networks],
+                settings=dict(settings or {}),
+                status="created",
             )
             session.add(row)
             session.flush()
@@ -143,6 +171,14 @@ class Store:
     def remove_router(self, name):
         with self._session() as session:
             session.delete(self._row(session, name))
+
+    def set_status(self, name, status):
+        with self._session() as session:
+            self._row(session, name).status = status
+
+    def forget_host_key(self, name):
+        with self._session() as session:
+            self._row(session, name).host_key = None
 
     def pin_host_key(self, name, host_key):
         with self._session() as session:
@@ -212,8 +248,11 @@ class Store:
             connection.execute(text(f"SET lock_timeout = {int(timeout * 1000)}"))
             try:
                 connection.execute(text("SELECT pg_advisory_lock(hashtext(:name))"), {"name": name})
-            except Exception as err:
-                raise LockTimeout(f"router {name!r} stayed locked for {timeout:.0f}s") from err
+            except OperationalError as err:
+                raise LockTimeout(
+                    f"router {name!r} stayed locked by another vrpipe for {timeout:.0f}s",
+                    hint="wait for it to finish, or raise lock_timeout",
+                ) from err
             try:
                 yield
             finally:
@@ -224,20 +263,13 @@ class Store:
     def _file_lock(self, name, timeout):
         database = self.engine.url.database
         if not database or database == ":memory:":
-            raise ValueError("the per-router lock needs an SQLite file or PostgreSQL, not an in-memory database")
-        directory = Path(database).with_name(Path(database).name + ".locks")
-        directory.mkdir(exist_ok=True)
-        deadline = time.monotonic() + timeout
-        with open(directory / f"{name}.lock", "w") as handle:
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise LockTimeout(f"router {name!r} stayed locked for {timeout:.0f}s") from None
-                    time.sleep(0.05)
-            try:
+            raise VrpipeError("the per-router lock needs an SQLite file or PostgreSQL, not an in-memory database")
+        folder = Path(database).with_name(Path(database).name + ".locks") / name
+        try:
+            with fair_lock(folder, timeout):
                 yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        except Timeout:
+            raise LockTimeout(
+                f"router {name!r} stayed locked by another vrpipe for {timeout:.0f}s",
+                hint="wait for it to finish, or raise lock_timeout",
+            ) from None

@@ -171,7 +171,6 @@ class SshConnections:
     def __init__(self, key_file, hypervisor_known_hosts, options=SshOptions()):
         self.key_file, self.options = Path(key_file), options
         self.hypervisor_known_hosts = Path(hypervisor_known_hosts)
-        self.hypervisor_known_hosts.touch()
         # Control socket paths must stay under 108 bytes: a short directory of its own.
         self.work_dir = Path(tempfile.mkdtemp(prefix="vrssh-"))
         self.transports = {}
@@ -184,6 +183,7 @@ class SshConnections:
     def _transport(self, target, pinned_key, pin):
         current = self.transports.get(target.name)
         if current is None or current.target != target or current.pinned_key != pinned_key:
+            self.hypervisor_known_hosts.touch()
             current = SshTransport(
                 target, self.key_file, self.work_dir, pinned_key, pin, self.hypervisor_known_hosts, self.options
             )

@@ -14,10 +14,10 @@ from .errors import VrpipeError
 log = logging.getLogger("vrpipe")
 
 
-def setup(verbose: bool = False) -> None:
-    """Log to stderr in one format: `part: message` (DEBUG with verbose, INFO otherwise)."""
+def setup(verbose: bool = False, level: int = logging.INFO) -> None:
+    """Log to stderr in one format, `part: message`: DEBUG with verbose, `level` otherwise."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else level,
         format="%(name)s: %(message)s",
         stream=sys.stderr,
         force=True,

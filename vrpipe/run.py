@@ -11,7 +11,7 @@ import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import Any
 
 from .errors import CommandError
 
@@ -95,19 +95,21 @@ def spawn(
     argv: Argv,
     *,
     ns: str | None = None,
+    env: Mapping[str, str] | None = None,
     output: Path | None = None,
-    stdout: int | IO[bytes] | None = None,
+    append: bool = False,
+    pipe: bool = False,
     cwd: Path | str | None = None,
     new_session: bool = False,
-) -> subprocess.Popen[bytes]:
-    """Start a long-running program in the background, its output into `output` (a file) or `stdout`
-    (default: discarded); the caller stops it by its own handle."""
+) -> subprocess.Popen[str]:
+    """Start a long-running program in the background (env: its whole environment, when given), its output
+    into the file `output`, or readable from the handle with pipe, or discarded; the caller stops it by its
+    own handle."""
     words = _words(argv, ns)
     log.debug("$ %s &", shlex.join(words))
+    options: dict[str, Any] = dict(stdin=subprocess.DEVNULL, env=env, cwd=cwd, start_new_session=new_session, text=True)
     if output is not None:
-        with output.open("wb") as sink:
-            return subprocess.Popen(words, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, cwd=cwd,
-                                    start_new_session=new_session)
-    sink_or_pipe = subprocess.DEVNULL if stdout is None else stdout
-    return subprocess.Popen(words, stdin=subprocess.DEVNULL, stdout=sink_or_pipe, stderr=subprocess.DEVNULL,
-                            cwd=cwd, start_new_session=new_session)
+        with output.open("ab" if append else "wb") as sink:
+            return subprocess.Popen(words, stdout=sink, stderr=subprocess.STDOUT, **options)
+    sink = subprocess.PIPE if pipe else subprocess.DEVNULL
+    return subprocess.Popen(words, stdout=sink, stderr=subprocess.DEVNULL, **options)

@@ -9,7 +9,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from vr import contract
 from orchestration.deployers.base import CONTROL_DEVICE, Deployer
 from orchestration.deployers.hostnet import CONTROL_BRIDGE, ensure_host, kill_processes_in, nic_mac, plug, remove_link
 from orchestration.store import Network
-from vrpipe.run import run
+from vrpipe.errors import SettingsError
+from vrpipe.run import run, spawn
 
 log = logging.getLogger("vrpipe.container")
 BOOT_PARAMS = Path(contract.BOOT_PARAMS_FILE.lstrip("/"))
@@ -37,12 +37,14 @@ INOTIFY_INSTANCES_MIN = 4096
 class ContainerConfig:
     rootfs: Path  # the template's rootfs directory (lower layer, never written)
     state_dir: Path  # per router: overlay upper/work/merged, pid and console files
-    host_netns: str  # the namespace playing the hypervisor host: bridges and the control gateway
+    host_netns: str | None  # the namespace playing the hypervisor host (None: this host's own network)
     netns_prefix: str = "vrp-"
 
     def __post_init__(self):
         if not (Path(self.rootfs) / "sbin/init").exists() and not (Path(self.rootfs) / "lib/systemd/systemd").exists():
-            raise ValueError(f"{self.rootfs} is not a router rootfs (no systemd in it)")
+            raise SettingsError(
+                f"{self.rootfs} is not a router rootfs (no systemd in it)", hint="build it: invoke build-template"
+            )
 
 
 class ContainerDeployer(Deployer):
@@ -112,10 +114,7 @@ class ContainerDeployer(Deployer):
         argv = ["ip", "netns", "exec", netns, "unshare", "--mount", "--pid", "--uts", "--fork"]
         argv += ["--propagation", "private", f"--root={merged}", "--mount-proc", "/lib/systemd/systemd", "--system"]
         env = {"container": "vrpipe", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-        with open(self._dir(router) / "console.log", "ab") as console:
-            proc = subprocess.Popen(
-                argv, env=env, stdin=subprocess.DEVNULL, stdout=console, stderr=console, start_new_session=True
-            )
+        proc = spawn(argv, env=env, output=self._dir(router) / "console.log", append=True, new_session=True)
         self._pid_file(router).write_text(f"{proc.pid}\n")
         log.info("router %s: booting (unshare pid %d) in %s", router.name, proc.pid, netns)
 

@@ -19,6 +19,7 @@ from orchestration.deployers.base import CONTROL_DEVICE, Deployer
 from orchestration.deployers.hostnet import CONTROL_BRIDGE, ensure_host, nic_mac, remove_link, tap
 from orchestration.store import Network
 from orchestration.transports import TransportError
+from vrpipe.errors import SettingsError
 from vrpipe.run import run
 
 log = logging.getLogger("vrpipe.qemu")
@@ -30,15 +31,15 @@ POWEROFF_TIMEOUT = 120.0
 class QemuConfig:
     image: Path  # the template's qcow2 (backing file of every overlay, never written)
     state_dir: Path  # per router: overlay, boot parameters, pid, QMP socket, serial console
-    host_netns: str
+    host_netns: str | None  # None: this host's own network
     memory_mib: int = 1024
     accel: str = "tcg"  # KVM guests are known to hang early on some hosts: TCG unless told otherwise
 
     def __post_init__(self):
         if not Path(self.image).is_file():
-            raise ValueError(f"{self.image} is not a file: the qemu deployer needs the template's qcow2")
+            raise SettingsError(f"{self.image} is not a file: a qemu router needs the template's qcow2")
         if self.accel not in ACCELERATORS:
-            raise ValueError(f"accel {self.accel!r} is not one of {', '.join(ACCELERATORS)}")
+            raise SettingsError(f"accel {self.accel!r} is not one of {', '.join(ACCELERATORS)}")
 
 
 class QemuDeployer(Deployer):
@@ -90,7 +91,7 @@ class QemuDeployer(Deployer):
             self.prepare(router, network)
         directory = self._dir(router)
         params = (directory / "boot-params").read_text().strip()
-        argv = ["ip", "netns", "exec", self.config.host_netns, "qemu-system-x86_64", "-name", router.name]
+        argv = ["qemu-system-x86_64", "-name", router.name]
         argv += ["-accel", self.config.accel, "-m", str(self.config.memory_mib), "-display", "none"]
         argv += ["-monitor", "none", "-serial", f"file:{directory / 'console.log'}"]
         argv += ["-qmp", f"unix:{directory / 'qmp.sock'},server=on,wait=off", "-pidfile", str(directory / "pid")]
@@ -100,7 +101,7 @@ class QemuDeployer(Deployer):
         for index, _ in enumerate(self._networks(router)):
             argv += ["-netdev", f"tap,id=n{index},ifname={self._tap(router, index)},script=no,downscript=no"]
             argv += ["-device", f"virtio-net-pci,netdev=n{index},mac={nic_mac(router, index)}"]
-        run(argv, timeout=60)
+        run(argv, ns=self.config.host_netns, timeout=60)
         log.info("router %s: booting (qemu pid %s, %s)", router.name, self._pid(router), self.config.accel)
 
     def stop(self, router):

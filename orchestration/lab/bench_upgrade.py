@@ -9,10 +9,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestration.deployers.base import Boot
 from orchestration.lab.lab import Lab
 from orchestration.lab.upgrade_lab import bring_up, repo_served, traffic
-from orchestration.manager import Manager, ManagerConfig
+from orchestration.manager import Manager
+from orchestration.settings import ManagerConfig
 from orchestration.upgrade.inplace import UpgradeConfig, upgrade_fleet
 from orchestration.upgrade.rollout import RolloutPolicy
 from repo import signing
@@ -96,16 +96,10 @@ def _upgrade(manager, lab, vms, names, config, policy):
 
 
 def _recreate(manager, lab, vms, name):
-    """Destroy the router's container and make it again from the template, boot and fully replay it."""
-    router = manager.store.router(name)
-    deployer = manager.deployer(router.deployer)
-    public_key = Path(f"{manager.key}.pub").read_text().strip()
+    """`vrpipe recreate`: a new router from the template, booted and fully replayed."""
     with traffic(lab.public, 1, vms[name]) as counts:
         started = time.monotonic()
-        deployer.destroy(router)
-        manager.store.pin_host_key(name, None)  # the new container makes new host keys
-        deployer.create(router, Boot(name, router.control_address, public_key))
-        manager.start(name)
+        manager.recreate(name)
         seconds = time.monotonic() - started
     return seconds, counts
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from orchestration.commands import Command
 from orchestration.deployers.hostnet import ensure_host, kill_processes_in, plug
 from orchestration.fleet import for_each
-from orchestration.manager import Manager, ManagerConfig
+from orchestration.manager import Manager
+from orchestration.settings import ManagerConfig
 from orchestration.store import Network
 from vrpipe.run import run
 

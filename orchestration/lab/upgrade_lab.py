@@ -16,7 +16,8 @@ from pathlib import Path
 from orchestration.commands import Command
 from orchestration.fleet import for_each
 from orchestration.lab.lab import public_ip
-from vrpipe.run import run
+from vrpipe.errors import VrpipeError
+from vrpipe.run import run, spawn
 
 PROJECT = Path(__file__).resolve().parents[2]
 REPO_ADDRESS = "169.254.0.1:8080"  # the control gateway, in the hypervisor-host namespace
@@ -25,27 +26,22 @@ FORWARDED_PORT = 2200  # the lab's port forward to a router's first VM
 BALANCED_PORT = 80
 
 
-def _python(ns, *args):
-    """`python -m ...` of this checkout inside namespace ns, as an argv list."""
-    return ["ip", "netns", "exec", ns, sys.executable, *args]
+def _python(*args):
+    """`python -m ...` of this checkout, as an argv list."""
+    return [sys.executable, *args]
 
 
 @contextlib.contextmanager
 def repo_served(ns, directory, address=REPO_ADDRESS, timeout=20.0):
     """repo/serve.py serving `directory` at address inside namespace ns; yields the URL routers use."""
-    proc = subprocess.Popen(
-        _python(ns, "-m", "orchestration.lab.upgrade_lab", str(directory), address),
-        cwd=PROJECT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = spawn(_python("-m", "orchestration.lab.upgrade_lab", str(directory), address), ns=ns, cwd=PROJECT)
     url = f"http://{address}/"
     try:
         probe = ["curl", "-sf", "-o", "/dev/null", "-m", "2", f"{url}dists/"]
         deadline = time.monotonic() + timeout
         while run(probe, ns=ns, check=False).returncode != 0:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the repository server at {url} in {ns} did not come up")
+                raise VrpipeError(f"the repository server at {url} in {ns} did not come up")
             time.sleep(0.1)
         yield url
     finally:
@@ -95,8 +91,7 @@ def bring_up(manager, lab, names, first_index=1, deployer="container", progress=
 
 def serve(ns, port, text):
     """A TCP server in ns answering every connection with text; it goes with the namespace."""
-    argv = _python(ns, "-m", "orchestration.lab.traffic", "serve", str(port), text)
-    subprocess.Popen(argv, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    spawn(_python("-m", "orchestration.lab.traffic", "serve", str(port), text), ns=ns, cwd=PROJECT, new_session=True)
 
 
 @contextlib.contextmanager
@@ -106,9 +101,9 @@ def traffic(public_ns, index, vm, interval=0.05):
     counts when the block ends: connections, failed_connections, errors, pings, lost_pings."""
     ip = public_ip(index)
     targets = [f"{ip}:{FORWARDED_PORT}", f"{ip}:{BALANCED_PORT}"]
-    loop = _python(public_ns, "-m", "orchestration.lab.traffic", "loop", "600", str(interval), *targets)
-    ping = ["ip", "netns", "exec", vm.ns, "ping", "-n", "-i", "0.2", "-w", "600", "203.0.113.1"]
-    procs = [subprocess.Popen(argv, cwd=PROJECT, stdout=subprocess.PIPE, text=True) for argv in (loop, ping)]
+    loop = _python("-m", "orchestration.lab.traffic", "loop", "600", str(interval), *targets)
+    ping = ["ping", "-n", "-i", "0.2", "-w", "600", "203.0.113.1"]
+    procs = [spawn(loop, ns=public_ns, cwd=PROJECT, pipe=True), spawn(ping, ns=vm.ns, pipe=True)]
     counts = {}
     try:
         yield counts

@@ -8,7 +8,8 @@ import os
 import pytest
 
 from orchestration.lab.lab import Lab
-from orchestration.manager import Manager, ManagerConfig
+from orchestration.manager import Manager
+from orchestration.settings import ManagerConfig
 
 from .orch_rootfs import router_rootfs
 

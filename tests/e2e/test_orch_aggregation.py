@@ -112,7 +112,7 @@ def test_one_bad_command_among_500_refuses_the_finish_and_names_it(lab):
 
 
 def vr_apply_running(manager):
-    netns = manager.deployer("container").netns(manager.store.router(ROUTER))
+    netns = manager.deployer(manager.store.router(ROUTER)).netns(manager.store.router(ROUTER))
     for pid in run(["ip", "netns", "pids", netns]).stdout.split():
         try:
             if b"vr-apply" in Path(f"/proc/{pid}/cmdline").read_bytes():

@@ -4,6 +4,7 @@ same router at once are serialized by the router's lock and both land, in the st
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import pytest
 from orchestration.lab import workload
 from orchestration.lab.lab import Lab
 from orchestration.manager import Manager
+from orchestration.settings import ManagerConfig
 
 from .orch_fixtures import manager_config
 
@@ -89,4 +91,39 @@ def test_remove_one_rule_then_replay(state_dir):
     vrpipe(state_dir, "remove", ROUTER, "dhcp", json.dumps({"mac": mac}))
     assert mac not in vrpipe(state_dir, "state", ROUTER).stdout
     proc = vrpipe(state_dir, "replay", ROUTER)
-    assert "replay: 1/1 routers ok" in proc.stderr
+    assert "replay: 1/1 router ok" in proc.stderr
+
+
+def test_settings_given_at_create_are_kept_with_the_router(state_dir, tmp_path):
+    """README "Operating routers": after `create` with --rootfs, list/stop/start/destroy need nothing more."""
+    other = tmp_path / "state"
+    config = manager_config(other, tag="k")
+    rootfs = config.rootfs
+    ManagerConfig(other, host_netns=config.host_netns, ssh_netns=config.ssh_netns,
+                  netns_prefix=config.netns_prefix).save()  # no rootfs in the saved settings
+    manager = Manager(ManagerConfig.load(other))
+    lab = Lab(manager, config.netns_prefix)
+    try:
+        lab.up_public()
+        vrpipe(other, "--rootfs", str(rootfs), "create", "k1", "--network", "eth1=g-k1", "--network", "eth2=pub")
+        assert "k1" in vrpipe(other, "list").stdout
+        vrpipe(other, "start", "k1")
+        assert json.loads(vrpipe(other, "--json", "list").stdout)[0]["status"] == "running"
+        vrpipe(other, "stop", "k1")
+        destroyed = vrpipe(other, "destroy", "k1")
+        assert "desired state" in destroyed.stderr and "deleted" in destroyed.stderr
+        assert vrpipe(other, "list").stdout.strip() == ""
+    finally:
+        lab.down()
+        manager.close()
+
+
+def test_a_closed_pipe_is_no_failure(state_dir):
+    """`vrpipe state c1 | head`: the reader is gone before vrpipe writes; vrpipe exits 0, says nothing."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    argv = [sys.executable, "-m", "orchestration.cli", "--state-dir", str(state_dir), "--json", "state", ROUTER]
+    proc = subprocess.run(argv, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write_end)
+    assert proc.returncode == 0, proc.stderr
+    assert "Broken pipe" not in proc.stderr and "Traceback" not in proc.stderr

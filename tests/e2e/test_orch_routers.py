@@ -30,7 +30,7 @@ def lab(orch_lab):  # noqa: F811
 
 
 def router_exec(manager, argv):
-    status, out = manager.deployer("container").execute(manager.store.router("r1"), argv)
+    status, out = manager.deployer(manager.store.router("r1")).execute(manager.store.router("r1"), argv)
     assert status == 0, out
     return out
 
@@ -91,3 +91,18 @@ def test_stop_and_start_gets_a_full_replay_with_the_same_ruleset_and_leases(lab)
     forwarded = wait_for(lambda: connect(lab_.public, "203.0.113.11", 2200, timeout=1), "the forward after replay")
     assert forwarded.startswith(lab_.vms[0].name)
     assert run(["ip", "-4", "-o", "address", "show", "eth0"], ns=lab_.vms[0].ns).stdout
+
+
+def test_recreate_makes_a_new_router_with_the_whole_state_and_the_leases(lab):
+    manager, lab_ = lab
+    before = ruleset(manager)
+    leases = router_exec(manager, ["cat", "/var/lib/misc/dnsmasq.leases"])
+    old_machine_id = router_exec(manager, ["cat", "/etc/machine-id"])
+    outcome = manager.recreate("r1")
+    assert outcome.ok
+    assert router_exec(manager, ["cat", "/etc/machine-id"]) != old_machine_id  # a new router from the template
+    assert ruleset(manager) == before
+    assert router_exec(manager, ["cat", "/var/lib/misc/dnsmasq.leases"]) == leases
+    forwarded = wait_for(lambda: connect(lab_.public, "203.0.113.11", 2200, timeout=1), "the forward after recreate")
+    assert forwarded.startswith(lab_.vms[0].name)
+    assert lab_.dhcp(lab_.vms[0]), "the VM renews its lease on the new router"

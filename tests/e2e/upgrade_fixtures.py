@@ -17,7 +17,8 @@ from unittest import mock
 import repo.publish
 from orchestration.lab.lab import Lab, public_ip
 from orchestration.lab.upgrade_lab import BALANCED_PORT, FORWARDED_PORT, bring_up, repo_served
-from orchestration.manager import Manager, ManagerConfig
+from orchestration.manager import Manager
+from orchestration.settings import ManagerConfig
 from orchestration.upgrade.apt import AptSource
 from orchestration.upgrade.inplace import ROUTER_KEYRING, UpgradeConfig
 from repo import signing

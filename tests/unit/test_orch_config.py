@@ -3,9 +3,10 @@
 import pytest
 
 from orchestration.deployers.hostnet import control_address
-from orchestration.manager import ManagerConfig
 from orchestration.render import render
+from orchestration.settings import ManagerConfig
 from orchestration.transports import JumpHost, SshOptions, SshTarget
+from vrpipe.errors import SettingsError
 
 
 def test_control_addresses_are_link_local_and_distinct():
@@ -26,12 +27,44 @@ def test_jump_hosts_parse_with_defaults():
 
 def test_saved_settings_load_and_unknown_ones_are_named(tmp_path):
     ManagerConfig(tmp_path, host_netns="hv9").save()
-    assert ManagerConfig.load(tmp_path).host_netns == "hv9"
-    assert ManagerConfig.load(tmp_path).database == f"sqlite:///{tmp_path / 'vrpipe.db'}"
-    with pytest.raises(ValueError, match="unknown setting"):
-        ManagerConfig.load(tmp_path, colour="red")
-    with pytest.raises(ValueError, match="database"):
-        ManagerConfig(tmp_path, database="mysql://x")
+    assert ManagerConfig.load(tmp_path, env={}).host_netns == "hv9"
+    assert ManagerConfig.load(tmp_path, env={}).database == f"sqlite:///{tmp_path / 'vrpipe.db'}"
+    (tmp_path / "config.json").write_text('{"colour": "red"}')
+    with pytest.raises(SettingsError, match="unknown setting"):
+        ManagerConfig.load(tmp_path, env={})
+    (tmp_path / "config.json").write_text("[1]")
+    with pytest.raises(SettingsError, match="expected a JSON object"):
+        ManagerConfig.load(tmp_path, env={})
+    (tmp_path / "config.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(SettingsError, match="cannot read"):
+        ManagerConfig.load(tmp_path, env={})
+
+
+def test_settings_precedence_and_origins(tmp_path):
+    (tmp_path / "config.json").write_text('{"accel": "kvm", "lock_timeout": 5}')
+    config = ManagerConfig.load(tmp_path, env={"VRPIPE_LOCK_TIMEOUT": "7"}, netns_prefix="x-")
+    assert (config.accel, config.lock_timeout, config.netns_prefix) == ("kvm", 7.0, "x-")
+    origins = config.resolved.origins
+    assert origins["accel"].startswith("config file") and origins["lock_timeout"] == "environment VRPIPE_LOCK_TIMEOUT"
+    assert origins["netns_prefix"] == "command line" and origins["host_netns"] == "default"
+    assert config.host_netns is None and config.ssh_netns is None  # outside the lab: this host's network
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "complaint"),
+    [
+        ("database", "mysql://x", "database .*sqlite"),
+        ("accel", "hvf", "accel .*not one of tcg, kvm"),
+        ("lock_timeout", "-1", "lock_timeout .*>= 0"),
+        ("lock_timeout", "nan", "lock_timeout"),
+        ("host_netns", "a\nb", "host_netns .*control characters"),
+        ("rootfs", "/x\x1b[31m", "rootfs .*control characters"),
+        ("host_netns", "../etc", "host_netns .*namespace"),
+    ],
+)
+def test_bad_settings_are_named(tmp_path, setting, value, complaint):
+    with pytest.raises(SettingsError, match=complaint):
+        ManagerConfig.load(tmp_path, env={}, **{setting: value})
 
 
 def ssh_config(pinned, jump=None):

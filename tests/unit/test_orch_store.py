@@ -4,7 +4,8 @@ import pytest
 
 from orchestration.commands import Command, validate
 from orchestration.deployers.hostnet import control_address
-from orchestration.store import LockTimeout, Network, NotFound, Store
+from orchestration.store import LockTimeout, Network, NotFound, Store, StoreError
+from vrpipe.errors import VrpipeError
 
 GUESTS = Command("add", "interfaces", {"guests": [{"device": "eth1", "gateway": "10.1.1.1/24"}]})
 
@@ -29,7 +30,7 @@ def record(store, commands):
 def test_routers_are_kept_with_their_networks(store):
     router = store.router("r1")
     assert (router.control_address, router.networks) == ("169.254.1.2", (Network("eth1", "g-r1"),))
-    with pytest.raises(ValueError, match="already exists"):
+    with pytest.raises(VrpipeError, match="already exists"):
         store.add_router("r1", "container", control_address)
     with pytest.raises(NotFound):
         store.router("r9")
@@ -64,3 +65,24 @@ def test_a_held_router_lock_times_out_and_others_are_free(store):
             pass
         with store.lock("r2", timeout=0.2):
             pass
+
+
+@pytest.mark.parametrize(
+    ("make_url", "complaint"),
+    [
+        (lambda tmp: f"sqlite:///{tmp}/missing-folder/vrpipe.db", "unable to open database file"),
+        (lambda tmp: f"sqlite:///{_not_a_database(tmp)}", "file is not a database"),
+        (lambda tmp: "postgresql+psycopg://vrpipe:secret@127.0.0.1:1/vrpipe", "127.0.0.1"),
+        (lambda tmp: "sqlite+nosuchdriver:///x.db", "cannot use the store"),
+    ],
+)
+def test_a_bad_database_is_one_clear_error(tmp_path, make_url, complaint):
+    with pytest.raises(StoreError, match=complaint) as error:
+        Store(make_url(tmp_path))
+    assert "secret" not in str(error.value) and error.value.hint
+
+
+def _not_a_database(folder):
+    path = folder / "notes.txt"
+    path.write_text("this is not a database\n" * 100)
+    return path
