@@ -74,8 +74,9 @@ def test(c, k="", unit=False):
 
 @task
 def lint(c):
-    """Check the code with ruff."""
+    """Check the code: ruff (style, imports, bugs), then mypy (types; its settings are in pyproject.toml)."""
     _run(c, [sys.executable, "-m", "ruff", "check", "."])
+    _run(c, [sys.executable, "-m", "mypy"])
 
 
 @task(help={"vms": "number of VMs in the benchmark state (default 1000)"})
@@ -184,8 +185,9 @@ def bench_upgrade(c, routers=20, batch="25%"):
 def lab(c, routers=2, vms=2, rootfs=None):
     """Start a lab: routers as system containers, guest VMs with real DHCP clients, a public namespace."""
     from orchestration.lab.lab import lab_up
+    from repo.config import load
 
-    _call("lab", lab_up, routers, vms, rootfs, root=True)
+    _call("lab", lambda: lab_up(routers, vms, rootfs, load(c.config.get("repo")).public), root=True)
 
 
 @task

@@ -198,7 +198,8 @@ def _each(args, manager, out):
     }[args.command]
     for name in args.names:
         manager.store.router(name)  # an unknown name fails here, before any router is touched
-    results = for_each(args.names, action, args.parallel, out.progress)
+    with log.progress(len(args.names), f"vrpipe: {args.command}") as done:
+        results = for_each(args.names, action, args.parallel, done)
     failed = {name: error for name, error in results.items() if error}
     out.result({n: e or "ok" for n, e in results.items()}, "\n".join(f"{n}: {e or 'ok'}" for n, e in results.items()))
     return not failed, f"{args.command}: {len(results) - len(failed)}/{plural(len(results), 'router')} ok"

@@ -74,7 +74,12 @@ def _streamed(
     ) as proc:
         # A streamed program could hold its output open forever: a timer kills it at the deadline.
         expired = threading.Event()
-        timer = threading.Timer(timeout, lambda: (expired.set(), proc.kill()))
+
+        def expire() -> None:
+            expired.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout, expire)
         timer.start()
         try:
             if input is not None and proc.stdin:
@@ -111,5 +116,6 @@ def spawn(
     if output is not None:
         with output.open("ab" if append else "wb") as sink:
             return subprocess.Popen(words, stdout=sink, stderr=subprocess.STDOUT, **options)
-    sink = subprocess.PIPE if pipe else subprocess.DEVNULL
-    return subprocess.Popen(words, stdout=sink, stderr=subprocess.DEVNULL, **options)
+    return subprocess.Popen(
+        words, stdout=subprocess.PIPE if pipe else subprocess.DEVNULL, stderr=subprocess.DEVNULL, **options
+    )

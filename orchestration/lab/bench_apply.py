@@ -13,6 +13,7 @@ from orchestration.fleet import for_each
 from orchestration.lab import workload
 from orchestration.lab.lab import Lab, lab_config
 from orchestration.manager import Manager
+from vrpipe.errors import VrpipeError
 
 PREFIX = "vrbench-"
 
@@ -40,10 +41,9 @@ def bench_apply(vms=1000, sample=400, routers=20, rootfs=None):
     state_dir = tempfile.mkdtemp(prefix="vrpipe-bench-")
     try:
         config = lab_config(rootfs, state_dir, PREFIX)
-    except FileNotFoundError as err:
+    except VrpipeError:
         shutil.rmtree(state_dir)
-        print(f"bench-apply: {err}")
-        return False
+        raise
     items = 4 * vms
     print(f"bench-apply: routers as system containers from {config.rootfs}; a state of {vms} VMs = {items} items")
     try:

@@ -15,6 +15,7 @@ from orchestration.fleet import for_each
 from orchestration.manager import Manager
 from orchestration.settings import ManagerConfig
 from orchestration.store import Network
+from vrpipe.errors import VrpipeError
 from vrpipe.run import run
 
 DHCLIENT_SCRIPT = Path(__file__).parent / "files" / "dhclient-script"
@@ -151,26 +152,28 @@ def lab_config(rootfs=None, state_dir=LAB_DIR, prefix=LAB_PREFIX):
 
         rootfs = Template(PROJECT / "build" / "template").rootfs_dir
     if not (Path(rootfs) / "opt/vr/bin/vr-apply").exists():
-        raise FileNotFoundError(f"{rootfs} holds no router rootfs: build the template first (invoke build-template)")
+        raise VrpipeError(f"{rootfs} holds no router rootfs", hint="build the template first: invoke build-template")
     host = f"{prefix}hv"
     return ManagerConfig(state_dir, rootfs=rootfs, host_netns=host, ssh_netns=host, netns_prefix=prefix)
 
 
-def lab_up(routers, vms, rootfs=None, progress=print):
-    """Start a lab of `routers` routers with `vms` VMs each; True when every VM got its lease."""
+def lab_up(routers, vms, rootfs=None, repo=None, progress=print):
+    """Start a lab of `routers` routers with `vms` VMs each, every VM with its lease, and our repository
+    (the served tree `repo`, if given) on the control network at 169.254.0.1:8080; returns the summary."""
+    from orchestration.lab.upgrade_lab import REPO_ADDRESS, start_repo_server
+
     started = time.monotonic()
-    try:
-        config = lab_config(rootfs)
-    except FileNotFoundError as err:
-        progress(f"lab: {err}")
-        return False
+    config = lab_config(rootfs)
     if (config.state_dir / RECORD).exists():
-        progress(f"lab: a lab is already up in {config.state_dir}: `invoke lab-down` first")
-        return False
+        raise VrpipeError(f"a lab is already up in {config.state_dir}", hint="invoke lab-down first")
     config.save()
     with Manager(config) as manager:
         lab = Lab(manager, LAB_PREFIX)
         lab.up_public()
+        served = ""
+        if repo is not None and Path(repo).is_dir():
+            start_repo_server(lab.host, repo)
+            served = f"; our repository at http://{REPO_ADDRESS}/"
 
         def bring_up(name):
             index = int(name[1:])
@@ -182,30 +185,30 @@ def lab_up(routers, vms, rootfs=None, progress=print):
                 commands += lab.vm_commands(vm, index, i)
             outcome = manager.apply(name, commands)
             if not outcome.ok:
-                raise RuntimeError(outcome.error)
+                raise VrpipeError(outcome.error)
             missing = [vm.name for vm in guests if not lab.dhcp(vm)]
             if missing:
-                raise RuntimeError(f"no DHCP lease for {', '.join(missing)}")
+                raise VrpipeError(f"no DHCP lease for {', '.join(missing)}")
 
         results = for_each([f"r{i}" for i in range(1, routers + 1)], bring_up, 4, progress)
     failed = [name for name, error in results.items() if error]
-    progress(
-        f"lab: {routers - len(failed)}/{routers} routers up with {vms} VMs each in {time.monotonic() - started:.0f}s "
-        f"(vrpipe --state-dir {config.state_dir} list; invoke lab-down removes it)"
+    summary = (
+        f"lab: {routers - len(failed)}/{routers} routers up with {vms} VMs each in {time.monotonic() - started:.0f}s"
+        f"{served} (VRPIPE_STATE_DIR={config.state_dir} vrpipe list; invoke lab-down removes it)"
     )
-    return not failed
+    if failed:
+        raise VrpipeError(summary, hint="invoke lab-down, then look at the routers' console.log in the lab folder")
+    return summary
 
 
 def lab_down(state_dir=LAB_DIR, progress=print):
     """Remove the lab: its routers, namespaces and state directory contents (keeps nothing running)."""
     if not (Path(state_dir) / "config.json").exists():
-        progress(f"lab-down: no lab in {state_dir}")
-        return True
+        return f"lab-down: no lab in {state_dir}"
     config = ManagerConfig.load(state_dir)
     with Manager(config) as manager:
         count = len(manager.store.routers())
         Lab(manager, LAB_PREFIX).down()
     for leftover in ("vrpipe.db", "config.json"):
         (Path(state_dir) / leftover).unlink(missing_ok=True)
-    progress(f"lab-down: removed {count} routers and the lab's namespaces")
-    return True
+    return f"lab-down: removed {count} routers and the lab's namespaces"

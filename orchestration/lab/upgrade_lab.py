@@ -31,19 +31,28 @@ def _python(*args):
     return [sys.executable, *args]
 
 
+def start_repo_server(ns, directory, address=REPO_ADDRESS, timeout=20.0):
+    """repo/serve.py serving `directory` at address inside namespace ns, in its own session (it outlives
+    the caller, and goes with the namespace); returns its process once it answers."""
+    proc = spawn(_python("-m", "orchestration.lab.upgrade_lab", str(directory), address), ns=ns, cwd=PROJECT,
+                 new_session=True)
+    probe = ["curl", "-sf", "-o", "/dev/null", "-m", "2", f"http://{address}/dists/"]
+    deadline = time.monotonic() + timeout
+    while run(probe, ns=ns, check=False).returncode != 0:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise VrpipeError(f"the repository server at {address} in {ns} did not come up",
+                              hint=f"is {directory} a published repository? (invoke publish-repo)")
+        time.sleep(0.1)
+    return proc
+
+
 @contextlib.contextmanager
 def repo_served(ns, directory, address=REPO_ADDRESS, timeout=20.0):
-    """repo/serve.py serving `directory` at address inside namespace ns; yields the URL routers use."""
-    proc = spawn(_python("-m", "orchestration.lab.upgrade_lab", str(directory), address), ns=ns, cwd=PROJECT)
-    url = f"http://{address}/"
+    """The repository served for the duration of the block; yields the URL routers use."""
+    proc = start_repo_server(ns, directory, address, timeout)
     try:
-        probe = ["curl", "-sf", "-o", "/dev/null", "-m", "2", f"{url}dists/"]
-        deadline = time.monotonic() + timeout
-        while run(probe, ns=ns, check=False).returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise VrpipeError(f"the repository server at {url} in {ns} did not come up")
-            time.sleep(0.1)
-        yield url
+        yield f"http://{address}/"
     finally:
         proc.terminate()
         try:

@@ -11,6 +11,7 @@ import pytest
 from orchestration.commands import Command, Query
 from orchestration.lab.netns import Link, Namespaces
 from orchestration.store import Network
+from orchestration.transports import ensure_key
 from vrpipe.run import run
 
 from .orch_fixtures import close_lab, open_lab
@@ -43,7 +44,7 @@ def jump_lab(tmp_path_factory):
             namespaces.veth(Link(management, "mgmt0"), Link(host, "mgmt0"))
             run(["ip", "address", "add", f"{MANAGER_IP}/24", "dev", "mgmt0"], ns=management)
             run(["ip", "address", "add", f"{HYPERVISOR_IP}/24", "dev", "mgmt0"], ns=host)
-            sshd = start_sshd(host, state_dir / "sshd", Path(f"{manager.key}.pub"))
+            sshd = start_sshd(host, state_dir / "sshd", Path(f"{ensure_key(manager.key)}.pub"))
             yield manager, lab, management
         finally:
             if sshd is not None:
