@@ -189,10 +189,14 @@ def _list(manager, out):
 
 
 def _each(args, manager, out):
+    def destroy(name):
+        rules = manager.destroy(name)
+        out.progress(f"{name}: destroyed, its desired state deleted from the store ({plural(rules, 'rule')})")
+
     action = {
         "start": lambda n: manager.start(n, out.progress),
         "stop": manager.stop,
-        "destroy": lambda n: out.progress(f"{n}: destroyed; {plural(manager.destroy(n), 'rule')} of it deleted"),
+        "destroy": destroy,
         "recreate": lambda n: manager.recreate(n, out.progress),
         "replay": manager.replay,
     }[args.command]

@@ -197,7 +197,7 @@ class Manager:
         progress(f"{name}: booting")
         self.wait_ready(name)
         if leases:
-            self.transport(name).copy(leases, contract.LEASES_FILE)
+            deployer.copy(router, leases, contract.LEASES_FILE)
         progress(f"{name}: replaying its state")
         return self.replay(name)
 
@@ -219,8 +219,8 @@ class Manager:
 
     def apply(self, name, commands, aggregate=True):
         """Check the commands against the desired state, send them to the router, and record those the
-        router applied. Aggregated: all or nothing (the Outcome names a bad command); per command: each
-        on its own. Returns the Outcome (aggregated) or the list of Answers (per command)."""
+        router applied. Aggregated: all or nothing (the ApplyOutcome names a bad command); per command: each
+        on its own. Returns the ApplyOutcome (aggregated) or the list of Answers (per command)."""
         commands = [self._with_control(name, c) for c in commands]
         with self.store.lock(name, self.config.lock_timeout):
             parsed = cmds.validate(commands, self.store.state(name))

@@ -49,7 +49,7 @@ class Answer:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class ApplyOutcome:
     """What one apply (a finish, a full replay) did: ok, the per-command answers, the engine's result."""
 
     ok: bool
@@ -122,12 +122,12 @@ class RoutingResource:
         result = self._apply(router, batch_document(commands))
         with self._guard:
             self._queues.pop(router, None)
-        return Outcome(bool(result.get("ok")), tuple(_answers(commands, result)), result)
+        return ApplyOutcome(bool(result.get("ok")), tuple(_answers(commands, result)), result)
 
     def apply_state(self, router, state):
         """A full replay: the whole desired state as one `state` document."""
         result = self._apply(router, state_document(state))
-        return Outcome(bool(result.get("ok")), (), result)
+        return ApplyOutcome(bool(result.get("ok")), (), result)
 
     def _apply(self, router, document):
         transport = self._transport(router)

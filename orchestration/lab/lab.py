@@ -6,12 +6,12 @@ their address from the router with a real DHCP client) and one public namespace 
 import json
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from orchestration.commands import Command
 from orchestration.deployers.hostnet import ensure_host, kill_processes_in, plug
 from orchestration.fleet import for_each
+from orchestration.lab.netlab import Vm
 from orchestration.manager import Manager
 from orchestration.settings import ManagerConfig
 from orchestration.store import Network
@@ -25,14 +25,6 @@ RECORD = "lab.json"
 PROJECT = Path(__file__).resolve().parents[2]
 LAB_DIR = PROJECT / "build" / "lab"
 LAB_PREFIX = "vrlab-"
-
-
-@dataclass(frozen=True)
-class Vm:
-    name: str
-    ns: str
-    mac: str
-    ip: str
 
 
 def public_ip(index):

@@ -24,8 +24,10 @@ SAMPLE_VMS = (
 USER_DATA = "#cloud-config\nhostname: vm1\n"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Vm:
+    """A VM of the lab: a network namespace with one NIC (eth0) behind a router."""
+
     name: str
     ns: str
     mac: str
