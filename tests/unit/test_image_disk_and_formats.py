@@ -102,3 +102,19 @@ def test_a_failing_step_names_itself_and_its_cause():
         raise OSError("boom")
     assert list(steps.times) == ["first"]
     assert steps.summary("done").startswith("job: done in ")
+
+
+def test_boot_partition_bytes_do_not_depend_on_the_time_zone(tmp_path, monkeypatch):
+    """mtools stamps FAT entries in local time; the build's TZ must not show in the image."""
+    layout = plan(esp_size_mib=64)
+    kernel, initrd = tmp_path / "vmlinuz", tmp_path / "initrd.img"
+    kernel.write_bytes(b"kernel" * 1000)
+    initrd.write_bytes(b"initrd" * 1000)
+    digests = []
+    for zone in ("UTC", "NPT-5:45", "America/St_Johns"):
+        monkeypatch.setenv("TZ", zone)
+        work = tmp_path / zone.replace("/", "-")
+        work.mkdir()
+        disk.make_esp(layout, kernel, initrd, work / "esp.img", work, 1700000000)
+        digests.append(formats.sha256(work / "esp.img"))
+    assert len(set(digests)) == 1
