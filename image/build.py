@@ -21,6 +21,7 @@ from repo.run import RepoError
 
 from . import disk, formats, manifest, rootfs, router
 from .config import PROJECT, ConfigError, TemplateConfig, load_config
+from .paths import make_dirs
 from .steps import StepFailed, Steps
 
 log = logging.getLogger("image")
@@ -98,7 +99,7 @@ def _build(config: TemplateConfig, repo_config: RepoConfig, template: Template, 
             publish.publish(repo_config)
         channel = repo_config.channel(None)
     with steps.step(f"install the rootfs ({config.suite}, mmdebstrap)"), _served(repo_config) as url:
-        root.mkdir()
+        make_dirs(root)  # the rootfs's own / : its mode goes into the tarball and the ext4 root
         rootfs.install(config, rootfs.BuildRepo(url, channel, repo_config.keyring), root, work)
     with steps.step("router set-up"):
         source = router.AptSource(repo_config.url, repo_config.channels, repo_config.keyring)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import TemplateConfig
+from .paths import make_dirs
 from .render import render
 from .run import run
 
@@ -78,7 +79,7 @@ def _inline_key(keyring: Path) -> str:
 
 def _cache_in(cache: Path, archives: Path) -> None:
     """Hard-link the last build's .debs where apt looks first, so it downloads only what changed."""
-    (archives / "partial").mkdir(parents=True, exist_ok=True)
+    make_dirs(archives / "partial")
     for deb in sorted(cache.glob("*.deb")) if cache.is_dir() else []:
         os.link(deb, archives / deb.name)
 
@@ -87,13 +88,13 @@ def _cache_out(archives: Path, cache: Path) -> None:
     """Keep exactly this build's .debs for the next one, and leave no package file in the rootfs."""
     fresh = cache.with_name(cache.name + ".new")
     shutil.rmtree(fresh, ignore_errors=True)
-    fresh.mkdir(parents=True)
+    make_dirs(fresh)
     for deb in archives.glob("*.deb"):
         shutil.move(deb, fresh / deb.name)
     shutil.rmtree(cache, ignore_errors=True)
     fresh.rename(cache)
     shutil.rmtree(archives / "partial", ignore_errors=True)
-    (archives / "partial").mkdir()
+    make_dirs(archives / "partial")
     (archives / "lock").unlink(missing_ok=True)
 
 
