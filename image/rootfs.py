@@ -3,6 +3,7 @@ our signed repository, served on loopback during the build) into a directory, re
 previous build; `pack()` makes the reproducible rootfs tarball from that directory.
 """
 
+import errno
 import os
 import shutil
 import tempfile
@@ -78,10 +79,16 @@ def _inline_key(keyring: Path) -> str:
 
 
 def _cache_in(cache: Path, archives: Path) -> None:
-    """Hard-link the last build's .debs where apt looks first, so it downloads only what changed."""
+    """Hard-link the last build's .debs where apt looks first, so it downloads only what changed
+    (copied when the rootfs is staged on another filesystem, such as a tmpfs)."""
     make_dirs(archives / "partial")
     for deb in sorted(cache.glob("*.deb")) if cache.is_dir() else []:
-        os.link(deb, archives / deb.name)
+        try:
+            os.link(deb, archives / deb.name)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            shutil.copyfile(deb, archives / deb.name)
 
 
 def _cache_out(archives: Path, cache: Path) -> None:
