@@ -22,6 +22,7 @@ from vrpipe.log import Steps
 
 from . import disk, formats, manifest, rootfs, router
 from .config import PROJECT, TemplateConfig, load_config
+from .paths import make_dirs
 
 log = logging.getLogger("image")
 NAME = "vr-router"
@@ -98,7 +99,7 @@ def _build(config: TemplateConfig, repo_config: RepoConfig, template: Template, 
             publish.publish(repo_config)
         channel = repo_config.channel(None)
     with steps.step(f"install the rootfs ({config.suite}, mmdebstrap)"), _served(repo_config) as url:
-        root.mkdir()
+        make_dirs(root)  # the rootfs's own / : its mode goes into the tarball and the ext4 root
         rootfs.install(config, rootfs.BuildRepo(url, channel, repo_config.keyring), root, work)
     with steps.step("router set-up"):
         source = router.AptSource(repo_config.url, repo_config.channels, repo_config.keyring)

@@ -71,8 +71,9 @@ def plan(config: TemplateConfig) -> DiskLayout:
 
 
 def make_esp(layout: DiskLayout, kernel: Path, initrd: Path, image: Path, work: Path, epoch: int) -> None:
-    """The FAT boot partition: kernel, initrd, syslinux (BIOS) and GRUB (UEFI), times from the epoch."""
-    env = {"SOURCE_DATE_EPOCH": str(epoch), "MTOOLS_SKIP_CHECK": "1"}
+    """The FAT boot partition: kernel, initrd, syslinux (BIOS) and GRUB (UEFI), times from the epoch in UTC."""
+    # mtools and mkfs.vfat turn SOURCE_DATE_EPOCH into FAT's local-time stamps: pin the zone.
+    env = {"SOURCE_DATE_EPOCH": str(epoch), "MTOOLS_SKIP_CHECK": "1", "TZ": "UTC"}
     image.unlink(missing_ok=True)
     # -h: syslinux's boot sector finds its partition through the hidden-sectors count.
     run(["mkfs.vfat", "-C", "-F", "32", "--invariant", "-n", ESP_LABEL, "-h", layout.esp.start,

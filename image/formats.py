@@ -17,7 +17,9 @@ from .render import render
 MIB = 1024 * 1024
 VHD_FOOTER = 512
 VHD_EPOCH = 946684800  # VHD timestamps count seconds from 2000-01-01 00:00 UTC
-VMDK_DESCRIPTOR_MAX = 20 * 512  # qemu-img puts the descriptor in the sectors after the header
+SECTOR = 512
+# magic, version, flags, capacity, grain size, descriptor offset and size (sectors): VMDK 1.1 spec
+VMDK_HEADER = struct.Struct("<4sIIQQQQ")
 
 
 def qcow2(raw: Path, out: Path) -> None:
@@ -53,18 +55,33 @@ def vmdk(raw: Path, out: Path, epoch: int) -> None:
     """A streamOptimized VMDK (what an OVA carries) with a content id derived from the epoch."""
     run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", raw, out])
     with out.open("r+b") as f:
-        head = f.read(VMDK_DESCRIPTOR_MAX)
-        f.seek(0)
-        f.write(fixed_vmdk_descriptor(head, epoch))
+        start, size = vmdk_descriptor_area(f.read(VMDK_HEADER.size))
+        f.seek(start)
+        descriptor = fixed_vmdk_descriptor(f.read(size), epoch)
+        f.seek(start)
+        f.write(descriptor)
 
 
-def fixed_vmdk_descriptor(head: bytes, epoch: int) -> bytes:
-    """Replace the random CID=xxxxxxxx in the embedded descriptor by one of the same length."""
+def vmdk_descriptor_area(header: bytes) -> tuple[int, int]:
+    """Byte offset and size of the descriptor embedded after a sparse VMDK header."""
+    magic, _version, _flags, _capacity, _grain, offset, sectors = VMDK_HEADER.unpack(header)
+    if magic != b"KDMV" or not offset or not sectors:
+        raise ValueError("not a sparse VMDK with an embedded descriptor (no 'KDMV' header)")
+    return offset * SECTOR, sectors * SECTOR
+
+
+def fixed_vmdk_descriptor(area: bytes, epoch: int) -> bytes:
+    """The descriptor area with its random CID (qemu-img prints it without leading zeros: 1 to 8 hex
+    digits) replaced by one derived from the epoch, and zero-padded back to the area's size, so the
+    result is the same whatever CID qemu-img drew."""
     cid = hashlib.sha256(f"vrpipe-vmdk:{epoch}".encode()).hexdigest()[:8]
-    patched, count = re.subn(rb"\nCID=[0-9a-f]{8}\n", f"\nCID={cid}\n".encode(), head)
+    text = area.split(b"\0", 1)[0]
+    patched, count = re.subn(rb"\nCID=[0-9a-f]{1,8}\n", f"\nCID={cid}\n".encode(), text)
     if count != 1:
-        raise ValueError("no CID=xxxxxxxx line in the VMDK descriptor")
-    return patched
+        raise ValueError("no CID=<hex> line in the VMDK descriptor")
+    if len(patched) >= len(area):
+        raise ValueError("the VMDK descriptor does not fit its area with an 8-digit CID")
+    return patched.ljust(len(area), b"\0")
 
 
 def ova(vmdk_file: Path, out: Path, epoch: int, disk_bytes: int, name: str) -> None:

@@ -3,6 +3,7 @@ our signed repository, served on loopback during the build) into a directory, re
 previous build; `pack()` makes the reproducible rootfs tarball from that directory.
 """
 
+import errno
 import os
 import shutil
 import tempfile
@@ -14,6 +15,7 @@ from vr import contract
 from vrpipe.run import run
 
 from .config import TemplateConfig
+from .paths import make_dirs
 from .render import render
 
 # What the router needs beyond what vr-base depends on: a kernel that boots it and an init.
@@ -80,23 +82,29 @@ def _inline_key(keyring: Path) -> str:
 
 
 def _cache_in(cache: Path, archives: Path) -> None:
-    """Hard-link the last build's .debs where apt looks first, so it downloads only what changed."""
-    (archives / "partial").mkdir(parents=True, exist_ok=True)
+    """Hard-link the last build's .debs where apt looks first, so it downloads only what changed
+    (copied when the rootfs is staged on another filesystem, such as a tmpfs)."""
+    make_dirs(archives / "partial")
     for deb in sorted(cache.glob("*.deb")) if cache.is_dir() else []:
-        os.link(deb, archives / deb.name)
+        try:
+            os.link(deb, archives / deb.name)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            shutil.copyfile(deb, archives / deb.name)
 
 
 def _cache_out(archives: Path, cache: Path) -> None:
     """Keep exactly this build's .debs for the next one, and leave no package file in the rootfs."""
     fresh = cache.with_name(cache.name + ".new")
     shutil.rmtree(fresh, ignore_errors=True)
-    fresh.mkdir(parents=True)
+    make_dirs(fresh)
     for deb in archives.glob("*.deb"):
         shutil.move(deb, fresh / deb.name)
     shutil.rmtree(cache, ignore_errors=True)
     fresh.rename(cache)
     shutil.rmtree(archives / "partial", ignore_errors=True)
-    (archives / "partial").mkdir()
+    make_dirs(archives / "partial")
     (archives / "lock").unlink(missing_ok=True)
 
 

@@ -12,6 +12,7 @@ from vr import contract
 from vrpipe.run import run
 
 from .config import TemplateConfig
+from .paths import make_dirs
 from .render import render
 
 SSH_PORT = contract.SSH_PORT
@@ -98,13 +99,13 @@ def _apt_sources(root: Path, config: TemplateConfig, source: AptSource) -> None:
 
 
 def _install(source: Path, dest: Path, mode: int) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(dest.parent)
     shutil.copyfile(source, dest)
     dest.chmod(mode)
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     path.unlink(missing_ok=True)  # mmdebstrap may leave a symlink (resolv.conf)
     path.write_text(text)
     path.chmod(mode)

@@ -6,6 +6,8 @@ from a throw-away signed repository that publishes this checkout's packages.
 import functools
 import logging
 import shutil
+import sys
+from pathlib import Path
 
 from image.build import Template, build_template
 from image.config import PROJECT, load_config
@@ -27,9 +29,9 @@ def template_config(**overrides):
     return load_config({}, **overrides)
 
 
-def repo_config():
+def repo_config(folder: Path = TEST_CACHE / "repo") -> RepoConfig:
     """A repository and key of the tests' own, so they never meet a version published by hand."""
-    return RepoConfig(dir=TEST_CACHE / "repo", gnupghome=TEST_CACHE / "gnupg")
+    return RepoConfig(dir=folder, gnupghome=TEST_CACHE / "gnupg")
 
 
 @functools.cache
@@ -37,3 +39,12 @@ def shared_template() -> Template:
     logging.basicConfig(level=logging.INFO)
     # republish: this checkout's packages may carry the version of different, earlier ones
     return build_template(template_config(), repo_config(), reuse=True, republish=True)
+
+
+if __name__ == "__main__":
+    # `python image_fixtures.py OUTPUT_DIR`: what a second clone sharing the tests' key does (publish this
+    # checkout into a repository of its own next to OUTPUT_DIR, build from it) in a process of its own,
+    # so that a test can give it another environment (time zone, locale, umask, working directory).
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    output = Path(sys.argv[1])
+    build_template(template_config(output_dir=output), repo_config(output.parent / "repo"), republish=True)

@@ -7,10 +7,11 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from image.run import CommandFailed, run
 from vr.boot import BootParams, format_params
 
 from image.boot_test import SLIRP_ADDRESS, SLIRP_GATEWAY, accelerator, booted, make_key
+from vrpipe.errors import CommandError
+from vrpipe.run import run
 
 from .image_fixtures import TEST_CACHE, scratch, shared_template
 
@@ -84,7 +85,7 @@ def test_qcow2_boots_to_ready_with_its_boot_parameters(router):
 def test_vr_scripts_is_the_version_in_our_repository(router, template):
     installed = router.ssh("dpkg-query", "-W", "-f", "${Version}", "vr-scripts").strip()
     manifest = json.loads((template.folder / "manifest.json").read_text())
-    published = run(["reprepro", "-b", str(TEST_CACHE / "repo"), "list", "stable", "vr-scripts"], capture=True)
+    published = run(["reprepro", "-b", str(TEST_CACHE / "repo"), "list", "stable", "vr-scripts"]).stdout
     assert installed == manifest["vrpipe_packages"]["vr-scripts"]
     assert f"vr-scripts {installed}" in published
 
@@ -116,8 +117,8 @@ def test_password_login_is_refused(router):
     argv = ["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
             "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive",
             "-p", str(router.ssh_port), "root@127.0.0.1", "true"]
-    with pytest.raises(CommandFailed) as refused:
-        run(argv, capture=True, timeout=60)
+    with pytest.raises(CommandError) as refused:
+        run(argv, timeout=60)
     assert "Permission denied (publickey)" in refused.value.output
 
 

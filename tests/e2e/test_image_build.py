@@ -1,21 +1,27 @@
 """The template build with the real tools (mmdebstrap, our signed repository, sfdisk, mkfs, syslinux, GRUB,
 qemu-img, gpg): every output, its manifest and signed checksums, the router set-up of the rootfs, the disk
-layout, the converted formats, and a second clean build giving the same bytes.
+layout, the converted formats, and a second build in another environment giving the same bytes.
 """
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import tarfile
 import time
+from pathlib import Path
 
 import pytest
-from image.run import run
 
 from image import manifest
-from image.build import NAME, build_template
+from image.build import NAME
 from image.disk import GPTMBR
 from image.formats import sha256
+from vrpipe.run import run
 
-from .image_fixtures import TEST_CACHE, repo_config, shared_template, template_config
+from . import image_fixtures
+from .image_fixtures import TEST_CACHE, repo_config, shared_template
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 FORMATS = ("tar", "raw", "qcow2", "vhd", "vmdk", "ova")
@@ -79,13 +85,13 @@ def test_rootfs_is_set_up_as_a_router_with_nothing_per_machine(template):
 
 def test_raw_disk_has_gpt_boot_code_esp_and_root(template):
     raw = template.output("raw")
-    table = json.loads(run(["sfdisk", "--json", raw], capture=True))["partitiontable"]
+    table = json.loads(run(["sfdisk", "--json", raw]).stdout)["partitiontable"]
     esp, root = table["partitions"]
     assert table["label"] == "gpt"
     assert esp["type"] == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B" and "LegacyBIOSBootable" in esp["attrs"]
     assert root["start"] == esp["start"] + esp["size"]
     assert raw.read_bytes()[:440] == GPTMBR.read_bytes()[:440]
-    listing = run(["mdir", "-i", f"{raw}@@{esp['start'] * 512}", "-/", "-a", "::/"], capture=True)
+    listing = run(["mdir", "-i", f"{raw}@@{esp['start'] * 512}", "-/", "-a", "::/"]).stdout
     for name in ("vmlinuz", "initrd", "BOOTX64", "ldlinux", "syslinux"):
         assert name in listing
 
@@ -110,14 +116,45 @@ def test_ova_holds_descriptor_manifest_then_disk(template):
     assert f"SHA256({NAME}.ovf)= " in mf and b"streamOptimized" in ovf
 
 
-def test_a_second_clean_build_gives_the_same_bytes(template):
-    """Rebuilt elsewhere from the same repository and epoch, with the .deb cache now warm."""
-    again = TEST_CACHE / "rebuild"
+def test_a_build_in_another_environment_gives_the_same_bytes(template, tmp_path):
+    """What a second clone sharing the signing key gives: this checkout published into a repository of
+    its own and built from it (same epoch), by a process with another time zone, locale, umask and
+    working directory, into a folder with a path 150 characters longer, on a tmpfs (so the rootfs is
+    staged on another filesystem, with another directory order, than build/template); the .deb cache
+    is now warm. Every SHA256SUMS line must match."""
+    mount = TEST_CACHE / "rebuild"
+    output = mount / ("deeper-" * 22) / "template"
+    env = {**os.environ, "TZ": _other(os.environ.get("TZ"), "NPT-5:45", "UTC"),
+           "LC_ALL": _other(os.environ.get("LC_ALL") or os.environ.get("LANG"), "C", "C.UTF-8")}
+    umask = _other(_umask(), 0o077, 0o022)
+    shutil.rmtree(mount, ignore_errors=True)
+    mount.mkdir(parents=True)
+    run(["mount", "-t", "tmpfs", "-o", "size=8g,mode=0755", "vrpipe-image-rebuild", mount])
     started = time.monotonic()
     try:
-        rebuilt = build_template(template_config(output_dir=again), repo_config())
+        child = subprocess.run([sys.executable, image_fixtures.__file__, output], env=env, umask=umask,
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         seconds = time.monotonic() - started
-        assert (rebuilt.folder / "SHA256SUMS").read_text() == (template.folder / "SHA256SUMS").read_text()
+        assert child.returncode == 0, child.stdout[-4000:]
+        ours, theirs = _checksums(template.folder), _checksums(output)
+        assert ours.keys() == theirs.keys()
+        differing = [name for name in ours if ours[name] != theirs[name]]
+        assert not differing, f"different bytes from the same inputs: {', '.join(differing)}"
     finally:
-        run(["rm", "-rf", "--one-file-system", again])
+        run(["umount", mount])
     (TEST_CACHE / "warm-build-seconds").write_text(f"{seconds:.0f}\n")
+
+
+def _other(current, first, second):
+    """first, unless the first build ran with it already."""
+    return second if current == first else first
+
+
+def _umask() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("Umask:", 1)[1].split()[0], 8)
+
+
+def _checksums(folder) -> dict[str, str]:
+    lines = (folder / "SHA256SUMS").read_text().splitlines()
+    return {name: digest for digest, name in (line.split("  ", 1) for line in lines)}

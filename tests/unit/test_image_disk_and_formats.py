@@ -1,5 +1,5 @@
 """Pure logic of the disk images: the partition plan and its fixed identifiers, the VHD footer and VMDK
-descriptor patches that make qemu-img's output reproducible, the step log."""
+descriptor patches that make qemu-img's output reproducible (also checked on real qemu-img output), the step log."""
 
 import struct
 
@@ -7,7 +7,9 @@ import pytest
 
 from image import disk, formats
 from image.config import load_config
+from image.formats import MIB
 from vrpipe.log import StepFailed, Steps
+from vrpipe.run import run
 
 
 def plan(**values):
@@ -55,13 +57,41 @@ def test_something_else_than_a_vhd_footer_is_refused():
         formats.fixed_vhd_footer(bytes(512), 1)
 
 
-def test_vmdk_cid_is_replaced_in_place():
-    head = b"# Disk DescriptorFile\nversion=1\nCID=1a2b3c4d\nparentCID=ffffffff\n" + bytes(100)
-    patched = formats.fixed_vmdk_descriptor(head, 1700000000)
-    assert len(patched) == len(head) and b"CID=1a2b3c4d" not in patched
-    assert patched == formats.fixed_vmdk_descriptor(head.replace(b"1a2b3c4d", b"99999999"), 1700000000)
+def descriptor_area(cid: str, size: int = 20 * 512) -> bytes:
+    text = f"# Disk DescriptorFile\nversion=1\nCID={cid}\nparentCID=ffffffff\ncreateType=\"streamOptimized\"\n"
+    return text.encode().ljust(size, b"\0")
+
+
+@pytest.mark.parametrize("cid", ["1a2b3c4d", "a2b3c4d", "2b3c", "0"])
+def test_vmdk_cid_of_any_length_becomes_the_same_derived_one(cid):
+    """qemu-img prints its random CID without leading zeros (about 1 conversion in 16 has fewer digits)."""
+    patched = formats.fixed_vmdk_descriptor(descriptor_area(cid), 1700000000)
+    assert patched == formats.fixed_vmdk_descriptor(descriptor_area("99999999"), 1700000000)
+    assert len(patched) == 20 * 512 and f"\nCID={cid}\n".encode() not in patched
+    assert b"\nparentCID=ffffffff\n" in patched
+
+
+def test_vmdk_without_a_cid_or_room_is_refused():
     with pytest.raises(ValueError, match="CID"):
-        formats.fixed_vmdk_descriptor(b"no descriptor here", 1)
+        formats.fixed_vmdk_descriptor(b"no descriptor here".ljust(512, b"\0"), 1)
+    with pytest.raises(ValueError, match="does not fit"):
+        formats.fixed_vmdk_descriptor(descriptor_area("1", size=85), 1)
+    with pytest.raises(ValueError, match="KDMV"):
+        formats.vmdk_descriptor_area(bytes(formats.VMDK_HEADER.size))
+
+
+def test_real_qemu_img_vmdk_conversions_all_give_the_same_bytes(tmp_path):
+    """Many conversions of one small raw disk, so some draw a short CID; all must patch to one result
+    that qemu-img still reads as the same disk."""
+    raw = tmp_path / "small.raw"
+    raw.write_bytes(b"vrpipe".ljust(MIB, b"\1"))
+    digests = set()
+    for _ in range(48):
+        out = tmp_path / "small.vmdk"
+        formats.vmdk(raw, out, 1700000000)
+        digests.add(formats.sha256(out))
+    assert len(digests) == 1
+    run(["qemu-img", "compare", "-q", "-f", "raw", "-F", "vmdk", raw, out])
 
 
 def test_a_failing_step_names_itself_and_its_cause():
@@ -72,3 +102,19 @@ def test_a_failing_step_names_itself_and_its_cause():
         raise OSError("boom")
     assert list(steps.times) == ["first"]
     assert steps.summary("done").startswith("job: done in ")
+
+
+def test_boot_partition_bytes_do_not_depend_on_the_time_zone(tmp_path, monkeypatch):
+    """mtools stamps FAT entries in local time; the build's TZ must not show in the image."""
+    layout = plan(esp_size_mib=64)
+    kernel, initrd = tmp_path / "vmlinuz", tmp_path / "initrd.img"
+    kernel.write_bytes(b"kernel" * 1000)
+    initrd.write_bytes(b"initrd" * 1000)
+    digests = []
+    for zone in ("UTC", "NPT-5:45", "America/St_Johns"):
+        monkeypatch.setenv("TZ", zone)
+        work = tmp_path / zone.replace("/", "-")
+        work.mkdir()
+        disk.make_esp(layout, kernel, initrd, work / "esp.img", work, 1700000000)
+        digests.append(formats.sha256(work / "esp.img"))
+    assert len(set(digests)) == 1

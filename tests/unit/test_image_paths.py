@@ -1,0 +1,47 @@
+"""Modes of what the build creates do not follow the umask: a build under umask 0077 must give the same
+rootfs (and an apt cache the download user can use)."""
+
+import os
+import stat
+
+import pytest
+
+from image import router
+from image.config import load_config
+from image.paths import make_dirs
+
+
+@pytest.fixture
+def strict_umask():
+    previous = os.umask(0o077)
+    yield
+    os.umask(previous)
+
+
+def mode(path):
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_make_dirs_gives_every_new_folder_its_mode_and_leaves_existing_ones(tmp_path, strict_umask):
+    (tmp_path / "kept").mkdir(mode=0o700)
+    make_dirs(tmp_path / "kept/var/cache/apt/archives/partial")
+    assert mode(tmp_path / "kept") == 0o700
+    for folder in ("var", "var/cache", "var/cache/apt", "var/cache/apt/archives", "var/cache/apt/archives/partial"):
+        assert mode(tmp_path / "kept" / folder) == 0o755, folder
+    make_dirs(tmp_path / "kept/var")  # already there: nothing to do
+
+
+def test_router_set_up_under_umask_0077_makes_world_readable_folders(tmp_path, strict_umask):
+    """configure() on a bare root with the real systemctl: ssh.service.d, /etc/initramfs and its
+    post-update.d (0700 before, under this umask) and the files in them."""
+    root = tmp_path / "root"
+    make_dirs(root / "etc/apt/sources.list.d")
+    keyring = tmp_path / "keyring.gpg"
+    keyring.write_bytes(b"key")
+    config = load_config({}, source_date_epoch=1700000000)
+    router.configure(root, config, router.AptSource("http://repo.invalid/", ("stable",), keyring))
+    for folder in ("etc/systemd/system/ssh.service.d", "etc/initramfs", "etc/initramfs/post-update.d",
+                   "etc/apt/keyrings", "etc/sysctl.d"):
+        assert mode(root / folder) == 0o755, folder
+    assert mode(root / "etc/initramfs/post-update.d/vr-esp") == 0o755
+    assert mode(root / "etc/systemd/system/ssh.service.d/host-keys.conf") == 0o644
