@@ -15,7 +15,7 @@ from pathlib import Path
 from debian.debfile import DebFile
 from debian.debian_support import Version
 
-from . import signing, snapshot
+from . import signing, snapshot, verify
 from .config import PREVIOUS, RepoConfig
 from .packages import build_packages
 from .render import PROJECT, render
@@ -65,9 +65,17 @@ def publish(
                 repo.export(*to_export)
         tree = None
         if snapshot.differs(repo.outdir, config.public, config.codenames):
-            tree = snapshot.publish_tree(repo.outdir, config.public, config.keyring)
+            tree = snapshot.publish_tree(repo.outdir, config.public, config.keyring, lambda t: check_tree(config, t))
     versions = {p.package: p.version for p in repo.list(channel).values()}
     return Result(channel, versions, replaced, tree, time.monotonic() - start)
+
+
+def check_tree(config: RepoConfig, tree: Path) -> None:
+    """Refuse to serve a tree apt would not trust, or would trust too long: every Release signed for the
+    exported keyring, with a Valid-Until in the future, and every index and .deb as it lists them."""
+    report = verify.verify(tree, config.keyring, config.codenames)
+    if report.problems:
+        raise RepoError(f"not serving tree {tree.name}, the served tree stays: " + "; ".join(report.problems))
 
 
 def prepare(config: RepoConfig) -> Reprepro:
