@@ -15,9 +15,9 @@ from pathlib import Path
 from debian.debfile import DebFile
 from debian.debian_support import Version
 
-from . import signing, snapshot, verify
+from . import keys, signing, snapshot, verify
 from .config import PREVIOUS, RepoConfig
-from .packages import build_packages
+from .packages import build_packages, check_version, engine_version
 from .render import PROJECT, render
 from .reprepro import Reprepro
 from .run import RepoError, step
@@ -47,8 +47,9 @@ def publish(
     config: RepoConfig, version: str | None = None, channel: str | None = None, refresh: bool = False
 ) -> Result:
     """Build and publish our packages to channel (default: the first); refresh re-signs with a new
-    Valid-Until even when no package changed."""
+    Valid-Until even when no package changed. Every argument is checked before anything is made."""
     start = time.monotonic()
+    version = check_version(version or engine_version())
     channel = config.channel(channel)
     config.dir.mkdir(parents=True, exist_ok=True)
     with _locked(config.dir / "publish.lock"):
@@ -79,15 +80,15 @@ def check_tree(config: RepoConfig, tree: Path) -> None:
 
 
 def prepare(config: RepoConfig) -> Reprepro:
-    """Choose the archive key, export its public keyring, and write reprepro's conf/."""
+    """Check the archive keys, export their public keyring, and write reprepro's conf/."""
     with step("archive key"):
-        fingerprint = archive_key(config)
-        _update(config.keyring, signing.public_key(config.gnupghome, fingerprint))
+        signing_keys = archive_keys(config).signing
+        _update(config.keyring, signing.public_key(config.gnupghome, signing_keys))
     conf = config.dir / "conf"
     conf.mkdir(exist_ok=True)
     hook = conf / "sign-release"
     sign_release = render(
-        "sign-release.j2", python=sys.executable, project=PROJECT, fingerprint=fingerprint, gnupghome=config.gnupghome
+        "sign-release.j2", python=sys.executable, project=PROJECT, fingerprints=signing_keys, gnupghome=config.gnupghome
     )
     _update(hook, sign_release.encode(), mode=0o755)
     distributions = render(
@@ -98,7 +99,36 @@ def prepare(config: RepoConfig) -> Reprepro:
 
 
 def archive_key(config: RepoConfig) -> str:
-    """The fingerprint to sign with: an imported key file, a production key, or the development key."""
+    """The newest archive key: the one that signs what the repository's builds sign (the manifest)."""
+    return archive_keys(config).newest
+
+
+def archive_keys(config: RepoConfig) -> keys.ArchiveKeys:
+    """The keys the repository is signed with: recorded at its first publish (the configured key, or
+    the development key), and from then on checked against gnupghome and the settings."""
+    recorded = keys.load(config.dir)
+    if recorded is None and config.keyring.exists():
+        # published before the record existed: the exported keyring is what routers trust
+        recorded = keys.ArchiveKeys(tuple(signing.keyring_fingerprints(config.keyring)), 1, int(time.time()))
+        keys.save(config.dir, recorded)
+    configured = _configured_key(config)
+    if recorded is None:
+        recorded = keys.ArchiveKeys((configured or signing.dev_key(config.gnupghome),), 1, int(time.time()))
+        keys.save(config.dir, recorded)
+    if configured and configured not in recorded.signing:
+        raise RepoError(
+            f"repo.key/key_file name {configured}, but {config.dir} is signed with {', '.join(recorded.signing)} "
+            "and routers trust only that: change keys with `invoke rotate-key`"
+        )
+    available = signing.secret_keys(config.gnupghome)
+    for fingerprint in recorded.signing:
+        if fingerprint not in available:
+            raise RepoError(_missing_key(config, fingerprint))
+    return recorded
+
+
+def _configured_key(config: RepoConfig) -> str | None:
+    """The key the settings name: an imported key file, a production key, or None (development)."""
     if config.key_file:
         imported = signing.import_key(config.gnupghome, config.key_file)
         if config.key and signing.production_key(config.gnupghome, config.key) != imported:
@@ -106,7 +136,18 @@ def archive_key(config: RepoConfig) -> str:
         return imported
     if config.key:
         return signing.production_key(config.gnupghome, config.key)
-    return signing.dev_key(config.gnupghome)
+    return None
+
+
+def _missing_key(config: RepoConfig, fingerprint: str) -> str:
+    home = config.gnupghome
+    return (
+        f"{home} has no secret key {fingerprint}, the archive key {config.dir} is published with and routers "
+        "trust; nothing was changed and no new key was made. If only its public part is lost (pubring.kbx "
+        f"gone, private-keys-v1.d still there): `gpg --homedir {home} --import {config.keyring}`. Otherwise "
+        f"restore {home} from its backup, or import the key with repo.key_file. To change keys on purpose: "
+        "`invoke rotate-key`."
+    )
 
 
 def _include(repo: Reprepro, channel: str, debs: list[Path]) -> tuple[dict[str, str], bool]:

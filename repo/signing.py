@@ -4,6 +4,8 @@ production key chosen by fingerprint or imported from a file; exports the public
 """
 
 import re
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from .run import RepoError, run
@@ -22,16 +24,27 @@ def secret_keys(gnupghome: Path) -> dict[str, list[str]]:
     """The signing keys in gnupghome: primary key fingerprint -> its user ids."""
     if not (gnupghome / "pubring.kbx").exists():
         return {}  # a fresh home: nothing to list (and gpg would create files to say so)
+    return _primary_keys(_gpg(gnupghome, "--with-colons", "--list-secret-keys"), "sec")
+
+
+def keyring_fingerprints(keyring: Path) -> list[str]:
+    """The primary keys in an exported keyring file (read with a throw-away home: nothing is imported)."""
+    with tempfile.TemporaryDirectory() as home:
+        return list(_primary_keys(_gpg(Path(home), "--with-colons", "--show-keys", keyring), "pub"))
+
+
+def _primary_keys(listing: bytes, kind: str) -> dict[str, list[str]]:
+    """Parse gpg's --with-colons listing: each primary key ("sec" or "pub") -> its user ids."""
     keys: dict[str, list[str]] = {}
     current = None
-    for record in _gpg(gnupghome, "--with-colons", "--list-secret-keys").decode().splitlines():
-        kind, fields = record.split(":", 1)[0], record.split(":")
-        if kind == "sec":
+    for record in listing.decode().splitlines():
+        fields = record.split(":")
+        if fields[0] == kind:
             current = None  # its fingerprint is the next "fpr" record
-        elif kind == "fpr" and current is None:
+        elif fields[0] == "fpr" and current is None:
             current = fields[9]
             keys[current] = []
-        elif kind == "uid" and current:
+        elif fields[0] == "uid" and current:
             keys[current].append(fields[9])
     return keys
 
@@ -69,14 +82,18 @@ def import_key(gnupghome: Path, key_file: Path) -> str:
     return secret[0]
 
 
-def public_key(gnupghome: Path, fingerprint: str) -> bytes:
-    """The public key as a binary keyring, the format apt's signed-by and gpgv read."""
-    return _gpg(gnupghome, "--export", fingerprint)
+def public_key(gnupghome: Path, fingerprints: Sequence[str]) -> bytes:
+    """The public keys as a binary keyring, the format apt's signed-by and gpgv read."""
+    return _gpg(gnupghome, "--export", *fingerprints)
 
 
-def sign_release(gnupghome: Path, fingerprint: str, release: Path, inrelease: Path, release_gpg: Path) -> None:
-    """Write InRelease (inline signature) and Release.gpg (detached) for one Release file."""
-    signer = ["--local-user", f"{fingerprint}!", "--digest-algo", "SHA512", "--yes"]
+def sign_release(
+    gnupghome: Path, fingerprints: Sequence[str], release: Path, inrelease: Path, release_gpg: Path
+) -> None:
+    """Write InRelease (inline signature) and Release.gpg (detached) for one Release file, signed by
+    each key (apt accepts it when one of the signatures is by a key it trusts)."""
+    signer = [word for fpr in fingerprints for word in ("--local-user", f"{fpr}!")]
+    signer += ["--digest-algo", "SHA512", "--yes"]
     _gpg(gnupghome, *signer, "--clearsign", "--output", inrelease, release)
     _gpg(gnupghome, *signer, "--armor", "--detach-sign", "--output", release_gpg, release)
 

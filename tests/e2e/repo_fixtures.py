@@ -58,7 +58,7 @@ def unsign(tree: Path, codename: str) -> None:
 
 def resign(tree: Path, codename: str, gnupghome: Path, fingerprint: str) -> None:
     dist = tree / "dists" / codename
-    signing.sign_release(gnupghome, fingerprint, dist / "Release", dist / "InRelease", dist / "Release.gpg")
+    signing.sign_release(gnupghome, [fingerprint], dist / "Release", dist / "InRelease", dist / "Release.gpg")
 
 
 def expire(tree: Path, codename: str, gnupghome: Path, fingerprint: str) -> None:
@@ -90,3 +90,17 @@ def invoke(where: Path, *args: str, **settings: str) -> subprocess.CompletedProc
         **{f"INVOKE_REPO_{name.upper()}": value for name, value in settings.items()},
     }
     return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=PROJECT, env=env, capture_output=True, text=True)
+
+
+def offline_key_file(where: Path, uid: str = "vrpipe production test key") -> tuple[str, Path]:
+    """A new secret key made in a home of its own under where and exported to a file, as a production
+    key is handed over; returns its fingerprint and the file."""
+    home = where / "offline-gnupg"
+    gpg = ["gpg", "--homedir", home, "--batch", "--passphrase", "", "--pinentry-mode", "loopback"]
+    home.mkdir(mode=0o700, exist_ok=True)
+    subprocess.run([*gpg, "--quick-generate-key", uid, "ed25519", "sign", "never"], check=True, capture_output=True)
+    fingerprint = next(f for f, uids in signing.secret_keys(home).items() if uid in uids)
+    key_file = where / f"{fingerprint}.asc"
+    subprocess.run([*gpg, "--armor", "--output", key_file, "--export-secret-keys", fingerprint], check=True)
+    signing.stop_agent(home)
+    return fingerprint, key_file

@@ -22,7 +22,7 @@ from repo.run import RepoError
 from repo.serve import make_server, serving
 from repo.verify import verify
 
-from .repo_fixtures import copy_tree, expire, resign, tamper_packages, throwaway_config, unsign
+from .repo_fixtures import copy_tree, expire, offline_key_file, resign, tamper_packages, throwaway_config, unsign
 
 pytestmark = pytest.mark.e2e
 
@@ -111,15 +111,7 @@ def test_older_version_is_refused(cfg):
 
 
 def test_production_key_from_file_and_by_fingerprint(cfg, tmp_path):
-    offline = tmp_path / "offline-gnupg"
-    gpg = ["gpg", "--homedir", offline, "--batch", "--passphrase", "", "--pinentry-mode", "loopback"]
-    offline.mkdir(mode=0o700)
-    subprocess.run([*gpg, "--quick-generate-key", "vrpipe production test key", "ed25519", "sign", "never"], check=True)
-    (fingerprint,) = signing.secret_keys(offline)
-    key_file = tmp_path / "archive-key.asc"
-    subprocess.run([*gpg, "--armor", "--output", key_file, "--export-secret-keys", fingerprint], check=True)
-    signing.stop_agent(offline)
-
+    fingerprint, key_file = offline_key_file(tmp_path)
     publish(replace(cfg, key_file=key_file), version="1.0.0")
     assert not verify(cfg.public, cfg.keyring, cfg.codenames).problems
     listed = subprocess.run(["gpg", "--show-keys", "--with-colons", cfg.keyring], capture_output=True, text=True)

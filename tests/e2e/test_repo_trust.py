@@ -1,10 +1,12 @@
 """What keeps routers trusting the right repository, with a real apt client (Debian 13 chroot): a
 publish is refused before it touches anything when its settings would make Release files apt trusts
 forever, and a tree whose Release files are not signed for the exported keyring or carry no future
-Valid-Until is never served.
+Valid-Until is never served; a repository published with a key never gets another one by accident.
 """
 
 import re
+import subprocess
+from dataclasses import replace
 
 import pytest
 
@@ -14,7 +16,7 @@ from repo.run import RepoError
 from repo.serve import serving
 
 from .apt_client import apt_client
-from .repo_fixtures import drop_valid_until, invoke, resign, throwaway_config
+from .repo_fixtures import drop_valid_until, invoke, offline_key_file, resign, throwaway_config
 
 pytestmark = pytest.mark.e2e
 SUITES = "stable stable-previous security"
@@ -100,3 +102,56 @@ def test_publish_with_a_bad_release_switches_nothing(case, where, client):
         assert publish(cfg, version="1.0.1", refresh=True).tree is not None
         client.update()
         assert candidate(client) == "1.0.1"
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["--version", "1.0-1"], "version '1.0-1' is not a Debian version"),
+        (["--version", "v2"], "version 'v2' is not a Debian version"),
+        (["--channel", "testing"], "channel 'testing' is not one of stable, security"),
+    ],
+)
+def test_bad_publish_arguments_are_refused_before_anything_is_made(where, args, complaint):
+    refused = invoke(where, "publish-repo", *args)
+    assert refused.returncode != 0 and complaint in refused.stderr, refused.stderr
+    assert not (where / "repo").exists() and not (where / "gnupg").exists()
+
+
+def test_lost_public_keyring_never_makes_a_new_key(where, client):
+    cfg = throwaway_config(where)
+    publish(cfg, version="1.0.0")
+    (fingerprint,) = signing.secret_keys(cfg.gnupghome)
+    keyring, served = cfg.keyring.read_bytes(), cfg.public.readlink()
+    secret_files = sorted((cfg.gnupghome / "private-keys-v1.d").iterdir())
+    (cfg.gnupghome / "pubring.kbx").unlink()  # the secret key stays in private-keys-v1.d
+    for attempt in range(2):  # the second attempt used to publish with the key the first one made
+        with pytest.raises(RepoError, match=f"has no secret key {fingerprint}, the archive key") as refused:
+            publish(cfg, version="1.0.1")
+        assert f"gpg --homedir {cfg.gnupghome} --import {cfg.keyring}" in str(refused.value), attempt
+    assert sorted((cfg.gnupghome / "private-keys-v1.d").iterdir()) == secret_files
+    assert not (cfg.gnupghome / "pubring.kbx").exists()
+    assert cfg.keyring.read_bytes() == keyring and cfg.public.readlink() == served
+    with serving(cfg.public) as url:
+        client.use_repository(url, SUITES, cfg.keyring)
+        client.update()
+        assert candidate(client) == "1.0.0"
+        # the recovery the error names: import the exported public key; the secret key is found again
+        gpg = ["gpg", "--homedir", cfg.gnupghome, "--batch", "--import", cfg.keyring]
+        subprocess.run(gpg, check=True, capture_output=True)
+        publish(cfg, version="1.0.1")
+        assert cfg.keyring.read_bytes() == keyring
+        client.update()  # with the keyring the client had all along
+        assert candidate(client) == "1.0.1"
+
+
+def test_another_configured_key_is_refused_for_a_published_repository(where, tmp_path):
+    cfg = throwaway_config(where)
+    publish(cfg, version="1.0.0")
+    (dev,) = signing.secret_keys(cfg.gnupghome)
+    keyring = cfg.keyring.read_bytes()
+    production, key_file = offline_key_file(tmp_path)
+    with pytest.raises(RepoError, match=f"name {production}, but .* is signed with {dev}.*invoke rotate-key"):
+        publish(replace(cfg, key_file=key_file), version="1.0.1")
+    assert cfg.keyring.read_bytes() == keyring
+    assert signing.keyring_fingerprints(cfg.keyring) == [dev]
