@@ -63,7 +63,7 @@ def bench_engine(c, vms=1000):
     help={
         "version": "package version to build (default: __version__ in vr_scripts/vr/__init__.py)",
         "channel": "channel to publish to (default: the first of repo.channels)",
-        "refresh": "re-sign every distribution with a new Valid-Until even if nothing changed",
+        "refresh": "re-sign every distribution with a new Valid-Until (builds nothing unless --version is given)",
     }
 )
 def publish_repo(c, version=None, channel=None, refresh=False):

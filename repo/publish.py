@@ -46,17 +46,22 @@ class Result:
 def publish(
     config: RepoConfig, version: str | None = None, channel: str | None = None, refresh: bool = False
 ) -> Result:
-    """Build and publish our packages to channel (default: the first); refresh re-signs with a new
-    Valid-Until even when no package changed. Every argument is checked before anything is made."""
+    """Build and publish our packages to channel (default: the first). refresh re-signs every
+    distribution with a new Valid-Until, and builds nothing unless a version is given (the daily
+    refresh must not publish whatever version the checkout holds). Arguments are checked first."""
     start = time.monotonic()
-    version = check_version(version or engine_version())
+    if version or not refresh:
+        version = check_version(version or engine_version())
+    elif not (config.dir / "conf" / "distributions").exists():
+        raise RepoError(f"{config.dir} has never been published: nothing to refresh (run publish-repo first)")
     channel = config.channel(channel)
     config.dir.mkdir(parents=True, exist_ok=True)
     with _locked(config.dir / "publish.lock"):
         repo = prepare(config)
-        with tempfile.TemporaryDirectory(dir=config.dir) as tmp:
-            debs = build_packages(Path(tmp), version)
-            replaced, changed = _include(repo, channel, debs)
+        replaced, changed = {}, False
+        if version:
+            with tempfile.TemporaryDirectory(dir=config.dir) as tmp:
+                replaced, changed = _include(repo, channel, build_packages(Path(tmp), version))
         unexported = [c for c in config.codenames if not (repo.outdir / "dists" / c / "InRelease").exists()]
         to_export = (
             config.codenames if refresh else sorted({*unexported, *([channel, channel + PREVIOUS] if changed else [])})
