@@ -76,6 +76,20 @@ def publish_repo(c, version=None, channel=None, refresh=False):
 
 @task(
     help={
+        "key": "fingerprint of the new key (its secret key in repo.gnupghome); default: a new development key",
+        "retire": "end the rotation: only the newest key signs, the keyring package holds only it",
+    }
+)
+def rotate_key(c, key=None, retire=False):
+    """Rotate the archive key: a new key signs beside the old one until --retire (see README, Keys)."""
+    from repo.commands import rotate_key as main
+
+    if not main(c.config.get("repo"), key, retire):
+        raise Exit(code=1)
+
+
+@task(
+    help={
         "url": "verify what is served at this URL (`-`: repo.url) instead of the local directory",
         "keyring": "public keyring to trust (default: the repository's own export)",
     }

@@ -1,4 +1,4 @@
-"""What the invoke tasks publish-repo, verify-repo and serve-repo do: read the `repo` settings, show
+"""What the invoke tasks publish-repo, rotate-key, verify-repo and serve-repo do: read the `repo` settings, show
 progress, end with a one-line summary, and turn a RepoError into its message and a failure status.
 """
 
@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import config, publish, serve, verify
+from . import config, publish, rotation, serve, verify
 from .run import RepoError
 
 log = logging.getLogger("repo")
@@ -17,6 +17,11 @@ log = logging.getLogger("repo")
 def publish_repo(settings: Mapping[str, Any] | None, version: str | None, channel: str | None, refresh: bool) -> bool:
     """Build and publish the packages; the summary gives the time it took."""
     return _main(lambda: publish.publish(config.load(settings), version, channel, refresh).summary())
+
+
+def rotate_key(settings: Mapping[str, Any] | None, key: str | None, retire: bool) -> bool:
+    """Start a key rotation (a new key signs beside the old one) or retire the old key."""
+    return _main(lambda: rotation.rotate_key(config.load(settings), key, retire).summary())
 
 
 def verify_repo(settings: Mapping[str, Any] | None, url: str | None, keyring: str | None) -> bool:

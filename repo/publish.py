@@ -17,7 +17,7 @@ from debian.debian_support import Version
 
 from . import keys, signing, snapshot, verify
 from .config import PREVIOUS, RepoConfig
-from .packages import build_packages, check_version, engine_version
+from .packages import KEYRING_PACKAGE, build_keyring_package, build_packages, check_version, engine_version
 from .render import PROJECT, render
 from .reprepro import Reprepro
 from .run import RepoError, step
@@ -55,9 +55,9 @@ def publish(
     elif not (config.dir / "conf" / "distributions").exists():
         raise RepoError(f"{config.dir} has never been published: nothing to refresh (run publish-repo first)")
     channel = config.channel(channel)
-    config.dir.mkdir(parents=True, exist_ok=True)
-    with _locked(config.dir / "publish.lock"):
-        repo = prepare(config)
+    with locked(config):
+        archive = archive_keys(config)
+        repo = prepare(config, archive)
         replaced, changed = {}, False
         if version:
             with tempfile.TemporaryDirectory(dir=config.dir) as tmp:
@@ -66,14 +66,35 @@ def publish(
         to_export = (
             config.codenames if refresh else sorted({*unexported, *([channel, channel + PREVIOUS] if changed else [])})
         )
-        if to_export:
-            with step(f"export {' '.join(to_export)}"):
-                repo.export(*to_export)
-        tree = None
-        if snapshot.differs(repo.outdir, config.public, config.codenames):
-            tree = snapshot.publish_tree(repo.outdir, config.public, config.keyring, lambda t: check_tree(config, t))
-    versions = {p.package: p.version for p in repo.list(channel).values()}
+        tree = export_and_serve(config, repo, archive, to_export)
+    versions = {p.package: p.version for p in repo.list(channel).values() if p.package != KEYRING_PACKAGE}
     return Result(channel, versions, replaced, tree, time.monotonic() - start)
+
+
+def export_and_serve(
+    config: RepoConfig, repo: Reprepro, archive: keys.ArchiveKeys, codenames: list[str]
+) -> Path | None:
+    """Put archive's keyring package into every distribution that lacks it, export codenames and those,
+    and serve the result if it differs from the served tree. Returns the new tree, or None."""
+    stale = [c for c in config.codenames if _version_in(repo, c, KEYRING_PACKAGE) != str(archive.generation)]
+    if stale:
+        with tempfile.TemporaryDirectory(dir=config.dir) as tmp:
+            deb = build_keyring_package(Path(tmp), config.keyring.read_bytes(), archive.generation, archive.since)
+            for codename in stale:
+                with step(f"include {deb.name} in {codename}"):
+                    repo.includedeb(codename, deb)
+    to_export = sorted({*codenames, *stale})
+    if to_export:
+        with step(f"export {' '.join(to_export)}"):
+            repo.export(*to_export)
+    if not snapshot.differs(repo.outdir, config.public, config.codenames):
+        return None
+    return snapshot.publish_tree(repo.outdir, config.public, config.keyring, lambda t: check_tree(config, t))
+
+
+def _version_in(repo: Reprepro, codename: str, package: str) -> str | None:
+    listed = repo.list(codename).get(package)
+    return listed.version if listed else None
 
 
 def check_tree(config: RepoConfig, tree: Path) -> None:
@@ -84,11 +105,10 @@ def check_tree(config: RepoConfig, tree: Path) -> None:
         raise RepoError(f"not serving tree {tree.name}, the served tree stays: " + "; ".join(report.problems))
 
 
-def prepare(config: RepoConfig) -> Reprepro:
-    """Check the archive keys, export their public keyring, and write reprepro's conf/."""
-    with step("archive key"):
-        signing_keys = archive_keys(config).signing
-        _update(config.keyring, signing.public_key(config.gnupghome, signing_keys))
+def prepare(config: RepoConfig, archive: keys.ArchiveKeys) -> Reprepro:
+    """Export the public keyring of archive's keys, and write reprepro's conf/ to sign with them."""
+    signing_keys = archive.signing
+    _update(config.keyring, signing.public_key(config.gnupghome, signing_keys))
     conf = config.dir / "conf"
     conf.mkdir(exist_ok=True)
     hook = conf / "sign-release"
@@ -111,19 +131,24 @@ def archive_key(config: RepoConfig) -> str:
 def archive_keys(config: RepoConfig) -> keys.ArchiveKeys:
     """The keys the repository is signed with: recorded at its first publish (the configured key, or
     the development key), and from then on checked against gnupghome and the settings."""
+    with step("archive keys"):
+        return _checked_keys(config)
+
+
+def _checked_keys(config: RepoConfig) -> keys.ArchiveKeys:
     recorded = keys.load(config.dir)
     if recorded is None and config.keyring.exists():
         # published before the record existed: the exported keyring is what routers trust
         recorded = keys.ArchiveKeys(tuple(signing.keyring_fingerprints(config.keyring)), 1, int(time.time()))
         keys.save(config.dir, recorded)
-    configured = _configured_key(config)
+    configured = configured_key(config)
     if recorded is None:
         recorded = keys.ArchiveKeys((configured or signing.dev_key(config.gnupghome),), 1, int(time.time()))
         keys.save(config.dir, recorded)
     if configured and configured not in recorded.signing:
         raise RepoError(
             f"repo.key/key_file name {configured}, but {config.dir} is signed with {', '.join(recorded.signing)} "
-            "and routers trust only that: change keys with `invoke rotate-key`"
+            "and routers trust only that: set repo.key/key_file to it, or change keys with `invoke rotate-key`"
         )
     available = signing.secret_keys(config.gnupghome)
     for fingerprint in recorded.signing:
@@ -132,7 +157,7 @@ def archive_keys(config: RepoConfig) -> keys.ArchiveKeys:
     return recorded
 
 
-def _configured_key(config: RepoConfig) -> str | None:
+def configured_key(config: RepoConfig) -> str | None:
     """The key the settings name: an imported key file, a production key, or None (development)."""
     if config.key_file:
         imported = signing.import_key(config.gnupghome, config.key_file)
@@ -197,8 +222,9 @@ def _name_version(deb: Path) -> tuple[str, str]:
 
 
 @contextmanager
-def _locked(lock_file: Path) -> Iterator[None]:
-    """One publish at a time per repository."""
-    with lock_file.open("a") as lock:
+def locked(config: RepoConfig) -> Iterator[None]:
+    """One publish (or key rotation) at a time per repository."""
+    config.dir.mkdir(parents=True, exist_ok=True)
+    with (config.dir / "publish.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield

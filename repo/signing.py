@@ -50,10 +50,17 @@ def _primary_keys(listing: bytes, kind: str) -> dict[str, list[str]]:
 
 
 def dev_key(gnupghome: Path) -> str:
-    """The development archive key's fingerprint, made (ed25519, no passphrase) the first time."""
-    if not _dev_keys(gnupghome):
-        _gpg(gnupghome, "--passphrase", "", "--quick-generate-key", DEV_KEY_UID, "ed25519", "sign", "never")
-    return _dev_keys(gnupghome)[0]
+    """The development archive key's fingerprint, made the first time."""
+    return (_dev_keys(gnupghome) or [new_dev_key(gnupghome)])[0]
+
+
+def new_dev_key(gnupghome: Path) -> str:
+    """Make another development key (ed25519, no passphrase; a rotation's new key) and return it."""
+    before = set(secret_keys(gnupghome))
+    # --yes: gpg asks before making a second key with the same user id
+    _gpg(gnupghome, "--yes", "--passphrase", "", "--quick-generate-key", DEV_KEY_UID, "ed25519", "sign", "never")
+    (made,) = set(secret_keys(gnupghome)) - before
+    return made
 
 
 def _dev_keys(gnupghome: Path) -> list[str]:

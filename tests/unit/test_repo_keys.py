@@ -1,8 +1,11 @@
-"""The archive-key record: written and read back whole, and a damaged one named instead of guessed at."""
+"""The archive-key record: written and read back whole, and a damaged one named instead of guessed at;
+the keyring package's path is the template's."""
 
 import pytest
 
+from image.router import KEYRING
 from repo import keys
+from repo.packages import ROUTER_KEYRING
 from repo.run import RepoError
 
 A, B = "A" * 40, "B" * 40
@@ -29,3 +32,8 @@ def test_damaged_record_is_named(tmp_path, text, complaint):
     (tmp_path / keys.RECORD).write_text(text)
     with pytest.raises(RepoError, match=complaint):
         keys.load(tmp_path)
+
+
+def test_router_keyring_path_is_the_templates():
+    """vr-archive-keyring takes over the file image/router.py installs and the template's Signed-By names."""
+    assert ROUTER_KEYRING == KEYRING
