@@ -91,7 +91,7 @@ def bench_engine(c, vms=1000):
     help={
         "version": "package version to build (default: __version__ in vr_scripts/vr/__init__.py)",
         "channel": "channel to publish to (default: the first of repo.channels)",
-        "refresh": "re-sign every distribution with a new Valid-Until even if nothing changed",
+        "refresh": "re-sign every distribution with a new Valid-Until (builds nothing unless --version is given)",
     }
 )
 def publish_repo(c, version=None, channel=None, refresh=False):
@@ -99,6 +99,19 @@ def publish_repo(c, version=None, channel=None, refresh=False):
     from repo.commands import publish_repo as main
 
     _call("publish-repo", main, c.config.get("repo"), version, channel, refresh)
+
+
+@task(
+    help={
+        "key": "fingerprint of the new key (its secret key in repo.gnupghome); default: a new development key",
+        "retire": "end the rotation: only the newest key signs, the keyring package holds only it",
+    }
+)
+def rotate_key(c, key=None, retire=False):
+    """Rotate the archive key: a new key signs beside the old one until --retire (see README, Keys)."""
+    from repo.commands import rotate_key as main
+
+    _call("rotate-key", main, c.config.get("repo"), key, retire)
 
 
 @task(

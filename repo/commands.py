@@ -1,5 +1,5 @@
-"""What the invoke tasks publish-repo, verify-repo and serve-repo do: read the `repo` settings, do the
-job with progress on the log, and return its one-line summary (a failure raises VrpipeError).
+"""What the invoke tasks publish-repo, rotate-key, verify-repo and serve-repo do: read the `repo` settings,
+do the job with progress on the log, and return its one-line summary (a failure raises VrpipeError).
 """
 
 import sys
@@ -9,12 +9,17 @@ from typing import Any
 
 from vrpipe.errors import VrpipeError
 
-from . import config, publish, serve, verify
+from . import config, publish, rotation, serve, verify
 
 
 def publish_repo(settings: Mapping[str, Any] | None, version: str | None, channel: str | None, refresh: bool) -> str:
     """Build and publish the packages; the summary gives the time it took."""
     return publish.publish(config.load(settings), version, channel, refresh).summary()
+
+
+def rotate_key(settings: Mapping[str, Any] | None, key: str | None, retire: bool) -> str:
+    """Start a key rotation (a new key signs beside the old one) or retire the old key."""
+    return rotation.rotate_key(config.load(settings), key, retire).summary()
 
 
 def verify_repo(settings: Mapping[str, Any] | None, url: str | None, keyring: str | None) -> str:

@@ -13,6 +13,9 @@ from .render import PROJECT
 
 CODENAME = re.compile(r"^[a-z][a-z0-9-]*$")
 VALID_FOR = re.compile(r"^(\s*\d+\s*[dmy])+\s*$")  # reprepro's syntax: 7d, 1m, 1y 2d
+VALID_FOR_PART = re.compile(r"(\d+)\s*([dmy])")
+DAYS = {"d": 1, "m": 31, "y": 365}  # a month counts as its longest, so the limit holds for every month
+MAX_VALID_DAYS = 90  # longer, and a stolen or frozen copy of the repository is trusted for too long
 ADDRESS = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[^:\s]+):(?P<port>\d+)$")
 PREVIOUS = "-previous"
 
@@ -43,8 +46,7 @@ class RepoConfig:
         for channel in self.channels:
             if not CODENAME.match(channel) or channel.endswith(PREVIOUS):
                 raise VrpipeError(f"repo.channels: {channel!r} is not a codename like 'stable'")
-        if not VALID_FOR.match(self.valid_for):
-            raise VrpipeError(f"repo.valid_for: {self.valid_for!r} is not like 7d, 1m or 1y")
+        valid_days(self.valid_for)
         if not self.url.startswith(("http://", "https://")) or not self.url.endswith("/"):
             raise VrpipeError(f"repo.url: {self.url!r} must be an http(s) URL ending in /")
         listen_address(self.listen)
@@ -69,6 +71,20 @@ class RepoConfig:
         if name not in self.channels:
             raise VrpipeError(f"channel {name!r} is not one of {', '.join(self.channels)}")
         return name
+
+
+def valid_days(valid_for: str) -> int:
+    """The days a Release stays valid ('7d', '1m 2d'); refuses 0 (reprepro would then write no
+    Valid-Until at all, and apt trust a frozen copy forever) and more than MAX_VALID_DAYS."""
+    if not VALID_FOR.match(valid_for):
+        raise VrpipeError(f"repo.valid_for: {valid_for!r} is not like 7d, 1m or 1y")
+    days = sum(int(n) * DAYS[unit] for n, unit in VALID_FOR_PART.findall(valid_for))
+    if not 0 < days <= MAX_VALID_DAYS:
+        raise VrpipeError(
+            f"repo.valid_for: {valid_for!r} is {days} days; choose 1 to {MAX_VALID_DAYS} days "
+            "(and re-sign in time with publish-repo --refresh)"
+        )
+    return days
 
 
 def listen_address(text: str) -> tuple[str, int]:

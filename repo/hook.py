@@ -1,5 +1,5 @@
 """reprepro's SignWith hook: marks a freshly written Release file `Acquire-By-Hash: yes` (the trees
-repo/snapshot.py serves carry by-hash copies of every index), then signs it with the archive key.
+repo/snapshot.py serves carry by-hash copies of every index), then signs it with the archive key(s).
 reprepro calls it with the Release file, the InRelease to write and the Release.gpg to write.
 """
 
@@ -18,7 +18,7 @@ def mark_by_hash(release: str) -> str:
     return head + BY_HASH + sep + sums
 
 
-def sign(argv: list[str], fingerprint: str, gnupghome: str) -> None:
+def sign(argv: list[str], fingerprints: list[str], gnupghome: str) -> None:
     release, inrelease, release_gpg = (Path(a) for a in argv)
     release.write_text(mark_by_hash(release.read_text()))
-    sign_release(Path(gnupghome), fingerprint, release, inrelease, release_gpg)
+    sign_release(Path(gnupghome), fingerprints, release, inrelease, release_gpg)

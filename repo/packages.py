@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from debian.deb822 import Deb822
+from vr import contract
 
 from vrpipe.errors import VrpipeError
 from vrpipe.log import step
@@ -38,6 +39,11 @@ VR_BASE_DEPENDS = (
     "python3",
     "python3-jinja2",
 )
+
+
+KEYRING_PACKAGE = contract.KEYRING_PACKAGE
+ROUTER_KEYRING = Path(contract.ARCHIVE_KEYRING)  # the file the router's apt source names in Signed-By
+PACKAGED_KEYRING = Path(contract.PACKAGED_KEYRING)
 
 
 @dataclass(frozen=True)
@@ -86,13 +92,39 @@ def build_packages(out_dir: Path, version: str | None = None) -> list[Path]:
         ]
 
 
+def build_keyring_package(out_dir: Path, keyring: bytes, version: int, epoch: int) -> Path:
+    """Build vr-archive-keyring: the archive's public keys, which routers trust through ROUTER_KEYRING.
+    Its version counts the key changes (repo/keys.py), so a rotation reaches routers as an upgrade."""
+    build = Build(str(version), epoch, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with step(f"build {KEYRING_PACKAGE} {version}"), tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        root = Path(tmp) / KEYRING_PACKAGE
+        _write(root / PACKAGED_KEYRING.relative_to("/"), keyring)
+        # A symlink, not a conffile: an upgrade must replace the keys, never ask whether to keep the old.
+        link = root / ROUTER_KEYRING.relative_to("/")
+        link.parent.mkdir(parents=True)
+        link.symlink_to(Path("../../..") / PACKAGED_KEYRING.relative_to("/"))
+        _write_docs(build, root, KEYRING_PACKAGE)
+        _write(root / "usr/share/lintian/overrides" / KEYRING_PACKAGE, render("lintian-overrides-keyring.j2"))
+        control = _control(
+            build,
+            root,
+            KEYRING_PACKAGE,
+            depends="",
+            description="public keys of the vrpipe archive\n"
+            " The keys apt trusts for the vrpipe repository (Signed-By in the router's\n"
+            " apt source). During a key rotation it holds the old and the new key.",
+        )
+        return _dpkg_deb(build, root, control, scripts={})
+
+
 def _build_vr_base(build: Build, root: Path) -> Path:
     _write_docs(build, root, "vr-base")
     control = _control(
         build,
         root,
         "vr-base",
-        depends=", ".join(VR_BASE_DEPENDS),
+        depends=", ".join((*VR_BASE_DEPENDS, KEYRING_PACKAGE)),
         description="Debian packages every virtual router needs\n"
         " Depends on the router's Debian package set (nftables, dnsmasq, haproxy,\n"
         " ssh, python3, ...), so a package added here reaches live routers with\n"
@@ -172,7 +204,8 @@ def _control(build: Build, root: Path, name: str, depends: str, description: str
     control["Section"] = "admin"
     control["Priority"] = "optional"
     control["Installed-Size"] = str(_installed_size_kib(root))
-    control["Depends"] = depends
+    if depends:
+        control["Depends"] = depends
     control["Description"] = description
     return control
 
@@ -181,7 +214,8 @@ def _dpkg_deb(build: Build, root: Path, control: Deb822, scripts: dict[str, str]
     """Write DEBIAN/, normalise the tree, and build it into out_dir with dpkg-deb."""
     debian = root / "DEBIAN"
     _write(debian / "control", control.dump())
-    conffiles = sorted("/" + str(p.relative_to(root)) for p in (root / "etc").rglob("*") if p.is_file())
+    etc = (root / "etc").rglob("*")
+    conffiles = sorted("/" + str(p.relative_to(root)) for p in etc if p.is_file() and not p.is_symlink())
     if conffiles:
         _write(debian / "conffiles", "".join(f"{c}\n" for c in conffiles))
     for name, text in scripts.items():

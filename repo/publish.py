@@ -18,9 +18,9 @@ from debian.debian_support import Version
 from vrpipe.errors import VrpipeError
 from vrpipe.log import step
 
-from . import signing, snapshot
+from . import keys, signing, snapshot, verify
 from .config import PREVIOUS, RepoConfig
-from .packages import build_packages
+from .packages import KEYRING_PACKAGE, build_keyring_package, build_packages, check_version, engine_version
 from .render import PROJECT, render
 from .reprepro import Reprepro
 
@@ -48,40 +48,74 @@ class Result:
 def publish(
     config: RepoConfig, version: str | None = None, channel: str | None = None, refresh: bool = False
 ) -> Result:
-    """Build and publish our packages to channel (default: the first); refresh re-signs with a new
-    Valid-Until even when no package changed."""
+    """Build and publish our packages to channel (default: the first). refresh re-signs every
+    distribution with a new Valid-Until, and builds nothing unless a version is given (the daily
+    refresh must not publish whatever version the checkout holds). Arguments are checked first."""
     start = time.monotonic()
+    if version or not refresh:
+        version = check_version(version or engine_version())
+    elif not (config.dir / "conf" / "distributions").exists():
+        raise VrpipeError(f"{config.dir} has never been published: nothing to refresh (run publish-repo first)")
     channel = config.channel(channel)
-    config.dir.mkdir(parents=True, exist_ok=True)
-    with _locked(config.dir / "publish.lock"):
-        repo = prepare(config)
-        with tempfile.TemporaryDirectory(dir=config.dir) as tmp:
-            debs = build_packages(Path(tmp), version)
-            replaced, changed = _include(repo, channel, debs)
+    with locked(config):
+        archive = archive_keys(config)
+        repo = prepare(config, archive)
+        replaced, changed = {}, False
+        if version:
+            with tempfile.TemporaryDirectory(dir=config.dir) as tmp:
+                replaced, changed = _include(repo, channel, build_packages(Path(tmp), version))
         unexported = [c for c in config.codenames if not (repo.outdir / "dists" / c / "InRelease").exists()]
         to_export = (
             config.codenames if refresh else sorted({*unexported, *([channel, channel + PREVIOUS] if changed else [])})
         )
-        if to_export:
-            with step(f"export {' '.join(to_export)}"):
-                repo.export(*to_export)
-        tree = None
-        if snapshot.differs(repo.outdir, config.public, config.codenames):
-            tree = snapshot.publish_tree(repo.outdir, config.public, config.keyring)
-    versions = {p.package: p.version for p in repo.list(channel).values()}
+        tree = export_and_serve(config, repo, archive, to_export)
+    versions = {p.package: p.version for p in repo.list(channel).values() if p.package != KEYRING_PACKAGE}
     return Result(channel, versions, replaced, tree, time.monotonic() - start)
 
 
-def prepare(config: RepoConfig) -> Reprepro:
-    """Choose the archive key, export its public keyring, and write reprepro's conf/."""
-    with step("archive key"):
-        fingerprint = archive_key(config)
-        _update(config.keyring, signing.public_key(config.gnupghome, fingerprint))
+def export_and_serve(
+    config: RepoConfig, repo: Reprepro, archive: keys.ArchiveKeys, codenames: list[str]
+) -> Path | None:
+    """Put archive's keyring package into every distribution that lacks it, export codenames and those,
+    and serve the result if it differs from the served tree. Returns the new tree, or None."""
+    stale = [c for c in config.codenames if _version_in(repo, c, KEYRING_PACKAGE) != str(archive.generation)]
+    if stale:
+        with tempfile.TemporaryDirectory(dir=config.dir) as tmp:
+            deb = build_keyring_package(Path(tmp), config.keyring.read_bytes(), archive.generation, archive.since)
+            for codename in stale:
+                with step(f"include {deb.name} in {codename}"):
+                    repo.includedeb(codename, deb)
+    to_export = sorted({*codenames, *stale})
+    if to_export:
+        with step(f"export {' '.join(to_export)}"):
+            repo.export(*to_export)
+    if not snapshot.differs(repo.outdir, config.public, config.codenames):
+        return None
+    return snapshot.publish_tree(repo.outdir, config.public, config.keyring, lambda t: check_tree(config, t))
+
+
+def _version_in(repo: Reprepro, codename: str, package: str) -> str | None:
+    listed = repo.list(codename).get(package)
+    return listed.version if listed else None
+
+
+def check_tree(config: RepoConfig, tree: Path) -> None:
+    """Refuse to serve a tree apt would not trust, or would trust too long: every Release signed for the
+    exported keyring, with a Valid-Until in the future, and every index and .deb as it lists them."""
+    report = verify.verify(tree, config.keyring, config.codenames)
+    if report.problems:
+        raise VrpipeError(f"not serving tree {tree.name}, the served tree stays: " + "; ".join(report.problems))
+
+
+def prepare(config: RepoConfig, archive: keys.ArchiveKeys) -> Reprepro:
+    """Export the public keyring of archive's keys, and write reprepro's conf/ to sign with them."""
+    signing_keys = archive.signing
+    _update(config.keyring, signing.public_key(config.gnupghome, signing_keys))
     conf = config.dir / "conf"
     conf.mkdir(exist_ok=True)
     hook = conf / "sign-release"
     sign_release = render(
-        "sign-release.j2", python=sys.executable, project=PROJECT, fingerprint=fingerprint, gnupghome=config.gnupghome
+        "sign-release.j2", python=sys.executable, project=PROJECT, fingerprints=signing_keys, gnupghome=config.gnupghome
     )
     _update(hook, sign_release.encode(), mode=0o755)
     distributions = render(
@@ -92,7 +126,41 @@ def prepare(config: RepoConfig) -> Reprepro:
 
 
 def archive_key(config: RepoConfig) -> str:
-    """The fingerprint to sign with: an imported key file, a production key, or the development key."""
+    """The newest archive key: the one that signs what the repository's builds sign (the manifest)."""
+    return archive_keys(config).newest
+
+
+def archive_keys(config: RepoConfig) -> keys.ArchiveKeys:
+    """The keys the repository is signed with: recorded at its first publish (the configured key, or
+    the development key), and from then on checked against gnupghome and the settings."""
+    with step("archive keys"):
+        return _checked_keys(config)
+
+
+def _checked_keys(config: RepoConfig) -> keys.ArchiveKeys:
+    recorded = keys.load(config.dir)
+    if recorded is None and config.keyring.exists():
+        # published before the record existed: the exported keyring is what routers trust
+        recorded = keys.ArchiveKeys(tuple(signing.keyring_fingerprints(config.keyring)), 1, int(time.time()))
+        keys.save(config.dir, recorded)
+    configured = configured_key(config)
+    if recorded is None:
+        recorded = keys.ArchiveKeys((configured or signing.dev_key(config.gnupghome),), 1, int(time.time()))
+        keys.save(config.dir, recorded)
+    if configured and configured not in recorded.signing:
+        raise VrpipeError(
+            f"repo.key/key_file name {configured}, but {config.dir} is signed with {', '.join(recorded.signing)} "
+            "and routers trust only that: set repo.key/key_file to it, or change keys with `invoke rotate-key`"
+        )
+    available = signing.secret_keys(config.gnupghome)
+    for fingerprint in recorded.signing:
+        if fingerprint not in available:
+            raise VrpipeError(_missing_key(config, fingerprint))
+    return recorded
+
+
+def configured_key(config: RepoConfig) -> str | None:
+    """The key the settings name: an imported key file, a production key, or None (development)."""
     if config.key_file:
         imported = signing.import_key(config.gnupghome, config.key_file)
         if config.key and signing.production_key(config.gnupghome, config.key) != imported:
@@ -100,7 +168,18 @@ def archive_key(config: RepoConfig) -> str:
         return imported
     if config.key:
         return signing.production_key(config.gnupghome, config.key)
-    return signing.dev_key(config.gnupghome)
+    return None
+
+
+def _missing_key(config: RepoConfig, fingerprint: str) -> str:
+    home = config.gnupghome
+    return (
+        f"{home} has no secret key {fingerprint}, the archive key {config.dir} is published with and routers "
+        "trust; nothing was changed and no new key was made. If only its public part is lost (pubring.kbx "
+        f"gone, private-keys-v1.d still there): `gpg --homedir {home} --import {config.keyring}`. Otherwise "
+        f"restore {home} from its backup, or import the key with repo.key_file. To change keys on purpose: "
+        "`invoke rotate-key`."
+    )
 
 
 def _include(repo: Reprepro, channel: str, debs: list[Path]) -> tuple[dict[str, str], bool]:
@@ -145,8 +224,9 @@ def _name_version(deb: Path) -> tuple[str, str]:
 
 
 @contextmanager
-def _locked(lock_file: Path) -> Iterator[None]:
-    """One publish at a time per repository."""
-    with lock_file.open("a") as lock:
+def locked(config: RepoConfig) -> Iterator[None]:
+    """One publish (or key rotation) at a time per repository."""
+    config.dir.mkdir(parents=True, exist_ok=True)
+    with (config.dir / "publish.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield

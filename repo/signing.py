@@ -5,6 +5,7 @@ production key chosen by fingerprint or imported from a file; exports the public
 
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from vrpipe.errors import VrpipeError
@@ -24,25 +25,43 @@ def secret_keys(gnupghome: Path) -> dict[str, list[str]]:
     """The signing keys in gnupghome: primary key fingerprint -> its user ids."""
     if not (gnupghome / "pubring.kbx").exists():
         return {}  # a fresh home: nothing to list (and gpg would create files to say so)
+    return _primary_keys(_gpg(gnupghome, "--with-colons", "--list-secret-keys"), "sec")
+
+
+def keyring_fingerprints(keyring: Path) -> list[str]:
+    """The primary keys in an exported keyring file (read with a throw-away home: nothing is imported)."""
+    with tempfile.TemporaryDirectory() as home:
+        return list(_primary_keys(_gpg(Path(home), "--with-colons", "--show-keys", keyring), "pub"))
+
+
+def _primary_keys(listing: str, kind: str) -> dict[str, list[str]]:
+    """Parse gpg's --with-colons listing: each primary key ("sec" or "pub") -> its user ids."""
     keys: dict[str, list[str]] = {}
     current = None
-    for record in _gpg(gnupghome, "--with-colons", "--list-secret-keys").splitlines():
-        kind, fields = record.split(":", 1)[0], record.split(":")
-        if kind == "sec":
+    for record in listing.splitlines():
+        fields = record.split(":")
+        if fields[0] == kind:
             current = None  # its fingerprint is the next "fpr" record
-        elif kind == "fpr" and current is None:
+        elif fields[0] == "fpr" and current is None:
             current = fields[9]
             keys[current] = []
-        elif kind == "uid" and current:
+        elif fields[0] == "uid" and current:
             keys[current].append(fields[9])
     return keys
 
 
 def dev_key(gnupghome: Path) -> str:
-    """The development archive key's fingerprint, made (ed25519, no passphrase) the first time."""
-    if not _dev_keys(gnupghome):
-        _gpg(gnupghome, "--passphrase", "", "--quick-generate-key", DEV_KEY_UID, "ed25519", "sign", "never")
-    return _dev_keys(gnupghome)[0]
+    """The development archive key's fingerprint, made the first time."""
+    return (_dev_keys(gnupghome) or [new_dev_key(gnupghome)])[0]
+
+
+def new_dev_key(gnupghome: Path) -> str:
+    """Make another development key (ed25519, no passphrase; a rotation's new key) and return it."""
+    before = set(secret_keys(gnupghome))
+    # --yes: gpg asks before making a second key with the same user id
+    _gpg(gnupghome, "--yes", "--passphrase", "", "--quick-generate-key", DEV_KEY_UID, "ed25519", "sign", "never")
+    (made,) = set(secret_keys(gnupghome)) - before
+    return made
 
 
 def _dev_keys(gnupghome: Path) -> list[str]:
@@ -71,17 +90,21 @@ def import_key(gnupghome: Path, key_file: Path) -> str:
     return secret[0]
 
 
-def public_key(gnupghome: Path, fingerprint: str) -> bytes:
-    """The public key as a binary keyring, the format apt's signed-by and gpgv read."""
+def public_key(gnupghome: Path, fingerprints: Sequence[str]) -> bytes:
+    """The public keys as a binary keyring, the format apt's signed-by and gpgv read."""
     with tempfile.TemporaryDirectory() as tmp:
-        exported = Path(tmp) / "key.gpg"
-        _gpg(gnupghome, "--output", exported, "--export", fingerprint)
+        exported = Path(tmp) / "keys.gpg"
+        _gpg(gnupghome, "--output", exported, "--export", *fingerprints)
         return exported.read_bytes()
 
 
-def sign_release(gnupghome: Path, fingerprint: str, release: Path, inrelease: Path, release_gpg: Path) -> None:
-    """Write InRelease (inline signature) and Release.gpg (detached) for one Release file."""
-    signer = ["--local-user", f"{fingerprint}!", "--digest-algo", "SHA512", "--yes"]
+def sign_release(
+    gnupghome: Path, fingerprints: Sequence[str], release: Path, inrelease: Path, release_gpg: Path
+) -> None:
+    """Write InRelease (inline signature) and Release.gpg (detached) for one Release file, signed by
+    each key (apt accepts it when one of the signatures is by a key it trusts)."""
+    signer = [word for fpr in fingerprints for word in ("--local-user", f"{fpr}!")]
+    signer += ["--digest-algo", "SHA512", "--yes"]
     _gpg(gnupghome, *signer, "--clearsign", "--output", inrelease, release)
     _gpg(gnupghome, *signer, "--armor", "--detach-sign", "--output", release_gpg, release)
 

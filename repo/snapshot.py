@@ -1,16 +1,18 @@
 """Atomic publishing: reprepro rewrites its index files one by one, so its own tree is never served.
 Each publish copies it into a new tree beside the served one (pool hard-linked, indexes copied, by-hash
-copies of the indexes of this and the last trees) and swaps the served symlink with one rename.
+copies of the indexes of this and the last trees), checks it, and swaps the served symlink with one
+rename.
 An apt client reads InRelease from one tree and fetches indexes by hash, so it never sees a mix.
 """
 
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from debian.deb822 import Release
 
+from vrpipe.errors import VrpipeError
 from vrpipe.log import step
 
 KEEP = 3  # older trees kept (and their indexes served by hash) for clients in the middle of an update
@@ -25,12 +27,11 @@ def differs(work: Path, public: Path, codenames: Iterable[str]) -> bool:
     return False
 
 
-def publish_tree(work: Path, public: Path, keyring: Path) -> Path:
-    """Make the next tree from reprepro's work tree and serve it; returns the new tree."""
-    trees = public.parent / "trees"
-    trees.mkdir(exist_ok=True)
-    older = sorted((t for t in trees.iterdir() if t.name.isdigit()), key=lambda t: int(t.name))
-    tree = trees / str(int(older[-1].name) + 1 if older else 1)
+def publish_tree(work: Path, public: Path, keyring: Path, check: Callable[[Path], None]) -> Path:
+    """Make the next tree from reprepro's work tree, check it (check raises VrpipeError to refuse it),
+    and serve it; returns the new tree. A refused tree is deleted and the served one stays."""
+    older = _trees(public.parent / "trees")
+    tree = public.parent / "trees" / str(int(older[-1].name) + 1 if older else 1)
     with step(f"make tree {tree.name}"):
         shutil.rmtree(tree, ignore_errors=True)
         shutil.copytree(work / "pool", tree / "pool", copy_function=os.link)
@@ -38,10 +39,22 @@ def publish_tree(work: Path, public: Path, keyring: Path) -> Path:
         shutil.copy2(keyring, tree / keyring.name)
         for source in [tree, *older[-KEEP:]]:
             _add_by_hash(tree, source)
+    try:
+        with step(f"check tree {tree.name}"):
+            check(tree)
+    except VrpipeError:
+        shutil.rmtree(tree)
+        raise
     _swap(public, tree)
     for old in older[:-KEEP]:
         shutil.rmtree(old)
     return tree
+
+
+def _trees(trees: Path) -> list[Path]:
+    """The trees made so far, oldest first."""
+    trees.mkdir(exist_ok=True)
+    return sorted((t for t in trees.iterdir() if t.name.isdigit()), key=lambda t: int(t.name))
 
 
 def _add_by_hash(tree: Path, source: Path) -> None:

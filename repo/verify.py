@@ -23,32 +23,43 @@ Fetch = Callable[[str], bytes | None]  # path inside the repository -> its bytes
 
 @dataclass
 class Report:
-    """What verify found: the problems (empty when all is well) and how much it checked."""
+    """What verify found: the problems (empty when all is well), how much it checked, and when each
+    distribution's Release stops being valid (what the daily refresh must renew in time)."""
 
     where: str
     problems: list[str] = field(default_factory=list)
     indexes: int = 0
     packages: int = 0
+    valid_until: dict[str, datetime] = field(default_factory=dict)  # dists/<codename> -> Valid-Until
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def summary(self) -> str:
         checked = f"{self.indexes} indexes and {self.packages} packages in {self.where}"
         if self.problems:
             return f"verify: {len(self.problems)} problem(s) with {checked}"
-        return f"verify: {checked} are signed, consistent and valid"
+        return f"verify: {checked} are signed, consistent and valid{self.time_left()}"
+
+    def time_left(self) -> str:
+        """'; valid for 6 d 23 h more (dists/stable first)', from the earliest Valid-Until."""
+        if not self.valid_until:
+            return ""
+        dist, until = min(self.valid_until.items(), key=lambda item: item[1])
+        hours = max(0, int((until - self.now).total_seconds() // 3600))
+        return f"; valid for {hours // 24} d {hours % 24} h more ({dist} first, until {until:%Y-%m-%d %H:%M} UTC)"
 
 
 def verify(where: str | Path, keyring: Path, codenames: list[str], now: datetime | None = None) -> Report:
     """Verify each distribution of the repository at where (a directory or an http(s) URL)."""
-    report = Report(str(where))
+    report = Report(str(where), now=now or datetime.now(UTC))
     fetch = _fetcher(where)
     if not keyring.is_file():
         raise VrpipeError(f"keyring {keyring} does not exist (publish once, or pass the routers' keyring)")
     for codename in codenames:
-        _verify_distribution(fetch, keyring, f"dists/{codename}", report, now or datetime.now(UTC))
+        _verify_distribution(fetch, keyring, f"dists/{codename}", report)
     return report
 
 
-def _verify_distribution(fetch: Fetch, keyring: Path, dist: str, report: Report, now: datetime) -> None:
+def _verify_distribution(fetch: Fetch, keyring: Path, dist: str, report: Report) -> None:
     files = {name: fetch(f"{dist}/{name}") for name in ("InRelease", "Release", "Release.gpg")}
     missing = [name for name, data in files.items() if data is None]
     if missing:
@@ -64,17 +75,19 @@ def _verify_distribution(fetch: Fetch, keyring: Path, dist: str, report: Report,
     if signed != release:
         report.problems.append(f"{dist}: InRelease and Release say different things")
     fields = Release(signed.decode())
-    _check_valid_until(fields, dist, report, now)
+    _check_valid_until(fields, dist, report)
     for entry in fields["SHA256"]:
         _check_index(fetch, dist, entry, fields.get("Acquire-By-Hash") == "yes", report)
         if PurePosixPath(entry["name"]).name == "Packages":
             _check_debs(fetch, fetch(f"{dist}/{entry['name']}") or b"", report)
 
 
-def _check_valid_until(fields: Release, dist: str, report: Report, now: datetime) -> None:
+def _check_valid_until(fields: Release, dist: str, report: Report) -> None:
     if "Valid-Until" not in fields:
         report.problems.append(f"{dist}: Release has no Valid-Until, a frozen copy would be trusted forever")
-    elif email.utils.parsedate_to_datetime(fields["Valid-Until"]) < now:
+        return
+    report.valid_until[dist] = email.utils.parsedate_to_datetime(fields["Valid-Until"])
+    if report.valid_until[dist] < report.now:
         report.problems.append(f"{dist}: Release expired on {fields['Valid-Until']}")
 
 

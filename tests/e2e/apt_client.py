@@ -11,13 +11,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from repo.packages import VR_BASE_DEPENDS
+from repo import signing
+from repo.packages import ROUTER_KEYRING, VR_BASE_DEPENDS
 from repo.render import PROJECT
 
 SUITE = "trixie"
 CACHE = PROJECT / ".cache"
 SOURCES_FILE = "etc/apt/sources.list.d/vr.sources"
-KEYRING_FILE = "etc/apt/keyrings/vr-archive-keyring.gpg"
+KEYRING_FILE = str(ROUTER_KEYRING.relative_to("/"))  # the template's path, which vr-archive-keyring takes over
 
 
 def run(argv: list[str | Path], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -51,13 +52,23 @@ class AptClient:
 
     def use_repository(self, url: str, suites: str, keyring: Path) -> None:
         """Point apt at our repository only (deb822 source, Signed-By) and forget older indexes."""
-        (self.root / KEYRING_FILE).parent.mkdir(parents=True, exist_ok=True)
-        (self.root / KEYRING_FILE).write_bytes(keyring.read_bytes())
+        self.trust(keyring.read_bytes())
         (self.root / SOURCES_FILE).write_text(
             f"Types: deb\nURIs: {url}\nSuites: {suites}\nComponents: main\nSigned-By: /{KEYRING_FILE}\n"
         )
         for index in (self.root / "var/lib/apt/lists").glob("*_dists_*"):
             index.unlink()
+
+    def trust(self, keyring: bytes) -> None:
+        """Make keyring the one apt's Signed-By names (replacing vr-archive-keyring's link, if any)."""
+        path = self.root / KEYRING_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        path.write_bytes(keyring)
+
+    def trusted_keys(self) -> list[str]:
+        """The fingerprints in the keyring apt's Signed-By names (through the package's link)."""
+        return signing.keyring_fingerprints(self.root / KEYRING_FILE)
 
     def update(self, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.run("apt-get", "update", "-q", check=check)

@@ -4,13 +4,17 @@ broken copies of a published tree (tampered index, unsigned, signed by another k
 
 import gzip
 import lzma
+import os
 import re
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from repo import signing
 from repo.config import RepoConfig
+from repo.render import PROJECT
 
 RFC2822 = "%a, %d %b %Y %H:%M:%S UTC"
 
@@ -54,7 +58,7 @@ def unsign(tree: Path, codename: str) -> None:
 
 def resign(tree: Path, codename: str, gnupghome: Path, fingerprint: str) -> None:
     dist = tree / "dists" / codename
-    signing.sign_release(gnupghome, fingerprint, dist / "Release", dist / "InRelease", dist / "Release.gpg")
+    signing.sign_release(gnupghome, [fingerprint], dist / "Release", dist / "InRelease", dist / "Release.gpg")
 
 
 def expire(tree: Path, codename: str, gnupghome: Path, fingerprint: str) -> None:
@@ -67,3 +71,36 @@ def expire(tree: Path, codename: str, gnupghome: Path, fingerprint: str) -> None
     text = re.sub(r"^Valid-Until: .*$", f"Valid-Until: {(now - timedelta(days=2)).strftime(RFC2822)}", text, flags=re.M)
     release.write_text(text)
     resign(tree, codename, gnupghome, fingerprint)
+
+
+def drop_valid_until(tree: Path, codename: str, gnupghome: Path, fingerprint: str) -> None:
+    """Remove Valid-Until and sign again with the right key: what reprepro writes for `ValidFor: 0d`."""
+    release = tree / "dists" / codename / "Release"
+    release.write_text(re.sub(r"^Valid-Until: .*\n", "", release.read_text(), flags=re.M))
+    resign(tree, codename, gnupghome, fingerprint)
+
+
+def invoke(where: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """Run an invoke task as an operator does, with the repository and GNUPGHOME under where and
+    further repo settings given through invoke's environment overrides."""
+    env = {
+        **os.environ,
+        "INVOKE_REPO_DIR": str(where / "repo"),
+        "INVOKE_REPO_GNUPGHOME": str(where / "gnupg"),
+        **{f"INVOKE_REPO_{name.upper()}": value for name, value in settings.items()},
+    }
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=PROJECT, env=env, capture_output=True, text=True)
+
+
+def offline_key_file(where: Path, uid: str = "vrpipe production test key") -> tuple[str, Path]:
+    """A new secret key made in a home of its own under where and exported to a file, as a production
+    key is handed over; returns its fingerprint and the file."""
+    home = where / "offline-gnupg"
+    gpg = ["gpg", "--homedir", home, "--batch", "--passphrase", "", "--pinentry-mode", "loopback"]
+    home.mkdir(mode=0o700, exist_ok=True)
+    subprocess.run([*gpg, "--quick-generate-key", uid, "ed25519", "sign", "never"], check=True, capture_output=True)
+    fingerprint = next(f for f, uids in signing.secret_keys(home).items() if uid in uids)
+    key_file = where / f"{fingerprint}.asc"
+    subprocess.run([*gpg, "--armor", "--output", key_file, "--export-secret-keys", fingerprint], check=True)
+    signing.stop_agent(home)
+    return fingerprint, key_file

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from repo.packages import build_packages, engine_version
+from repo.packages import ROUTER_KEYRING, build_keyring_package, build_packages, engine_version
 from repo.render import SOURCES
 
 pytestmark = pytest.mark.e2e
@@ -62,3 +62,16 @@ def test_maintainer_scripts_are_valid_shell(debs, tmp_path):
     postinst = (tmp_path / "postinst").read_text()
     assert "/opt/vr/bin/vr-apply --reapply" in postinst
     assert "[ -d /run/systemd/system ]" in postinst
+
+
+def test_keyring_package_is_reproducible_lintian_clean_and_links_the_router_keyring(tmp_path):
+    first = build_keyring_package(tmp_path / "first", b"keys", 4, 1_700_000_000)
+    second = build_keyring_package(tmp_path / "second", b"keys", 4, 1_700_000_000)
+    assert first.name == "vr-archive-keyring_4_all.deb" and first.read_bytes() == second.read_bytes()
+    checked = subprocess.run(["lintian", "--fail-on", "error", first], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    dpkg_deb("--extract", first, tmp_path / "root")
+    assert (tmp_path / "root" / ROUTER_KEYRING.relative_to("/")).read_bytes() == b"keys"  # a link inside the root
+    assert "conffiles" not in dpkg_deb("--info", first)
+    depends = dpkg_deb("--field", build_packages(tmp_path / "debs", "9.8.7")[0], "Depends")
+    assert "vr-archive-keyring" in depends

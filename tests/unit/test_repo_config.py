@@ -2,7 +2,7 @@
 
 import pytest
 
-from repo.config import RepoConfig, listen_address, load
+from repo.config import RepoConfig, listen_address, load, valid_days
 from repo.render import PROJECT
 from vrpipe.errors import VrpipeError
 
@@ -29,6 +29,11 @@ def test_paths_are_relative_to_the_checkout():
         ({"channels": ["Stable"]}, "'Stable' is not a codename"),
         ({"channels": ["stable-previous"]}, "is not a codename"),
         ({"valid_for": "7 days"}, "valid_for"),
+        ({"valid_for": "0d"}, r"'0d' is 0 days; choose 1 to 90 days"),
+        ({"valid_for": "0d 0m"}, "is 0 days"),
+        ({"valid_for": "91d"}, "is 91 days"),
+        ({"valid_for": "3m"}, "is 93 days"),
+        ({"valid_for": "1y"}, "is 365 days"),
         ({"url": "ftp://host/"}, "repo.url"),
         ({"url": "http://host/debian"}, "ending in /"),
         ({"listen": "localhost"}, "is not HOST:PORT"),
@@ -39,6 +44,12 @@ def test_paths_are_relative_to_the_checkout():
 def test_bad_settings_are_named(settings, complaint):
     with pytest.raises(VrpipeError, match=complaint):
         load(settings)
+
+
+@pytest.mark.parametrize(("valid_for", "days"), [("1d", 1), ("7d", 7), ("1m 2d", 33), ("2m", 62), ("90d", 90)])
+def test_valid_for_within_limits(valid_for, days):
+    assert valid_days(valid_for) == days
+    assert load({"valid_for": valid_for}).valid_for == valid_for
 
 
 def test_unknown_channel_is_refused():

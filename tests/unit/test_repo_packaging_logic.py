@@ -1,6 +1,7 @@
 """Pure logic of packaging and publishing: versions, unit handling in the maintainer scripts, the
 Acquire-By-Hash mark, and the one-line summaries."""
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,12 @@ def test_summaries():
         "stable: published vr-scripts 1.0.1; previous in stable-previous: vr-scripts 1.0.0; serving tree 7 in 0.42 s"
     )
     assert "2 problem(s)" in Report("here", ["a", "b"], 3, 1).summary()
+
+
+def test_report_names_the_earliest_valid_until():
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    until = {"dists/stable": now + timedelta(days=6, hours=23, minutes=59), "dists/security": now + timedelta(hours=30)}
+    report = Report("here", indexes=2, packages=1, valid_until=until, now=now)
+    assert report.summary().endswith("valid; valid for 1 d 6 h more (dists/security first, until 2026-12-02 18:00 UTC)")
+    assert Report("here", now=now).time_left() == ""
+    assert "valid for 0 d 0 h more" in Report("here", valid_until={"d": now - timedelta(hours=1)}, now=now).time_left()
