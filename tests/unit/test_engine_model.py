@@ -241,6 +241,33 @@ def _string_paths(value, path=""):
             yield from _string_paths(item, f"{path}[{i}]")
 
 
+@pytest.mark.parametrize("suffix", ["\n", "\t", "\x7f", "\udcff"], ids=["newline", "tab", "del", "surrogate"])
+def test_every_string_field_refuses_a_trailing_control_character(suffix):
+    """A trailing newline used to pass every pattern (`$` matches before it) and split a dhcp-hosts line;
+    a lone surrogate (undecodable input) broke the metadata service's reply later."""
+    for path in _string_paths(valid_state()):
+        state = valid_state()
+        value = _get(state, path)
+        _set(state, path, value + suffix)
+        assert any(w.startswith(f"state.{path}") for w in problems(doc(state))), path
+
+
+def _get(state, path):
+    target = state
+    for part in path.replace("]", "").replace("[", ".").split("."):
+        target = target[int(part)] if part.isdigit() else target[part]
+    return target
+
+
+def test_a_key_with_a_trailing_newline_is_refused():
+    state = valid_state()
+    state["vm_data"][0]["metadata"]["instance-id\n"] = "i-1"
+    assert any(w.startswith("state.vm_data[0].metadata") for w in problems(doc(state)))
+    current = parse_document(doc(valid_state()), RouterState()).state
+    remove = {"op": "remove", "type": "dhcp", "data": {"mac": "02:00:0a:01:01:05\n"}}
+    assert "commands[0].data.mac" in problems({"schema": 1, "kind": "batch", "commands": [remove]}, current)
+
+
 @pytest.mark.parametrize("hostile", HOSTILE, ids=range(len(HOSTILE)))
 def test_hostile_strings_are_refused_or_stay_data(hostile):
     """Every string field: either refused by name, or accepted and never written into an nftables,
