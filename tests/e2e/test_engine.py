@@ -6,9 +6,12 @@ on one router (module fixture), each building on the state the previous one appl
 import base64
 import copy
 import json
+import os
+import subprocess
 
 import pytest
 
+from orchestration.netlab import VR_SCRIPTS
 from orchestration.netns import run
 
 from .engine_fixtures import (
@@ -222,3 +225,22 @@ def test_a_vm_using_another_vms_address_gets_no_metadata(net):
     finally:
         run(["ip", "address", "del", f"{vm1.ip}/24", "dev", "eth0"], ns=vm3.ns, check=False)
         run(["ip", "link", "set", "eth0", "up"], ns=vm1.ns)
+
+
+def test_undecodable_bytes_are_refused_alike_on_stdin_and_in_a_file(tmp_path):
+    """Bytes that are not UTF-8 used to pass on stdin as lone surrogates, be persisted, and break the
+    metadata service's reply; they are refused before anything is read, from stdin as from a file."""
+    document = json.dumps(state_document({"vm_data": [{"vm_ip": "10.1.1.5", "password": "PW"}]})).encode()
+    bad = document.replace(b"PW", b"p\xffw")
+    (tmp_path / "bad.json").write_bytes(bad)
+    env = {**os.environ, "VR_ROOT": str(tmp_path / "root"), "VR_SERVICES": "process"}
+    vr_apply = str(VR_SCRIPTS / "bin" / "vr-apply")
+    results = []
+    for argv, stdin in (([vr_apply, "-"], bad), ([vr_apply, str(tmp_path / "bad.json")], None)):
+        proc = subprocess.run(argv, input=stdin, capture_output=True, env=env, timeout=60, check=False)
+        assert proc.returncode == 2, proc.stdout
+        problem = json.loads(proc.stdout)["problems"][0]
+        assert problem["where"] == "document" and "can't decode byte 0xff" in problem["error"]
+        results.append(problem["error"].split(": ", 1)[1])
+    assert results[0] == results[1]
+    assert not (tmp_path / "root/var/lib/vr/state.json").exists()

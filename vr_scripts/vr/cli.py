@@ -72,8 +72,9 @@ def main_apply(argv=None):
         layout, router_services = _router()
         return _finish(layout, reapply(layout, router_services))
     try:
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-        data = json.loads(text)
+        # Bytes, decoded strictly: text-mode stdin would turn undecodable bytes into lone surrogates.
+        raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+        data = json.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         return _invalid(f"cannot read {args.file}: {err}")
     return apply_document(data)
