@@ -8,8 +8,11 @@ import copy
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
+from vr.layout import Layout
+from vr.services import ProcessServices
 
 from orchestration.netlab import VR_SCRIPTS
 from orchestration.netns import run
@@ -244,3 +247,20 @@ def test_undecodable_bytes_are_refused_alike_on_stdin_and_in_a_file(tmp_path):
         results.append(problem["error"].split(": ", 1)[1])
     assert results[0] == results[1]
     assert not (tmp_path / "root/var/lib/vr/state.json").exists()
+
+
+def test_a_zombie_service_counts_as_down(tmp_path):
+    """A killed daemon whose parent has not reaped it yet still answers `kill -0`; in process mode it
+    used to be reported running (and not restarted) while it was down."""
+    layout = Layout(tmp_path)
+    daemon = subprocess.Popen(["sleep", "60"])
+    layout.pid_file("vr-metadata").parent.mkdir(parents=True)
+    layout.pid_file("vr-metadata").write_text(f"{daemon.pid}\n")
+    services = ProcessServices(layout)
+    assert services.is_active("vr-metadata")
+    daemon.kill()
+    wait_for(lambda: Path(f"/proc/{daemon.pid}/stat").read_text().split(") ")[1][0] == "Z", "a zombie")
+    try:
+        assert not services.is_active("vr-metadata")
+    finally:
+        daemon.wait()
