@@ -149,6 +149,27 @@ def test_batch_and_single_command_change_only_what_they_name(net):
     assert connect(net.public, "203.0.113.10", 2203, timeout=1) == ""
 
 
+def test_nested_port_ranges_from_many_sources_load_and_match(net):
+    """20 nested ranges x 256 sources once rendered 102,400 elements and timed out in `nft -c`."""
+    rules = [
+        {
+            "direction": "ingress",
+            "public_ip": "203.0.113.10",
+            "protocol": "tcp",
+            "ports": f"{2100 + i}-{2300 - i}",
+            "cidrs": [f"10.{j}.{i}.1/32" for j in range(255)] + (["203.0.113.1/32"] if i == 19 else []),
+        }
+        for i in range(20)
+    ]
+    commands = [{"op": "add", "type": "firewall", "data": rule} for rule in rules]
+    code, result = net.apply({"schema": 1, "kind": "batch", "commands": commands})
+    assert code == 0, result
+    assert connect(net.public, "203.0.113.10", 2203) == "vm2 from 203.0.113.1"
+    code, result = net.apply({"schema": 1, "kind": "batch", "commands": [{**c, "op": "remove"} for c in commands]})
+    assert code == 0, result
+    assert connect(net.public, "203.0.113.10", 2203, timeout=1) == ""
+
+
 def test_invalid_batch_names_the_bad_command_and_changes_nothing(net):
     before, files_before = ruleset(net), _files(net)
     good = {"op": "add", "type": "dhcp", "data": {"mac": "02:00:0a:01:01:20", "ip": "10.1.1.20", "hostname": "ok"}}

@@ -3,6 +3,7 @@ command or entry and the field, and hostile strings never reach a rendered confi
 
 import base64
 import copy
+import ipaddress
 import json
 from pathlib import Path
 
@@ -291,27 +292,79 @@ def test_hostile_strings_are_refused_or_stay_data(hostile):
         assert json.loads(metadata.render(parsed.state, layout)[layout.metadata])
 
 
-def test_overlapping_firewall_rules_render_as_disjoint_elements():
-    from vr.fields import PortRange
-    from vr.intervals import disjoint_boxes
-
-    net = __import__("ipaddress").IPv4Network
-    boxes = [
-        (PortRange(20, 30), net("10.0.0.0/8")),
-        (PortRange(22, 22), net("10.1.0.0/16")),
-        (PortRange(25, 40), net("192.0.2.0/24")),
+def _nested_rules(depth, cidrs_per_rule):
+    """Rules whose port ranges nest `depth` deep, each from its own distinct, non-adjacent /32 sources."""
+    return [
+        {
+            "direction": "ingress",
+            "public_ip": "203.0.113.10",
+            "protocol": "tcp",
+            "ports": f"{1000 + i}-{2000 - i}",
+            "cidrs": [f"10.{j}.{i}.1/32" for j in range(cidrs_per_rule)],
+        }
+        for i in range(depth)
     ]
-    result = disjoint_boxes(boxes)
-    covered = {(port, str(n)) for r, n in result for port in range(r.first, r.last + 1)}
-    assert covered == {
-        (p, str(n))
-        for r, n in boxes
-        for p in range(r.first, r.last + 1)
-        if not (r.first == 22 and str(n) == "10.1.0.0/16")
-    }
-    for i, (a, na) in enumerate(result):
-        for b, nb in result[i + 1 :]:
-            assert not (a.overlaps(b) and na.overlaps(nb)), (a, na, b, nb)
+
+
+def _port_sets(text):
+    """Elements of each ingress_ports_N set of a rendered table: {set name: [(first, last, cidr)]}."""
+    sets, name = {}, None
+    for line in text.splitlines():
+        line = line.strip().rstrip(",")
+        if line.startswith("set ingress_ports_"):
+            name = line.split()[1]
+            sets[name] = []
+        elif name and line.startswith("203.0.113."):
+            _, _, ports, cidr = line.split(" . ")
+            first, _, last = ports.partition("-")
+            sets[name].append((int(first), int(last or first), ipaddress.IPv4Network(cidr)))
+        elif line == "}":
+            name = None
+    return sets
+
+
+def test_overlapping_firewall_rules_render_linear_non_overlapping_sets():
+    """20 nested port ranges x 256 distinct /32 sources used to render 102,400 disjoint elements (and
+    time out in `nft -c`); now one element per rule and CIDR, in one layer per nesting level."""
+    state = valid_state()
+    state["firewall"] = _nested_rules(20, 256) + [
+        {**_nested_rules(1, 0)[0], "ports": "1500", "cidrs": ["10.0.0.0/8"]},  # same layer as none of them
+        {**_nested_rules(1, 0)[0], "ports": "1500", "cidrs": ["10.1.0.0/16"]},  # merges into the /8
+    ]
+    parsed = parse_document(doc(state), RouterState())
+    sets = _port_sets(nftables.render(parsed.state, Layout(Path("/r")))[Path("/r/etc/vr/nftables.nft")])
+    assert len(sets) == 21 and sum(map(len, sets.values())) == 20 * 256 + 1
+    for elements in sets.values():
+        for i, (first, last, net) in enumerate(elements):
+            for other_first, other_last, other_net in elements[i + 1 :]:
+                assert not (first <= other_last and other_first <= last and net.overlaps(other_net))
+
+
+def test_layers_are_as_many_as_ranges_nest_deep():
+    from vr.fields import PortRange
+    from vr.intervals import layers
+
+    ranges = [PortRange(20, 30), PortRange(22, 22), PortRange(24, 26), PortRange(25, 40), PortRange(31, 50)]
+    layer = layers(ranges)
+    assert max(layer.values()) + 1 == 3  # 20-30, 24-26 and 25-40 all hold port 25
+    for a in ranges:
+        for b in ranges:
+            assert a == b or layer[a] != layer[b] or not a.overlaps(b)
+
+
+def test_the_firewall_size_is_bounded_with_a_clear_error():
+    from vr.intervals import MAX_CIDRS, MAX_LAYERS
+
+    state = valid_state()
+    state["firewall"] = _nested_rules(MAX_LAYERS + 1, 1)
+    found = problems(doc(state))
+    assert f"state.firewall[{MAX_LAYERS}].ports" in found, found
+    assert f"overlap more than {MAX_LAYERS} deep" in found[f"state.firewall[{MAX_LAYERS}].ports"]
+    rule = {"direction": "egress", "protocol": "icmp"}
+    state["firewall"] = [{**rule, "cidrs": [f"10.{i // 256}.{i % 256}.{j}/32" for j in range(256)]} for i in range(400)]
+    found = problems(doc(state))
+    index = MAX_CIDRS // 256
+    assert f"more than {MAX_CIDRS} CIDR entries" in found[f"state.firewall[{index}].cidrs"]
 
 
 def test_port_range_forward_maps_each_port():

@@ -6,6 +6,7 @@ through the `origin(section, item)` function the caller passes.
 from collections import defaultdict
 
 from .fields import Problem
+from .intervals import MAX_CIDRS, MAX_LAYERS, layers
 
 PERSISTED = "persisted state"
 
@@ -32,6 +33,7 @@ def check_state(state, origin):
     _check_public_addresses(state, public, report)
     _check_unique(state, report)
     _check_port_conflicts(state, report)
+    _check_firewall_size(state, report)
     return problems
 
 
@@ -148,3 +150,24 @@ def _check_port_conflicts(state, report):
             if pf.public_ports.first <= lb.port <= pf.public_ports.last:
                 error = f"{lb.public_ip}:{lb.port} is already port-forwarded"
                 report("load_balancer", lb, error, "port", ("port_forwarding", pf))
+
+
+def _check_firewall_size(state, report):
+    """Bound what the firewall renders: its CIDR entries, and how deep port ranges nest (one set per level)."""
+    entries = 0
+    for rule in state.firewall:
+        entries += len(rule.cidrs)
+        if entries > MAX_CIDRS:
+            report("firewall", rule, f"the firewall holds more than {MAX_CIDRS} CIDR entries in all", "cidrs")
+            break
+    by_key = defaultdict(list)
+    for rule in state.firewall:
+        if rule.ports is not None:
+            by_key[(rule.direction, rule.public_ip, rule.protocol)].append(rule)
+    for (direction, public_ip, protocol), rules in by_key.items():
+        layer = layers(r.ports for r in rules)
+        too_deep = next((r for r in rules if layer[r.ports] >= MAX_LAYERS), None)
+        if too_deep is not None:
+            on = f"{public_ip}/{protocol}" if public_ip else f"{direction} {protocol}"
+            error = f"port ranges on {on} overlap more than {MAX_LAYERS} deep; merge overlapping rules"
+            report("firewall", too_deep, error, "ports")

@@ -1,34 +1,28 @@
-"""Turns firewall rules into non-overlapping set elements. nftables refuses overlapping elements in an
-interval set of concatenations ("File exists"), while users legitimately write overlapping rules
-(22 from 10.1.0.0/16 and 20-30 from 10.0.0.0/8): the union is what matters, so render the union.
+"""Packs firewall rules into interval sets whose elements never overlap, which nftables requires of a set of
+concatenations ("File exists"), while users legitimately write overlapping rules (22 from 10.1.0.0/16 and
+20-30 from 10.0.0.0/8). Rules with the same port range share one collapsed list of CIDRs; distinct port
+ranges that overlap go to different layers (one set each), so the elements stay linear in rules and CIDRs.
 """
 
+import heapq
 import ipaddress
-from collections import Counter, defaultdict
 
-from .fields import PortRange
+# Bounds on what one state may render, checked with the rest of the state before anything changes.
+MAX_LAYERS = 32  # port ranges nested deeper than this on one address and protocol are refused
+MAX_CIDRS = 100_000  # CIDR entries over all firewall rules
 
 
-def disjoint_boxes(boxes):
-    """(PortRange, network) pairs covering exactly the union of `boxes`, none overlapping another."""
-    starts, ends = defaultdict(list), defaultdict(list)
-    for ports, network in boxes:
-        starts[ports.first].append(network)
-        ends[ports.last + 1].append(network)
-    positions = sorted(set(starts) | set(ends))
-    active, runs = Counter(), []
-    for position, following in zip(positions, positions[1:], strict=False):
-        active.update(starts[position])
-        active.subtract(ends[position])
-        active += Counter()  # drop networks no longer active
-        if not active:
-            continue
-        networks = tuple(ipaddress.collapse_addresses(active))
-        if runs and runs[-1][1] == position - 1 and runs[-1][2] == networks:
-            runs[-1][1] = following - 1
-        else:
-            runs.append([position, following - 1, networks])
-    return [(PortRange(first, last), network) for first, last, networks in runs for network in networks]
+def layers(ranges):
+    """A layer number for each distinct PortRange in `ranges`, such that ranges sharing a layer do not
+    overlap; as few layers as the ranges nest deep (greedy interval colouring, by first port)."""
+    ending, free, layer = [], [], {}  # ending: (last port, layer) of the range each busy layer ends with
+    for ports in sorted(set(ranges)):
+        while ending and ending[0][0] < ports.first:
+            heapq.heappush(free, heapq.heappop(ending)[1])
+        number = heapq.heappop(free) if free else len(ending)
+        layer[ports] = number
+        heapq.heappush(ending, (ports.last, number))
+    return layer
 
 
 def collapse(networks):

@@ -6,7 +6,7 @@ sets), so neither a packet nor an apply costs more per rule. Swapped in with one
 import json
 from collections import defaultdict
 
-from .intervals import collapse, disjoint_boxes
+from .intervals import collapse, layers
 from .render import render as render_template
 from .run import run
 
@@ -50,30 +50,31 @@ def _quoted(device):
 
 
 def _firewall_elements(direction, rules):
-    """The three sets of one direction: rules with ports, protocol-only rules (icmp), protocol all.
-    Ingress elements read public address . protocol [. port] . source; egress destination . protocol [. port].
-    """
-    with_ports, protocol_only, any_protocol = defaultdict(list), defaultdict(list), defaultdict(list)
+    """The sets of one direction: rules with ports (in layers, see intervals.py), protocol-only rules (icmp),
+    protocol all. Ingress elements read public address . protocol [. port] . source; egress destination .
+    protocol [. port]."""
+    with_ports, protocol_only, any_protocol = defaultdict(dict), defaultdict(list), defaultdict(list)
     for rule in rules:
         address = (rule.public_ip,) if direction == "ingress" else ()
-        for cidr in rule.cidrs:
-            if rule.protocol == "all":
-                any_protocol[address].append(cidr)
-            elif rule.ports is None:
-                protocol_only[(*address, rule.protocol)].append(cidr)
-            else:
-                with_ports[(*address, rule.protocol)].append((rule.ports, cidr))
+        if rule.protocol == "all":
+            any_protocol[address].extend(rule.cidrs)
+        elif rule.ports is None:
+            protocol_only[(*address, rule.protocol)].extend(rule.cidrs)
+        else:
+            with_ports[(*address, rule.protocol)].setdefault(rule.ports, []).extend(rule.cidrs)
 
     def element(key, cidr, *ports):
         parts = (*key, *ports, cidr) if direction == "ingress" else (cidr, *key, *ports)
         return " . ".join(map(str, parts))
 
+    port_layers = defaultdict(list)
+    for key, by_ports in sorted(with_ports.items()):
+        layer = layers(by_ports)
+        for ports, cidrs in sorted(by_ports.items()):
+            port_layers[layer[ports]].extend(element(key, cidr, ports) for cidr in collapse(cidrs))
     return {
-        f"{direction}_ports": [
-            element(key, cidr, ports)
-            for key, boxes in sorted(with_ports.items())
-            for ports, cidr in disjoint_boxes(boxes)
-        ],
+        # Always a layer 0, so the table's set names do not depend on the rules.
+        f"{direction}_ports": [port_layers[n] for n in range(max(port_layers, default=0) + 1)],
         f"{direction}_protocols": [
             element(key, cidr) for key, cidrs in sorted(protocol_only.items()) for cidr in collapse(cidrs)
         ],
