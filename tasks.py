@@ -50,12 +50,17 @@ def lint(c):
     _run(c, [sys.executable, "-m", "ruff", "check", "."])
 
 
-@task(help={"vms": "number of VMs in the benchmark state (default 1000)"})
-def bench_engine(c, vms=1000):
+@task(
+    help={
+        "vms": "number of VMs in the benchmark state (default 1000)",
+        "scale": "run 100, 1,000 and 10,000 VMs in one go, with the engine's peak RSS",
+    }
+)
+def bench_engine(c, vms=1000, scale=False):
     """Apply a state of N VMs to a router namespace, then one change; print each phase's time."""
     from orchestration.bench import bench_engine as main
 
-    if not main(vms=vms):
+    if not main(vms=vms, scale=scale):
         raise Exit(code=1)
 
 

@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import logging.handlers
+import resource
 import sys
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def _log_result(layout, result):
 
 
 def _finish(layout, result):
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     _log_result(layout, result)
     json.dump(result, sys.stdout, indent=1)
     sys.stdout.write("\n")
