@@ -55,6 +55,23 @@ def test_sample_state_applies_and_router_is_healthy(net):
     assert health["nftables"]["port_forwards"] == 3
 
 
+def test_the_same_state_again_does_nothing_unless_something_it_made_changed(net):
+    document = state_document(sample_state(net, net.vm_list))
+    before = ruleset(net)
+    code, result = net.apply(document)
+    assert code == 0 and result["unchanged"] and result["actions"] == {}, result
+    assert result["sections"]["dhcp"] == {"ok": True, "items": 3}
+    hosts = net.root / "etc/vr/dhcp-hosts"
+    text = hosts.read_text()
+    hosts.write_text("")  # a file the state renders was changed behind the engine's back
+    code, result = net.apply(document)
+    assert code == 0 and "unchanged" not in result and result["actions"]["dnsmasq"] == "reloaded", result
+    assert hosts.read_text() == text and ruleset(net) == before
+    run(["nft", "delete", "table", "inet", "vr"], ns=net.router)  # the ruleset was flushed
+    code, result = net.apply(document)
+    assert code == 0 and result["actions"]["nftables"] == "loaded" and ruleset(net) == before, result
+
+
 def test_vms_get_their_addresses_from_dnsmasq(net):
     for vm in net.vm_list:
         proc = net.dhcp(vm)

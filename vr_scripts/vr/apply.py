@@ -19,6 +19,7 @@ from .run import CommandFailed
 
 # Activation order matters: addresses before the rules and daemons that bind to them.
 SUBSYSTEMS = (interfaces, nftables, dnsmasq, haproxy, metadata)
+SERVICES = (dnsmasq.SERVICE, haproxy.SERVICE, metadata.SERVICE)
 
 
 @dataclass
@@ -70,6 +71,10 @@ def apply_document(data, layout, services):
     """Apply a state or batch document; return the JSON result (its "ok" says whether it was applied)."""
     phases = Phases()
     with apply_lock(layout):
+        with phases("unchanged"):
+            unchanged = _same_state_again(data, layout, services)
+        if unchanged:
+            return {**unchanged, "timings": phases.seconds}
         with phases("validate"):
             current = persist.read(layout)
             try:
@@ -77,11 +82,30 @@ def apply_document(data, layout, services):
             except Invalid as invalid:
                 return _invalid_result(data, invalid, phases)
         selected = [s for s in SUBSYSTEMS if s.NAME in parsed.subsystems]
+        state = parsed.kind == "state"
         try:
-            actions = converge(current, parsed.state, layout, services, selected, parsed.kind == "state", phases)
+            actions, files = converge(current, parsed.state, layout, services, selected, state, phases)
         except ApplyFailed as failed:
             return _result(parsed, phases, failed=failed)
+        if state:
+            with phases("persist"):
+                persist.record_applied(layout, data, files, [n for n in SERVICES if services.is_active(n)])
     return _result(parsed, phases, actions=actions)
+
+
+def _same_state_again(data, layout, services):
+    """The result of a state document that is the one last applied, when nothing it made has changed since
+    (persisted state, rendered files, its table and services still there); None otherwise. `--reapply`
+    is the way to put everything in force again regardless."""
+    if not isinstance(data, dict) or data.get("kind") != "state":
+        return None
+    record = persist.applied(layout, data)
+    if record is None or not nftables.loaded() or not all(services.is_active(n) for n in record["services"]):
+        return None
+    items = data.get("state") or {}
+    sections = {n: {"ok": True, "items": len(items.get(n) or ())} for n, s in SECTIONS.items() if s.key_fields}
+    result = {"ok": True, "kind": "state", "version": __version__, "sections": sections, "actions": {}}
+    return {**result, "unchanged": True}
 
 
 def reapply(layout, services):
@@ -91,14 +115,15 @@ def reapply(layout, services):
         with phases("validate"):
             state = persist.read(layout)
         try:
-            actions = converge(state, state, layout, services, SUBSYSTEMS, True, phases)
+            actions, _ = converge(state, state, layout, services, SUBSYSTEMS, True, phases)
         except ApplyFailed as failed:
             return {"ok": False, "kind": "reapply", "failed": failed.to_json(), "timings": phases.seconds}
     return {"ok": True, "kind": "reapply", "actions": actions, "timings": phases.seconds, "version": __version__}
 
 
 def converge(old, new, layout, services, selected, force, phases):
-    """Make the router run `new`; on failure put `old` back and raise ApplyFailed."""
+    """Make the router run `new`; on failure put `old` back and raise ApplyFailed.
+    Return the actions taken and the files rendered."""
     with phases("render"):
         rendered = {s: s.render(new, layout) for s in selected}
         changed = {path: text for files in rendered.values() for path, text in files.items() if _read(path) != text}
@@ -126,7 +151,7 @@ def converge(old, new, layout, services, selected, force, phases):
         raise
     with phases("persist"):
         persist.write(layout, new)
-    return actions
+    return actions, {path: text for files in rendered.values() for path, text in files.items()}
 
 
 def _check(subsystem, staged, layout):

@@ -64,6 +64,10 @@ class Layout:
         return self._at("var/lib/vr/state.cache")
 
     @property
+    def applied(self):
+        return self._at("var/lib/vr/applied.json")
+
+    @property
     def log(self):
         return self._at("var/log/vr/apply.log")
 

@@ -8,7 +8,7 @@ from collections import defaultdict
 
 from .intervals import collapse, layers
 from .render import render as render_template
-from .run import run
+from .run import run, succeeds
 
 NAME = "nftables"
 TABLE = ("inet", "vr")
@@ -99,6 +99,11 @@ def activate(change):
     # Rolling back to a router that had no rules yet: remove the table this apply created.
     run(["nft", "delete", "table", *TABLE], check=False)
     return "removed"
+
+
+def loaded():
+    """Whether the router's table is in the kernel (terse: without listing its elements)."""
+    return succeeds(["nft", "-t", "list", "table", *TABLE])
 
 
 def counts():

@@ -2,6 +2,8 @@
 after every successful apply, plus a pickle of the same state beside it that saves re-validating
 thousands of items on every apply. The pickle is used only when it was made by this engine version from
 exactly the bytes now in state.json; it lives in a root-only directory, like everything the engine trusts.
+applied.json records the last state document applied and the digests of the files it rendered, so the
+same document again is recognised without parsing or rendering anything.
 """
 
 import hashlib
@@ -51,3 +53,42 @@ def write_atomically(path, data):
     staged = Path(path).with_name(f".{Path(path).name}.new")
     write_durably(staged, data)
     os.replace(staged, path)
+
+
+def digest(data):
+    """The sha256 of a document or file text; a document is taken in a canonical form (keys sorted)."""
+    if not isinstance(data, str | bytes):
+        data = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def record_applied(layout, document, files, services):
+    """After a state document was applied: what it was, the files it rendered and the services it left running."""
+    record = {
+        "version": __version__,
+        "document": digest(document),
+        "state": digest(layout.state.read_bytes()),
+        "files": {str(path): digest(text) for path, text in files.items() if text is not None},
+        "services": services,
+    }
+    write_atomically(layout.applied, json.dumps(record))
+
+
+def forget_applied(layout):
+    layout.applied.unlink(missing_ok=True)
+
+
+def applied(layout, document):
+    """The record of the last state document if `document` is that one and nothing it made has changed
+    since: the persisted state and every rendered file still have the digests it wrote down."""
+    try:
+        record = json.loads(layout.applied.read_text())
+        if (record["version"], record["document"]) != (__version__, digest(document)):
+            return None
+        if record["state"] != digest(layout.state.read_bytes()):
+            return None
+        if any(digest(Path(path).read_bytes()) != sha for path, sha in record["files"].items()):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record
