@@ -215,6 +215,19 @@ def test_batch_problem_names_the_command():
     assert "commands[1].ip" in found and "persisted state.dhcp" in found["commands[1].ip"]
 
 
+def test_a_batch_checks_its_sections_against_the_others():
+    """A batch checks only what involves the sections it touched, which includes conflicts with the rest."""
+    current = parse_document(doc(valid_state()), RouterState()).state
+    nat = {"op": "add", "type": "static_nat", "data": {"public_ip": "203.0.113.10", "vm_ip": "10.1.1.7"}}
+    found = problems({"schema": 1, "kind": "batch", "commands": [nat]}, current)
+    assert "taken by static NAT" in found["commands[0]"], found
+    guests = copy.deepcopy(INTERFACES)
+    guests["guests"][0]["gateway"] = "10.2.2.1/24"
+    move = {"op": "add", "type": "interfaces", "data": guests}
+    found = problems({"schema": 1, "kind": "batch", "commands": [move]}, current)
+    assert "not in any guest network" in found["persisted state.dhcp.ip"], found
+
+
 def test_remove_needs_only_the_key():
     current = parse_document(doc(valid_state()), RouterState()).state
     remove = {"op": "remove", "type": "dhcp", "data": {"mac": "02:00:0A:01:01:05"}}
