@@ -380,6 +380,25 @@ def test_the_firewall_size_is_bounded_with_a_clear_error():
     assert f"more than {MAX_CIDRS} CIDR entries" in found[f"state.firewall[{index}].cidrs"]
 
 
+def test_an_element_only_change_becomes_an_element_update():
+    layout = Layout(Path("/r"))
+    state = valid_state()
+    before = nftables.render(parse_document(doc(state), RouterState()).state, layout)[layout.nftables]
+    state["port_forwarding"][0]["vm_ip"] = "10.1.1.6"
+    state["firewall"][0]["cidrs"] = ["192.0.2.0/25", "192.0.2.128/25"]
+    after = nftables.render(parse_document(doc(state), RouterState()).state, layout)[layout.nftables]
+    update = nftables.element_update(before, after).splitlines()
+    assert update[0] == "delete element inet vr ingress_ports_0 { 203.0.113.10 . tcp . 22 . 0.0.0.0/0 }"
+    assert update[1].startswith("delete element inet vr port_forwards { 203.0.113.10 . tcp . 8000, ")
+    assert update[2] == "add element inet vr ingress_ports_0 { 203.0.113.10 . tcp . 22 . 192.0.2.0/24 }"
+    assert update[3].startswith("add element inet vr port_forwards { 203.0.113.10 . tcp . 8000 : 10.1.1.6 . 9000, ")
+    assert len(update) == 4
+    state["egress_policy"]["default"] = "deny"  # a rule changes: the whole table is loaded
+    changed = nftables.render(parse_document(doc(state), RouterState()).state, layout)[layout.nftables]
+    assert nftables.element_update(after, changed) is None
+    assert nftables.element_update(None, after) is None
+
+
 def test_port_range_forward_maps_each_port():
     parsed = parse_document(doc(valid_state()), RouterState())
     text = nftables.render(parsed.state, Layout(Path("/r")))[Path("/r/etc/vr/nftables.nft")]

@@ -32,6 +32,8 @@ class Change:
     services: object
     changed: set = field(default_factory=set)
     force: bool = False  # re-apply kernel state (addresses, rules) even if no file changed
+    previous: dict = field(default_factory=dict)  # path -> text before this apply (None: absent), of changed files
+    plans: dict = field(default_factory=dict)  # subsystem name -> what its check worked out for its activate
 
 
 class ApplyFailed(Exception):
@@ -126,18 +128,19 @@ def converge(old, new, layout, services, selected, force, phases):
     Return the actions taken and the files rendered."""
     with phases("render"):
         rendered = {s: s.render(new, layout) for s in selected}
-        changed = {path: text for files in rendered.values() for path, text in files.items() if _read(path) != text}
+        files = {path: text for texts in rendered.values() for path, text in texts.items()}
+        previous = {path: _read(path) for path in files}
+        changed = {path: text for path, text in files.items() if previous[path] != text}
+    change = Change(old, new, layout, services, set(changed), force, {p: previous[p] for p in changed})
     with phases("check"):
         staged = _stage(changed)
         try:
-            for subsystem, files in rendered.items():
-                if changed.keys() & files.keys():
-                    _check(subsystem, staged, layout)
+            for subsystem, texts in rendered.items():
+                if changed.keys() & texts.keys():
+                    _check(subsystem, staged, change)
         except ApplyFailed:
             _unstage(staged)
             raise
-    previous = {path: _read(path) for path in changed}
-    change = Change(old, new, layout, services, set(changed), force)
     actions = {}
     try:
         with phases("swap"):
@@ -147,16 +150,16 @@ def converge(old, new, layout, services, selected, force, phases):
             for subsystem in selected:
                 _activate(subsystem, change, actions)
     except ApplyFailed:
-        _roll_back(previous, Change(new, old, layout, services, set(changed), force), selected)
+        _roll_back(change.previous, Change(new, old, layout, services, set(changed), force), selected)
         raise
     with phases("persist"):
         persist.write(layout, new)
-    return actions, {path: text for files in rendered.values() for path, text in files.items()}
+    return actions, files
 
 
-def _check(subsystem, staged, layout):
+def _check(subsystem, staged, change):
     try:
-        subsystem.check(_StagedView(staged), layout)
+        subsystem.check(_StagedView(staged), change)
     except CommandFailed as err:
         raise ApplyFailed("check", subsystem.NAME, err) from err
 

@@ -27,7 +27,7 @@ def _vm(vm, mac):
     return entry
 
 
-def check(staged, layout):
+def check(staged, change):
     """Nothing to check: the file is JSON this module just wrote from validated data."""
 
 
