@@ -7,7 +7,9 @@ import base64
 import copy
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -180,10 +182,11 @@ def test_element_updates_converge_with_a_whole_reapply(net):
         code, result = net.apply({"schema": 1, "kind": "batch", "commands": batch})
         assert code == 0 and result["actions"] == {"nftables": "updated"}, result
     assert connect(net.public, "203.0.113.10", 2204) == "vm3 from 203.0.113.1"
-    before, files_before = _table(net), _files(net)
+    before, files_before, state_before = _table(net), _rendered(net), net.engine("vr-state").stdout
     proc = net.engine("vr-apply", "--reapply")
     assert proc.returncode == 0 and json.loads(proc.stdout)["actions"]["nftables"] == "loaded", proc.stdout
-    assert _table(net) == before and _files(net) == files_before
+    assert _table(net) == before and _rendered(net) == files_before
+    assert net.engine("vr-state").stdout == state_before  # the journal folded into a new snapshot
     removes = [{**c, "op": "remove"} for c in commands]
     code, result = net.apply({"schema": 1, "kind": "batch", "commands": removes})
     assert code == 0 and result["actions"] == {"nftables": "updated"}, result
@@ -209,6 +212,46 @@ def test_nested_port_ranges_from_many_sources_load_and_match(net):
     code, result = net.apply({"schema": 1, "kind": "batch", "commands": [{**c, "op": "remove"} for c in commands]})
     assert code == 0, result
     assert connect(net.public, "203.0.113.10", 2203, timeout=1) == ""
+
+
+def test_a_kill_at_any_point_of_a_batch_leaves_the_old_or_the_new_state(net):
+    """SIGKILL vr-apply at a spread of moments during a batch: the persisted state is the old one or the new
+    one, never a mix, and a whole re-apply from it brings a healthy router."""
+    ip = "10.1.1.30"
+    commands = [
+        {"op": "add", "type": "dhcp", "data": {"mac": "02:00:0a:01:01:30", "ip": ip, "hostname": "vm30"}},
+        {"op": "add", "type": "vm_data", "data": {"vm_ip": ip, "metadata": {"instance-id": "i-30"}}},
+        {
+            "op": "add",
+            "type": "port_forwarding",
+            "data": {"public_ip": "203.0.113.10", "protocol": "tcp", "public_ports": 2230, "vm_ip": ip, "vm_ports": 22},
+        },
+    ]
+    add = {"schema": 1, "kind": "batch", "commands": commands}
+    remove = {"schema": 1, "kind": "batch", "commands": [{**c, "op": "remove"} for c in commands]}
+    old = net.engine("vr-state").stdout
+    assert net.apply(add)[0] == 0
+    new = net.engine("vr-state").stdout
+    assert net.apply(remove)[0] == 0 and net.engine("vr-state").stdout == old
+    env = ["env", f"VR_ROOT={net.root}", "VR_SERVICES=process"]
+    argv = ["ip", "netns", "exec", net.router, *env, str(VR_SCRIPTS / "bin" / "vr-apply"), "-"]
+    for delay in (0.0, 0.02, 0.05, 0.08, 0.12, 0.16, 0.2, 0.25, 0.3, 0.4, 0.6):
+        if net.engine("vr-state").stdout != old:
+            assert net.apply(remove)[0] == 0
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
+        proc.stdin.write(json.dumps(add).encode())
+        proc.stdin.close()
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        persisted = net.engine("vr-state").stdout
+        assert persisted in (old, new), delay
+    proc = net.engine("vr-apply", "--reapply")
+    assert proc.returncode == 0, proc.stdout
+    assert json.loads(net.engine("vr-health").stdout)["ok"]
+    assert connect(net.public, "203.0.113.10", 2201) == "vm1 from 203.0.113.1"
+    if net.engine("vr-state").stdout != old:
+        assert net.apply(remove)[0] == 0
 
 
 def test_invalid_batch_names_the_bad_command_and_changes_nothing(net):
@@ -275,8 +318,13 @@ def _files(net):
         "etc/haproxy/haproxy.cfg",
         "var/lib/vr/metadata.json",
         "var/lib/vr/state.json",
+        "var/lib/vr/state.journal",
     ]
     return {p: (net.root / p).read_text() if (net.root / p).exists() else None for p in paths}
+
+
+def _rendered(net):
+    return {p: text for p, text in _files(net).items() if not p.startswith("var/lib/vr/state.")}
 
 
 def test_user_data_limit_is_enforced_end_to_end(net):

@@ -405,3 +405,27 @@ def test_port_range_forward_maps_each_port():
     assert "203.0.113.10 . tcp . 8000 : 10.1.1.5 . 9000" in text
     assert "203.0.113.10 . tcp . 8009 : 10.1.1.5 . 9009" in text
     assert text.count("flush ruleset") == 0 and "delete table inet vr" in text
+
+
+def test_the_journal_replays_its_batches_on_the_snapshot_it_follows(tmp_path, monkeypatch):
+    from vr import persist
+
+    layout = Layout(tmp_path)
+    layout.make_directories()
+    state = parse_document(doc(valid_state()), RouterState()).state
+    persist.write(layout, state)
+    entry = {"mac": "02:00:0a:01:01:09", "ip": "10.1.1.9", "hostname": "vm9"}
+    for op in ("add", "remove", "add"):
+        batch = {"schema": 1, "kind": "batch", "commands": [{"op": op, "type": "dhcp", "data": entry}]}
+        state = parse_document(batch, state).state
+        persist.append(layout, state, batch["commands"])
+    with open(layout.journal, "ab") as journal:
+        journal.write(b'{"base": "torn by a cra')  # a crash mid-append: never acknowledged
+    assert persist.read(layout) == state and not layout.state.read_text().count("vm9")
+    persist.append(layout, state, [])  # the next line is whole despite the torn one before it
+    assert persist.read(layout) == state
+    persist.write(layout, RouterState())  # a new snapshot: the journal's lines no longer apply
+    assert persist.read(layout) == RouterState() and not layout.journal.exists()
+    monkeypatch.setattr(persist, "JOURNAL_LIMIT", 0)
+    persist.append(layout, state, [{"op": "add", "type": "dhcp", "data": entry}])
+    assert "vm9" in layout.state.read_text() and persist.read(layout) == state  # written whole instead

@@ -86,7 +86,8 @@ def apply_document(data, layout, services):
         selected = [s for s in SUBSYSTEMS if s.NAME in parsed.subsystems]
         state = parsed.kind == "state"
         try:
-            actions, files = converge(current, parsed.state, layout, services, selected, state, phases)
+            journal = None if state else data["commands"]
+            actions, files = converge(current, parsed.state, layout, services, selected, state, phases, journal)
         except ApplyFailed as failed:
             return _result(parsed, phases, failed=failed)
         if state:
@@ -123,9 +124,9 @@ def reapply(layout, services):
     return {"ok": True, "kind": "reapply", "actions": actions, "timings": phases.seconds, "version": __version__}
 
 
-def converge(old, new, layout, services, selected, force, phases):
-    """Make the router run `new`; on failure put `old` back and raise ApplyFailed.
-    Return the actions taken and the files rendered."""
+def converge(old, new, layout, services, selected, force, phases, journal=None):
+    """Make the router run `new`; on failure put `old` back and raise ApplyFailed. `journal`: the batch's
+    commands, persisted instead of the whole state. Return the actions taken and the files rendered."""
     with phases("render"):
         rendered = {s: s.render(new, layout) for s in selected}
         files = {path: text for texts in rendered.values() for path, text in texts.items()}
@@ -153,7 +154,10 @@ def converge(old, new, layout, services, selected, force, phases):
         _roll_back(change.previous, Change(new, old, layout, services, set(changed), force), selected)
         raise
     with phases("persist"):
-        persist.write(layout, new)
+        if journal is None:
+            persist.write(layout, new)
+        else:
+            persist.append(layout, new, journal)
     return actions, files
 
 

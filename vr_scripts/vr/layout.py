@@ -60,6 +60,10 @@ class Layout:
         return self._at("var/lib/vr/state.json")
 
     @property
+    def journal(self):
+        return self._at("var/lib/vr/state.journal")
+
+    @property
     def state_cache(self):
         return self._at("var/lib/vr/state.cache")
 
