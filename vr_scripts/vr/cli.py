@@ -11,7 +11,7 @@ import resource
 import sys
 from pathlib import Path
 
-from . import SCHEMA_VERSION, health, persist, services
+from . import SCHEMA_VERSION, persist, services
 from .apply import apply_document as _apply_document
 from .apply import reapply
 from .document import state_document
@@ -106,6 +106,8 @@ def main_state(argv=None):
 
 def main_health(argv=None):
     argparse.ArgumentParser(prog="vr-health", description="Print this router's health as JSON.").parse_args(argv)
+    from . import health  # only vr-health needs it (and what it imports)
+
     layout, router_services = _router()
     result = health.report(layout, router_services, persist.read(layout))
     json.dump(result, sys.stdout, indent=1)

@@ -238,12 +238,18 @@ def _ip_text(value, kind):
     return value
 
 
-@functools.lru_cache(maxsize=8192)  # a VM's address recurs in its DHCP, metadata and NAT entries
 def address(value):
+    return _address(_ip_text(value, "address"))
+
+
+# Cached: a VM's address recurs in its DHCP, metadata and NAT entries, a CIDR such as 0.0.0.0/0 in many
+# rules; one object per value also lets the persisted pickle store (and rebuild) each value once.
+@functools.lru_cache(maxsize=65536)
+def _address(text):
     try:
-        return ipaddress.IPv4Address(_ip_text(value, "address"))
+        return ipaddress.IPv4Address(text)
     except ipaddress.AddressValueError as err:
-        raise ValueError(f"{_describe(value)} is not an IPv4 address") from err
+        raise ValueError(f"{_describe(text)} is not an IPv4 address") from err
 
 
 def interface(value):
@@ -258,10 +264,15 @@ def interface(value):
 
 def network(value):
     """A CIDR whose host bits are zero, like 10.1.1.0/24; a bare address means /32."""
+    return _network(_ip_text(value, "CIDR"))
+
+
+@functools.lru_cache(maxsize=65536)
+def _network(text):
     try:
-        return ipaddress.IPv4Network(_ip_text(value, "CIDR"))
+        return ipaddress.IPv4Network(text)
     except ValueError as err:
-        raise ValueError(f"{_describe(value)} is not an IPv4 CIDR with zero host bits") from err
+        raise ValueError(f"{_describe(text)} is not an IPv4 CIDR with zero host bits") from err
 
 
 def ports(value):

@@ -16,7 +16,7 @@ def layers(ranges):
     """A layer number for each distinct PortRange in `ranges`, such that ranges sharing a layer do not
     overlap; as few layers as the ranges nest deep (greedy interval colouring, by first port)."""
     ending, free, layer = [], [], {}  # ending: (last port, layer) of the range each busy layer ends with
-    for ports in sorted(set(ranges)):
+    for ports in sorted(set(ranges), key=bounds):
         while ending and ending[0][0] < ports.first:
             heapq.heappush(free, heapq.heappop(ending)[1])
         number = heapq.heappop(free) if free else len(ending)
@@ -25,5 +25,11 @@ def layers(ranges):
     return layer
 
 
+def bounds(ports):
+    return ports.first, ports.last  # a plain tuple sorts in C; the dataclass's own order runs Python code
+
+
 def collapse(networks):
+    if len(networks) == 1:  # the common case, and collapse_addresses is slow even for one
+        return list(networks)
     return list(ipaddress.collapse_addresses(networks))

@@ -7,7 +7,7 @@ the whole table, or only the changed elements when nothing but set and map eleme
 import json
 from collections import defaultdict
 
-from .intervals import collapse, layers
+from .intervals import bounds, collapse, layers
 from .render import render as render_template
 from .run import CommandFailed, run, succeeds
 
@@ -71,7 +71,8 @@ def _firewall_elements(direction, rules):
     port_layers = defaultdict(list)
     for key, by_ports in sorted(with_ports.items()):
         layer = layers(by_ports)
-        for ports, cidrs in sorted(by_ports.items()):
+        for ports in sorted(by_ports, key=bounds):
+            cidrs = by_ports[ports]
             port_layers[layer[ports]].extend(element(key, cidr, ports) for cidr in collapse(cidrs))
     return {
         # Always a layer 0, so the table's set names do not depend on the rules.
