@@ -16,8 +16,9 @@ import pytest
 from vr.layout import Layout
 from vr.services import ProcessServices
 
-from orchestration.netlab import VR_SCRIPTS
-from orchestration.netns import run
+from orchestration.netlab import VR_SCRIPTS, make_router_net
+from orchestration.netns import Namespaces, run
+from orchestration.workload import GUEST_NETWORK, PUBLIC_IP, fleet_state, vm_address, vm_mac
 
 from .engine_fixtures import (
     USER_DATA,
@@ -386,3 +387,27 @@ def test_a_zombie_service_counts_as_down(tmp_path):
         assert not services.is_active("vr-metadata")
     finally:
         daemon.wait()
+
+
+@pytest.mark.slow
+def test_the_last_of_10000_vms_gets_dhcp_dns_metadata_and_its_port_forward(tmp_path):
+    """A router holding 10,000 VMs of state serves the last of them like the first."""
+    last = 9999
+    (tmp_path / "root").mkdir()
+    with Namespaces("vrk") as namespaces:
+        big = make_router_net(namespaces, tmp_path / "root")
+        code, result = big.apply(state_document(fleet_state(last + 1)))
+        assert code == 0, result
+        vm = big.add_vm("vmlast", vm_mac(last), vm_address(last))
+        serve(vm.ns, 22, "vm-last")
+        assert big.dhcp(vm).returncode == 0 and address_of(vm) == [vm.ip]
+        gateway = str(GUEST_NETWORK.network_address + 1)
+        proc = run(["python3", "-c", DNS_QUERY, gateway, f"vm{last}.cloud.internal"], ns=vm.ns, check=False)
+        assert proc.stdout.strip() == vm.ip, proc.stderr
+        assert http_get(vm.ns, f"http://{gateway}/latest/meta-data/instance-id") == (200, f"i-{last:06d}")
+        # The fleet's rules admit each VM's forward from its own 198.51.x.0/24 only: let the outside in.
+        rule = {"direction": "ingress", "public_ip": PUBLIC_IP, "protocol": "tcp", "ports": 20000 + last}
+        command = {"op": "add", "type": "firewall", "data": {**rule, "cidrs": ["203.0.113.1/32"]}}
+        code, result = big.apply({"schema": 1, "kind": "batch", "commands": [command]})
+        assert code == 0 and result["actions"] == {"nftables": "updated"}, result
+        assert connect(big.public, PUBLIC_IP, 20000 + last) == "vm-last from 203.0.113.1"
