@@ -7,7 +7,7 @@ the whole table, or only the changed elements when nothing but set and map eleme
 import json
 from collections import defaultdict
 
-from .intervals import bounds, collapse, layers
+from .intervals import bounds, collapse, layers, shards
 from .render import render as render_template
 from .run import CommandFailed, run, succeeds
 
@@ -72,18 +72,23 @@ def _firewall_elements(direction, rules):
     for key, by_ports in sorted(with_ports.items()):
         layer = layers(by_ports)
         for ports in sorted(by_ports, key=bounds):
-            cidrs = by_ports[ports]
-            port_layers[layer[ports]].extend(element(key, cidr, ports) for cidr in collapse(cidrs))
+            port_layers[layer[ports]].extend(element(key, cidr, ports) for cidr in collapse(by_ports[ports]))
+    protocols = [element(key, cidr) for key, cidrs in sorted(protocol_only.items()) for cidr in collapse(cidrs)]
+    anything = [element(key, cidr) for key, cidrs in sorted(any_protocol.items()) for cidr in collapse(cidrs)]
     return {
-        # Always a layer 0, so the table's set names do not depend on the rules.
-        f"{direction}_ports": [port_layers[n] for n in range(max(port_layers, default=0) + 1)],
-        f"{direction}_protocols": [
-            element(key, cidr) for key, cidrs in sorted(protocol_only.items()) for cidr in collapse(cidrs)
+        # Always a layer 0 and a shard 0, so the table's set names do not depend on the rules.
+        f"{direction}_ports": [
+            (f"{direction}_ports_{n}_{i}", part)
+            for n in range(max(port_layers, default=0) + 1)
+            for i, part in enumerate(shards(port_layers[n]))
         ],
-        f"{direction}_any": [
-            element(key, cidr) for key, cidrs in sorted(any_protocol.items()) for cidr in collapse(cidrs)
-        ],
+        f"{direction}_protocols": _named(f"{direction}_protocols", protocols),
+        f"{direction}_any": _named(f"{direction}_any", anything),
     }
+
+
+def _named(prefix, elements):
+    return [(f"{prefix}_{i}", part) for i, part in enumerate(shards(elements))]
 
 
 def check(staged, change):
