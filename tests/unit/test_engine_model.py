@@ -413,7 +413,9 @@ def test_the_journal_replays_its_batches_on_the_snapshot_it_follows(tmp_path, mo
     layout = Layout(tmp_path)
     layout.make_directories()
     state = parse_document(doc(valid_state()), RouterState()).state
-    persist.write(layout, state)
+    persist.write(layout, state, doc(valid_state()))  # a state document's snapshot is the document itself
+    layout.state_cache.unlink()
+    assert persist.read(layout) == state
     entry = {"mac": "02:00:0a:01:01:09", "ip": "10.1.1.9", "hostname": "vm9"}
     for op in ("add", "remove", "add"):
         batch = {"schema": 1, "kind": "batch", "commands": [{"op": op, "type": "dhcp", "data": entry}]}

@@ -6,6 +6,7 @@ previous files and rules are put back and re-activated, and the result says whic
 
 import contextlib
 import fcntl
+import functools
 import os
 import time
 from contextlib import contextmanager
@@ -85,14 +86,17 @@ def apply_document(data, layout, services):
                 return _invalid_result(data, invalid, phases)
         selected = [s for s in SUBSYSTEMS if s.NAME in parsed.subsystems]
         state = parsed.kind == "state"
+        if state:
+            save = functools.partial(persist.write, layout, parsed.state, data)
+        else:
+            save = functools.partial(persist.append, layout, parsed.state, data["commands"])
         try:
-            journal = None if state else data["commands"]
-            actions, files = converge(current, parsed.state, layout, services, selected, state, phases, journal)
+            actions, files = converge(current, parsed.state, layout, services, selected, state, phases, save)
         except ApplyFailed as failed:
             return _result(parsed, phases, failed=failed)
         if state:
             with phases("persist"):
-                persist.record_applied(layout, data, files, [n for n in SERVICES if services.is_active(n)])
+                persist.record_applied(layout, files, [n for n in SERVICES if services.is_active(n)])
     return _result(parsed, phases, actions=actions)
 
 
@@ -118,15 +122,16 @@ def reapply(layout, services):
         with phases("validate"):
             state = persist.read(layout)
         try:
-            actions, _ = converge(state, state, layout, services, SUBSYSTEMS, True, phases)
+            save = functools.partial(persist.write, layout, state)
+            actions, _ = converge(state, state, layout, services, SUBSYSTEMS, True, phases, save)
         except ApplyFailed as failed:
             return {"ok": False, "kind": "reapply", "failed": failed.to_json(), "timings": phases.seconds}
     return {"ok": True, "kind": "reapply", "actions": actions, "timings": phases.seconds, "version": __version__}
 
 
-def converge(old, new, layout, services, selected, force, phases, journal=None):
-    """Make the router run `new`; on failure put `old` back and raise ApplyFailed. `journal`: the batch's
-    commands, persisted instead of the whole state. Return the actions taken and the files rendered."""
+def converge(old, new, layout, services, selected, force, phases, save):
+    """Make the router run `new`, then `save()` it; on failure put `old` back and raise ApplyFailed.
+    Return the actions taken and the files rendered."""
     with phases("render"):
         rendered = {s: s.render(new, layout) for s in selected}
         files = {path: text for texts in rendered.values() for path, text in texts.items()}
@@ -154,10 +159,7 @@ def converge(old, new, layout, services, selected, force, phases, journal=None):
         _roll_back(change.previous, Change(new, old, layout, services, set(changed), force), selected)
         raise
     with phases("persist"):
-        if journal is None:
-            persist.write(layout, new)
-        else:
-            persist.append(layout, new, journal)
+        save()
     return actions, files
 
 

@@ -64,9 +64,12 @@ def _journal(layout, base):
     return commands
 
 
-def write(layout, state):
-    """Persist `state` whole: a new snapshot (and its pickle), the journal emptied."""
-    text = json.dumps(state_document(state), separators=(",", ":")).encode()
+def write(layout, state, document=None):
+    """Persist `state` whole: a new snapshot (and its pickle), the journal emptied. The snapshot of a state
+    document is the document itself in canonical form, which reads back as exactly `state` and is much
+    cheaper to write than `state` turned back into JSON."""
+    text = canonical(document) if document is not None else json.dumps(state_document(state), separators=(",", ":"))
+    text = text.encode()
     write_atomically(layout.state, text)
     cache = pickle.dumps((__version__, digest(text), state), protocol=pickle.HIGHEST_PROTOCOL)
     write_atomically(layout.state_cache, cache)
@@ -111,27 +114,28 @@ def write_atomically(path, data):
     os.replace(staged, path)
 
 
+def canonical(document):
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+
 def digest(data):
-    """The sha256 of a document or file text; a document is taken in a canonical form (keys sorted)."""
+    """The sha256 of a file's text, or of a document in canonical form."""
     if not isinstance(data, str | bytes):
-        data = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        data = canonical(data)
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
-def record_applied(layout, document, files, services):
-    """After a state document was applied: what it was, the files it rendered and the services it left running."""
+def record_applied(layout, files, services):
+    """After a state document was applied and persisted as the snapshot (see `write`): what it was, the files
+    it rendered and the services it left running."""
     record = {
         "version": __version__,
-        "document": digest(document),
+        "document": digest(_read_bytes(layout.state)),
         "state": fingerprint(layout),
         "files": {str(path): digest(text) for path, text in files.items() if text is not None},
         "services": services,
     }
     write_atomically(layout.applied, json.dumps(record))
-
-
-def forget_applied(layout):
-    layout.applied.unlink(missing_ok=True)
 
 
 def applied(layout, document):
