@@ -79,12 +79,17 @@ def lint(c):
     _run(c, [sys.executable, "-m", "mypy"])
 
 
-@task(help={"vms": "number of VMs in the benchmark state (default 1000)"})
-def bench_engine(c, vms=1000):
+@task(
+    help={
+        "vms": "number of VMs in the benchmark state (default 1000)",
+        "scale": "run 100, 1,000 and 10,000 VMs in one go, with the engine's peak RSS",
+    }
+)
+def bench_engine(c, vms=1000, scale=False):
     """Apply a state of N VMs to a router namespace, then one change; print each phase's time."""
     from orchestration.lab.bench_engine import bench_engine as main
 
-    _call("bench-engine", main, vms=vms, root=True)
+    _call("bench-engine", main, vms=vms, scale=scale, root=True)
 
 
 @task(

@@ -3,6 +3,7 @@ command or entry and the field, and hostile strings never reach a rendered confi
 
 import base64
 import copy
+import ipaddress
 import json
 from pathlib import Path
 
@@ -214,6 +215,19 @@ def test_batch_problem_names_the_command():
     assert "commands[1].ip" in found and "persisted state.dhcp" in found["commands[1].ip"]
 
 
+def test_a_batch_checks_its_sections_against_the_others():
+    """A batch checks only what involves the sections it touched, which includes conflicts with the rest."""
+    current = parse_document(doc(valid_state()), RouterState()).state
+    nat = {"op": "add", "type": "static_nat", "data": {"public_ip": "203.0.113.10", "vm_ip": "10.1.1.7"}}
+    found = problems({"schema": 1, "kind": "batch", "commands": [nat]}, current)
+    assert "taken by static NAT" in found["commands[0]"], found
+    guests = copy.deepcopy(INTERFACES)
+    guests["guests"][0]["gateway"] = "10.2.2.1/24"
+    move = {"op": "add", "type": "interfaces", "data": guests}
+    found = problems({"schema": 1, "kind": "batch", "commands": [move]}, current)
+    assert "not in any guest network" in found["persisted state.dhcp.ip"], found
+
+
 def test_remove_needs_only_the_key():
     current = parse_document(doc(valid_state()), RouterState()).state
     remove = {"op": "remove", "type": "dhcp", "data": {"mac": "02:00:0A:01:01:05"}}
@@ -241,6 +255,33 @@ def _string_paths(value, path=""):
             yield from _string_paths(item, f"{path}[{i}]")
 
 
+@pytest.mark.parametrize("suffix", ["\n", "\t", "\x7f", "\udcff"], ids=["newline", "tab", "del", "surrogate"])
+def test_every_string_field_refuses_a_trailing_control_character(suffix):
+    """A trailing newline used to pass every pattern (`$` matches before it) and split a dhcp-hosts line;
+    a lone surrogate (undecodable input) broke the metadata service's reply later."""
+    for path in _string_paths(valid_state()):
+        state = valid_state()
+        value = _get(state, path)
+        _set(state, path, value + suffix)
+        assert any(w.startswith(f"state.{path}") for w in problems(doc(state))), path
+
+
+def _get(state, path):
+    target = state
+    for part in path.replace("]", "").replace("[", ".").split("."):
+        target = target[int(part)] if part.isdigit() else target[part]
+    return target
+
+
+def test_a_key_with_a_trailing_newline_is_refused():
+    state = valid_state()
+    state["vm_data"][0]["metadata"]["instance-id\n"] = "i-1"
+    assert any(w.startswith("state.vm_data[0].metadata") for w in problems(doc(state)))
+    current = parse_document(doc(valid_state()), RouterState()).state
+    remove = {"op": "remove", "type": "dhcp", "data": {"mac": "02:00:0a:01:01:05\n"}}
+    assert "commands[0].data.mac" in problems({"schema": 1, "kind": "batch", "commands": [remove]}, current)
+
+
 @pytest.mark.parametrize("hostile", HOSTILE, ids=range(len(HOSTILE)))
 def test_hostile_strings_are_refused_or_stay_data(hostile):
     """Every string field: either refused by name, or accepted and never written into an nftables,
@@ -264,27 +305,98 @@ def test_hostile_strings_are_refused_or_stay_data(hostile):
         assert json.loads(metadata.render(parsed.state, layout)[layout.metadata])
 
 
-def test_overlapping_firewall_rules_render_as_disjoint_elements():
-    from vr.fields import PortRange
-    from vr.intervals import disjoint_boxes
-
-    net = __import__("ipaddress").IPv4Network
-    boxes = [
-        (PortRange(20, 30), net("10.0.0.0/8")),
-        (PortRange(22, 22), net("10.1.0.0/16")),
-        (PortRange(25, 40), net("192.0.2.0/24")),
+def _nested_rules(depth, cidrs_per_rule):
+    """Rules whose port ranges nest `depth` deep, each from its own distinct, non-adjacent /32 sources."""
+    return [
+        {
+            "direction": "ingress",
+            "public_ip": "203.0.113.10",
+            "protocol": "tcp",
+            "ports": f"{1000 + i}-{2000 - i}",
+            "cidrs": [f"10.{j}.{i}.1/32" for j in range(cidrs_per_rule)],
+        }
+        for i in range(depth)
     ]
-    result = disjoint_boxes(boxes)
-    covered = {(port, str(n)) for r, n in result for port in range(r.first, r.last + 1)}
-    assert covered == {
-        (p, str(n))
-        for r, n in boxes
-        for p in range(r.first, r.last + 1)
-        if not (r.first == 22 and str(n) == "10.1.0.0/16")
-    }
-    for i, (a, na) in enumerate(result):
-        for b, nb in result[i + 1 :]:
-            assert not (a.overlaps(b) and na.overlaps(nb)), (a, na, b, nb)
+
+
+def _port_sets(text):
+    """Elements of each ingress_ports_N set of a rendered table: {set name: [(first, last, cidr)]}."""
+    sets, name = {}, None
+    for line in text.splitlines():
+        line = line.strip().rstrip(",")
+        if line.startswith("set ingress_ports_"):
+            name = line.split()[1]
+            sets[name] = []
+        elif name and line.startswith("203.0.113."):
+            _, _, ports, cidr = line.split(" . ")
+            first, _, last = ports.partition("-")
+            sets[name].append((int(first), int(last or first), ipaddress.IPv4Network(cidr)))
+        elif line == "}":
+            name = None
+    return sets
+
+
+def test_overlapping_firewall_rules_render_linear_non_overlapping_sets():
+    """20 nested port ranges x 256 distinct /32 sources used to render 102,400 disjoint elements (and
+    time out in `nft -c`); now one element per rule and CIDR, in one layer per nesting level."""
+    state = valid_state()
+    state["firewall"] = _nested_rules(20, 256) + [
+        {**_nested_rules(1, 0)[0], "ports": "1500", "cidrs": ["10.0.0.0/8"]},  # same layer as none of them
+        {**_nested_rules(1, 0)[0], "ports": "1500", "cidrs": ["10.1.0.0/16"]},  # merges into the /8
+    ]
+    parsed = parse_document(doc(state), RouterState())
+    sets = _port_sets(nftables.render(parsed.state, Layout(Path("/r")))[Path("/r/etc/vr/nftables.nft")])
+    assert len(sets) == 21 and sum(map(len, sets.values())) == 20 * 256 + 1
+    for elements in sets.values():
+        for i, (first, last, net) in enumerate(elements):
+            for other_first, other_last, other_net in elements[i + 1 :]:
+                assert not (first <= other_last and other_first <= last and net.overlaps(other_net))
+
+
+def test_layers_are_as_many_as_ranges_nest_deep():
+    from vr.fields import PortRange
+    from vr.intervals import layers
+
+    ranges = [PortRange(20, 30), PortRange(22, 22), PortRange(24, 26), PortRange(25, 40), PortRange(31, 50)]
+    layer = layers(ranges)
+    assert max(layer.values()) + 1 == 3  # 20-30, 24-26 and 25-40 all hold port 25
+    for a in ranges:
+        for b in ranges:
+            assert a == b or layer[a] != layer[b] or not a.overlaps(b)
+
+
+def test_the_firewall_size_is_bounded_with_a_clear_error():
+    from vr.intervals import MAX_CIDRS, MAX_LAYERS
+
+    state = valid_state()
+    state["firewall"] = _nested_rules(MAX_LAYERS + 1, 1)
+    found = problems(doc(state))
+    assert f"state.firewall[{MAX_LAYERS}].ports" in found, found
+    assert f"overlap more than {MAX_LAYERS} deep" in found[f"state.firewall[{MAX_LAYERS}].ports"]
+    rule = {"direction": "egress", "protocol": "icmp"}
+    state["firewall"] = [{**rule, "cidrs": [f"10.{i // 256}.{i % 256}.{j}/32" for j in range(256)]} for i in range(400)]
+    found = problems(doc(state))
+    index = MAX_CIDRS // 256
+    assert f"more than {MAX_CIDRS} CIDR entries" in found[f"state.firewall[{index}].cidrs"]
+
+
+def test_an_element_only_change_becomes_an_element_update():
+    layout = Layout(Path("/r"))
+    state = valid_state()
+    before = nftables.render(parse_document(doc(state), RouterState()).state, layout)[layout.nftables]
+    state["port_forwarding"][0]["vm_ip"] = "10.1.1.6"
+    state["firewall"][0]["cidrs"] = ["192.0.2.0/25", "192.0.2.128/25"]
+    after = nftables.render(parse_document(doc(state), RouterState()).state, layout)[layout.nftables]
+    update = nftables.element_update(before, after).splitlines()
+    assert update[0] == "delete element inet vr ingress_ports_0_0 { 203.0.113.10 . tcp . 22 . 0.0.0.0/0 }"
+    assert update[1].startswith("delete element inet vr port_forwards { 203.0.113.10 . tcp . 8000, ")
+    assert update[2] == "add element inet vr ingress_ports_0_0 { 203.0.113.10 . tcp . 22 . 192.0.2.0/24 }"
+    assert update[3].startswith("add element inet vr port_forwards { 203.0.113.10 . tcp . 8000 : 10.1.1.6 . 9000, ")
+    assert len(update) == 4
+    state["egress_policy"]["default"] = "deny"  # a rule changes: the whole table is loaded
+    changed = nftables.render(parse_document(doc(state), RouterState()).state, layout)[layout.nftables]
+    assert nftables.element_update(after, changed) is None
+    assert nftables.element_update(None, after) is None
 
 
 def test_port_range_forward_maps_each_port():
@@ -293,3 +405,47 @@ def test_port_range_forward_maps_each_port():
     assert "203.0.113.10 . tcp . 8000 : 10.1.1.5 . 9000" in text
     assert "203.0.113.10 . tcp . 8009 : 10.1.1.5 . 9009" in text
     assert text.count("flush ruleset") == 0 and "delete table inet vr" in text
+
+
+def test_the_journal_replays_its_batches_on_the_snapshot_it_follows(tmp_path, monkeypatch):
+    from vr import persist
+
+    layout = Layout(tmp_path)
+    layout.make_directories()
+    state = parse_document(doc(valid_state()), RouterState()).state
+    persist.write(layout, state, doc(valid_state()))  # a state document's snapshot is the document itself
+    layout.state_cache.unlink()
+    assert persist.read(layout) == state
+    entry = {"mac": "02:00:0a:01:01:09", "ip": "10.1.1.9", "hostname": "vm9"}
+    for op in ("add", "remove", "add"):
+        batch = {"schema": 1, "kind": "batch", "commands": [{"op": op, "type": "dhcp", "data": entry}]}
+        state = parse_document(batch, state).state
+        persist.append(layout, state, batch["commands"])
+    with open(layout.journal, "ab") as journal:
+        journal.write(b'{"base": "torn by a cra')  # a crash mid-append: never acknowledged
+    assert persist.read(layout) == state and not layout.state.read_text().count("vm9")
+    persist.append(layout, state, [])  # the next line is whole despite the torn one before it
+    assert persist.read(layout) == state
+    persist.write(layout, RouterState())  # a new snapshot: the journal's lines no longer apply
+    assert persist.read(layout) == RouterState() and not layout.journal.exists()
+    monkeypatch.setattr(persist, "JOURNAL_LIMIT", 0)
+    persist.append(layout, state, [{"op": "add", "type": "dhcp", "data": entry}])
+    assert "vm9" in layout.state.read_text() and persist.read(layout) == state  # written whole instead
+
+
+def test_large_firewall_sets_are_sharded_and_an_added_rule_stays_an_element_update():
+    """The kernel's concatenated-interval sets cost O(n) per inserted element: 20,000 in one set took 3 s."""
+    from vr.intervals import SHARD_SIZE
+
+    layout = Layout(Path("/r"))
+    state = valid_state()
+    rule = {"direction": "ingress", "public_ip": "203.0.113.10", "protocol": "tcp"}
+    state["firewall"] = [{**rule, "ports": 20000 + i, "cidrs": [f"10.{i % 256}.{i // 256}.0/24"]} for i in range(5000)]
+    before = nftables.render(parse_document(doc(state), RouterState()).state, layout)[layout.nftables]
+    sets = _port_sets(before)
+    assert len(sets) == 8 and sum(map(len, sets.values())) == 5000
+    assert max(map(len, sets.values())) < 2 * SHARD_SIZE
+    state["firewall"].append({**rule, "ports": 30000, "cidrs": ["192.0.2.0/24"]})
+    after = nftables.render(parse_document(doc(state), RouterState()).state, layout)[layout.nftables]
+    update = nftables.element_update(before, after)
+    assert update.count("\n") == 1 and update.startswith("add element inet vr ingress_ports_0_")

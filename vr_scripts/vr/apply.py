@@ -6,6 +6,7 @@ previous files and rules are put back and re-activated, and the result says whic
 
 import contextlib
 import fcntl
+import functools
 import os
 import time
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from .run import CommandFailed
 
 # Activation order matters: addresses before the rules and daemons that bind to them.
 SUBSYSTEMS = (interfaces, nftables, dnsmasq, haproxy, metadata)
+SERVICES = (dnsmasq.SERVICE, haproxy.SERVICE, metadata.SERVICE)
 
 
 @dataclass
@@ -31,6 +33,8 @@ class Change:
     services: object
     changed: set = field(default_factory=set)
     force: bool = False  # re-apply kernel state (addresses, rules) even if no file changed
+    previous: dict = field(default_factory=dict)  # path -> text before this apply (None: absent), of changed files
+    plans: dict = field(default_factory=dict)  # subsystem name -> what its check worked out for its activate
 
 
 class ApplyFailed(Exception):
@@ -70,6 +74,10 @@ def apply_document(data, layout, services):
     """Apply a state or batch document; return the JSON result (its "ok" says whether it was applied)."""
     phases = Phases()
     with apply_lock(layout):
+        with phases("unchanged"):
+            unchanged = _same_state_again(data, layout, services)
+        if unchanged:
+            return {**unchanged, "timings": phases.seconds}
         with phases("validate"):
             current = persist.read(layout)
             try:
@@ -77,11 +85,34 @@ def apply_document(data, layout, services):
             except Invalid as invalid:
                 return _invalid_result(data, invalid, phases)
         selected = [s for s in SUBSYSTEMS if s.NAME in parsed.subsystems]
+        state = parsed.kind == "state"
+        if state:
+            save = functools.partial(persist.write, layout, parsed.state, data)
+        else:
+            save = functools.partial(persist.append, layout, parsed.state, data["commands"])
         try:
-            actions = converge(current, parsed.state, layout, services, selected, parsed.kind == "state", phases)
+            actions, files = converge(current, parsed.state, layout, services, selected, state, phases, save)
         except ApplyFailed as failed:
             return _result(parsed, phases, failed=failed)
+        if state:
+            with phases("persist"):
+                persist.record_applied(layout, files, [n for n in SERVICES if services.is_active(n)])
     return _result(parsed, phases, actions=actions)
+
+
+def _same_state_again(data, layout, services):
+    """The result of a state document that is the one last applied, when nothing it made has changed since
+    (persisted state, rendered files, its table and services still there); None otherwise. `--reapply`
+    is the way to put everything in force again regardless."""
+    if not isinstance(data, dict) or data.get("kind") != "state":
+        return None
+    record = persist.applied(layout, data)
+    if record is None or not nftables.loaded() or not all(services.is_active(n) for n in record["services"]):
+        return None
+    items = data.get("state") or {}
+    sections = {n: {"ok": True, "items": len(items.get(n) or ())} for n, s in SECTIONS.items() if s.key_fields}
+    result = {"ok": True, "kind": "state", "version": __version__, "sections": sections, "actions": {}}
+    return {**result, "unchanged": True}
 
 
 def reapply(layout, services):
@@ -91,28 +122,31 @@ def reapply(layout, services):
         with phases("validate"):
             state = persist.read(layout)
         try:
-            actions = converge(state, state, layout, services, SUBSYSTEMS, True, phases)
+            save = functools.partial(persist.write, layout, state)
+            actions, _ = converge(state, state, layout, services, SUBSYSTEMS, True, phases, save)
         except ApplyFailed as failed:
             return {"ok": False, "kind": "reapply", "failed": failed.to_json(), "timings": phases.seconds}
     return {"ok": True, "kind": "reapply", "actions": actions, "timings": phases.seconds, "version": __version__}
 
 
-def converge(old, new, layout, services, selected, force, phases):
-    """Make the router run `new`; on failure put `old` back and raise ApplyFailed."""
+def converge(old, new, layout, services, selected, force, phases, save):
+    """Make the router run `new`, then `save()` it; on failure put `old` back and raise ApplyFailed.
+    Return the actions taken and the files rendered."""
     with phases("render"):
         rendered = {s: s.render(new, layout) for s in selected}
-        changed = {path: text for files in rendered.values() for path, text in files.items() if _read(path) != text}
+        files = {path: text for texts in rendered.values() for path, text in texts.items()}
+        previous = {path: _read(path) for path in files}
+        changed = {path: text for path, text in files.items() if previous[path] != text}
+    change = Change(old, new, layout, services, set(changed), force, {p: previous[p] for p in changed})
     with phases("check"):
         staged = _stage(changed)
         try:
-            for subsystem, files in rendered.items():
-                if changed.keys() & files.keys():
-                    _check(subsystem, staged, layout)
+            for subsystem, texts in rendered.items():
+                if changed.keys() & texts.keys():
+                    _check(subsystem, staged, change)
         except ApplyFailed:
             _unstage(staged)
             raise
-    previous = {path: _read(path) for path in changed}
-    change = Change(old, new, layout, services, set(changed), force)
     actions = {}
     try:
         with phases("swap"):
@@ -122,16 +156,16 @@ def converge(old, new, layout, services, selected, force, phases):
             for subsystem in selected:
                 _activate(subsystem, change, actions)
     except ApplyFailed:
-        _roll_back(previous, Change(new, old, layout, services, set(changed), force), selected)
+        _roll_back(change.previous, Change(new, old, layout, services, set(changed), force), selected)
         raise
     with phases("persist"):
-        persist.write(layout, new)
-    return actions
+        save()
+    return actions, files
 
 
-def _check(subsystem, staged, layout):
+def _check(subsystem, staged, change):
     try:
-        subsystem.check(_StagedView(staged), layout)
+        subsystem.check(_StagedView(staged), change)
     except CommandFailed as err:
         raise ApplyFailed("check", subsystem.NAME, err) from err
 

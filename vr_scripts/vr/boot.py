@@ -32,10 +32,10 @@ READY = Path("run/vr/ready")
 BOOT_JSON = Path("run/vr/boot.json")
 VR_APPLY = Path(__file__).resolve().parents[2] / "bin" / "vr-apply"
 
-HOSTNAME = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-INTERFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-ROLE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
-KEY_LINE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( [^\n]*)?$")
+HOSTNAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")  # all four: fullmatch
+INTERFACE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+ROLE = re.compile(r"[a-z][a-z0-9-]{0,31}")
+KEY_LINE = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( [^\n]*)?")
 
 
 class BadParams(ValueError):
@@ -97,12 +97,12 @@ def _decode_key(text: str) -> str:
 
 
 def _validated(params: BootParams) -> BootParams:
-    if not HOSTNAME.match(params.hostname):
+    if not HOSTNAME.fullmatch(params.hostname):
         raise BadParams(f"hostname {params.hostname!r} is not a host name (a-z, 0-9, -; at most 63)")
-    if not ROLE.match(params.role):
+    if not ROLE.fullmatch(params.role):
         raise BadParams(f"role {params.role!r} is not a role name like 'router'")
     for name in ("control_if", "public_if", "guest_if"):
-        if not INTERFACE.match(getattr(params, name)):
+        if not INTERFACE.fullmatch(getattr(params, name)):
             raise BadParams(f"{name} {getattr(params, name)!r} is not an interface name")
     for name in ("control", "public", "guest"):
         value = getattr(params, name)
@@ -110,7 +110,7 @@ def _validated(params: BootParams) -> BootParams:
             raise BadParams(f"{name} {value!r} needs a prefix length, like 169.254.3.4/16")
         _check(name, value, ipaddress.ip_interface)
     _check("gateway", params.gateway, ipaddress.ip_address)
-    if params.authorized_key and not KEY_LINE.match(params.authorized_key):
+    if params.authorized_key and not KEY_LINE.fullmatch(params.authorized_key):
         raise BadParams("authorized_key is not an SSH public key line (type, base64, comment)")
     return params
 

@@ -1,18 +1,26 @@
 """Checks that look at the whole desired state at once: duplicates, conflicts between rules, and references
 to addresses the router does not have. Each problem names the command or entry that brought in the item,
-through the `origin(section, item)` function the caller passes.
+through the `origin(section, item)` function the caller passes. A batch checks only what involves the
+sections it touched: the persisted rest passed these checks when it was persisted.
 """
 
 from collections import defaultdict
 
 from .fields import Problem
+from .intervals import MAX_CIDRS, MAX_LAYERS, layers
+from .model import SECTIONS
+
+ALL = frozenset(SECTIONS)
 
 PERSISTED = "persisted state"
 
 
-def check_state(state, origin):
-    """Every cross-item problem of `state`, each located by `origin(section_name, item)`."""
+def check_state(state, origin, touched=None):
+    """Every cross-item problem of `state` that involves a `touched` section (None: all), each located by
+    `origin(section_name, item)`. Interfaces touch everything: every address is checked against them."""
     problems = []
+    if touched is None or "interfaces" in touched:
+        touched = ALL
 
     def report(section, item, error, field=None, other=None):
         """Name the item at fault; in a conflict with `other` (section, item), the one the document brought."""
@@ -25,13 +33,17 @@ def check_state(state, origin):
             error = f"{error} (conflicts with {other_where})"
         problems.append(Problem(f"{where}.{field}" if field else where, error))
 
-    _check_interfaces(state.interfaces, report)
+    if "interfaces" in touched:
+        _check_interfaces(state.interfaces, report)
     guests = [g.gateway.network for g in state.interfaces.guests]
     public = state.interfaces.public_addresses
-    _check_vm_addresses(state, guests, report)
-    _check_public_addresses(state, public, report)
-    _check_unique(state, report)
-    _check_port_conflicts(state, report)
+    _check_vm_addresses(state, guests, report, touched)
+    _check_public_addresses(state, public, report, touched)
+    _check_unique(state, report, touched)
+    if touched & {"port_forwarding", "load_balancer"}:
+        _check_port_conflicts(state, report)
+    if "firewall" in touched:
+        _check_firewall_size(state, report)
     return problems
 
 
@@ -61,7 +73,7 @@ def _guest_address_error(ip, guests):
     return f"{ip} is not in any guest network ({', '.join(map(str, guests)) or 'none configured'})"
 
 
-def _check_vm_addresses(state, guests, report):
+def _check_vm_addresses(state, guests, report, touched):
     gateways = {g.gateway.ip for g in state.interfaces.guests}
     vm_fields = [
         ("port_forwarding", "vm_ip"),
@@ -70,24 +82,24 @@ def _check_vm_addresses(state, guests, report):
         ("vm_data", "vm_ip"),
     ]
     for section, name in vm_fields:
-        for item in getattr(state, section):
+        for item in getattr(state, section) if section in touched else ():
             ip = getattr(item, name)
             error = _guest_address_error(ip, guests)
             if ip in gateways:
                 error = f"{ip} is the router's own gateway address"
             if error:
                 report(section, item, error, name)
-    for lb in state.load_balancer:
+    for lb in state.load_balancer if "load_balancer" in touched else ():
         for backend in lb.backends:
             error = _guest_address_error(backend.ip, guests)
             if error:
                 report("load_balancer", lb, error, "backends")
-    for snat in state.source_nat:
+    for snat in state.source_nat if "source_nat" in touched else ():
         if not any(snat.guest_cidr.subnet_of(net) for net in guests):
             report("source_nat", snat, f"{snat.guest_cidr} is not within a guest network", "guest_cidr")
 
 
-def _check_public_addresses(state, public, report):
+def _check_public_addresses(state, public, report, touched):
     uses = [
         ("source_nat", state.source_nat),
         ("port_forwarding", state.port_forwarding),
@@ -96,18 +108,18 @@ def _check_public_addresses(state, public, report):
         ("firewall", [r for r in state.firewall if r.direction == "ingress"]),
     ]
     for section, items in uses:
-        for item in items:
+        for item in items if section in touched else ():
             if item.public_ip not in public:
                 report(section, item, f"{item.public_ip} is not one of the router's public addresses", "public_ip")
     one_to_one = {s.public_ip: s for s in state.static_nat}
     for section, items in uses[:2] + uses[3:4]:
-        for item in items:
+        for item in items if section in touched or "static_nat" in touched else ():
             if item.public_ip in one_to_one:
                 other = ("static_nat", one_to_one[item.public_ip])
                 report(section, item, f"{item.public_ip} is taken by static NAT", "public_ip", other)
 
 
-def _check_unique(state, report):
+def _check_unique(state, report, touched):
     """Values that must be unique across a section: the second and later holders are reported."""
     unique = [
         ("dhcp", "ip"),
@@ -115,6 +127,8 @@ def _check_unique(state, report):
         ("static_nat", "vm_ip"),
     ]
     for section, name in unique:
+        if section not in touched:
+            continue
         seen = {}
         for item in getattr(state, section):
             value = getattr(item, name)
@@ -124,7 +138,7 @@ def _check_unique(state, report):
                 report(section, item, error, name, (section, seen[value]))
             seen.setdefault(value, item)
     frontends = defaultdict(list)
-    for lb in state.load_balancer:
+    for lb in state.load_balancer if "load_balancer" in touched else ():
         frontends[(lb.public_ip, lb.port)].append(lb)
     for (ip, port), lbs in frontends.items():
         for lb in lbs[1:]:
@@ -148,3 +162,24 @@ def _check_port_conflicts(state, report):
             if pf.public_ports.first <= lb.port <= pf.public_ports.last:
                 error = f"{lb.public_ip}:{lb.port} is already port-forwarded"
                 report("load_balancer", lb, error, "port", ("port_forwarding", pf))
+
+
+def _check_firewall_size(state, report):
+    """Bound what the firewall renders: its CIDR entries, and how deep port ranges nest (one set per level)."""
+    entries = 0
+    for rule in state.firewall:
+        entries += len(rule.cidrs)
+        if entries > MAX_CIDRS:
+            report("firewall", rule, f"the firewall holds more than {MAX_CIDRS} CIDR entries in all", "cidrs")
+            break
+    by_key = defaultdict(list)
+    for rule in state.firewall:
+        if rule.ports is not None:
+            by_key[(rule.direction, rule.public_ip, rule.protocol)].append(rule)
+    for (direction, public_ip, protocol), rules in by_key.items():
+        layer = layers(r.ports for r in rules)
+        too_deep = next((r for r in rules if layer[r.ports] >= MAX_LAYERS), None)
+        if too_deep is not None:
+            on = f"{public_ip}/{protocol}" if public_ip else f"{direction} {protocol}"
+            error = f"port ranges on {on} overlap more than {MAX_LAYERS} deep; merge overlapping rules"
+            report("firewall", too_deep, error, "ports")

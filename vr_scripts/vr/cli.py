@@ -7,10 +7,11 @@ import argparse
 import json
 import logging
 import logging.handlers
+import resource
 import sys
 from pathlib import Path
 
-from . import SCHEMA_VERSION, health, persist, services
+from . import SCHEMA_VERSION, persist, services
 from .apply import apply_document as _apply_document
 from .apply import reapply
 from .document import state_document
@@ -41,6 +42,7 @@ def _log_result(layout, result):
 
 
 def _finish(layout, result):
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     _log_result(layout, result)
     json.dump(result, sys.stdout, indent=1)
     sys.stdout.write("\n")
@@ -72,8 +74,9 @@ def main_apply(argv=None):
         layout, router_services = _router()
         return _finish(layout, reapply(layout, router_services))
     try:
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-        data = json.loads(text)
+        # Bytes, decoded strictly: text-mode stdin would turn undecodable bytes into lone surrogates.
+        raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+        data = json.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         return _invalid(f"cannot read {args.file}: {err}")
     return apply_document(data)
@@ -103,6 +106,8 @@ def main_state(argv=None):
 
 def main_health(argv=None):
     argparse.ArgumentParser(prog="vr-health", description="Print this router's health as JSON.").parse_args(argv)
+    from . import health  # only vr-health needs it (and what it imports)
+
     layout, router_services = _router()
     result = health.report(layout, router_services, persist.read(layout))
     json.dump(result, sys.stdout, indent=1)

@@ -43,8 +43,8 @@ def _name_line(entry, domains):
     return f"{entry.ip} {names}\n"
 
 
-def check(staged, layout):
-    run(["dnsmasq", "--test", f"--conf-file={staged[layout.dnsmasq_conf]}"])
+def check(staged, change):
+    run(["dnsmasq", "--test", f"--conf-file={staged[change.layout.dnsmasq_conf]}"])
 
 
 def activate(change):

@@ -5,7 +5,7 @@ All problems are collected and raised together as `Invalid`, each naming its com
 
 import base64
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import SCHEMA_VERSION
 from .checks import check_state
@@ -58,7 +58,7 @@ def parse_document(data, current, check=True):
         state = parse_state(f.data.get("state"), "state", problems, origins)
         f.read.add("state")
         f.finish()
-        return _checked(Parsed("state", state), problems, lambda s, i: origins.get(id(i), f"state.{s}"), check)
+        return _checked(Parsed("state", state), problems, lambda s, i: origins.get(id(i), f"state.{s}"), check, None)
     if kind == "batch":
         commands = f.items("commands", _parse_command, default=None, max_items=MAX_COMMANDS)
         f.finish()
@@ -66,14 +66,15 @@ def parse_document(data, current, check=True):
             raise Invalid(problems)
         state, origins = apply_commands(current, commands, problems)
         origin = lambda s, i: origins.get((s, SECTIONS[s].key(i)), f"persisted state.{s}")  # noqa: E731
-        return _checked(Parsed("batch", state, commands), problems, origin, check)
+        touched = {c.section for c in commands}
+        return _checked(Parsed("batch", state, commands), problems, origin, check, touched)
     f.finish()
     raise Invalid(problems)
 
 
-def _checked(parsed, problems, origin, check):
+def _checked(parsed, problems, origin, check, touched):
     if check and not problems:
-        problems.extend(check_state(parsed.state, origin))
+        problems.extend(check_state(parsed.state, origin, touched))
     if problems:
         raise Invalid(problems)
     return parsed
@@ -165,8 +166,10 @@ def _read_key(section, data, where, problems):
 
 
 def apply_commands(current, commands, problems):
-    """The state after the commands, in order, and which command last wrote each item."""
-    sections = {s.name: {s.key(i): i for i in _as_items(getattr(current, s.name))} for s in SECTIONS.values()}
+    """The state after the commands, in order, and which command last wrote each item. Only the sections
+    the commands name are indexed; the others are taken over as they are."""
+    touched = {SECTIONS[c.section] for c in commands}
+    sections = {s.name: {s.key(i): i for i in _as_items(getattr(current, s.name))} for s in touched}
     origins = {}
     for command in commands:
         items = sections[command.section]
@@ -176,7 +179,7 @@ def apply_commands(current, commands, problems):
         else:
             items.pop(command.key, None)
     values = {name: _from_items(name, items) for name, items in sections.items()}
-    return RouterState(**values), origins
+    return replace(current, **values), origins
 
 
 def _as_items(value):

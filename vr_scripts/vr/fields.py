@@ -10,12 +10,15 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-DOMAIN = re.compile(r"^(?=.{1,253}$)((?!-)[A-Za-z0-9-]{1,63}(?<!-)\.)*(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-DEVICE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Matched with fullmatch: `$` would also match before a trailing newline, which then splits a config line.
+HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+DOMAIN = re.compile(r"(?=.{1,253}\Z)((?!-)[A-Za-z0-9-]{1,63}(?<!-)\.)*(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+DEVICE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+# Control characters, and lone surrogates: what undecodable bytes or a JSON "\udcff" escape become,
+# which no file or HTTP reply can encode later.
+CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,7 @@ class Fields:
             return {}
         result = {}
         for key, item in value.items():
-            if not isinstance(key, str) or not key_pattern.match(key):
+            if not isinstance(key, str) or not key_pattern.fullmatch(key):
                 self.problem(f"{where}.{str(key)[:64]}", f"is not a valid name (must match {key_pattern.pattern})")
                 continue
             try:
@@ -202,10 +205,10 @@ def text(value, *, pattern=None, max_len=255, what="text"):
         raise TypeError(f"must be a string, got {_describe(value)}")
     if not value or len(value) > max_len:
         raise ValueError(f"must be 1 to {max_len} characters long, got {len(value)}")
-    if pattern is not None and not pattern.match(value):
+    if CONTROL.search(value):
+        raise ValueError("must not contain control characters (newlines, tabs, ...) or undecodable bytes")
+    if pattern is not None and not pattern.fullmatch(value):
         raise ValueError(f"{_describe(value)} is not a valid {what}")
-    if pattern is None and CONTROL.search(value):
-        raise ValueError("must not contain control characters (newlines, tabs, ...)")
     return value
 
 
@@ -235,12 +238,18 @@ def _ip_text(value, kind):
     return value
 
 
-@functools.lru_cache(maxsize=8192)  # a VM's address recurs in its DHCP, metadata and NAT entries
 def address(value):
+    return _address(_ip_text(value, "address"))
+
+
+# Cached: a VM's address recurs in its DHCP, metadata and NAT entries, a CIDR such as 0.0.0.0/0 in many
+# rules; one object per value also lets the persisted pickle store (and rebuild) each value once.
+@functools.lru_cache(maxsize=65536)
+def _address(text):
     try:
-        return ipaddress.IPv4Address(_ip_text(value, "address"))
+        return ipaddress.IPv4Address(text)
     except ipaddress.AddressValueError as err:
-        raise ValueError(f"{_describe(value)} is not an IPv4 address") from err
+        raise ValueError(f"{_describe(text)} is not an IPv4 address") from err
 
 
 def interface(value):
@@ -255,10 +264,15 @@ def interface(value):
 
 def network(value):
     """A CIDR whose host bits are zero, like 10.1.1.0/24; a bare address means /32."""
+    return _network(_ip_text(value, "CIDR"))
+
+
+@functools.lru_cache(maxsize=65536)
+def _network(text):
     try:
-        return ipaddress.IPv4Network(_ip_text(value, "CIDR"))
+        return ipaddress.IPv4Network(text)
     except ValueError as err:
-        raise ValueError(f"{_describe(value)} is not an IPv4 CIDR with zero host bits") from err
+        raise ValueError(f"{_describe(text)} is not an IPv4 CIDR with zero host bits") from err
 
 
 def ports(value):
@@ -276,7 +290,7 @@ def ports(value):
 
 
 def mac(value):
-    if not isinstance(value, str) or not MAC.match(value.lower()):
+    if not isinstance(value, str) or not MAC.fullmatch(value.lower()):
         raise ValueError(f"{_describe(value)} is not a MAC address like 02:00:0a:01:01:05")
     return value.lower()
 

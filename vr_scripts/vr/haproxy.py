@@ -17,8 +17,8 @@ def render(state, layout):
     return {layout.haproxy_cfg: config}
 
 
-def check(staged, layout):
-    run(["haproxy", "-c", "-q", "-f", str(staged[layout.haproxy_cfg])])
+def check(staged, change):
+    run(["haproxy", "-c", "-q", "-f", str(staged[change.layout.haproxy_cfg])])
 
 
 def activate(change):

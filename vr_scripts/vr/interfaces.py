@@ -17,7 +17,7 @@ def render(state, layout):
     return {}
 
 
-def check(staged, layout):
+def check(staged, change):
     """Nothing to check before the swap: every address and device name was validated."""
 
 

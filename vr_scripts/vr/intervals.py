@@ -1,35 +1,51 @@
-"""Turns firewall rules into non-overlapping set elements. nftables refuses overlapping elements in an
-interval set of concatenations ("File exists"), while users legitimately write overlapping rules
-(22 from 10.1.0.0/16 and 20-30 from 10.0.0.0/8): the union is what matters, so render the union.
+"""Packs firewall rules into interval sets whose elements never overlap, which nftables requires of a set of
+concatenations ("File exists"), while users legitimately write overlapping rules (22 from 10.1.0.0/16 and
+20-30 from 10.0.0.0/8). Rules with the same port range share one collapsed list of CIDRs; distinct port
+ranges that overlap go to different layers (one set each), so the elements stay linear in rules and CIDRs.
+The kernel's set type for concatenated intervals (pipapo) costs O(n) per inserted element, so a layer of
+many elements is split into shards of about SHARD_SIZE: loading then costs linear in the elements.
 """
 
+import heapq
 import ipaddress
-from collections import Counter, defaultdict
+import zlib
 
-from .fields import PortRange
+# Bounds on what one state may render, checked with the rest of the state before anything changes.
+MAX_LAYERS = 32  # port ranges nested deeper than this on one address and protocol are refused
+MAX_CIDRS = 100_000  # CIDR entries over all firewall rules
+SHARD_SIZE = 1024  # 10,000 elements in one set load in 0.8 s, 20,000 in 3 s; in sets of 1,024 about 0.1 s
 
 
-def disjoint_boxes(boxes):
-    """(PortRange, network) pairs covering exactly the union of `boxes`, none overlapping another."""
-    starts, ends = defaultdict(list), defaultdict(list)
-    for ports, network in boxes:
-        starts[ports.first].append(network)
-        ends[ports.last + 1].append(network)
-    positions = sorted(set(starts) | set(ends))
-    active, runs = Counter(), []
-    for position, following in zip(positions, positions[1:], strict=False):
-        active.update(starts[position])
-        active.subtract(ends[position])
-        active += Counter()  # drop networks no longer active
-        if not active:
-            continue
-        networks = tuple(ipaddress.collapse_addresses(active))
-        if runs and runs[-1][1] == position - 1 and runs[-1][2] == networks:
-            runs[-1][1] = following - 1
-        else:
-            runs.append([position, following - 1, networks])
-    return [(PortRange(first, last), network) for first, last, networks in runs for network in networks]
+def layers(ranges):
+    """A layer number for each distinct PortRange in `ranges`, such that ranges sharing a layer do not
+    overlap; as few layers as the ranges nest deep (greedy interval colouring, by first port)."""
+    ending, free, layer = [], [], {}  # ending: (last port, layer) of the range each busy layer ends with
+    for ports in sorted(set(ranges), key=bounds):
+        while ending and ending[0][0] < ports.first:
+            heapq.heappush(free, heapq.heappop(ending)[1])
+        number = heapq.heappop(free) if free else len(ending)
+        layer[ports] = number
+        heapq.heappush(ending, (ports.last, number))
+    return layer
+
+
+def bounds(ports):
+    return ports.first, ports.last  # a plain tuple sorts in C; the dataclass's own order runs Python code
 
 
 def collapse(networks):
+    if len(networks) == 1:  # the common case, and collapse_addresses is slow even for one
+        return list(networks)
     return list(ipaddress.collapse_addresses(networks))
+
+
+def shards(elements):
+    """`elements` spread over as few sets as keep each near SHARD_SIZE (a power of two of them, so the
+    count changes rarely); an element's shard follows from its text alone, so an element update stays one."""
+    count = 1
+    while len(elements) > count * SHARD_SIZE:
+        count *= 2
+    spread = [[] for _ in range(count)]
+    for element in elements:
+        spread[zlib.crc32(element.encode()) % count].append(element)
+    return spread

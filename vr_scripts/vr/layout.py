@@ -60,8 +60,16 @@ class Layout:
         return self._at("var/lib/vr/state.json")
 
     @property
+    def journal(self):
+        return self._at("var/lib/vr/state.journal")
+
+    @property
     def state_cache(self):
         return self._at("var/lib/vr/state.cache")
+
+    @property
+    def applied(self):
+        return self._at("var/lib/vr/applied.json")
 
     @property
     def log(self):

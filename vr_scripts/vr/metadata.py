@@ -14,7 +14,8 @@ def render(state, layout):
     macs = {str(e.ip): e.mac for e in state.dhcp}
     vms = {str(vm.vm_ip): _vm(vm, macs.get(str(vm.vm_ip))) for vm in state.vm_data}
     document = {"listen": [str(g.gateway.ip) for g in state.interfaces.guests], "vms": vms}
-    return {layout.metadata: json.dumps(document, sort_keys=True, indent=1) + "\n"}
+    # Compact: an indent would make json use its pure-Python encoder, ten times slower at 10,000 VMs.
+    return {layout.metadata: json.dumps(document, sort_keys=True, separators=(",", ":")) + "\n"}
 
 
 def _vm(vm, mac):
@@ -26,7 +27,7 @@ def _vm(vm, mac):
     return entry
 
 
-def check(staged, layout):
+def check(staged, change):
     """Nothing to check: the file is JSON this module just wrote from validated data."""
 
 

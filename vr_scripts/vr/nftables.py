@@ -1,14 +1,16 @@
 """Packet filtering and NAT: the router's own nftables table `inet vr`, rendered whole from the state.
 Per-VM items live in sets and maps (port forwards keyed by address . protocol . port, CIDRs in interval
-sets), so neither a packet nor an apply costs more per rule. Swapped in with one `nft -f` transaction.
+sets), so neither a packet nor an apply costs more per rule. Swapped in with one `nft -f` transaction:
+the whole table, or only the changed elements when nothing but set and map elements changed.
 """
 
 import json
 from collections import defaultdict
 
-from .intervals import collapse, disjoint_boxes
+from . import contract
+from .intervals import bounds, collapse, layers, shards
 from .render import render as render_template
-from .run import run
+from .run import CommandFailed, run, succeeds
 
 NAME = "nftables"
 TABLE = ("inet", "vr")
@@ -24,6 +26,7 @@ def _context(state):
     egress = [r for r in state.firewall if r.direction == "egress"]
     deny_by_default = state.egress_policy.default == "deny"
     return {
+        "ssh_port": contract.SSH_PORT,
         "control_devices": [_quoted(interfaces.control.device)] if interfaces.control else [],
         "guest_devices": [_quoted(g.device) for g in interfaces.guests],
         "public_devices": [_quoted(p.device) for p in interfaces.public],
@@ -50,54 +53,126 @@ def _quoted(device):
 
 
 def _firewall_elements(direction, rules):
-    """The three sets of one direction: rules with ports, protocol-only rules (icmp), protocol all.
-    Ingress elements read public address . protocol [. port] . source; egress destination . protocol [. port].
-    """
-    with_ports, protocol_only, any_protocol = defaultdict(list), defaultdict(list), defaultdict(list)
+    """The sets of one direction: rules with ports (in layers, see intervals.py), protocol-only rules (icmp),
+    protocol all. Ingress elements read public address . protocol [. port] . source; egress destination .
+    protocol [. port]."""
+    with_ports, protocol_only, any_protocol = defaultdict(dict), defaultdict(list), defaultdict(list)
     for rule in rules:
         address = (rule.public_ip,) if direction == "ingress" else ()
-        for cidr in rule.cidrs:
-            if rule.protocol == "all":
-                any_protocol[address].append(cidr)
-            elif rule.ports is None:
-                protocol_only[(*address, rule.protocol)].append(cidr)
-            else:
-                with_ports[(*address, rule.protocol)].append((rule.ports, cidr))
+        if rule.protocol == "all":
+            any_protocol[address].extend(rule.cidrs)
+        elif rule.ports is None:
+            protocol_only[(*address, rule.protocol)].extend(rule.cidrs)
+        else:
+            with_ports[(*address, rule.protocol)].setdefault(rule.ports, []).extend(rule.cidrs)
 
     def element(key, cidr, *ports):
         parts = (*key, *ports, cidr) if direction == "ingress" else (cidr, *key, *ports)
         return " . ".join(map(str, parts))
 
+    port_layers = defaultdict(list)
+    for key, by_ports in sorted(with_ports.items()):
+        layer = layers(by_ports)
+        for ports in sorted(by_ports, key=bounds):
+            port_layers[layer[ports]].extend(element(key, cidr, ports) for cidr in collapse(by_ports[ports]))
+    protocols = [element(key, cidr) for key, cidrs in sorted(protocol_only.items()) for cidr in collapse(cidrs)]
+    anything = [element(key, cidr) for key, cidrs in sorted(any_protocol.items()) for cidr in collapse(cidrs)]
     return {
+        # Always a layer 0 and a shard 0, so the table's set names do not depend on the rules.
         f"{direction}_ports": [
-            element(key, cidr, ports)
-            for key, boxes in sorted(with_ports.items())
-            for ports, cidr in disjoint_boxes(boxes)
+            (f"{direction}_ports_{n}_{i}", part)
+            for n in range(max(port_layers, default=0) + 1)
+            for i, part in enumerate(shards(port_layers[n]))
         ],
-        f"{direction}_protocols": [
-            element(key, cidr) for key, cidrs in sorted(protocol_only.items()) for cidr in collapse(cidrs)
-        ],
-        f"{direction}_any": [
-            element(key, cidr) for key, cidrs in sorted(any_protocol.items()) for cidr in collapse(cidrs)
-        ],
+        f"{direction}_protocols": _named(f"{direction}_protocols", protocols),
+        f"{direction}_any": _named(f"{direction}_any", anything),
     }
 
 
-def check(staged, layout):
-    run(["nft", "-c", "-f", str(staged[layout.nftables])])
+def _named(prefix, elements):
+    return [(f"{prefix}_{i}", part) for i, part in enumerate(shards(elements))]
+
+
+def check(staged, change):
+    """Check the whole table, or, when only set and map elements changed, the element update alone against
+    the live table (and keep it for activate)."""
+    path = change.layout.nftables
+    update = None if change.force else element_update(change.previous.get(path), staged[path].read_text())
+    if update is not None:
+        try:
+            run(["nft", "-c", "-f", "/dev/stdin"], input=update)
+            change.plans[NAME] = update
+            return
+        except CommandFailed:
+            pass  # the live table is not what the previous file says: check and load the whole file
+    run(["nft", "-c", "-f", str(staged[path])])
 
 
 def activate(change):
-    """Load the rendered table; a state document or a re-apply loads it even when the file is unchanged."""
+    """Load the rendered table, or only its changed elements; a state document or a re-apply loads it
+    whole even when the file is unchanged."""
     path = change.layout.nftables
     if path not in change.changed and not change.force:
         return None
+    update = change.plans.get(NAME)
+    if update is not None:
+        try:
+            run(["nft", "-f", "/dev/stdin"], input=update)
+            return "updated"
+        except CommandFailed:
+            pass  # the live table changed since the check: the whole file puts it right
     if path.exists():
         run(["nft", "-f", str(path)])
         return "loaded"
     # Rolling back to a router that had no rules yet: remove the table this apply created.
     run(["nft", "delete", "table", *TABLE], check=False)
     return "removed"
+
+
+def element_update(before, after):
+    """An nft transaction taking the table of file `before` to that of file `after` by deleting and adding
+    set and map elements, or None when anything else differs (a set, a rule, a policy). Both are files this
+    module rendered: one element per line, inside an `elements = {` block."""
+    if before is None:
+        return None
+    shape_before, old = _elements(before)
+    shape_after, new = _elements(after)
+    if shape_before != shape_after:
+        return None
+    deletes, adds = [], []
+    for name, elements in new.items():
+        kept, wanted = set(old[name]), set(elements)
+        gone = [e.split(" : ")[0] for e in old[name] if e not in wanted]  # a map's element is deleted by key
+        added = [e for e in elements if e not in kept]
+        deletes += [f"delete element {' '.join(TABLE)} {name} {{ {', '.join(gone)} }}"] if gone else []
+        adds += [f"add element {' '.join(TABLE)} {name} {{ {', '.join(added)} }}"] if added else []
+    # Deletes first: an added interval may overlap one it replaces (CIDRs collapsed differently).
+    return "\n".join(deletes + adds) + "\n" if deletes or adds else None
+
+
+def _elements(text):
+    """The file's lines other than set elements, and each set's or map's elements in order."""
+    shape, elements, name, inside = [], {}, None, False
+    for line in text.splitlines():
+        words = line.split()
+        if inside:
+            if words == ["}"]:
+                inside = False
+            else:
+                elements[name].append(line.strip().rstrip(","))
+        elif words == ["elements", "=", "{"]:
+            inside = True
+        else:
+            if words[:1] in (["set"], ["map"]):
+                name = words[1]
+                elements[name] = []
+            shape.append(line)
+    return shape, elements
+
+
+def loaded():
+    """Whether the router's table is in the kernel (terse: without listing its elements)."""
+    return succeeds(["nft", "-t", "list", "table", *TABLE])
 
 
 def counts():

@@ -5,13 +5,13 @@ engine, undefined names are errors, and nothing is escaped because every value w
 from functools import cache
 from pathlib import Path
 
-import jinja2
-
 TEMPLATES = Path(__file__).parent / "templates"
 
 
 @cache
 def environment():
+    import jinja2  # here, not at the top: a command that renders no template does not pay for importing it
+
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         undefined=jinja2.StrictUndefined,

@@ -68,10 +68,9 @@ class ProcessServices:
     def _pid(self, name):
         try:
             pid = int(self.layout.pid_file(name).read_text().split()[0])
-            os.kill(pid, 0)
-            return pid
-        except (FileNotFoundError, IndexError, ValueError, ProcessLookupError):
+        except (FileNotFoundError, IndexError, ValueError):
             return None
+        return pid if _alive(pid) else None
 
     def is_active(self, name):
         return self._pid(name) is not None
@@ -107,12 +106,20 @@ class ProcessServices:
         return PAST["reload"]
 
 
+def _alive(pid):
+    """Whether pid runs. `kill -0` also succeeds on a zombie (dead, not yet reaped by its parent), so
+    read its state from /proc: Z (zombie) and X (dead) are down."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
 def _wait_gone(pid, timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             return
         time.sleep(0.02)
     raise TimeoutError(f"process {pid} did not stop within {timeout:.0f}s")
