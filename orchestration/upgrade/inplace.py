@@ -233,10 +233,14 @@ def upgrade_fleet(manager, names, config, policy, dry_run=False, progress=lambda
 
     def upgrade_one(name):
         with manager.store.lock(name, manager.config.lock_timeout):
-            outcome = RouterUpgrade(name, manager.transport(name), config).run(dry_run)
-        if not dry_run:
-            record(manager.store, name, outcome.versions, outcome.status, outcome.error or None)
-        return outcome
+            return RouterUpgrade(name, manager.transport(name), config).run(dry_run)
 
-    outcomes, stopped = roll_out(names, policy, upgrade_one, lambda n: Outcome(n, "not-reached"), progress)
+    def finished(outcome):
+        if not dry_run and outcome.status != "not-reached":
+            record(manager.store, outcome.name, outcome.versions, outcome.status, outcome.error or None)
+
+    def make_outcome(name, status, error):
+        return Outcome(name, status, error=error)
+
+    outcomes, stopped = roll_out(names, policy, upgrade_one, make_outcome, progress, finished)
     return Report(tuple(outcomes), stopped, dry_run, time.monotonic() - started)

@@ -15,6 +15,7 @@ import pytest
 
 from orchestration import cli
 from orchestration.lab.upgrade_lab import repo_served, traffic
+from orchestration.manager import CONFIG_FILE
 from orchestration.upgrade.inplace import UpgradeConfig, upgrade_fleet
 from orchestration.upgrade.records import records
 from orchestration.upgrade.rollout import RolloutPolicy
@@ -23,6 +24,7 @@ from vrpipe.run import run
 
 from .engine_fixtures import http_get, wait_for
 from .repo_fixtures import copy_tree, resign
+from .test_orch_lock import Holder
 from .upgrade_fixtures import (
     POSTINST_FAILS,
     POSTINST_SLOW,
@@ -43,9 +45,12 @@ def lab(tmp_path_factory):
         yield test_lab
 
 
-def vrpipe(lab, *args):
-    """Run the `vrpipe` command on the lab's state directory; returns (exit status, JSON result)."""
+def vrpipe(lab, *args, **settings):
+    """Run the `vrpipe` command on the lab's state directory, with these manager settings added to its
+    config file; returns (exit status, JSON result)."""
     lab.manager.config.save()
+    saved = lab.manager.config.state_dir / CONFIG_FILE
+    saved.write_text(json.dumps({**json.loads(saved.read_text()), **settings}))
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         code = cli.main(["--state-dir", str(lab.manager.config.state_dir), "--json", *args])
@@ -103,6 +108,22 @@ def test_new_version_reaches_every_router_in_place_without_dropping_traffic(lab)
         "r1": (version(1), "upgraded", False),
         "r2": (version(1), "upgraded", False),
     }
+
+
+def test_a_router_locked_by_another_vrpipe_fails_and_stops_the_rollout_by_its_budget(lab):
+    holder = Holder(lab.manager.store.url, "r2")
+    try:
+        assert holder.said("acquired", 60)
+        code, report = vrpipe(lab, "upgrade", "--repo-url", lab.url, "--no-security", "r1", "r2", lock_timeout=2)
+    finally:
+        holder.kill()
+    assert code == 1, report
+    first, locked = report["routers"]
+    assert first["status"] == "up-to-date", first
+    assert locked["status"] == "failed" and locked["error"] == "router 'r2' stayed locked for 2s", locked
+    assert report["stopped"] == "1 router failed, more than the failure budget of 0", report
+    assert records(lab.manager.store)["r2"].outcome == "failed"
+    assert lab.versions("r2")["vr-scripts"] == version(1)
 
 
 def test_unreachable_repository_fails_cleanly_and_the_router_keeps_forwarding(lab):

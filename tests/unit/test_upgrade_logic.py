@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pytest
 
-from orchestration.store import Store
+from orchestration.store import LockTimeout, Store
 from orchestration.upgrade import apt, checks
 from orchestration.upgrade.inplace import Outcome, UpgradeConfig
 from orchestration.upgrade.records import lagging, record, records
@@ -134,9 +134,13 @@ def test_stop_rules():
     assert "new version failed on r2" in stop_reason([outcome("r2", "rolled-back")], policy, "r1")
 
 
+def make_outcome(name, status, error):
+    return Outcome(name, status, error=error)
+
+
 def test_rollout_stops_and_leaves_the_rest_not_reached():
     results = {"r1": "upgraded", "r2": "rolled-back"}
-    upgraded = []
+    upgraded, finished = [], []
 
     def upgrade_one(name):
         upgraded.append(name)
@@ -144,12 +148,38 @@ def test_rollout_stops_and_leaves_the_rest_not_reached():
 
     lines = []
     outcomes, reason = roll_out(
-        ["r1", "r2", "r3", "r4"], RolloutPolicy(), upgrade_one, lambda n: outcome(n, "not-reached"), lines.append
+        ["r1", "r2", "r3", "r4"], RolloutPolicy(), upgrade_one, make_outcome, lines.append, finished.append
     )
     assert upgraded == ["r1", "r2"]
     assert [o.status for o in outcomes] == ["upgraded", "rolled-back", "not-reached", "not-reached"]
     assert "r2" in reason
     assert lines[0].startswith("[1/4] r1: upgraded")
+    assert sorted(o.name for o in finished) == ["r1", "r2", "r3", "r4"]
+
+
+def test_a_router_whose_upgrade_raises_fails_and_counts_against_the_budget():
+    def upgrade_one(name):
+        if name in ("r2", "r3"):
+            raise LockTimeout(f"router {name!r} stayed locked for 1s")
+        if name == "r4":
+            raise KeyError(name)  # a bug: still this router's failure, named by its type
+        return outcome(name, "upgraded")
+
+    names = ["r1", "r2", "r3", "r4", "r5"]
+    outcomes, reason = roll_out(names, RolloutPolicy(), upgrade_one, make_outcome, lambda line: None)
+    assert [o.status for o in outcomes] == ["upgraded", "failed", "not-reached", "not-reached", "not-reached"]
+    assert outcomes[1].error == "router 'r2' stayed locked for 1s"
+    assert "1 router failed, more than the failure budget of 0" in reason
+
+    outcomes, reason = roll_out(
+        names, RolloutPolicy(batch="2", failure_budget=1), upgrade_one, make_outcome, lambda line: None
+    )
+    assert [o.status for o in outcomes] == ["upgraded", "failed", "failed", "not-reached", "not-reached"]
+    assert "2 routers failed" in reason
+
+    outcomes, reason = roll_out(names, RolloutPolicy(failure_budget=3), upgrade_one, make_outcome, lambda line: None)
+    assert [o.status for o in outcomes] == ["upgraded", "failed", "failed", "failed", "upgraded"]
+    assert outcomes[3].error == "KeyError: 'r4'" and reason is None
 
 
 def snapshot(**changes):
