@@ -13,6 +13,9 @@ from orchestration.render import render
 
 SOURCES_DIR = "/etc/vr/upgrade/sources.list.d"
 SOURCES_FILE = f"{SOURCES_DIR}/vrpipe-upgrade.sources"
+OS_RELEASE = "/etc/os-release"
+DEBIAN_SECURITY = "http://deb.debian.org/debian-security/"
+DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 LOG_FILE = "/var/log/vr/upgrade.log"
 LOCK_FILE = "/run/vrpipe-upgrade.lock"  # held while an upgrade runs on the router
 OUR_PACKAGES = contract.PACKAGES
@@ -38,6 +41,31 @@ class AptSource:
             raise ValueError(f"apt source {self.url}: suites {self.suites!r} must be Debian codenames")
         if not self.keyring.startswith("/"):
             raise ValueError(f"apt source {self.url}: keyring {self.keyring!r} must be an absolute path")
+
+
+@dataclass(frozen=True)
+class SecuritySource:
+    """Debian's security suite. Its suite follows the router's release (a bookworm router needs
+    bookworm-security), unless `suite` names one for every router."""
+
+    url: str = DEBIAN_SECURITY
+    suite: str | None = None
+    keyring: str = DEBIAN_KEYRING
+
+    def __post_init__(self):
+        self.for_release("trixie")  # a bad URL, suite or keyring fails now, before any router is touched
+
+    def for_release(self, codename):
+        return AptSource(self.url, (self.suite or f"{codename}-security",), self.keyring)
+
+
+def release_codename(os_release):
+    """VERSION_CODENAME from the text of /etc/os-release ("trixie"), or "" when it names none."""
+    for line in os_release.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "VERSION_CODENAME":
+            return value.strip().strip("'\"")
+    return ""
 
 
 @dataclass(frozen=True)
@@ -146,14 +174,27 @@ def versions_query(packages):
     return ["dpkg-query", "-W", "-f=${Package} ${db:Status-Abbrev} ${Version}\n", *packages]
 
 
+# dpkg's package states (the second letter of db:Status-Abbrev) in which a version is on the router.
+UNFINISHED = {"H": "half-installed", "U": "unpacked", "F": "half-configured", "W": "triggers-awaited",
+              "t": "triggers-pending"}  # fmt: skip
+
+
 def parse_versions(text):
-    """{package: version} of the packages dpkg lists as installed (status `ii`)."""
+    """{package: version} of the packages dpkg has a version of: "1.0.1" when installed, "1.0.1
+    (half-configured)" and the like when dpkg left it unfinished (removed ones are left out)."""
     versions = {}
     for line in text.splitlines():
         words = line.split()
-        if len(words) == 3 and words[1] == "ii":
+        if len(words) == 3 and words[1][1:2] == "i":
             versions[words[0]] = words[2]
+        elif len(words) == 3 and words[1][1:2] in UNFINISHED:
+            versions[words[0]] = f"{words[2]} ({UNFINISHED[words[1][1]]})"
     return versions
+
+
+def bare_version(text):
+    """The version of what parse_versions says, without its state ("1.0.1 (unpacked)" -> "1.0.1")."""
+    return text.split()[0]
 
 
 def unit_files_query(packages):

@@ -62,9 +62,14 @@ def take_snapshot(router, packages):
         ruleset=ruleset,
         leases=parse_leases(router.read(LEASES)),
         active=frozenset(s for s, state in zip(SERVICES, states, strict=False) if state == "active"),
-        versions=apt.parse_versions(router.status(apt.versions_query(packages))[1]),
+        versions=installed_versions(router, packages),
         last_apply=router.read(APPLY_LOG).strip().rsplit("\n", 1)[-1],
     )
+
+
+def installed_versions(router, packages):
+    """{package: version} as dpkg has them on the router (see apt.parse_versions)."""
+    return apt.parse_versions(router.status(apt.versions_query(packages))[1])
 
 
 def _health(router):
@@ -107,7 +112,7 @@ def post_check_problems(before, after, expected):
     """What differs after an upgrade (or a rollback) that should not: `expected` are the package
     versions it should have left installed."""
     problems = health_problems(after.health)
-    wrong = {p: after.versions.get(p, "(none)") for p, v in expected.items() if after.versions.get(p) != v}
+    wrong = {p: after.versions.get(p, "not installed") for p, v in expected.items() if after.versions.get(p) != v}
     if wrong:
         text = ", ".join(f"{p} is {v}, not {expected[p]}" for p, v in wrong.items())
         problems.append(f"versions not as planned: {text}")

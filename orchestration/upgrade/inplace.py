@@ -10,41 +10,49 @@ from dataclasses import dataclass, field, replace
 
 from vr import contract
 
+from orchestration.fleet import for_each
 from orchestration.transports import TransportError
 from orchestration.upgrade import apt, checks
 from orchestration.upgrade.records import record
 from orchestration.upgrade.rollout import SUCCESS, roll_out
 
 log = logging.getLogger("vrpipe.upgrade")
+READ_PARALLEL = 8  # routers asked for their versions at once
 PREVIOUS = "-previous"  # the repository keeps each channel's previous version there (repo/publish.py)
 ROUTER_KEYRING = contract.ARCHIVE_KEYRING  # put there by the template
-DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 
 @dataclass(frozen=True)
 class UpgradeConfig:
     """Where routers upgrade from, as they reach it. Our channels come with their -previous suites, from
-    which a rollback takes the versions a router had."""
+    which a rollback takes the versions a router had; Debian's security suite is the router's release's
+    unless `security` names one (None leaves it out)."""
 
     repo_url: str = "http://169.254.0.1:8080/"  # the management host on the control network
     channels: tuple[str, ...] = ("stable",)
     keyring: str = ROUTER_KEYRING
-    security: apt.AptSource | None = apt.AptSource(
-        "http://deb.debian.org/debian-security/", ("trixie-security",), DEBIAN_KEYRING
-    )
+    security: apt.SecuritySource | None = apt.SecuritySource()
     min_free_mib: int = 64
     lock_timeout: int = 120  # seconds apt waits for another dpkg to finish
     packages: tuple[str, ...] = apt.OUR_PACKAGES  # the versions the store keeps per router
-    sources: tuple[apt.AptSource, ...] = field(init=False)
+    ours: apt.AptSource = field(init=False)
 
     def __post_init__(self):
         if not self.channels:
             raise ValueError("name at least one channel to upgrade from")
         suites = tuple(s for c in self.channels for s in (c, c + PREVIOUS))
-        ours = apt.AptSource(self.repo_url, suites, self.keyring)
-        object.__setattr__(self, "sources", (ours, *([self.security] if self.security else [])))
+        object.__setattr__(self, "ours", apt.AptSource(self.repo_url, suites, self.keyring))
         if self.min_free_mib < 0 or self.lock_timeout <= 0:
             raise ValueError("min_free_mib must be >= 0 and lock_timeout > 0")
+
+    @property
+    def needs_release(self):
+        """Whether the sources depend on the router's release (its VERSION_CODENAME)."""
+        return self.security is not None and self.security.suite is None
+
+    def sources(self, codename=""):
+        """The apt sources of a router of this release (codename, e.g. "trixie")."""
+        return (self.ours, *([self.security.for_release(codename)] if self.security else []))
 
 
 @dataclass(frozen=True)
@@ -127,7 +135,7 @@ class RouterUpgrade:
 
     def _versions(self):
         try:
-            return apt.parse_versions(self.router.status(apt.versions_query(self.config.packages))[1])
+            return checks.installed_versions(self.router, self.config.packages)
         except TransportError:
             return {}
 
@@ -138,7 +146,7 @@ class RouterUpgrade:
         (reachable, signature valid) and the router; returns the snapshot before."""
         self._wait_idle()
         self.router.output(["mkdir", "-p", apt.SOURCES_DIR], "making the sources directory")
-        self.transport.copy(apt.sources_text(self.config.sources), apt.SOURCES_FILE)
+        self.transport.copy(apt.sources_text(self.config.sources(self._release())), apt.SOURCES_FILE)
         pending = checks.dpkg_pending(self.router)
         if pending and not dry_run:
             log.info("%s: dpkg has unfinished work, running dpkg --configure -a", self.name)
@@ -152,6 +160,15 @@ class RouterUpgrade:
         if problems:
             raise Failed("skipped", "; ".join(problems))
         return before
+
+    def _release(self):
+        """The router's release codename, when the sources need it."""
+        if not self.config.needs_release:
+            return ""
+        codename = apt.release_codename(self.router.read(apt.OS_RELEASE))
+        if not codename:
+            raise Failed("skipped", f"{apt.OS_RELEASE} names no VERSION_CODENAME: give --security-suite")
+        return codename
 
     def _plan(self, dry_run):
         out = self.router.output(apt.simulate(self.config.lock_timeout), "simulated upgrade")
@@ -228,7 +245,8 @@ class Report:
 
 def upgrade_fleet(manager, names, config, policy, dry_run=False, progress=lambda message: None):
     """Upgrade (or with dry_run, plan) these routers by the rollout policy; each under its lock, each
-    outcome recorded in the store (a dry run records nothing)."""
+    outcome recorded in the store (a dry run records nothing), and the versions of the routers a stopped
+    rollout did not reach recorded too."""
     started = time.monotonic()
 
     def upgrade_one(name):
@@ -236,11 +254,34 @@ def upgrade_fleet(manager, names, config, policy, dry_run=False, progress=lambda
             return RouterUpgrade(name, manager.transport(name), config).run(dry_run)
 
     def finished(outcome):
-        if not dry_run and outcome.status != "not-reached":
+        if not dry_run:
             record(manager.store, outcome.name, outcome.versions, outcome.status, outcome.error or None)
 
     def make_outcome(name, status, error):
         return Outcome(name, status, error=error)
 
     outcomes, stopped = roll_out(names, policy, upgrade_one, make_outcome, progress, finished)
+    if stopped and not dry_run:
+        outcomes = _note_not_reached(manager, outcomes, config.packages)
     return Report(tuple(outcomes), stopped, dry_run, time.monotonic() - started)
+
+
+def _note_not_reached(manager, outcomes, packages):
+    """Read and record the versions of the routers the rollout did not reach (one dpkg-query each, in
+    parallel; a router that does not answer keeps what the store knew): `vrpipe list` shows them, and
+    which ones lag."""
+    found = read_versions(manager, [o.name for o in outcomes if o.status == "not-reached"], packages)
+    for name, versions in found.items():
+        record(manager.store, name, versions)
+    return [replace(o, versions=found.get(o.name, o.versions)) for o in outcomes]
+
+
+def read_versions(manager, names, packages=apt.OUR_PACKAGES):
+    """{name: {package: version}} of the routers among names that answer, asked in parallel."""
+    found = {}
+
+    def read(name):
+        found[name] = checks.installed_versions(checks.RouterCalls(name, manager.transport(name).execute), packages)
+
+    for_each(names, read, READ_PARALLEL)
+    return {name: found[name] for name in names if found.get(name)}

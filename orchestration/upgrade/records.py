@@ -12,6 +12,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from vr import contract
 
 from orchestration.store import Base, RouterRow
+from orchestration.upgrade import apt
 
 
 class UpgradeRow(Base):
@@ -57,10 +58,11 @@ def records(store):
         }
 
 
-def lagging(all_records, package=contract.ENGINE_PACKAGE):
-    """The routers whose `package` is older than the newest version any router of the fleet has."""
-    versions = {name: r.packages.get(package) for name, r in all_records.items() if r.packages.get(package)}
-    if not versions:
+def lagging(versions, package=contract.ENGINE_PACKAGE):
+    """Of {router name: {package: version}}, the routers whose `package` is older than the newest
+    version any router of the fleet has (whether or not dpkg finished installing it)."""
+    found = {name: Version(apt.bare_version(p[package])) for name, p in versions.items() if p.get(package)}
+    if not found:
         return set()
-    newest = max(map(Version, versions.values()))
-    return {name for name, v in versions.items() if Version(v) < newest}
+    newest = max(found.values())
+    return {name for name, v in found.items() if v < newest}

@@ -67,8 +67,8 @@ def roll_out(names, policy, upgrade_one, make_outcome, progress, finished=lambda
     """Upgrade wave after wave with upgrade_one(name) -> outcome; returns (outcomes in the order of names,
     stop reason or None). An exception from upgrade_one (say, the router's lock is held by another vrpipe)
     is that router's `failed` outcome, counted by the budget like any other. Routers after a stop get
-    `not-reached`. make_outcome(name, status, error) builds those two; finished(outcome) is called once
-    for every router, reached or not."""
+    `not-reached`. make_outcome(name, status, error) builds those two; finished(outcome) is called as each
+    router the rollout reached is done."""
     plan = waves(names, policy)
     outcomes, reason, total = {}, None, sum(map(len, plan))
 
@@ -83,9 +83,7 @@ def roll_out(names, policy, upgrade_one, make_outcome, progress, finished=lambda
 
     for wave in plan:
         if reason:
-            for name in wave:
-                outcomes[name] = make_outcome(name, "not-reached", "")
-                finished(outcomes[name])
+            outcomes.update({name: make_outcome(name, "not-reached", "") for name in wave})
             continue
         for_each(wave, one, len(wave))
         reason = stop_reason(outcomes.values(), policy, plan[0][0])

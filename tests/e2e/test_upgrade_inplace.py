@@ -16,7 +16,8 @@ import pytest
 from orchestration import cli
 from orchestration.lab.upgrade_lab import repo_served, traffic
 from orchestration.manager import CONFIG_FILE
-from orchestration.upgrade.inplace import UpgradeConfig, upgrade_fleet
+from orchestration.upgrade.apt import OS_RELEASE, SOURCES_FILE
+from orchestration.upgrade.inplace import upgrade_fleet
 from orchestration.upgrade.records import records
 from orchestration.upgrade.rollout import RolloutPolicy
 from repo import signing
@@ -78,6 +79,25 @@ def test_dry_run_reports_the_plan_and_changes_nothing(lab):
         assert router["reboot_required"] == []
     assert {n: (lab.versions(n), lab.ruleset(n)) for n in ROUTERS} == before
     assert records(lab.manager.store) == {}
+
+
+def test_the_security_suite_follows_each_routers_release(lab):
+    os_release = lab.execute("r2", ["cat", OS_RELEASE])
+    lab.manager.transport("r2").copy(
+        os_release.replace("VERSION_CODENAME=trixie", "VERSION_CODENAME=bookworm"), OS_RELEASE
+    )
+    try:
+        code, report = vrpipe(
+            lab, "upgrade", "--dry-run", "--repo-url", lab.url, "--security-url", lab.url,
+            "--security-keyring", lab.config().keyring,
+        )  # fmt: skip
+        sources = {name: lab.execute(name, ["cat", SOURCES_FILE]) for name in ROUTERS}
+    finally:
+        lab.manager.transport("r2").copy(os_release, OS_RELEASE)
+    assert code == 0, report
+    assert [r["status"] for r in report["routers"]] == ["planned", "planned"], report
+    assert f"URIs: {lab.url}\nSuites: trixie-security\n" in sources["r1"], sources["r1"]
+    assert f"URIs: {lab.url}\nSuites: bookworm-security\n" in sources["r2"], sources["r2"]
 
 
 def test_new_version_reaches_every_router_in_place_without_dropping_traffic(lab):
@@ -210,7 +230,3 @@ def test_broken_postinst_fails_on_the_canary_which_is_rolled_back(lab):
     assert_forwards(lab, 1, "r1")
     assert lab.versions("r2") == r2_before
     assert records(lab.manager.store)["r1"].outcome == "rolled-back"
-
-
-def test_default_config_names_debian_security():
-    assert [s.suites for s in UpgradeConfig().sources] == [("stable", "stable-previous"), ("trixie-security",)]

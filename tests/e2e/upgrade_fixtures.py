@@ -5,6 +5,7 @@ control network, and versions published to it, optionally with a postinst made t
 """
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -18,7 +19,7 @@ import repo.publish
 from orchestration.lab.lab import Lab, public_ip
 from orchestration.lab.upgrade_lab import BALANCED_PORT, FORWARDED_PORT, bring_up, repo_served
 from orchestration.manager import Manager, ManagerConfig
-from orchestration.upgrade.apt import AptSource
+from orchestration.upgrade.apt import SecuritySource
 from orchestration.upgrade.inplace import ROUTER_KEYRING, UpgradeConfig
 from repo import signing
 from vrpipe.run import run
@@ -33,6 +34,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 POSTINST_FAILS = "echo 'vr-scripts test build: this postinst fails on purpose' >&2\nexit 1\n"
 POSTINST_STARTED = "var/tmp/vr-test-postinst-started"
 POSTINST_SLOW = f"touch /{POSTINST_STARTED}\nsleep 5\n"
+SECURITY_SUITES = ("trixie-security", "bookworm-security")
 
 
 def installed_version(rootfs, package="vr-scripts"):
@@ -47,8 +49,9 @@ def base_version():
 
 
 def signed_repo_config(where):
-    """A throw-away repository under `where`, signed by a private copy of the key the template trusts."""
-    config = throwaway_config(where)
+    """A throw-away repository under `where`, signed by a private copy of the key the template trusts;
+    besides our channels, it plays Debian's security suites of two releases (SECURITY_SUITES)."""
+    config = dataclasses.replace(throwaway_config(where), channels=("stable", "security", *SECURITY_SUITES))
     shutil.copytree(template_repo_config().gnupghome, config.gnupghome, ignore=shutil.ignore_patterns("S.*"))
     return config
 
@@ -96,7 +99,7 @@ class UpgradeLab:
     def config(self, **changes):
         """Our stable channel, and 'Debian security' pointed at our own security channel (no routers
         in tests reach Debian's mirrors)."""
-        security = AptSource(self.url, ("security",), ROUTER_KEYRING)
+        security = SecuritySource(self.url, "security", ROUTER_KEYRING)
         return UpgradeConfig(**{"repo_url": self.url, "security": security, **changes})
 
     def execute(self, name, argv):

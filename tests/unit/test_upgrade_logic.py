@@ -2,11 +2,14 @@
 the sources file, the rollout's waves and stop rules, the post-check comparisons, and the store records."""
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
 from orchestration.store import LockTimeout, Store
+from orchestration.transports import TransportError
 from orchestration.upgrade import apt, checks
+from orchestration.upgrade.cli import version_text, versions_columns
 from orchestration.upgrade.inplace import Outcome, UpgradeConfig
 from orchestration.upgrade.records import lagging, record, records
 from orchestration.upgrade.rollout import RolloutPolicy, roll_out, stop_reason, waves
@@ -70,8 +73,13 @@ def test_problems_quote_the_dpkg_error_with_its_reason():
 
 
 def test_versions_and_units_from_dpkg_query():
-    text = "vr-base ii 1.0.0\nvr-scripts iF 1.0.1\n"
-    assert apt.parse_versions(text) == {"vr-base": "1.0.0"}
+    text = "vr-base ii  1.0.0\nvr-scripts iF  1.0.1\nvr-old rc  0.9\nlibc6 iUR 2.41-12\n"
+    assert apt.parse_versions(text) == {
+        "vr-base": "1.0.0",
+        "vr-scripts": "1.0.1 (half-configured)",
+        "libc6": "2.41-12 (unpacked)",
+    }
+    assert apt.bare_version("1.0.1 (half-configured)") == "1.0.1"
     files = "/usr/lib/systemd/system/vr-metadata.service\n/opt/vr/bin/vr\n\n/lib/systemd/system/ssh@.service\n"
     assert apt.service_units(files) == ["vr-metadata.service"]
     shown = "Type=oneshot\nActiveState=active\nId=vr-boot.service\n\n"
@@ -81,12 +89,26 @@ def test_versions_and_units_from_dpkg_query():
 
 def test_sources_name_our_channels_with_previous_and_debian_security():
     config = UpgradeConfig(repo_url="http://169.254.0.1:8080/", channels=("stable", "security"))
-    text = apt.sources_text(config.sources)
+    text = apt.sources_text(config.sources("trixie"))
     assert "Suites: stable stable-previous security security-previous\n" in text
     assert "URIs: http://deb.debian.org/debian-security/\nSuites: trixie-security\n" in text
     assert text.count("Signed-By: ") == 2
     only_ours = UpgradeConfig(security=None)
-    assert apt.sources_text(only_ours.sources).count("Types: deb") == 1
+    assert not only_ours.needs_release
+    assert apt.sources_text(only_ours.sources()).count("Types: deb") == 1
+
+
+def test_the_security_suite_follows_the_routers_release_unless_given():
+    default = UpgradeConfig()
+    assert default.needs_release
+    assert [s.suites for s in default.sources("bookworm")] == [("stable", "stable-previous"), ("bookworm-security",)]
+    assert [s.suites for s in default.sources("trixie")][1] == ("trixie-security",)
+    fixed = UpgradeConfig(security=apt.SecuritySource(suite="bookworm-security"))
+    assert not fixed.needs_release and fixed.sources("trixie")[1].suites == ("bookworm-security",)
+    os_release = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\n'
+    assert apt.release_codename(os_release) == "bookworm"
+    assert apt.release_codename("VERSION_CODENAME='trixie'\n") == "trixie"
+    assert apt.release_codename('PRETTY_NAME="Debian GNU/Linux forky/sid"\n') == ""
 
 
 @pytest.mark.parametrize(
@@ -96,6 +118,8 @@ def test_sources_name_our_channels_with_previous_and_debian_security():
         lambda: UpgradeConfig(repo_url="ftp://x/"),
         lambda: UpgradeConfig(keyring="relative.gpg"),
         lambda: apt.AptSource("http://x/", ("Bad Suite",), "/k"),
+        lambda: apt.SecuritySource(suite="Bad Suite"),
+        lambda: apt.SecuritySource(url="deb.debian.org"),
         lambda: RolloutPolicy(batch="0"),
         lambda: RolloutPolicy(batch="150%"),
         lambda: RolloutPolicy(batch="x"),
@@ -154,7 +178,7 @@ def test_rollout_stops_and_leaves_the_rest_not_reached():
     assert [o.status for o in outcomes] == ["upgraded", "rolled-back", "not-reached", "not-reached"]
     assert "r2" in reason
     assert lines[0].startswith("[1/4] r1: upgraded")
-    assert sorted(o.name for o in finished) == ["r1", "r2", "r3", "r4"]
+    assert [o.name for o in finished] == ["r1", "r2"]
 
 
 def test_a_router_whose_upgrade_raises_fails_and_counts_against_the_budget():
@@ -251,9 +275,48 @@ def test_store_keeps_versions_and_last_outcome_and_shows_laggards(tmp_path):
         assert found["r2"].packages == {"vr-scripts": "1.0.9"}
         assert (found["r2"].outcome, found["r2"].detail) == ("skipped", "unreachable")
         assert found["r1"].upgraded_at is not None
-        assert lagging(found) == {"r2"}  # Debian version order: 1.0.9 < 1.0.10
+        assert lagging({n: r.packages for n, r in found.items()}) == {"r2"}  # Debian order: 1.0.9 < 1.0.10
         store.remove_router("r1")
         store.add_router("r1", "container", "169.254.1.9")
         assert "r1" not in records(store)  # a new router of the same name has no record yet
+    finally:
+        store.close()
+
+
+class FakeRouters:
+    """What versions_columns needs of a manager: the store, and routers that answer dpkg-query."""
+
+    def __init__(self, store, answers):
+        self.store, self.answers = store, answers
+
+    def transport(self, name):
+        if name not in self.answers:
+            raise TransportError(f"router {name}: no answer")
+        return SimpleNamespace(execute=lambda argv, input=None: (0, self.answers[name]))
+
+
+def test_listing_shows_recorded_or_read_versions_of_every_router_and_which_lag(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'vrpipe.db'}")
+    try:
+        for name in ("r1", "r2", "r3", "r4"):
+            store.add_router(name, "container", f"169.254.1.{len(store.routers()) + 2}")
+        record(store, "r1", {"vr-base": "1.0.1", "vr-scripts": "1.0.1"}, "upgraded")
+        answers = {
+            "r1": "vr-base ii  9.9\nvr-scripts ii  9.9\n",  # has a record: not asked
+            "r2": "vr-base ii  1.0.0\nvr-scripts ii  1.0.0\n",  # never upgraded: read
+            "r3": "vr-base ii  1.0.1\nvr-scripts iF  1.0.1\n",  # dpkg left vr-scripts half-configured
+        }  # r4 does not answer
+        rows = [{"name": n, "status": "running"} for n in ("r1", "r2", "r3", "r4")]
+        rows = {r["name"]: r for r in versions_columns(FakeRouters(store, answers), rows)}
+        assert {n: (r["packages"].get("vr-scripts"), r["versions_from"], r["lags"]) for n, r in rows.items()} == {
+            "r1": ("1.0.1", "record", False),
+            "r2": ("1.0.0", "router", True),
+            "r3": ("1.0.1 (half-configured)", "router", False),
+            "r4": (None, None, False),
+        }
+        assert version_text(rows["r2"]) == "vr-scripts 1.0.0 (lags) vr-base 1.0.0"
+        assert version_text(rows["r3"]) == "vr-scripts 1.0.1 (half-configured) vr-base 1.0.1"
+        assert version_text(rows["r1"]) == "vr-scripts 1.0.1 vr-base 1.0.1 last upgrade upgraded"
+        assert version_text(rows["r4"]) == "vr-scripts ? vr-base ?"
     finally:
         store.close()
