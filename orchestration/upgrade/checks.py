@@ -1,10 +1,12 @@
 """A router's condition around an upgrade: a Snapshot (health, nftables ruleset without counters, DHCP
 leases, services, package versions, last apply) read through its transport, the pre-checks that decide
-whether it may be upgraded, and the post-checks that compare the snapshots before and after.
+whether it may be upgraded (the repository's Release dates among them), and the post-checks that compare
+the snapshots before and after.
 """
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 
 from vr import contract
 
@@ -14,6 +16,7 @@ from vrpipe.errors import VrpipeError
 SERVICES = ("dnsmasq.service", "haproxy.service", "vr-metadata.service", "ssh.service")
 LEASES = contract.LEASES_FILE
 APPLY_LOG = contract.APPLY_LOG
+EXPIRY_WARNING = timedelta(days=2)  # a plan warns when a Release's Valid-Until is nearer than this
 
 
 class CheckFailed(VrpipeError):
@@ -106,6 +109,24 @@ def pre_check_problems(snapshot, free, min_free):
     if free < min_free:
         problems.append(f"only {free} MiB free on /var, {min_free} MiB needed")
     return problems
+
+
+def rollback_problem(where, release, newer):
+    return (
+        f"{where}: its Release is dated {release.date:%Y-%m-%d %H:%M:%S} UTC, older than the one of "
+        f"{newer:%Y-%m-%d %H:%M:%S} UTC seen before: refused (an older copy of the repository?)"
+    )
+
+
+def expiry_warning(where, release, now):
+    """A warning when the Release's signature runs out within EXPIRY_WARNING, else None."""
+    if release.valid_until is None or release.valid_until - now >= EXPIRY_WARNING:
+        return None
+    hours = (release.valid_until - now).total_seconds() / 3600
+    return (
+        f"{where}: its Release is valid only until {release.valid_until:%Y-%m-%d %H:%M} UTC ({hours:.0f} hours): "
+        "refresh its signature (invoke publish-repo --refresh)"
+    )
 
 
 def post_check_problems(before, after, expected):

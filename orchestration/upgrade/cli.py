@@ -14,6 +14,10 @@ def add_parser(sub):
     p = sub.add_parser("upgrade", help="upgrade routers in place through apt (canary, batches, rollback)")
     p.add_argument("names", nargs="*", help="routers to upgrade (default: every router, in creation order)")
     p.add_argument("--dry-run", action="store_true", help="only report what would change; change nothing")
+    p.add_argument(
+        "--to", metavar="VERSION", help="install this version of our packages (say, an older one the "
+        "repository still has) instead of the newest",
+    )  # fmt: skip
     p.add_argument("--repo-url", default=UpgradeConfig.repo_url, help="our repository as routers reach it")
     p.add_argument("--channel", action="append", help="our channel(s) to upgrade from (default: stable)")
     p.add_argument("--keyring", default=ROUTER_KEYRING, help="our archive keyring, a path on the router")
@@ -42,6 +46,7 @@ def config_from(args):
         security=security,
         min_free_mib=args.min_free_mib,
         lock_timeout=args.lock_timeout,
+        to_version=args.to,
     )
     return config, RolloutPolicy(args.canary, args.batch, args.failure_budget)
 
@@ -52,8 +57,12 @@ def run(args, manager, out):
     names = args.names or [r.name for r in manager.store.routers()]
     for name in names:
         manager.store.router(name)  # an unknown name fails here, before any router is touched
-    out.progress(f"{'planning' if args.dry_run else 'upgrading'} {len(names)} routers from {config.repo_url}")
+    routers = "1 router" if len(names) == 1 else f"{len(names)} routers"
+    target = f" to {config.to_version}" if config.to_version else ""
+    out.progress(f"{'planning' if args.dry_run else 'upgrading'} {routers}{target} from {config.repo_url}")
     report = upgrade_fleet(manager, names, config, policy, args.dry_run, out.progress)
+    for warning in dict.fromkeys(w for o in report.outcomes for w in o.warnings):
+        out.progress(f"warning: {warning}")
     out.result(report.to_json(), "\n".join(o.line() for o in report.outcomes))
     return report.ok, report.summary()
 

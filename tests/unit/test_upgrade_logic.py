@@ -2,6 +2,7 @@
 the sources file, the rollout's waves and stop rules, the post-check comparisons, and the store records."""
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -11,7 +12,7 @@ from orchestration.transports import TransportError
 from orchestration.upgrade import apt, checks
 from orchestration.upgrade.cli import version_text, versions_columns
 from orchestration.upgrade.inplace import Outcome, UpgradeConfig
-from orchestration.upgrade.records import lagging, record, records
+from orchestration.upgrade.records import lagging, note_release, record, records
 from orchestration.upgrade.rollout import RolloutPolicy, roll_out, stop_reason, waves
 
 SIMULATION = """\
@@ -320,3 +321,71 @@ def test_listing_shows_recorded_or_read_versions_of_every_router_and_which_lag(t
         assert version_text(rows["r4"]) == "vr-scripts ? vr-base ?"
     finally:
         store.close()
+
+
+INRELEASE = """\
+-----BEGIN PGP SIGNED MESSAGE-----
+Hash: SHA512
+
+Origin: vrpipe
+Codename: stable
+Date: Tue, 01 Dec 2026 12:49:32 UTC
+Valid-Until: Tue, 08 Dec 2026 12:49:32 UTC
+Architectures: amd64
+-----BEGIN PGP SIGNATURE-----
+
+iQ==
+-----END PGP SIGNATURE-----
+"""
+
+
+def test_release_dates_and_where_apt_keeps_them():
+    release = apt.parse_release(INRELEASE)
+    assert release.date == datetime(2026, 12, 1, 12, 49, 32, tzinfo=UTC)
+    assert release.valid_until == datetime(2026, 12, 8, 12, 49, 32, tzinfo=UTC)
+    assert apt.parse_release("Date: Tue, 01 Dec 2026 12:49:32 UTC\n").valid_until is None
+    with pytest.raises(ValueError, match="no Date"):
+        apt.parse_release("Origin: vrpipe\n")
+    with pytest.raises(ValueError, match="no such file"):
+        apt.parse_release("")
+    now = datetime(2026, 12, 7, 12, 49, 32, tzinfo=UTC)
+    warning = checks.expiry_warning("http://x/ stable", release, now)
+    assert warning.startswith("http://x/ stable: its Release is valid only until 2026-12-08 12:49 UTC (24 hours)")
+    assert checks.expiry_warning("x", release, now - timedelta(days=1)) is None
+    assert checks.expiry_warning("x", replace(release, valid_until=None), now) is None
+    refused = checks.rollback_problem("http://x/ stable", release, release.date + timedelta(days=1))
+    assert "dated 2026-12-01 12:49:32 UTC, older than the one of 2026-12-02 12:49:32 UTC seen before" in refused
+    assert (
+        apt.list_file("http://169.254.0.1:8080/", "stable")
+        == "/var/lib/apt/lists/169.254.0.1:8080_dists_stable_InRelease"
+    )
+    assert (
+        apt.list_file("https://a_b.example/debian/", "trixie-security", "Release")
+        == "/var/lib/apt/lists/a%5fb.example_debian_dists_trixie-security_Release"
+    )
+
+
+def test_the_store_refuses_a_release_older_than_one_seen(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'vrpipe.db'}")
+    url, day = "http://169.254.0.1:8080/", datetime(2026, 12, 1, tzinfo=UTC)
+    try:
+        assert note_release(store, url, "stable", day) is None
+        assert note_release(store, url, "stable", day + timedelta(hours=1)) is None
+        assert note_release(store, url, "stable", day + timedelta(hours=1)) is None  # the same one again
+        assert note_release(store, url, "stable", day) == day + timedelta(hours=1)
+        assert note_release(store, url, "security", day) is None  # per channel
+        assert note_release(store, "http://169.254.0.1:8081/", "stable", day) is None  # per repository
+    finally:
+        store.close()
+
+
+def test_versions_available_from_apt_cache_madison():
+    text = (
+        " vr-scripts | 1.0.0+up5 | http://169.254.0.1:8080 stable/main amd64 Packages\n"
+        " vr-scripts | 1.0.0+up4 | http://169.254.0.1:8080 stable-previous/main amd64 Packages\n"
+        "    vr-base | 1.0.0+up5 | http://169.254.0.1:8080 stable/main amd64 Packages\n"
+    )
+    assert apt.parse_available(text) == {"vr-scripts": {"1.0.0+up5", "1.0.0+up4"}, "vr-base": {"1.0.0+up5"}}
+    assert UpgradeConfig(to_version="1:1.0.0+up4~rc1").to_version == "1:1.0.0+up4~rc1"
+    with pytest.raises(ValueError, match="not a Debian version"):
+        UpgradeConfig(to_version="latest; rm -rf /")
