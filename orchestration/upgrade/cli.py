@@ -1,5 +1,5 @@
-"""`vrpipe upgrade`: its options (sources, rollout policy, dry run), validated into an UpgradeConfig and a
-RolloutPolicy once, the per-router lines and the report; and the package versions `vrpipe list` shows.
+"""`vrpipe upgrade`: its options (sources, rollout policy, dry run, --to), validated into an UpgradeConfig and
+a RolloutPolicy once, the per-router lines and the report; and the package versions `vrpipe list` shows.
 """
 
 from vr import contract
