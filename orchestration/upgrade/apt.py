@@ -5,14 +5,22 @@ upgrade and its parsing into planned changes, and the detached install or downgr
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from fnmatch import fnmatch
 
+from debian.deb822 import Release as Deb822Release
 from vr import contract
 
 from orchestration.render import render
 
 SOURCES_DIR = "/etc/vr/upgrade/sources.list.d"
 SOURCES_FILE = f"{SOURCES_DIR}/vrpipe-upgrade.sources"
+OS_RELEASE = "/etc/os-release"
+LISTS_DIR = "/var/lib/apt/lists"
+APT_ESCAPES = set('\\|{}[]<>"^~_=!@#$%&*')  # what apt writes as %xx in a list file's name
+DEBIAN_SECURITY = "http://deb.debian.org/debian-security/"
+DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 LOG_FILE = "/var/log/vr/upgrade.log"
 LOCK_FILE = "/run/vrpipe-upgrade.lock"  # held while an upgrade runs on the router
 OUR_PACKAGES = contract.PACKAGES
@@ -41,6 +49,31 @@ class AptSource:
 
 
 @dataclass(frozen=True)
+class SecuritySource:
+    """Debian's security suite. Its suite follows the router's release (a bookworm router needs
+    bookworm-security), unless `suite` names one for every router."""
+
+    url: str = DEBIAN_SECURITY
+    suite: str | None = None
+    keyring: str = DEBIAN_KEYRING
+
+    def __post_init__(self):
+        self.for_release("trixie")  # a bad URL, suite or keyring fails now, before any router is touched
+
+    def for_release(self, codename):
+        return AptSource(self.url, (self.suite or f"{codename}-security",), self.keyring)
+
+
+def release_codename(os_release):
+    """VERSION_CODENAME from the text of /etc/os-release ("trixie"), or "" when it names none."""
+    for line in os_release.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "VERSION_CODENAME":
+            return value.strip().strip("'\"")
+    return ""
+
+
+@dataclass(frozen=True)
 class Change:
     """One package the upgrade installs: `old` is "" for a package new to the router."""
 
@@ -53,6 +86,31 @@ class Change:
 
     def __str__(self):
         return f"{self.package} {self.old or '(new)'} -> {self.new}"
+
+
+@dataclass(frozen=True)
+class Release:
+    """The dates of one suite's Release file, as apt on the router accepted it."""
+
+    date: datetime
+    valid_until: datetime | None
+
+
+def list_file(url, suite, name="InRelease"):
+    """Where apt keeps a suite's Release file on the router: the URL without its scheme, with the
+    characters apt escapes as %xx, and every / as _ (apt's URItoFileName)."""
+    uri = f"{url.split('://', 1)[1]}dists/{suite}/{name}"
+    escaped = "".join(f"%{ord(c):02x}" if c in APT_ESCAPES else c for c in uri)
+    return f"{LISTS_DIR}/{escaped.replace('/', '_')}"
+
+
+def parse_release(text):
+    """Date and Valid-Until of a Release or InRelease file (a Release without a Date is refused)."""
+    fields = Deb822Release(text)
+    if "Date" not in fields:
+        raise ValueError("no Date in it" if text else "no such file")
+    valid_until = fields.get("Valid-Until")
+    return Release(parsedate_to_datetime(fields["Date"]), parsedate_to_datetime(valid_until) if valid_until else None)
 
 
 def sources_text(sources):
@@ -96,10 +154,11 @@ def parse_simulation(text):
 
 
 def install(changes, lock_timeout, downgrade=False):
-    """Install exactly these versions (the planned ones, or on rollback the previous ones)."""
+    """Install exactly these versions (the planned ones, or on rollback the previous ones). Each version is
+    pinned, and may be older than the installed one: a rollback, or `vrpipe upgrade --to`."""
     versions = [f"{c.package}={c.old if downgrade else c.new}" for c in changes if (c.old if downgrade else c.new)]
-    extra = ["--allow-downgrades"] if downgrade else []
-    return detached(["apt-get", *_apt_options(lock_timeout), *extra, "--no-install-recommends", "install", *versions])
+    options = [*_apt_options(lock_timeout), "--allow-downgrades", "--no-install-recommends"]
+    return detached(["apt-get", *options, "install", *versions])
 
 
 def configure_pending():
@@ -146,14 +205,42 @@ def versions_query(packages):
     return ["dpkg-query", "-W", "-f=${Package} ${db:Status-Abbrev} ${Version}\n", *packages]
 
 
+# dpkg's package states (the second letter of db:Status-Abbrev) in which a version is on the router.
+UNFINISHED = {"H": "half-installed", "U": "unpacked", "F": "half-configured", "W": "triggers-awaited",
+              "t": "triggers-pending"}  # fmt: skip
+
+
 def parse_versions(text):
-    """{package: version} of the packages dpkg lists as installed (status `ii`)."""
+    """{package: version} of the packages dpkg has a version of: "1.0.1" when installed, "1.0.1
+    (half-configured)" and the like when dpkg left it unfinished (removed ones are left out)."""
     versions = {}
     for line in text.splitlines():
         words = line.split()
-        if len(words) == 3 and words[1] == "ii":
+        if len(words) == 3 and words[1][1:2] == "i":
             versions[words[0]] = words[2]
+        elif len(words) == 3 and words[1][1:2] in UNFINISHED:
+            versions[words[0]] = f"{words[2]} ({UNFINISHED[words[1][1]]})"
     return versions
+
+
+def bare_version(text):
+    """The version of what parse_versions says, without its state ("1.0.1 (unpacked)" -> "1.0.1")."""
+    return text.split()[0]
+
+
+def available_query(packages):
+    """The versions of these packages our sources have: `apt-cache madison`."""
+    return with_stderr(["apt-cache", *_apt_options(1), "madison", *packages])
+
+
+def parse_available(text):
+    """{package: {version, ...}} from `apt-cache madison` lines `package | version | source`."""
+    available = {}
+    for line in text.splitlines():
+        words = [w.strip() for w in line.split("|")]
+        if len(words) == 3 and words[0] and words[1]:
+            available.setdefault(words[0], set()).add(words[1])
+    return available
 
 
 def unit_files_query(packages):

@@ -1,10 +1,12 @@
 """A router's condition around an upgrade: a Snapshot (health, nftables ruleset without counters, DHCP
 leases, services, package versions, last apply) read through its transport, the pre-checks that decide
-whether it may be upgraded, and the post-checks that compare the snapshots before and after.
+whether it may be upgraded (the repository's Release dates among them), and the post-checks that compare
+the snapshots before and after.
 """
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 
 from vr import contract
 
@@ -14,6 +16,7 @@ from vrpipe.errors import VrpipeError
 SERVICES = ("dnsmasq.service", "haproxy.service", "vr-metadata.service", "ssh.service")
 LEASES = contract.LEASES_FILE
 APPLY_LOG = contract.APPLY_LOG
+EXPIRY_WARNING = timedelta(days=2)  # a plan warns when a Release's Valid-Until is nearer than this
 
 
 class CheckFailed(VrpipeError):
@@ -62,9 +65,14 @@ def take_snapshot(router, packages):
         ruleset=ruleset,
         leases=parse_leases(router.read(LEASES)),
         active=frozenset(s for s, state in zip(SERVICES, states, strict=False) if state == "active"),
-        versions=apt.parse_versions(router.status(apt.versions_query(packages))[1]),
+        versions=installed_versions(router, packages),
         last_apply=router.read(APPLY_LOG).strip().rsplit("\n", 1)[-1],
     )
+
+
+def installed_versions(router, packages):
+    """{package: version} as dpkg has them on the router (see apt.parse_versions)."""
+    return apt.parse_versions(router.status(apt.versions_query(packages))[1])
 
 
 def _health(router):
@@ -103,11 +111,29 @@ def pre_check_problems(snapshot, free, min_free):
     return problems
 
 
+def rollback_problem(where, release, newer):
+    return (
+        f"{where}: its Release is dated {release.date:%Y-%m-%d %H:%M:%S} UTC, older than the one of "
+        f"{newer:%Y-%m-%d %H:%M:%S} UTC seen before: refused (an older copy of the repository?)"
+    )
+
+
+def expiry_warning(where, release, now):
+    """A warning when the Release's signature runs out within EXPIRY_WARNING, else None."""
+    if release.valid_until is None or release.valid_until - now >= EXPIRY_WARNING:
+        return None
+    hours = (release.valid_until - now).total_seconds() / 3600
+    return (
+        f"{where}: its Release is valid only until {release.valid_until:%Y-%m-%d %H:%M} UTC ({hours:.0f} hours): "
+        "refresh its signature (invoke publish-repo --refresh)"
+    )
+
+
 def post_check_problems(before, after, expected):
     """What differs after an upgrade (or a rollback) that should not: `expected` are the package
     versions it should have left installed."""
     problems = health_problems(after.health)
-    wrong = {p: after.versions.get(p, "(none)") for p, v in expected.items() if after.versions.get(p) != v}
+    wrong = {p: after.versions.get(p, "not installed") for p, v in expected.items() if after.versions.get(p) != v}
     if wrong:
         text = ", ".join(f"{p} is {v}, not {expected[p]}" for p, v in wrong.items())
         problems.append(f"versions not as planned: {text}")

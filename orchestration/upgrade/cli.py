@@ -1,11 +1,11 @@
-"""`vrpipe upgrade`: its options (sources, rollout policy, dry run), validated into an UpgradeConfig and a
-RolloutPolicy once, the per-router lines and the report; and the package versions `vrpipe list` shows.
+"""`vrpipe upgrade`: its options (sources, rollout policy, dry run, --to), validated into an UpgradeConfig and
+a RolloutPolicy once, the per-router lines and the report; and the package versions `vrpipe list` shows.
 """
 
 from vr import contract
 
 from orchestration.upgrade import apt
-from orchestration.upgrade.inplace import DEBIAN_KEYRING, ROUTER_KEYRING, UpgradeConfig, upgrade_fleet
+from orchestration.upgrade.inplace import ROUTER_KEYRING, UpgradeConfig, read_versions, upgrade_fleet
 from orchestration.upgrade.records import lagging, records
 from orchestration.upgrade.rollout import RolloutPolicy
 
@@ -14,12 +14,19 @@ def add_parser(sub):
     p = sub.add_parser("upgrade", help="upgrade routers in place through apt (canary, batches, rollback)")
     p.add_argument("names", nargs="*", help="routers to upgrade (default: every router, in creation order)")
     p.add_argument("--dry-run", action="store_true", help="only report what would change; change nothing")
+    p.add_argument(
+        "--to", metavar="VERSION", help="install this version of our packages (say, an older one the "
+        "repository still has) instead of the newest",
+    )  # fmt: skip
     p.add_argument("--repo-url", default=UpgradeConfig.repo_url, help="our repository as routers reach it")
     p.add_argument("--channel", action="append", help="our channel(s) to upgrade from (default: stable)")
     p.add_argument("--keyring", default=ROUTER_KEYRING, help="our archive keyring, a path on the router")
-    p.add_argument("--security-url", default="http://deb.debian.org/debian-security/")
-    p.add_argument("--security-suite", default="trixie-security")
-    p.add_argument("--security-keyring", default=DEBIAN_KEYRING, help="a path on the router")
+    p.add_argument("--security-url", default=apt.DEBIAN_SECURITY, help="Debian's security archive")
+    p.add_argument(
+        "--security-suite", help="the security suite for every router (default: each router's own release's, "
+        "from its /etc/os-release, e.g. trixie-security)",
+    )  # fmt: skip
+    p.add_argument("--security-keyring", default=apt.DEBIAN_KEYRING, help="a path on the router")
     p.add_argument("--no-security", action="store_true", help="leave Debian's security suite out")
     p.add_argument("--canary", help="the router upgraded first, alone (default: the first named)")
     p.add_argument("--batch", default="1", help="routers per batch after the canary: N or N%% (default 1)")
@@ -31,7 +38,7 @@ def add_parser(sub):
 def config_from(args):
     security = None
     if not args.no_security:
-        security = apt.AptSource(args.security_url, (args.security_suite,), args.security_keyring)
+        security = apt.SecuritySource(args.security_url, args.security_suite, args.security_keyring)
     config = UpgradeConfig(
         repo_url=args.repo_url,
         channels=tuple(args.channel or ("stable",)),
@@ -39,6 +46,7 @@ def config_from(args):
         security=security,
         min_free_mib=args.min_free_mib,
         lock_timeout=args.lock_timeout,
+        to_version=args.to,
     )
     return config, RolloutPolicy(args.canary, args.batch, args.failure_budget)
 
@@ -49,26 +57,37 @@ def run(args, manager, out):
     names = args.names or [r.name for r in manager.store.routers()]
     for name in names:
         manager.store.router(name)  # an unknown name fails here, before any router is touched
-    out.progress(f"{'planning' if args.dry_run else 'upgrading'} {len(names)} routers from {config.repo_url}")
+    routers = "1 router" if len(names) == 1 else f"{len(names)} routers"
+    target = f" to {config.to_version}" if config.to_version else ""
+    out.progress(f"{'planning' if args.dry_run else 'upgrading'} {routers}{target} from {config.repo_url}")
     report = upgrade_fleet(manager, names, config, policy, args.dry_run, out.progress)
+    for warning in dict.fromkeys(w for o in report.outcomes for w in o.warnings):
+        out.progress(f"warning: {warning}")
     out.result(report.to_json(), "\n".join(o.line() for o in report.outcomes))
     return report.ok, report.summary()
 
 
 def versions_columns(manager, rows):
-    """Add each router's package versions, last upgrade and whether it lags to `vrpipe list` rows."""
+    """Add to `vrpipe list` rows each router's package versions (recorded by an upgrade, else read from
+    the running router), where they come from, its last upgrade, and whether its vr-scripts lags."""
     known = records(manager.store)
-    behind = lagging(known)
+    recorded = {name: r.packages for name, r in known.items() if r.packages}
+    unread = [row["name"] for row in rows if row["status"] == "running" and row["name"] not in recorded]
+    read = read_versions(manager, unread)
+    behind = lagging({**recorded, **read})
     for row in rows:
-        record = known.get(row["name"])
-        row["packages"] = record.packages if record else {}
+        name, record = row["name"], known.get(row["name"])
+        row["packages"] = read.get(name) or recorded.get(name, {})
+        row["versions_from"] = "router" if name in read else "record" if name in recorded else None
         row["last_upgrade"] = record.outcome if record else None
         row["upgraded_at"] = record.upgraded_at.isoformat() if record and record.upgraded_at else None
-        row["lags"] = row["name"] in behind
+        row["lags"] = name in behind
     return rows
 
 
 def version_text(row):
-    engine = row["packages"].get(contract.ENGINE_PACKAGE, "?")
+    packages = row["packages"]
+    engine = packages.get(contract.ENGINE_PACKAGE, "?")
+    base = packages.get(contract.BASE_PACKAGE, "?")
     last = f" last upgrade {row['last_upgrade']}" if row["last_upgrade"] else ""
-    return f"vr-scripts {engine}{' (lags)' if row['lags'] else ''}{last}"
+    return f"vr-scripts {engine}{' (lags)' if row['lags'] else ''} vr-base {base}{last}"

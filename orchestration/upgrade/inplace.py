@@ -5,46 +5,60 @@ a rollout (orchestration/upgrade_rollout.py) and a record per router in the stor
 """
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from vr import contract
 
+from orchestration.fleet import for_each
 from orchestration.transports import TransportError
 from orchestration.upgrade import apt, checks
-from orchestration.upgrade.records import record
+from orchestration.upgrade.records import note_release, record
 from orchestration.upgrade.rollout import SUCCESS, roll_out
 
 log = logging.getLogger("vrpipe.upgrade")
+DEBIAN_VERSION = re.compile(r"^(?:[0-9]+:)?[0-9][A-Za-z0-9.+~-]*$")
+READ_PARALLEL = 8  # routers asked for their versions at once
 PREVIOUS = "-previous"  # the repository keeps each channel's previous version there (repo/publish.py)
 ROUTER_KEYRING = contract.ARCHIVE_KEYRING  # put there by the template
-DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 
 @dataclass(frozen=True)
 class UpgradeConfig:
     """Where routers upgrade from, as they reach it. Our channels come with their -previous suites, from
-    which a rollback takes the versions a router had."""
+    which a rollback takes the versions a router had; Debian's security suite is the router's release's
+    unless `security` names one (None leaves it out)."""
 
     repo_url: str = "http://169.254.0.1:8080/"  # the management host on the control network
     channels: tuple[str, ...] = ("stable",)
     keyring: str = ROUTER_KEYRING
-    security: apt.AptSource | None = apt.AptSource(
-        "http://deb.debian.org/debian-security/", ("trixie-security",), DEBIAN_KEYRING
-    )
+    security: apt.SecuritySource | None = apt.SecuritySource()
     min_free_mib: int = 64
     lock_timeout: int = 120  # seconds apt waits for another dpkg to finish
     packages: tuple[str, ...] = apt.OUR_PACKAGES  # the versions the store keeps per router
-    sources: tuple[apt.AptSource, ...] = field(init=False)
+    to_version: str | None = None  # install this version of our packages (say, an older one) instead
+    ours: apt.AptSource = field(init=False)
 
     def __post_init__(self):
         if not self.channels:
             raise ValueError("name at least one channel to upgrade from")
         suites = tuple(s for c in self.channels for s in (c, c + PREVIOUS))
-        ours = apt.AptSource(self.repo_url, suites, self.keyring)
-        object.__setattr__(self, "sources", (ours, *([self.security] if self.security else [])))
+        object.__setattr__(self, "ours", apt.AptSource(self.repo_url, suites, self.keyring))
         if self.min_free_mib < 0 or self.lock_timeout <= 0:
             raise ValueError("min_free_mib must be >= 0 and lock_timeout > 0")
+        if self.to_version is not None and not DEBIAN_VERSION.match(self.to_version):
+            raise ValueError(f"--to {self.to_version!r} is not a Debian version like 1.0.2")
+
+    @property
+    def needs_release(self):
+        """Whether the sources depend on the router's release (its VERSION_CODENAME)."""
+        return self.security is not None and self.security.suite is None
+
+    def sources(self, codename=""):
+        """The apt sources of a router of this release (codename, e.g. "trixie")."""
+        return (self.ours, *([self.security.for_release(codename)] if self.security else []))
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,7 @@ class Outcome:
     reboot_required: tuple[str, ...] = ()
     restarts: tuple[str, ...] = ()
     error: str = ""
+    warnings: tuple[str, ...] = ()
     seconds: float = 0.0
     versions: dict = field(default_factory=dict)
 
@@ -70,6 +85,7 @@ class Outcome:
         extra = [f"reboot required ({', '.join(self.reboot_required)})"] if self.reboot_required else []
         extra += [f"restarts {', '.join(self.restarts)}"] if self.restarts else []
         extra += [self.error] if self.error else []
+        extra += [f"warning: {w}" for w in self.warnings]
         return f"{self.name}: {self.status}: {'; '.join([changes, *extra])} ({self.seconds:.1f}s)"
 
     def to_json(self):
@@ -80,6 +96,7 @@ class Outcome:
             "reboot_required": list(self.reboot_required),
             "restarts": list(self.restarts),
             "error": self.error or None,
+            "warnings": list(self.warnings),
             "seconds": round(self.seconds, 2),
             "versions": self.versions,
         }
@@ -96,18 +113,19 @@ class Failed(Exception):
 class RouterUpgrade:
     """One router's upgrade through its transport (`execute(argv, input=None) -> (status, stdout)`)."""
 
-    def __init__(self, name, transport, config):
+    def __init__(self, name, transport, config, note_release):
+        """note_release(url, channel, date) -> None, or the newer Release date seen before (refused)."""
         self.name, self.config = name, config
-        self.transport = transport
+        self.transport, self.note_release = transport, note_release
         self.router = checks.RouterCalls(name, transport.execute)
-        self.changes = ()
+        self.changes, self.warnings = (), []
 
     def run(self, dry_run):
         started, stage = time.monotonic(), "pre-checks"
         try:
             before = self._prepare(dry_run)
             stage = "planning"
-            outcome = self._plan(dry_run)
+            outcome = self._plan(dry_run, before)
             if dry_run or not self.changes:
                 return self._done(outcome, started)
             stage = "upgrading"
@@ -123,11 +141,11 @@ class RouterUpgrade:
 
     def _done(self, outcome, started):
         versions = outcome.versions or self._versions()
-        return replace(outcome, seconds=time.monotonic() - started, versions=versions)
+        return replace(outcome, seconds=time.monotonic() - started, versions=versions, warnings=tuple(self.warnings))
 
     def _versions(self):
         try:
-            return apt.parse_versions(self.router.status(apt.versions_query(self.config.packages))[1])
+            return checks.installed_versions(self.router, self.config.packages)
         except TransportError:
             return {}
 
@@ -138,7 +156,7 @@ class RouterUpgrade:
         (reachable, signature valid) and the router; returns the snapshot before."""
         self._wait_idle()
         self.router.output(["mkdir", "-p", apt.SOURCES_DIR], "making the sources directory")
-        self.transport.copy(apt.sources_text(self.config.sources), apt.SOURCES_FILE)
+        self.transport.copy(apt.sources_text(self.config.sources(self._codename())), apt.SOURCES_FILE)
         pending = checks.dpkg_pending(self.router)
         if pending and not dry_run:
             log.info("%s: dpkg has unfinished work, running dpkg --configure -a", self.name)
@@ -147,19 +165,66 @@ class RouterUpgrade:
         if pending:
             raise Failed("skipped", f"dpkg has unfinished packages: {' '.join(pending.split())[:300]}")
         self.router.output(apt.update(self.config.lock_timeout), "repository check (apt-get update)")
+        self._check_releases()
         before = checks.take_snapshot(self.router, self.config.packages)
         problems = checks.pre_check_problems(before, checks.free_mib(self.router), self.config.min_free_mib)
         if problems:
             raise Failed("skipped", "; ".join(problems))
         return before
 
-    def _plan(self, dry_run):
-        out = self.router.output(apt.simulate(self.config.lock_timeout), "simulated upgrade")
-        self.changes = tuple(apt.parse_simulation(out))
+    def _check_releases(self):
+        """Refuse a channel whose Release is older than one seen before (apt takes an older, validly
+        signed Release on a router that has none yet); warn when its Valid-Until is near."""
+        url = self.config.repo_url
+        for channel in self.config.channels:
+            release = self._release_file(channel)
+            newer = self.note_release(url, channel, release.date)
+            if newer:
+                raise Failed("skipped", checks.rollback_problem(f"{url} {channel}", release, newer))
+            warning = checks.expiry_warning(f"{url} {channel}", release, datetime.now(UTC))
+            self.warnings += [warning] if warning else []
+
+    def _release_file(self, channel):
+        """The channel's Release as apt on the router accepted it."""
+        url = self.config.repo_url
+        text = self.router.read(apt.list_file(url, channel)) or self.router.read(apt.list_file(url, channel, "Release"))
+        try:
+            return apt.parse_release(text)
+        except ValueError as err:
+            raise checks.CheckFailed(f"{url} {channel}: apt kept no usable Release file: {err}") from None
+
+    def _codename(self):
+        """The router's release codename, when the sources need it."""
+        if not self.config.needs_release:
+            return ""
+        codename = apt.release_codename(self.router.read(apt.OS_RELEASE))
+        if not codename:
+            raise Failed("skipped", f"{apt.OS_RELEASE} names no VERSION_CODENAME: give --security-suite")
+        return codename
+
+    def _plan(self, dry_run, before):
+        if self.config.to_version:
+            self.changes = self._changes_to(self.config.to_version, before.versions)
+        else:
+            out = self.router.output(apt.simulate(self.config.lock_timeout), "simulated upgrade")
+            self.changes = tuple(apt.parse_simulation(out))
         installed = [c.package for c in self.changes if c.old]
         restarts = self._active_units(installed) if installed else ()
         status = "planned" if dry_run else "up-to-date"
         return Outcome(self.name, status, self.changes, tuple(apt.reboot_required(self.changes)), restarts)
+
+    def _changes_to(self, version, installed):
+        """Our packages at exactly `version`, which the repository must still have (its channels and their
+        -previous suites)."""
+        out = self.router.output(apt.available_query(self.config.packages), "listing the versions available")
+        available = apt.parse_available(out)
+        missing = [p for p in self.config.packages if version not in available.get(p, ())]
+        if missing:
+            found = ", ".join(f"{p} {' '.join(sorted(available.get(p, ()))) or '(none)'}" for p in missing)
+            raise Failed("skipped", f"version {version} is not in the repository: it has {found}")
+        return tuple(
+            apt.Change(p, installed.get(p, ""), version) for p in self.config.packages if installed.get(p) != version
+        )
 
     def _active_units(self, packages):
         """The running services these packages ship (oneshot units have nothing to restart)."""
@@ -228,15 +293,46 @@ class Report:
 
 def upgrade_fleet(manager, names, config, policy, dry_run=False, progress=lambda message: None):
     """Upgrade (or with dry_run, plan) these routers by the rollout policy; each under its lock, each
-    outcome recorded in the store (a dry run records nothing)."""
+    outcome recorded in the store (a dry run records nothing), and the versions of the routers a stopped
+    rollout did not reach recorded too."""
     started = time.monotonic()
 
     def upgrade_one(name):
         with manager.store.lock(name, manager.config.lock_timeout):
-            outcome = RouterUpgrade(name, manager.transport(name), config).run(dry_run)
-        if not dry_run:
-            record(manager.store, name, outcome.versions, outcome.status, outcome.error or None)
-        return outcome
+            return RouterUpgrade(name, manager.transport(name), config, note).run(dry_run)
 
-    outcomes, stopped = roll_out(names, policy, upgrade_one, lambda n: Outcome(n, "not-reached"), progress)
+    def note(url, channel, date):
+        return note_release(manager.store, url, channel, date)
+
+    def finished(outcome):
+        if not dry_run:
+            record(manager.store, outcome.name, outcome.versions, outcome.status, outcome.error or None)
+
+    def make_outcome(name, status, error):
+        return Outcome(name, status, error=error)
+
+    outcomes, stopped = roll_out(names, policy, upgrade_one, make_outcome, progress, finished)
+    if stopped and not dry_run:
+        outcomes = _note_not_reached(manager, outcomes, config.packages)
     return Report(tuple(outcomes), stopped, dry_run, time.monotonic() - started)
+
+
+def _note_not_reached(manager, outcomes, packages):
+    """Read and record the versions of the routers the rollout did not reach (one dpkg-query each, in
+    parallel; a router that does not answer keeps what the store knew): `vrpipe list` shows them, and
+    which ones lag."""
+    found = read_versions(manager, [o.name for o in outcomes if o.status == "not-reached"], packages)
+    for name, versions in found.items():
+        record(manager.store, name, versions)
+    return [replace(o, versions=found.get(o.name, o.versions)) for o in outcomes]
+
+
+def read_versions(manager, names, packages=apt.OUR_PACKAGES):
+    """{name: {package: version}} of the routers among names that answer, asked in parallel."""
+    found = {}
+
+    def read(name):
+        found[name] = checks.installed_versions(checks.RouterCalls(name, manager.transport(name).execute), packages)
+
+    for_each(names, read, READ_PARALLEL)
+    return {name: found[name] for name in names if found.get(name)}

@@ -1,6 +1,8 @@
 """What the store keeps about in-place upgrades: per router, its package versions, and the outcome and
-time of its last upgrade (table upgrade_records, migration 0002). A record belongs to the router with
-that id and name: a router recreated under the same name starts without one.
+time of its last upgrade (table upgrade_records, migration 0002; a record belongs to the router with that
+id and name: a router recreated under the same name starts without one); and per repository and channel
+the newest Release date any router was served (table release_dates, migration 0003), which no later
+upgrade may go back behind.
 """
 
 from dataclasses import dataclass
@@ -8,10 +10,12 @@ from datetime import UTC, datetime
 
 from debian.debian_support import Version
 from sqlalchemy import JSON, DateTime, ForeignKey, String, Text, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 from vr import contract
 
 from orchestration.store import Base, RouterRow
+from orchestration.upgrade import apt
 
 
 class UpgradeRow(Base):
@@ -23,6 +27,15 @@ class UpgradeRow(Base):
     outcome: Mapped[str | None] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(Text)
     upgraded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ReleaseRow(Base):
+    __tablename__ = "release_dates"
+
+    repo_url: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(63), primary_key=True)
+    released_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # the Release file's Date
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 @dataclass(frozen=True)
@@ -57,10 +70,38 @@ def records(store):
         }
 
 
-def lagging(all_records, package=contract.ENGINE_PACKAGE):
-    """The routers whose `package` is older than the newest version any router of the fleet has."""
-    versions = {name: r.packages.get(package) for name, r in all_records.items() if r.packages.get(package)}
-    if not versions:
+def lagging(versions, package=contract.ENGINE_PACKAGE):
+    """Of {router name: {package: version}}, the routers whose `package` is older than the newest
+    version any router of the fleet has (whether or not dpkg finished installing it)."""
+    found = {name: Version(apt.bare_version(p[package])) for name, p in versions.items() if p.get(package)}
+    if not found:
         return set()
-    newest = max(map(Version, versions.values()))
-    return {name for name, v in versions.items() if Version(v) < newest}
+    newest = max(found.values())
+    return {name for name, v in found.items() if v < newest}
+
+
+def note_release(store, url, channel, date):
+    """Keep `date` as the newest Release date seen for this repository and channel; returns the newer date
+    seen before when `date` is older (a rollback to an older repository), else None."""
+    try:
+        return _note_release(store, url, channel, date)
+    except IntegrityError:  # another manager added the first row at the same moment: compare with it
+        return _note_release(store, url, channel, date)
+
+
+def _note_release(store, url, channel, date):
+    with Session(store.engine) as session, session.begin():
+        row = session.get(ReleaseRow, (url, channel), with_for_update=True)
+        if row is None:
+            session.add(ReleaseRow(repo_url=url, channel=channel, released_at=date, seen_at=datetime.now(UTC)))
+            return None
+        newest = _aware(row.released_at)
+        if date < newest:
+            return newest
+        row.released_at, row.seen_at = date, datetime.now(UTC)
+        return None
+
+
+def _aware(moment):
+    """SQLite gives back naive datetimes; the store writes only UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

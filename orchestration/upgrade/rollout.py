@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 
 from orchestration.fleet import for_each
+from vrpipe.errors import VrpipeError
 
 BATCH = re.compile(r"^(?P<size>[1-9][0-9]*)(?P<percent>%?)$")
 # A router that got the new version and failed with it: the version is suspect, nobody else gets it.
@@ -57,27 +58,38 @@ def stop_reason(outcomes, policy, canary):
     if any(o.name == canary for o in failed):
         return f"the canary {canary} failed"
     if len(failed) > policy.failure_budget:
-        return f"{len(failed)} routers failed, more than the failure budget of {policy.failure_budget}"
+        routers = "1 router" if len(failed) == 1 else f"{len(failed)} routers"
+        return f"{routers} failed, more than the failure budget of {policy.failure_budget}"
     return None
 
 
-def roll_out(names, policy, upgrade_one, not_reached, progress):
-    """Upgrade wave after wave with upgrade_one(name) -> outcome (it never raises); returns
-    (outcomes in the order of names, stop reason or None). Routers after a stop get not_reached(name)."""
+def roll_out(names, policy, upgrade_one, make_outcome, progress, finished=lambda outcome: None):
+    """Upgrade wave after wave with upgrade_one(name) -> outcome; returns (outcomes in the order of names,
+    stop reason or None). An exception from upgrade_one (say, the router's lock is held by another vrpipe)
+    is that router's `failed` outcome, counted by the budget like any other. Routers after a stop get
+    `not-reached`. make_outcome(name, status, error) builds those two; finished(outcome) is called as each
+    router the rollout reached is done."""
     plan = waves(names, policy)
     outcomes, reason, total = {}, None, sum(map(len, plan))
 
     def one(name):
-        outcome = upgrade_one(name)
+        try:
+            outcome = upgrade_one(name)
+        except Exception as err:  # noqa: BLE001 - whatever it was, it is this router's failure
+            outcome = make_outcome(name, "failed", failure_text(err))
         outcomes[name] = outcome
         progress(f"[{len(outcomes)}/{total}] {outcome.line()}")
-        if outcome.status not in SUCCESS:
-            raise RuntimeError(outcome.error)
+        finished(outcome)
 
     for wave in plan:
         if reason:
-            outcomes.update({name: not_reached(name) for name in wave})
+            outcomes.update({name: make_outcome(name, "not-reached", "") for name in wave})
             continue
         for_each(wave, one, len(wave))
         reason = stop_reason(outcomes.values(), policy, plan[0][0])
     return [outcomes[name] for name in dict.fromkeys(names)], reason
+
+
+def failure_text(err):
+    """An operator's error says what is wrong by itself; anything else is a bug, named by its type."""
+    return str(err) if isinstance(err, VrpipeError) else f"{type(err).__name__}: {err}"

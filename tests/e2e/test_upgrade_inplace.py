@@ -15,7 +15,9 @@ import pytest
 
 from orchestration import cli
 from orchestration.lab.upgrade_lab import repo_served, traffic
-from orchestration.upgrade.inplace import UpgradeConfig, upgrade_fleet
+from orchestration.manager import CONFIG_FILE
+from orchestration.upgrade.apt import OS_RELEASE, SOURCES_FILE
+from orchestration.upgrade.inplace import read_versions, upgrade_fleet
 from orchestration.upgrade.records import records
 from orchestration.upgrade.rollout import RolloutPolicy
 from repo import signing
@@ -23,18 +25,22 @@ from vrpipe.run import run
 
 from .engine_fixtures import http_get, wait_for
 from .repo_fixtures import copy_tree, resign
+from .test_orch_lock import Holder
 from .upgrade_fixtures import (
     POSTINST_FAILS,
     POSTINST_SLOW,
     POSTINST_STARTED,
     base_version,
+    expiring,
     publish_version,
+    release_date,
     upgrade_lab,
     version,
 )
 
 pytestmark = pytest.mark.e2e
 ROUTERS = ("r1", "r2")
+FRESH = "r3"
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +49,20 @@ def lab(tmp_path_factory):
         yield test_lab
 
 
-def vrpipe(lab, *args):
-    """Run the `vrpipe` command on the lab's state directory; returns (exit status, JSON result)."""
+@pytest.fixture(scope="module")
+def fresh(lab):
+    """A router created late, from the template: never upgraded, its apt lists without our repository."""
+    lab.lab.create_router(FRESH)
+    lab.manager.start(FRESH)
+    return FRESH
+
+
+def vrpipe(lab, *args, **settings):
+    """Run the `vrpipe` command on the lab's state directory, with these manager settings added to its
+    config file; returns (exit status, JSON result)."""
     lab.manager.config.save()
+    saved = lab.manager.config.state_dir / CONFIG_FILE
+    saved.write_text(json.dumps({**json.loads(saved.read_text()), **settings}))
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         code = cli.main(["--state-dir", str(lab.manager.config.state_dir), "--json", *args])
@@ -73,6 +90,25 @@ def test_dry_run_reports_the_plan_and_changes_nothing(lab):
         assert router["reboot_required"] == []
     assert {n: (lab.versions(n), lab.ruleset(n)) for n in ROUTERS} == before
     assert records(lab.manager.store) == {}
+
+
+def test_the_security_suite_follows_each_routers_release(lab):
+    os_release = lab.execute("r2", ["cat", OS_RELEASE])
+    lab.manager.transport("r2").copy(
+        os_release.replace("VERSION_CODENAME=trixie", "VERSION_CODENAME=bookworm"), OS_RELEASE
+    )
+    try:
+        code, report = vrpipe(
+            lab, "upgrade", "--dry-run", "--repo-url", lab.url, "--security-url", lab.url,
+            "--security-keyring", lab.config().keyring,
+        )  # fmt: skip
+        sources = {name: lab.execute(name, ["cat", SOURCES_FILE]) for name in ROUTERS}
+    finally:
+        lab.manager.transport("r2").copy(os_release, OS_RELEASE)
+    assert code == 0, report
+    assert [r["status"] for r in report["routers"]] == ["planned", "planned"], report
+    assert f"URIs: {lab.url}\nSuites: trixie-security\n" in sources["r1"], sources["r1"]
+    assert f"URIs: {lab.url}\nSuites: bookworm-security\n" in sources["r2"], sources["r2"]
 
 
 def test_new_version_reaches_every_router_in_place_without_dropping_traffic(lab):
@@ -103,6 +139,22 @@ def test_new_version_reaches_every_router_in_place_without_dropping_traffic(lab)
         "r1": (version(1), "upgraded", False),
         "r2": (version(1), "upgraded", False),
     }
+
+
+def test_a_router_locked_by_another_vrpipe_fails_and_stops_the_rollout_by_its_budget(lab):
+    holder = Holder(lab.manager.store.url, "r2")
+    try:
+        assert holder.said("acquired", 60)
+        code, report = vrpipe(lab, "upgrade", "--repo-url", lab.url, "--no-security", "r1", "r2", lock_timeout=2)
+    finally:
+        holder.kill()
+    assert code == 1, report
+    first, locked = report["routers"]
+    assert first["status"] == "up-to-date", first
+    assert locked["status"] == "failed" and locked["error"] == "router 'r2' stayed locked for 2s", locked
+    assert report["stopped"] == "1 router failed, more than the failure budget of 0", report
+    assert records(lab.manager.store)["r2"].outcome == "failed"
+    assert lab.versions("r2")["vr-scripts"] == version(1)
 
 
 def test_unreachable_repository_fails_cleanly_and_the_router_keeps_forwarding(lab):
@@ -165,6 +217,8 @@ def test_an_interrupted_dpkg_is_finished_before_the_upgrade(lab):
     deb = next(name for name in cached if name.startswith("vr-base_") and name.endswith(".deb"))
     lab.execute("r2", ["dpkg", "--unpack", f"/var/cache/apt/archives/{deb}"])  # unpacked, never configured
     assert "vr-base" in lab.execute("r2", ["dpkg", "--audit"])
+    unpacked = deb.split("_")[1]
+    assert read_versions(lab.manager, ["r2"])["r2"]["vr-base"] == f"{unpacked} (unpacked)"
     report = upgrade_fleet(lab.manager, ["r2"], lab.config(), RolloutPolicy())
     assert report.ok, [o.line() for o in report.outcomes]
     assert lab.execute("r2", ["dpkg", "--audit"]).strip() == ""
@@ -191,5 +245,74 @@ def test_broken_postinst_fails_on_the_canary_which_is_rolled_back(lab):
     assert records(lab.manager.store)["r1"].outcome == "rolled-back"
 
 
-def test_default_config_names_debian_security():
-    assert [s.suites for s in UpgradeConfig().sources] == [("stable", "stable-previous"), ("trixie-security",)]
+def test_list_shows_the_versions_of_routers_never_upgraded_or_not_reached_and_that_they_lag(lab, fresh):
+    code, listing = vrpipe(lab, "list")
+    assert code == 0
+    row = {r["name"]: r for r in listing}[fresh]
+    assert (row["packages"], row["versions_from"], row["lags"]) == (
+        {"vr-base": base_version(), "vr-scripts": base_version()},
+        "router",
+        True,
+    ), row
+    holder = Holder(lab.manager.store.url, "r1")
+    try:
+        assert holder.said("acquired", 60)
+        code, report = vrpipe(lab, "upgrade", "--repo-url", lab.url, "--no-security", "r1", fresh, lock_timeout=2)
+    finally:
+        holder.kill()
+    assert code == 1 and [r["status"] for r in report["routers"]] == ["failed", "not-reached"], report
+    assert report["routers"][1]["versions"]["vr-scripts"] == base_version(), report
+    assert records(lab.manager.store)[fresh].packages["vr-scripts"] == base_version()
+    code, listing = vrpipe(lab, "list")
+    row = {r["name"]: r for r in listing}[fresh]
+    assert (row["packages"]["vr-scripts"], row["versions_from"], row["lags"]) == (base_version(), "record", True), row
+
+
+def test_an_older_copy_of_the_repository_is_refused_by_plan_and_run(lab, fresh):
+    older, newest = release_date(lab.first_tree), release_date(lab.repo.public.resolve())
+    assert older < newest
+    with lab.serving(lab.first_tree):
+        for dry_run in (["--dry-run"], []):
+            code, report = vrpipe(lab, "upgrade", *dry_run, "--repo-url", lab.url, "--no-security", fresh)
+            (router,) = report["routers"]
+            assert code == 1 and router["status"] == "skipped", router
+            for date in (older, newest):
+                assert f"{date:%Y-%m-%d %H:%M:%S} UTC" in router["error"], router["error"]
+    assert lab.versions(fresh)["vr-scripts"] == base_version()
+    code, report = vrpipe(lab, "upgrade", "--dry-run", "--repo-url", lab.url, "--no-security", fresh)
+    assert code == 0 and report["routers"][0]["status"] == "planned", report
+
+
+def test_a_plan_warns_when_the_repository_expires_within_two_days(lab, tmp_path):
+    tree = copy_tree(lab.repo.public.resolve(), tmp_path / "tree")
+    expiring(tree, lab.repo.gnupghome, hours=30)
+    with lab.serving(tree):
+        code, report = vrpipe(lab, "upgrade", "--dry-run", "--repo-url", lab.url, "--no-security", "r1")
+    (router,) = report["routers"]
+    assert code == 0 and router["status"] == "planned", router
+    (warning,) = router["warnings"]
+    assert f"{lab.url} stable: its Release is valid only until" in warning and "(30 hours)" in warning, warning
+
+
+def test_to_installs_an_older_version_across_the_fleet_with_canary_batches_and_checks(lab):
+    publish_version(lab.repo, version(4))
+    publish_version(lab.repo, version(5))  # stable has version 5, stable-previous version 4
+    upgraded = upgrade_fleet(lab.manager, ROUTERS, lab.config(security=None), RolloutPolicy())
+    assert upgraded.ok, [o.line() for o in upgraded.outcomes]
+    code, report = vrpipe(lab, "upgrade", "--dry-run", "--to", version(1), "--repo-url", lab.url, "--no-security", "r1")
+    assert code == 1 and report["routers"][0]["status"] == "skipped", report
+    assert f"version {version(1)} is not in the repository" in report["routers"][0]["error"], report
+    lines = []
+    report = upgrade_fleet(
+        lab.manager,
+        ROUTERS,
+        lab.config(security=None, to_version=version(4)),
+        RolloutPolicy(canary="r2"),
+        progress=lines.append,
+    )
+    assert report.ok, [o.line() for o in report.outcomes]
+    assert lines[0].startswith(f"[1/2] r2: upgraded: vr-base {version(5)} -> {version(4)}"), lines
+    for index, name in enumerate(ROUTERS, 1):
+        assert lab.versions(name) == {"vr-base": version(4), "vr-scripts": version(4)}
+        assert lab.health(name)["version"] == version(4)
+        assert_forwards(lab, index, name)

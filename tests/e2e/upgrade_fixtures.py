@@ -5,12 +5,15 @@ control network, and versions published to it, optionally with a postinst made t
 """
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from unittest import mock
 
@@ -19,7 +22,7 @@ from orchestration.lab.lab import Lab, public_ip
 from orchestration.lab.upgrade_lab import BALANCED_PORT, FORWARDED_PORT, bring_up, repo_served
 from orchestration.manager import Manager
 from orchestration.settings import ManagerConfig
-from orchestration.upgrade.apt import AptSource
+from orchestration.upgrade.apt import SecuritySource, parse_release
 from orchestration.upgrade.inplace import ROUTER_KEYRING, UpgradeConfig
 from repo import signing
 from vrpipe.run import run
@@ -27,13 +30,14 @@ from vrpipe.run import run
 from .image_fixtures import repo_config as template_repo_config
 from .orch_fixtures import close_lab
 from .orch_rootfs import router_rootfs
-from .repo_fixtures import throwaway_config
+from .repo_fixtures import RFC2822, copy_tree, resign, throwaway_config
 
 PROJECT = Path(__file__).resolve().parents[2]
 
 POSTINST_FAILS = "echo 'vr-scripts test build: this postinst fails on purpose' >&2\nexit 1\n"
 POSTINST_STARTED = "var/tmp/vr-test-postinst-started"
 POSTINST_SLOW = f"touch /{POSTINST_STARTED}\nsleep 5\n"
+SECURITY_SUITES = ("trixie-security", "bookworm-security")
 
 
 def installed_version(rootfs, package="vr-scripts"):
@@ -48,8 +52,9 @@ def base_version():
 
 
 def signed_repo_config(where):
-    """A throw-away repository under `where`, signed by a private copy of the key the template trusts."""
-    config = throwaway_config(where)
+    """A throw-away repository under `where`, signed by a private copy of the key the template trusts;
+    besides our channels, it plays Debian's security suites of two releases (SECURITY_SUITES)."""
+    config = dataclasses.replace(throwaway_config(where), channels=("stable", "security", *SECURITY_SUITES))
     shutil.copytree(template_repo_config().gnupghome, config.gnupghome, ignore=shutil.ignore_patterns("S.*"))
     return config
 
@@ -92,13 +97,25 @@ class UpgradeLab:
     lab: Lab
     repo: object  # RepoConfig of the test repository
     url: str
+    first_tree: Path  # a copy of the tree served when the lab came up: older than every Release since
     vms: dict = field(default_factory=dict)  # router name -> its VM
 
     def config(self, **changes):
         """Our stable channel, and 'Debian security' pointed at our own security channel (no routers
         in tests reach Debian's mirrors)."""
-        security = AptSource(self.url, ("security",), ROUTER_KEYRING)
+        security = SecuritySource(self.url, "security", ROUTER_KEYRING)
         return UpgradeConfig(**{"repo_url": self.url, "security": security, **changes})
+
+    @contextlib.contextmanager
+    def serving(self, tree):
+        """Serve `tree` at the repository's URL instead of the published one while the block runs."""
+        public = self.repo.public
+        published = public.readlink()
+        _point(public, tree)
+        try:
+            yield
+        finally:
+            _point(public, published)
 
     def execute(self, name, argv):
         status, out = self.manager.transport(name).execute(argv)
@@ -124,6 +141,26 @@ class UpgradeLab:
         return answers
 
 
+def _point(link, target):
+    """Point the served symlink at target in one rename, as a publish does."""
+    new = link.with_name(link.name + ".test")
+    new.unlink(missing_ok=True)
+    new.symlink_to(target)
+    os.replace(new, link)
+
+
+def release_date(tree, codename="stable"):
+    return parse_release((tree / "dists" / codename / "InRelease").read_text()).date
+
+
+def expiring(tree, gnupghome, hours, codename="stable"):
+    """Move the Valid-Until of codename's Release to `hours` from now, keep its Date, and sign it again."""
+    release = tree / "dists" / codename / "Release"
+    until = (datetime.now(UTC) + timedelta(hours=hours)).strftime(RFC2822)
+    release.write_text(re.sub(r"^Valid-Until: .*$", f"Valid-Until: {until}", release.read_text(), flags=re.M))
+    resign(tree, codename, gnupghome, signing.dev_key(gnupghome))
+
+
 @contextlib.contextmanager
 def upgrade_lab(tmp, names, tag="u", deployer="container", image=None):
     """Routers `names` (each with a VM that got its lease), the test repository at base_version() served to
@@ -131,6 +168,7 @@ def upgrade_lab(tmp, names, tag="u", deployer="container", image=None):
     rootfs = router_rootfs()
     repo_config = signed_repo_config(tmp / "repo")
     publish_version(repo_config, base_version())
+    first_tree = copy_tree(repo_config.public.resolve(), tmp / "first-tree")
     prefix = f"vu{os.getpid() % 100000}{tag}"
     config = ManagerConfig(
         tmp / "manager",
@@ -145,7 +183,8 @@ def upgrade_lab(tmp, names, tag="u", deployer="container", image=None):
     try:
         lab.up_public()
         with repo_served(lab.host, repo_config.public) as url:
-            yield UpgradeLab(manager, lab, repo_config, url, bring_up(manager, lab, names, deployer=deployer))
+            vms = bring_up(manager, lab, names, deployer=deployer)
+            yield UpgradeLab(manager, lab, repo_config, url, first_tree, vms)
     finally:
         close_lab(manager, lab)
         signing.stop_agent(repo_config.gnupghome)

@@ -2,13 +2,17 @@
 the sources file, the rollout's waves and stop rules, the post-check comparisons, and the store records."""
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
-from orchestration.store import Store
+from orchestration.store import LockTimeout, Store
+from orchestration.transports import TransportError
 from orchestration.upgrade import apt, checks
+from orchestration.upgrade.cli import version_text, versions_columns
 from orchestration.upgrade.inplace import Outcome, UpgradeConfig
-from orchestration.upgrade.records import lagging, record, records
+from orchestration.upgrade.records import lagging, note_release, record, records
 from orchestration.upgrade.rollout import RolloutPolicy, roll_out, stop_reason, waves
 
 SIMULATION = """\
@@ -70,8 +74,13 @@ def test_problems_quote_the_dpkg_error_with_its_reason():
 
 
 def test_versions_and_units_from_dpkg_query():
-    text = "vr-base ii 1.0.0\nvr-scripts iF 1.0.1\n"
-    assert apt.parse_versions(text) == {"vr-base": "1.0.0"}
+    text = "vr-base ii  1.0.0\nvr-scripts iF  1.0.1\nvr-old rc  0.9\nlibc6 iUR 2.41-12\n"
+    assert apt.parse_versions(text) == {
+        "vr-base": "1.0.0",
+        "vr-scripts": "1.0.1 (half-configured)",
+        "libc6": "2.41-12 (unpacked)",
+    }
+    assert apt.bare_version("1.0.1 (half-configured)") == "1.0.1"
     files = "/usr/lib/systemd/system/vr-metadata.service\n/opt/vr/bin/vr\n\n/lib/systemd/system/ssh@.service\n"
     assert apt.service_units(files) == ["vr-metadata.service"]
     shown = "Type=oneshot\nActiveState=active\nId=vr-boot.service\n\n"
@@ -81,12 +90,26 @@ def test_versions_and_units_from_dpkg_query():
 
 def test_sources_name_our_channels_with_previous_and_debian_security():
     config = UpgradeConfig(repo_url="http://169.254.0.1:8080/", channels=("stable", "security"))
-    text = apt.sources_text(config.sources)
+    text = apt.sources_text(config.sources("trixie"))
     assert "Suites: stable stable-previous security security-previous\n" in text
     assert "URIs: http://deb.debian.org/debian-security/\nSuites: trixie-security\n" in text
     assert text.count("Signed-By: ") == 2
     only_ours = UpgradeConfig(security=None)
-    assert apt.sources_text(only_ours.sources).count("Types: deb") == 1
+    assert not only_ours.needs_release
+    assert apt.sources_text(only_ours.sources()).count("Types: deb") == 1
+
+
+def test_the_security_suite_follows_the_routers_release_unless_given():
+    default = UpgradeConfig()
+    assert default.needs_release
+    assert [s.suites for s in default.sources("bookworm")] == [("stable", "stable-previous"), ("bookworm-security",)]
+    assert [s.suites for s in default.sources("trixie")][1] == ("trixie-security",)
+    fixed = UpgradeConfig(security=apt.SecuritySource(suite="bookworm-security"))
+    assert not fixed.needs_release and fixed.sources("trixie")[1].suites == ("bookworm-security",)
+    os_release = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\n'
+    assert apt.release_codename(os_release) == "bookworm"
+    assert apt.release_codename("VERSION_CODENAME='trixie'\n") == "trixie"
+    assert apt.release_codename('PRETTY_NAME="Debian GNU/Linux forky/sid"\n') == ""
 
 
 @pytest.mark.parametrize(
@@ -96,6 +119,8 @@ def test_sources_name_our_channels_with_previous_and_debian_security():
         lambda: UpgradeConfig(repo_url="ftp://x/"),
         lambda: UpgradeConfig(keyring="relative.gpg"),
         lambda: apt.AptSource("http://x/", ("Bad Suite",), "/k"),
+        lambda: apt.SecuritySource(suite="Bad Suite"),
+        lambda: apt.SecuritySource(url="deb.debian.org"),
         lambda: RolloutPolicy(batch="0"),
         lambda: RolloutPolicy(batch="150%"),
         lambda: RolloutPolicy(batch="x"),
@@ -134,9 +159,13 @@ def test_stop_rules():
     assert "new version failed on r2" in stop_reason([outcome("r2", "rolled-back")], policy, "r1")
 
 
+def make_outcome(name, status, error):
+    return Outcome(name, status, error=error)
+
+
 def test_rollout_stops_and_leaves_the_rest_not_reached():
     results = {"r1": "upgraded", "r2": "rolled-back"}
-    upgraded = []
+    upgraded, finished = [], []
 
     def upgrade_one(name):
         upgraded.append(name)
@@ -144,12 +173,38 @@ def test_rollout_stops_and_leaves_the_rest_not_reached():
 
     lines = []
     outcomes, reason = roll_out(
-        ["r1", "r2", "r3", "r4"], RolloutPolicy(), upgrade_one, lambda n: outcome(n, "not-reached"), lines.append
+        ["r1", "r2", "r3", "r4"], RolloutPolicy(), upgrade_one, make_outcome, lines.append, finished.append
     )
     assert upgraded == ["r1", "r2"]
     assert [o.status for o in outcomes] == ["upgraded", "rolled-back", "not-reached", "not-reached"]
     assert "r2" in reason
     assert lines[0].startswith("[1/4] r1: upgraded")
+    assert [o.name for o in finished] == ["r1", "r2"]
+
+
+def test_a_router_whose_upgrade_raises_fails_and_counts_against_the_budget():
+    def upgrade_one(name):
+        if name in ("r2", "r3"):
+            raise LockTimeout(f"router {name!r} stayed locked for 1s")
+        if name == "r4":
+            raise KeyError(name)  # a bug: still this router's failure, named by its type
+        return outcome(name, "upgraded")
+
+    names = ["r1", "r2", "r3", "r4", "r5"]
+    outcomes, reason = roll_out(names, RolloutPolicy(), upgrade_one, make_outcome, lambda line: None)
+    assert [o.status for o in outcomes] == ["upgraded", "failed", "not-reached", "not-reached", "not-reached"]
+    assert outcomes[1].error == "router 'r2' stayed locked for 1s"
+    assert "1 router failed, more than the failure budget of 0" in reason
+
+    outcomes, reason = roll_out(
+        names, RolloutPolicy(batch="2", failure_budget=1), upgrade_one, make_outcome, lambda line: None
+    )
+    assert [o.status for o in outcomes] == ["upgraded", "failed", "failed", "not-reached", "not-reached"]
+    assert "2 routers failed" in reason
+
+    outcomes, reason = roll_out(names, RolloutPolicy(failure_budget=3), upgrade_one, make_outcome, lambda line: None)
+    assert [o.status for o in outcomes] == ["upgraded", "failed", "failed", "failed", "upgraded"]
+    assert outcomes[3].error == "KeyError: 'r4'" and reason is None
 
 
 def snapshot(**changes):
@@ -221,9 +276,116 @@ def test_store_keeps_versions_and_last_outcome_and_shows_laggards(tmp_path):
         assert found["r2"].packages == {"vr-scripts": "1.0.9"}
         assert (found["r2"].outcome, found["r2"].detail) == ("skipped", "unreachable")
         assert found["r1"].upgraded_at is not None
-        assert lagging(found) == {"r2"}  # Debian version order: 1.0.9 < 1.0.10
+        assert lagging({n: r.packages for n, r in found.items()}) == {"r2"}  # Debian order: 1.0.9 < 1.0.10
         store.remove_router("r1")
         store.add_router("r1", "container", "169.254.1.9")
         assert "r1" not in records(store)  # a new router of the same name has no record yet
     finally:
         store.close()
+
+
+class FakeRouters:
+    """What versions_columns needs of a manager: the store, and routers that answer dpkg-query."""
+
+    def __init__(self, store, answers):
+        self.store, self.answers = store, answers
+
+    def transport(self, name):
+        if name not in self.answers:
+            raise TransportError(f"router {name}: no answer")
+        return SimpleNamespace(execute=lambda argv, input=None: (0, self.answers[name]))
+
+
+def test_listing_shows_recorded_or_read_versions_of_every_router_and_which_lag(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'vrpipe.db'}")
+    try:
+        for name in ("r1", "r2", "r3", "r4"):
+            store.add_router(name, "container", f"169.254.1.{len(store.routers()) + 2}")
+        record(store, "r1", {"vr-base": "1.0.1", "vr-scripts": "1.0.1"}, "upgraded")
+        answers = {
+            "r1": "vr-base ii  9.9\nvr-scripts ii  9.9\n",  # has a record: not asked
+            "r2": "vr-base ii  1.0.0\nvr-scripts ii  1.0.0\n",  # never upgraded: read
+            "r3": "vr-base ii  1.0.1\nvr-scripts iF  1.0.1\n",  # dpkg left vr-scripts half-configured
+        }  # r4 does not answer
+        rows = [{"name": n, "status": "running"} for n in ("r1", "r2", "r3", "r4")]
+        rows = {r["name"]: r for r in versions_columns(FakeRouters(store, answers), rows)}
+        assert {n: (r["packages"].get("vr-scripts"), r["versions_from"], r["lags"]) for n, r in rows.items()} == {
+            "r1": ("1.0.1", "record", False),
+            "r2": ("1.0.0", "router", True),
+            "r3": ("1.0.1 (half-configured)", "router", False),
+            "r4": (None, None, False),
+        }
+        assert version_text(rows["r2"]) == "vr-scripts 1.0.0 (lags) vr-base 1.0.0"
+        assert version_text(rows["r3"]) == "vr-scripts 1.0.1 (half-configured) vr-base 1.0.1"
+        assert version_text(rows["r1"]) == "vr-scripts 1.0.1 vr-base 1.0.1 last upgrade upgraded"
+        assert version_text(rows["r4"]) == "vr-scripts ? vr-base ?"
+    finally:
+        store.close()
+
+
+INRELEASE = """\
+-----BEGIN PGP SIGNED MESSAGE-----
+Hash: SHA512
+
+Origin: vrpipe
+Codename: stable
+Date: Tue, 01 Dec 2026 12:49:32 UTC
+Valid-Until: Tue, 08 Dec 2026 12:49:32 UTC
+Architectures: amd64
+-----BEGIN PGP SIGNATURE-----
+
+iQ==
+-----END PGP SIGNATURE-----
+"""
+
+
+def test_release_dates_and_where_apt_keeps_them():
+    release = apt.parse_release(INRELEASE)
+    assert release.date == datetime(2026, 12, 1, 12, 49, 32, tzinfo=UTC)
+    assert release.valid_until == datetime(2026, 12, 8, 12, 49, 32, tzinfo=UTC)
+    assert apt.parse_release("Date: Tue, 01 Dec 2026 12:49:32 UTC\n").valid_until is None
+    with pytest.raises(ValueError, match="no Date"):
+        apt.parse_release("Origin: vrpipe\n")
+    with pytest.raises(ValueError, match="no such file"):
+        apt.parse_release("")
+    now = datetime(2026, 12, 7, 12, 49, 32, tzinfo=UTC)
+    warning = checks.expiry_warning("http://x/ stable", release, now)
+    assert warning.startswith("http://x/ stable: its Release is valid only until 2026-12-08 12:49 UTC (24 hours)")
+    assert checks.expiry_warning("x", release, now - timedelta(days=1)) is None
+    assert checks.expiry_warning("x", replace(release, valid_until=None), now) is None
+    refused = checks.rollback_problem("http://x/ stable", release, release.date + timedelta(days=1))
+    assert "dated 2026-12-01 12:49:32 UTC, older than the one of 2026-12-02 12:49:32 UTC seen before" in refused
+    assert (
+        apt.list_file("http://169.254.0.1:8080/", "stable")
+        == "/var/lib/apt/lists/169.254.0.1:8080_dists_stable_InRelease"
+    )
+    assert (
+        apt.list_file("https://a_b.example/debian/", "trixie-security", "Release")
+        == "/var/lib/apt/lists/a%5fb.example_debian_dists_trixie-security_Release"
+    )
+
+
+def test_the_store_refuses_a_release_older_than_one_seen(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'vrpipe.db'}")
+    url, day = "http://169.254.0.1:8080/", datetime(2026, 12, 1, tzinfo=UTC)
+    try:
+        assert note_release(store, url, "stable", day) is None
+        assert note_release(store, url, "stable", day + timedelta(hours=1)) is None
+        assert note_release(store, url, "stable", day + timedelta(hours=1)) is None  # the same one again
+        assert note_release(store, url, "stable", day) == day + timedelta(hours=1)
+        assert note_release(store, url, "security", day) is None  # per channel
+        assert note_release(store, "http://169.254.0.1:8081/", "stable", day) is None  # per repository
+    finally:
+        store.close()
+
+
+def test_versions_available_from_apt_cache_madison():
+    text = (
+        " vr-scripts | 1.0.0+up5 | http://169.254.0.1:8080 stable/main amd64 Packages\n"
+        " vr-scripts | 1.0.0+up4 | http://169.254.0.1:8080 stable-previous/main amd64 Packages\n"
+        "    vr-base | 1.0.0+up5 | http://169.254.0.1:8080 stable/main amd64 Packages\n"
+    )
+    assert apt.parse_available(text) == {"vr-scripts": {"1.0.0+up5", "1.0.0+up4"}, "vr-base": {"1.0.0+up5"}}
+    assert UpgradeConfig(to_version="1:1.0.0+up4~rc1").to_version == "1:1.0.0+up4~rc1"
+    with pytest.raises(ValueError, match="not a Debian version"):
+        UpgradeConfig(to_version="latest; rm -rf /")
