@@ -5,24 +5,26 @@ incremental batch command, and one command in per-command mode (vr-cmd).
 
 import json
 import time
+from collections.abc import Mapping
+from typing import Any
 
-from orchestration.lab.netlab import make_router_net
+from orchestration.lab.netlab import RouterNet, make_router_net
 from orchestration.lab.netns import Namespaces
 from orchestration.lab.workload import fleet_state, vm_commands
 
 
-def _timed_apply(net, document):
+def _timed_apply(net: RouterNet, document: Mapping[str, Any]) -> tuple[float, int, dict[str, Any]]:
     started = time.perf_counter()
     code, result = net.apply(document)
     return time.perf_counter() - started, code, result
 
 
-def _line(label, seconds, result):
+def _line(label: str, seconds: float, result: Mapping[str, Any]) -> None:
     phases = " ".join(f"{k}={v:.3f}" for k, v in result.get("timings", {}).items())
     print(f"{label:<34} {seconds:7.3f} s   ok={result.get('ok')}   {phases}")
 
 
-def bench_engine(vms=1000):
+def bench_engine(vms: int = 1000) -> bool:
     """Print each phase's time; return False if any apply failed. The last line is apply_<N>_vms_s=."""
     with Namespaces("vrb") as namespaces:
         net = make_router_net(namespaces)
