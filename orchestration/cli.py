@@ -14,7 +14,9 @@ import re
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from vr import __version__
 
@@ -23,7 +25,7 @@ from orchestration.commands import BadCommand, Command, Query
 from orchestration.fleet import for_each
 from orchestration.manager import DEPLOYERS, Manager
 from orchestration.settings import CONFIG_FILE, SETTINGS, ManagerConfig
-from orchestration.store import Network, NotFound
+from orchestration.store import Network, NotFound, Router
 from orchestration.upgrade import cli as upgrade_cli
 from vrpipe import log
 from vrpipe.errors import VrpipeError
@@ -40,11 +42,11 @@ DEVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
 READ_ONLY = ("list", "state", "health", "config", "completion")
 
 
-def plural(count, noun):
+def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def _network(value):
+def _network(value: str) -> Network:
     device, sep, bridge = value.partition("=")
     if not sep or not DEVICE.fullmatch(device) or not DEVICE.fullmatch(bridge):
         raise argparse.ArgumentTypeError(
@@ -53,13 +55,13 @@ def _network(value):
     return Network(device, bridge)
 
 
-def _positive(value):
+def _positive(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number >= 1")
     return int(value)
 
 
-def _parser():
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vrpipe",
         description=__doc__,
@@ -74,7 +76,7 @@ def _parser():
     p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name, text):
+    def command(name: str, text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=text, description=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
     create = command("create", "create a router (and boot it with --start)")
@@ -116,7 +118,7 @@ def _parser():
     return p
 
 
-def _read_commands(path):
+def _read_commands(path: Path) -> list[Command]:
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -127,7 +129,7 @@ def _read_commands(path):
     return [Command.from_json(item, f"{path}: commands[{i}]") for i, item in enumerate(items)]
 
 
-def _data(text):
+def _data(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -135,17 +137,17 @@ def _data(text):
 
 
 class Output:
-    def __init__(self, as_json):
+    def __init__(self, as_json: bool):
         self.as_json = as_json
 
-    def progress(self, message):
+    def progress(self, message: str) -> None:
         print(f"vrpipe: {message}", file=sys.stderr, flush=True)
 
-    def result(self, value, text):
+    def result(self, value: object, text: str) -> None:
         print(json.dumps(value, indent=1) if self.as_json else text, flush=True)
 
 
-def run_command(args, manager, out):
+def run_command(args: argparse.Namespace, manager: Manager, out: Output) -> tuple[bool, str]:
     """Do one subcommand; return (ok, summary)."""
     if args.command == "create":
         router = manager.create(args.name, args.network, deployer=args.deployer, jump_host=args.jump)
@@ -177,7 +179,7 @@ def run_command(args, manager, out):
     raise AssertionError(args.command)
 
 
-def _list(manager, out):
+def _list(manager: Manager, out: Output) -> tuple[bool, str]:
     rows = upgrade_cli.versions_columns(manager, [_listing(manager, r) for r in manager.store.routers()])
     lines = [
         f"{r['name']:<16} {r['control_address']:<16} {r['status']:<8} {plural(r['rules'], 'rule'):<10} "
@@ -188,8 +190,8 @@ def _list(manager, out):
     return True, plural(len(rows), "router")
 
 
-def _each(args, manager, out):
-    def destroy(name):
+def _each(args: argparse.Namespace, manager: Manager, out: Output) -> tuple[bool, str]:
+    def destroy(name: str) -> None:
         rules = manager.destroy(name)
         out.progress(f"{name}: destroyed, its desired state deleted from the store ({plural(rules, 'rule')})")
 
@@ -209,7 +211,7 @@ def _each(args, manager, out):
     return not failed, f"{args.command}: {len(results) - len(failed)}/{plural(len(results), 'router')} ok"
 
 
-def _apply(manager, args, commands, out):
+def _apply(manager: Manager, args: argparse.Namespace, commands: list[Command], out: Output) -> tuple[bool, str]:
     out.progress(f"{args.name}: sending {plural(len(commands), 'command')} "
                  + ("one by one" if args.per_command else "aggregated"))
     if args.per_command:
@@ -228,7 +230,7 @@ def _apply(manager, args, commands, out):
     return outcome.ok, f"{plural(len(commands), 'command')} {'applied to' if outcome.ok else 'refused by'} {args.name}"
 
 
-def _listing(manager, router):
+def _listing(manager: Manager, router: Router) -> dict[str, Any]:
     return {
         "name": router.name,
         "deployer": router.deployer,
@@ -239,13 +241,14 @@ def _listing(manager, router):
     }
 
 
-def _config(config, out):
+def _config(config: ManagerConfig, out: Output) -> tuple[bool, str]:
     resolved = config.resolved
+    assert resolved is not None, "ManagerConfig.load resolves every setting"
     out.result(resolved.to_json(), "\n".join(resolved.lines()))
     return True, f"{plural(len(resolved.values), 'setting')} (config file: {config.state_dir / CONFIG_FILE})"
 
 
-def _without_store(args, config, out):
+def _without_store(args: argparse.Namespace, config: ManagerConfig, out: Output) -> tuple[bool, str]:
     """A read-only command on a machine with no store yet: answer without creating one."""
     if args.command == "list":
         out.result([], "")
@@ -254,7 +257,7 @@ def _without_store(args, config, out):
                    hint="create a router first (vrpipe create)")
 
 
-def _run(args, out):
+def _run(args: argparse.Namespace, out: Output) -> tuple[bool, str]:
     cli = {name: getattr(args, name) for name in SETTINGS.settings}
     config = ManagerConfig.load(cli.pop("state_dir"), **cli)
     if args.command == "config":
@@ -269,7 +272,7 @@ def _run(args, out):
         return run_command(args, manager, out)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     log.setup(verbose=args.verbose, level=logging.WARNING)
     started, hint = time.monotonic(), ""

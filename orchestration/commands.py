@@ -4,9 +4,12 @@ section the engine knows); a Query is a read. Commands are checked with the engi
 """
 
 import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from vr import SCHEMA_VERSION, contract
+from vr.document import Command as EngineCommand
 from vr.document import Invalid, load_state, parse_document
 from vr.model import SECTIONS, RouterState
 
@@ -23,9 +26,9 @@ class BadCommand(VrpipeError):
 class Command:
     op: str
     type: str  # the engine's section: dhcp, vm_data, port_forwarding, firewall, ...
-    data: dict
+    data: dict[str, Any]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.op not in OPS:
             raise BadCommand(f"op {self.op!r} is not one of {', '.join(OPS)}")
         if self.type not in SECTIONS:
@@ -33,11 +36,11 @@ class Command:
         if not isinstance(self.data, dict):
             raise BadCommand(f"{self.type} {self.op}: data must be a JSON object")
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {"op": self.op, "type": self.type, "data": self.data}
 
     @classmethod
-    def from_json(cls, value, where="command"):
+    def from_json(cls, value: object, where: str = "command") -> "Command":
         if not isinstance(value, dict) or set(value) != {"op", "type", "data"}:
             raise BadCommand(f"{where}: must be an object with exactly op, type and data")
         try:
@@ -45,7 +48,7 @@ class Command:
         except BadCommand as err:
             raise BadCommand(f"{where}: {err}") from None
 
-    def describe(self):
+    def describe(self) -> str:
         key_fields = SECTIONS[self.type].key_fields
         key = ", ".join(f"{k}={self.data.get(k)}" for k in key_fields if k in self.data)
         return f"{self.type} {self.op}" + (f" ({key})" if key else "")
@@ -58,19 +61,19 @@ class Query(enum.Enum):
     STATE = "vr-state"
 
     @property
-    def argv(self):
+    def argv(self) -> list[str]:
         return [contract.command(self.value)]
 
 
-def batch_document(commands):
+def batch_document(commands: Sequence[Command]) -> dict[str, Any]:
     return {"schema": SCHEMA_VERSION, "kind": "batch", "commands": [c.to_json() for c in commands]}
 
 
-def state_document(state):
+def state_document(state: Mapping[str, Any]) -> dict[str, Any]:
     return {"schema": SCHEMA_VERSION, "kind": "state", "state": state}
 
 
-def validate(commands, state):
+def validate(commands: Sequence[Command], state: Mapping[str, Any]) -> tuple[EngineCommand, ...]:
     """The engine's verdict on `commands` applied to the desired `state` (a state object, as the store
     holds it): the parsed commands, or BadCommand naming every command that is wrong and why."""
     try:
@@ -80,7 +83,7 @@ def validate(commands, state):
         raise BadCommand(_named(invalid, commands)) from None
 
 
-def _named(invalid, commands):
+def _named(invalid: Invalid, commands: Sequence[Command]) -> str:
     lines = []
     for problem in invalid.problems:
         index = _command_index(problem.where)
@@ -89,7 +92,7 @@ def _named(invalid, commands):
     return "; ".join(lines)
 
 
-def _command_index(where):
+def _command_index(where: str) -> int | None:
     if not where.startswith("commands["):
         return None
     return int(where[len("commands[") :].split("]", 1)[0])

@@ -3,12 +3,18 @@ one ends, and every router's outcome (None, or its error) rather than stopping a
 """
 
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from vrpipe.errors import VrpipeError
 
 
-def for_each(names, action, parallel, progress=lambda message: None):
+def for_each(
+    names: Sequence[str],
+    action: Callable[[str], object],
+    parallel: int,
+    progress: Callable[[str], None] = lambda message: None,
+) -> dict[str, str | None]:
     """Run action(name) for every name, `parallel` at a time; return {name: None or error text}."""
     results, started = {}, time.monotonic()
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(names)))) as pool:
@@ -22,6 +28,6 @@ def for_each(names, action, parallel, progress=lambda message: None):
     return {name: results[name] for name in names}
 
 
-def _text(error):
+def _text(error: BaseException) -> str:
     """An operator's error as its message; anything else is a bug, named by its type."""
     return str(error) if isinstance(error, VrpipeError) else f"{type(error).__name__}: {error}"

@@ -7,20 +7,24 @@ import functools
 import logging
 import re
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, Literal, overload
 
 from vr import contract
+from vr.document import Command as EngineCommand
 
 from orchestration import commands as cmds
 from orchestration.commands import Command, Query
-from orchestration.deployers.base import CONTROL_DEVICE, CONTROL_PREFIX, Boot
+from orchestration.deployers.base import CONTROL_DEVICE, CONTROL_PREFIX, Boot, Deployer
 from orchestration.deployers.container import ContainerConfig, ContainerDeployer
 from orchestration.deployers.hostnet import control_address
 from orchestration.deployers.qemu import QemuConfig, QemuDeployer
-from orchestration.resource import RoutingResource
-from orchestration.store import Store
-from orchestration.transports import JumpHost, SshConnections, SshTarget, TransportError, ensure_key
+from orchestration.resource import Answer, ApplyOutcome, RoutingResource
+from orchestration.settings import ManagerConfig
+from orchestration.store import Network, Router, Store
+from orchestration.transports import JumpHost, SshConnections, SshTarget, SshTransport, TransportError, ensure_key
 from vrpipe.errors import SettingsError, VrpipeError
 
 log = logging.getLogger("vrpipe.manager")
@@ -39,46 +43,46 @@ class Manager:
     """Opening a manager changes nothing: the state directory, its SSH key and an SQLite store are made by
     the first command that changes something (`create`)."""
 
-    def __init__(self, config):
+    def __init__(self, config: ManagerConfig):
         self.config = config
         self.key = config.state_dir / "id_ed25519"
         self.connections = SshConnections(self.key, config.state_dir / "hypervisors.known_hosts", config.ssh)
         self.resource = RoutingResource(self.transport)
-        self._deployers = {}
+        self._deployers: dict[tuple[str, tuple[tuple[str, str], ...]], Deployer] = {}
 
     @functools.cached_property
-    def store(self):
+    def store(self) -> Store:
         if self.config.sqlite_file is not None and self.config.sqlite_file.parent == self.config.state_dir:
             self.config.state_dir.mkdir(parents=True, exist_ok=True)
         return Store(self.config.database)
 
-    def close(self):
+    def close(self) -> None:
         self.connections.close()
         if "store" in self.__dict__:
             self.store.close()
 
-    def __enter__(self):
+    def __enter__(self) -> "Manager":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # reaching routers
 
-    def transport(self, name):
+    def transport(self, name: str) -> SshTransport:
         router = self.store.router(name)
         jump = JumpHost.parse(router.jump_host) if router.jump_host else None
         target = SshTarget(name, router.control_address, jump=jump, netns=self.config.ssh_netns)
         return self.connections.transport(target, router.host_key, lambda key: self.store.pin_host_key(name, key))
 
-    def deployer(self, router):
+    def deployer(self, router: Router) -> Deployer:
         """The deployer of this router, with the settings it was created with."""
         key = (router.deployer, tuple(sorted(router.settings.items())))
         if key not in self._deployers:
             self._deployers[key] = self._make_deployer(router.deployer, router.settings)
         return self._deployers[key]
 
-    def _make_deployer(self, kind, settings):
+    def _make_deployer(self, kind: str, settings: dict[str, str]) -> Deployer:
         config = self.config
         if kind == "container":
             container = ContainerConfig(
@@ -91,7 +95,7 @@ class Manager:
             return QemuDeployer(qemu, self.transport)
         raise SettingsError(f"unknown deployer {kind!r}: use {' or '.join(DEPLOYERS)}")
 
-    def _deployer_settings(self, kind):
+    def _deployer_settings(self, kind: str) -> dict[str, str]:
         """What a new router of this kind is made from, checked now and kept with it in the store."""
         config = self.config
         if kind == "container":
@@ -109,7 +113,9 @@ class Manager:
 
     # lifecycle
 
-    def create(self, name, networks=(), deployer="container", jump_host=None):
+    def create(
+        self, name: str, networks: Iterable[Network] = (), deployer: str = "container", jump_host: str | None = None
+    ) -> Router:
         """A router in the store (with its control interface as desired state) and on its deployer."""
         if not ROUTER_NAME.fullmatch(name):
             raise SettingsError(
@@ -132,11 +138,11 @@ class Manager:
             raise
         return router
 
-    def _create_instance(self, router):
+    def _create_instance(self, router: Router) -> None:
         public_key = Path(f"{self.key}.pub").read_text().strip()
         self.deployer(router).create(router, Boot(router.name, router.control_address, public_key))
 
-    def start(self, name, progress=lambda message: None):
+    def start(self, name: str, progress: Callable[[str], None] = lambda message: None) -> ApplyOutcome:
         """Boot the router, wait for it to answer, and replay its whole desired state."""
         router = self.store.router(name)
         self.connections.forget(name)
@@ -147,7 +153,7 @@ class Manager:
         progress(f"{name}: replaying its state")
         return self.replay(name)
 
-    def wait_ready(self, name):
+    def wait_ready(self, name: str) -> None:
         router = self.store.router(name)
         timeout = self.deployer(router).boot_timeout
         deadline = time.monotonic() + timeout
@@ -166,13 +172,13 @@ class Manager:
                 )
             time.sleep(0.5)
 
-    def stop(self, name):
+    def stop(self, name: str) -> None:
         router = self.store.router(name)
         self.deployer(router).stop(router)
         self.connections.forget(name)
         self.store.set_status(name, "stopped")
 
-    def destroy(self, name):
+    def destroy(self, name: str) -> int:
         """Remove the router and its desired state (every rule) from the store; returns how many rules went."""
         router = self.store.router(name)
         rules = self.rule_count(name)
@@ -181,7 +187,7 @@ class Manager:
         self.store.remove_router(name)
         return rules
 
-    def recreate(self, name, progress=lambda message: None):
+    def recreate(self, name: str, progress: Callable[[str], None] = lambda message: None) -> ApplyOutcome:
         """A new router from the template in place of the old one (CloudStack's restart with cleanup): same
         name, control address and settings, its whole desired state replayed; DHCP leases carried over."""
         router = self.store.router(name)
@@ -201,23 +207,29 @@ class Manager:
         progress(f"{name}: replaying its state")
         return self.replay(name)
 
-    def _leases(self, name):
+    def _leases(self, name: str) -> str | None:
         try:
             status, out = self.transport(name).execute(["cat", contract.LEASES_FILE])
         except TransportError:
             return None
         return out if status == 0 and out.strip() else None
 
-    def running(self, name):
+    def running(self, name: str) -> bool:
         router = self.store.router(name)
         return self.deployer(router).running(router)
 
-    def rule_count(self, name):
+    def rule_count(self, name: str) -> int:
         return sum(len(v) for v in self.store.state(name).values() if isinstance(v, list))
 
     # desired state
 
-    def apply(self, name, commands, aggregate=True):
+    @overload
+    def apply(self, name: str, commands: Iterable[Command], aggregate: Literal[True] = True) -> ApplyOutcome: ...
+
+    @overload
+    def apply(self, name: str, commands: Iterable[Command], aggregate: Literal[False]) -> list[Answer]: ...
+
+    def apply(self, name: str, commands: Iterable[Command], aggregate: bool = True) -> ApplyOutcome | list[Answer]:
         """Check the commands against the desired state, send them to the router, and record those the
         router applied. Aggregated: all or nothing (the ApplyOutcome names a bad command); per command: each
         on its own. Returns the ApplyOutcome (aggregated) or the list of Answers (per command)."""
@@ -239,7 +251,7 @@ class Manager:
             log.info("router %s: %d commands aggregated: %s", name, len(commands), outcome.error or "applied")
             return outcome
 
-    def _per_command(self, name, commands, parsed):
+    def _per_command(self, name: str, commands: Sequence[Command], parsed: Sequence[EngineCommand]) -> list[Answer]:
         answers = []
         for command, engine_command in zip(commands, parsed, strict=True):
             answer = self.resource.execute(name, command)
@@ -248,7 +260,7 @@ class Manager:
             answers.append(answer)
         return answers
 
-    def _with_control(self, name, command):
+    def _with_control(self, name: str, command: Command) -> Command:
         """An `interfaces` command keeps the router's control interface unless it names one itself:
         without it the router's firewall would lock its manager out."""
         if command.type != "interfaces" or "control" in command.data:
@@ -257,7 +269,7 @@ class Manager:
         control = {"device": CONTROL_DEVICE, "address": f"{router.control_address}/{CONTROL_PREFIX}"}
         return replace(command, data={**command.data, "control": control})
 
-    def replay(self, name):
+    def replay(self, name: str) -> ApplyOutcome:
         """Full replay: the router's whole desired state as one aggregated apply, then its health."""
         with self.store.lock(name, self.config.lock_timeout):
             started = time.monotonic()
@@ -270,5 +282,5 @@ class Manager:
                 raise ReplayFailed(f"router {name}: unhealthy after replay: {'; '.join(health.get('problems', []))}")
             return outcome
 
-    def query(self, name, query):
+    def query(self, name: str, query: Query) -> dict[str, Any]:
         return self.resource.query(name, query)

@@ -12,5 +12,5 @@ _ENV = jinja2.Environment(
 )
 
 
-def render(template, **values):
+def render(template: str, **values: object) -> str:
     return _ENV.get_template(template).render(**values)

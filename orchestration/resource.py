@@ -6,11 +6,14 @@ batch document (one copy, one `vr-apply`) and answers per command, `cleanup` dro
 import json
 import logging
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from vr import contract
 
-from orchestration.commands import Query, batch_document, state_document
+from orchestration.commands import Command, Query, batch_document, state_document
+from orchestration.transports import Transport
 from vrpipe.errors import VrpipeError
 
 log = logging.getLogger("vrpipe.resource")
@@ -34,13 +37,13 @@ class RouterError(VrpipeError):
 class Answer:
     """The result of one command: accepted (queued), ok, or failed with the engine's reason."""
 
-    command: object
+    command: Command
     ok: bool
     error: str | None = None
     accepted: bool = False
 
-    def to_json(self):
-        result = {"command": self.command.describe(), "ok": self.ok}
+    def to_json(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"command": self.command.describe(), "ok": self.ok}
         if self.accepted:
             result["accepted"] = True
         if self.error:
@@ -54,10 +57,10 @@ class ApplyOutcome:
 
     ok: bool
     answers: tuple[Answer, ...]
-    result: dict
+    result: dict[str, Any]
 
     @property
-    def error(self):
+    def error(self) -> str | None:
         failed = [a for a in self.answers if not a.ok and a.error and not a.error.startswith("not applied")]
         if failed:
             return "; ".join(f"command {self.answers.index(a)} ({a.command.describe()}): {a.error}" for a in failed)
@@ -69,14 +72,14 @@ class ApplyOutcome:
 class RoutingResource:
     """`transport(router)` gives the transport (execute, copy) that reaches a router by name."""
 
-    def __init__(self, transport):
+    def __init__(self, transport: Callable[[str], Transport]):
         self._transport = transport
-        self._queues = {}
+        self._queues: dict[str, list[Command]] = {}
         self._guard = threading.Lock()
 
     # per-command mode, or queued while aggregating
 
-    def execute(self, router, command):
+    def execute(self, router: str, command: Command) -> Answer:
         with self._guard:
             queue = self._queues.get(router)
             if queue is not None:
@@ -85,7 +88,7 @@ class RoutingResource:
         argv = [f"{VR_BIN}/vr-cmd", command.type, command.op, json.dumps(command.data, separators=(",", ":"))]
         return _answers([command], self._run(router, argv))[0]
 
-    def query(self, router, query: Query):
+    def query(self, router: str, query: Query) -> dict[str, Any]:
         with self._guard:
             if router in self._queues:
                 raise QueueOpen(f"router {router}: {query.name.lower()} refused, an aggregation queue is open")
@@ -93,26 +96,26 @@ class RoutingResource:
 
     # aggregation
 
-    def start(self, router):
+    def start(self, router: str) -> None:
         with self._guard:
             if router in self._queues:
                 raise QueueOpen(f"router {router}: an aggregation queue is already open")
             self._queues[router] = []
 
-    def is_open(self, router):
+    def is_open(self, router: str) -> bool:
         with self._guard:
             return router in self._queues
 
-    def queued(self, router):
+    def queued(self, router: str) -> list[Command]:
         with self._guard:
             return list(self._queues.get(router, ()))
 
-    def cleanup(self, router):
+    def cleanup(self, router: str) -> None:
         with self._guard:
             if self._queues.pop(router, None) is None:
                 raise NoQueue(f"router {router}: no aggregation queue to clean up")
 
-    def finish(self, router):
+    def finish(self, router: str) -> ApplyOutcome:
         """Send the queue as one batch; the queue is dropped once the router answered, and kept when the
         connection failed (TransportError), so that finish can be retried: every command is idempotent."""
         commands = self.queued(router)
@@ -124,17 +127,17 @@ class RoutingResource:
             self._queues.pop(router, None)
         return ApplyOutcome(bool(result.get("ok")), tuple(_answers(commands, result)), result)
 
-    def apply_state(self, router, state):
+    def apply_state(self, router: str, state: Mapping[str, Any]) -> ApplyOutcome:
         """A full replay: the whole desired state as one `state` document."""
         result = self._apply(router, state_document(state))
         return ApplyOutcome(bool(result.get("ok")), (), result)
 
-    def _apply(self, router, document):
+    def _apply(self, router: str, document: Mapping[str, Any]) -> dict[str, Any]:
         transport = self._transport(router)
         transport.copy(json.dumps(document, separators=(",", ":")), BATCH_FILE)
         return self._run(router, [f"{VR_BIN}/vr-apply", BATCH_FILE])
 
-    def _run(self, router, argv):
+    def _run(self, router: str, argv: Sequence[str]) -> dict[str, Any]:
         reply = self._transport(router).run(argv)
         try:
             result = json.loads(reply.out)
@@ -147,7 +150,7 @@ class RoutingResource:
         return result
 
 
-def _answers(commands, result):
+def _answers(commands: Sequence[Command], result: Mapping[str, Any]) -> list[Answer]:
     """One Answer per command from the engine's batch result (applied, failed, or invalid)."""
     entries = {r.get("index"): r for r in result.get("results") or ()}
     answers = []
@@ -162,7 +165,7 @@ def _answers(commands, result):
     return answers
 
 
-def _error(entry):
+def _error(entry: Mapping[str, Any]) -> str:
     if entry.get("problems"):
         return "; ".join(f"{p['where']}: {p['error']}" for p in entry["problems"])
     if entry.get("error"):

@@ -5,14 +5,18 @@ migrations, and the per-router lock that serializes everything sent to one route
 
 import contextlib
 import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint, create_engine, delete, make_url, select, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from vr.document import Command as EngineCommand
+from vr.document import to_json
 from vr.model import SECTIONS
 
 from orchestration.locks import Timeout, fair_lock
@@ -34,8 +38,8 @@ class RouterRow(Base):
     control_address: Mapped[str] = mapped_column(String(64))
     jump_host: Mapped[str | None] = mapped_column(String(255))
     host_key: Mapped[str | None] = mapped_column(Text)
-    networks: Mapped[list] = mapped_column(JSON, default=list)
-    settings: Mapped[dict] = mapped_column(JSON, default=dict)  # the deployer's: rootfs or image, accel
+    networks: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    settings: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # the deployer's: rootfs or image, accel
     status: Mapped[str] = mapped_column(String(16), default="created")  # created, running, stopped
     rules: Mapped[list["RuleRow"]] = relationship(cascade="all, delete-orphan", order_by="RuleRow.id")
 
@@ -48,7 +52,7 @@ class RuleRow(Base):
     router_id: Mapped[int] = mapped_column(ForeignKey("routers.id", ondelete="CASCADE"), index=True)
     section: Mapped[str] = mapped_column(String(32))
     key: Mapped[str] = mapped_column(Text)  # JSON list of the item's key fields, as the engine keys it
-    data: Mapped[dict] = mapped_column(JSON)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ class Router:
     jump_host: str | None
     host_key: str | None
     networks: tuple[Network, ...]
-    settings: dict = field(default_factory=dict)
+    settings: dict[str, str] = field(default_factory=dict)
     status: str = "created"
 
 
@@ -82,7 +86,7 @@ class LockTimeout(VrpipeError):
     pass
 
 
-def _router(row):
+def _router(row: RouterRow) -> Router:
     networks = tuple(Network(**n) for n in row.networks or ())
     return Router(
         row.id, row.name, row.deployer, row.control_address, row.jump_host, row.host_key, networks,
@@ -94,7 +98,7 @@ class StoreError(VrpipeError):
     """The database could not be opened or used."""
 
 
-def _store_error(url, err):
+def _store_error(url: str, err: Exception) -> StoreError:
     shown = make_url(url).render_as_string(hide_password=True)
     reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
     return StoreError(
@@ -106,7 +110,7 @@ def _store_error(url, err):
 class Store:
     """One database; `url` is an SQLAlchemy URL (sqlite:///path or postgresql+psycopg://...)."""
 
-    def __init__(self, url):
+    def __init__(self, url: str):
         self.url = url
         try:
             self.engine = create_engine(url)
@@ -114,25 +118,25 @@ class Store:
         except (SQLAlchemyError, ValueError, OSError) as err:
             raise _store_error(url, err) from None
 
-    def _migrate(self):
+    def _migrate(self) -> None:
         config = AlembicConfig()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as connection:
             config.attributes["connection"] = connection
             alembic_command.upgrade(config, "head")
 
-    def close(self):
+    def close(self) -> None:
         self.engine.dispose()
 
     @contextlib.contextmanager
-    def _session(self):
+    def _session(self) -> Iterator[Session]:
         try:
             with Session(self.engine, expire_on_commit=False) as session, session.begin():
                 yield session
         except SQLAlchemyError as err:
             raise _store_error(self.url, err) from None
 
-    def _row(self, session, name):
+    def _row(self, session: Session, name: str) -> RouterRow:
         row = session.scalars(select(RouterRow).where(RouterRow.name == name)).one_or_none()
         if row is None:
             raise NotFound(f"no router named {name!r} in the store")
@@ -140,7 +144,15 @@ class Store:
 
     # routers
 
-    def add_router(self, name, deployer, control_address, networks=(), jump_host=None, settings=None):
+    def add_router(
+        self,
+        name: str,
+        deployer: str,
+        control_address: str | Callable[[int], str],
+        networks: Iterable[Network] = (),
+        jump_host: str | None = None,
+        settings: Mapping[str, str] | None = None,
+    ) -> Router:
         """A new router. `control_address` is an address, or a function of the router's id giving one: it
         is called in the same transaction, so that managers creating routers at once never share one."""
         with self._session() as session:
@@ -160,37 +172,37 @@ class Store:
             row.control_address = control_address(row.id) if callable(control_address) else control_address
             return _router(row)
 
-    def router(self, name):
+    def router(self, name: str) -> Router:
         with self._session() as session:
             return _router(self._row(session, name))
 
-    def routers(self):
+    def routers(self) -> list[Router]:
         with self._session() as session:
             return [_router(row) for row in session.scalars(select(RouterRow).order_by(RouterRow.id))]
 
-    def remove_router(self, name):
+    def remove_router(self, name: str) -> None:
         with self._session() as session:
             session.delete(self._row(session, name))
 
-    def set_status(self, name, status):
+    def set_status(self, name: str, status: str) -> None:
         with self._session() as session:
             self._row(session, name).status = status
 
-    def forget_host_key(self, name):
+    def forget_host_key(self, name: str) -> None:
         with self._session() as session:
             self._row(session, name).host_key = None
 
-    def pin_host_key(self, name, host_key):
+    def pin_host_key(self, name: str, host_key: str) -> None:
         with self._session() as session:
             self._row(session, name).host_key = host_key
 
     # rules
 
-    def state(self, name):
+    def state(self, name: str) -> dict[str, Any]:
         """The router's desired state as the `state` object of an engine document."""
         with self._session() as session:
             rows = self._row(session, name).rules
-            state = {s: [] for s, section in SECTIONS.items() if section.key_fields}
+            state: dict[str, Any] = {s: [] for s, section in SECTIONS.items() if section.key_fields}
             for row in rows:
                 if SECTIONS[row.section].key_fields:
                     state[row.section].append(row.data)
@@ -198,10 +210,8 @@ class Store:
                     state[row.section] = row.data
             return state
 
-    def record(self, name, commands):
+    def record(self, name: str, commands: Sequence[EngineCommand]) -> None:
         """Make validated engine commands (vr.document.Command) part of the desired state, in order."""
-        from vr.document import to_json
-
         keys = [json.dumps(to_json(list(c.key))) for c in commands]
         with self._session() as session:
             router_id = self._row(session, name).id
@@ -221,7 +231,9 @@ class Store:
                 existing[(c.section, key)] = row
 
     @staticmethod
-    def _rules(session, router_id, keys, chunk=500):
+    def _rules(
+        session: Session, router_id: int, keys: Iterable[str], chunk: int = 500
+    ) -> dict[tuple[str, str], RuleRow]:
         """The router's rules with these keys, by (section, key): only those rows, read in chunks."""
         keys, found = sorted(keys), {}
         for start in range(0, len(keys), chunk):
@@ -232,7 +244,7 @@ class Store:
     # the per-router lock
 
     @contextlib.contextmanager
-    def lock(self, name, timeout=60.0):
+    def lock(self, name: str, timeout: float = 60.0) -> Iterator[None]:
         """Hold the router's lock: a file lock beside an SQLite database (processes on this host), an
         advisory lock on PostgreSQL (processes on any host sharing the database)."""
         if self.engine.dialect.name == "postgresql":
@@ -243,7 +255,7 @@ class Store:
                 yield
 
     @contextlib.contextmanager
-    def _advisory_lock(self, name, timeout):
+    def _advisory_lock(self, name: str, timeout: float) -> Iterator[None]:
         with self.engine.connect() as connection:
             connection.execute(text(f"SET lock_timeout = {int(timeout * 1000)}"))
             try:
@@ -260,7 +272,7 @@ class Store:
                 connection.commit()
 
     @contextlib.contextmanager
-    def _file_lock(self, name, timeout):
+    def _file_lock(self, name: str, timeout: float) -> Iterator[None]:
         database = self.engine.url.database
         if not database or database == ":memory:":
             raise VrpipeError("the per-router lock needs an SQLite file or PostgreSQL, not an in-memory database")

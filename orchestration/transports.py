@@ -7,11 +7,14 @@ timeout and connection failures are retried a bounded number of times.
 import logging
 import shlex
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from vr import contract
 
@@ -51,7 +54,7 @@ class JumpHost:
     user: str = "root"
 
     @classmethod
-    def parse(cls, text):
+    def parse(cls, text: str) -> "JumpHost":
         """`[user@]host[:port]`, as stored with a router."""
         user, _, rest = text.rpartition("@")
         host, _, port = rest.partition(":")
@@ -59,7 +62,7 @@ class JumpHost:
             raise ValueError(f"jump host {text!r} is not [user@]host[:port]")
         return cls(host, int(port or 22), user or "root")
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.user}@{self.address}:{self.port}"
 
 
@@ -84,11 +87,32 @@ class SshOptions:
     persist: int = 120  # seconds an idle master connection stays up
 
 
+class Transport(Protocol):
+    """What reaches one router: SshTransport, or a stand-in for it in unit tests."""
+
+    def run(self, argv: Sequence[str], input: str | None = None, timeout: float | None = None) -> Reply: ...
+
+    def execute(
+        self, argv: Sequence[str], input: str | None = None, timeout: float | None = None
+    ) -> tuple[int, str]: ...
+
+    def copy(self, text: str, path: str) -> None: ...
+
+
 class SshTransport:
     """Runs router programs over one multiplexed SSH connection. `pin(key)` is called once, with the
     host key the router showed on first contact, so that the caller can keep it."""
 
-    def __init__(self, target, key_file, work_dir, pinned_key, pin, hypervisor_known_hosts, options=SshOptions()):
+    def __init__(
+        self,
+        target: SshTarget,
+        key_file: Path,
+        work_dir: Path | str,
+        pinned_key: str | None,
+        pin: Callable[[str], None],
+        hypervisor_known_hosts: Path,
+        options: SshOptions = SshOptions(),
+    ):
         self.target, self.options, self._pin = target, options, pin
         self.pinned_key = pinned_key
         self.known_hosts = Path(work_dir) / f"{target.name}.known_hosts"
@@ -104,24 +128,26 @@ class SshTransport:
         )
         self._write_config()
 
-    def _write_config(self):
+    def _write_config(self) -> None:
         alias = f"vr-{self.target.name}"
         self.known_hosts.write_text(f"{alias} {self.pinned_key}\n" if self.pinned_key else "")
         self.config.write_text(render("ssh_config.j2", pinned=bool(self.pinned_key), **self._settings))
 
-    def _ssh(self, *args, input=None, timeout=None):
+    def _ssh(self, *args: str, input: str | None = None, timeout: float) -> subprocess.CompletedProcess[str]:
         argv = ["ssh", "-F", str(self.config), *args]
         try:
             return run(argv, ns=self.target.netns, input=input, check=False, timeout=timeout)
         except CommandError as err:  # ssh timed out and was killed: the outcome is unknown
             raise TransportError(f"router {self.target.name}: {err}") from err
 
-    def execute(self, argv, input=None, timeout=None):
+    def execute(
+        self, argv: Sequence[str], input: str | None = None, timeout: float | None = None
+    ) -> tuple[int, str]:
         """Run argv on the router; return (exit status, stdout)."""
         reply = self.run(argv, input, timeout)
         return reply.status, reply.out
 
-    def run(self, argv, input=None, timeout=None):
+    def run(self, argv: Sequence[str], input: str | None = None, timeout: float | None = None) -> Reply:
         """Run argv on the router; return its Reply. Retries only failed connections."""
         remote = shlex.join(argv)  # the remote side hands this to a shell: every word quoted
         for attempt in range(1, self.options.attempts + 1):
@@ -137,13 +163,13 @@ class SshTransport:
                 time.sleep(self.options.retry_delay * attempt)
         raise TransportError(f"router {self.target.name} at {self.target.address}: {error[0]}")
 
-    def copy(self, text, path):
+    def copy(self, text: str, path: str) -> None:
         """Put `text` into the file `path` on the router (dd reads it from the connection)."""
         status, _ = self.execute(["dd", f"of={path}", "status=none"], input=text)
         if status != 0:
             raise TransportError(f"router {self.target.name}: writing {path} failed with exit status {status}")
 
-    def _pin_on_first_contact(self):
+    def _pin_on_first_contact(self) -> None:
         if self.pinned_key:
             return
         lines = [line.split(None, 1) for line in self.known_hosts.read_text().splitlines() if line.strip()]
@@ -153,11 +179,11 @@ class SshTransport:
         self._pin(self.pinned_key)
         self._write_config()
 
-    def close(self):
+    def close(self) -> None:
         """End the multiplexed connection (the master exits; a later call opens a new one)."""
         self._ssh("-O", "exit", "router", timeout=10)
 
-    def master_pid(self):
+    def master_pid(self) -> int | None:
         """The pid of the master connection, or None when there is none."""
         proc = self._ssh("-O", "check", "router", timeout=10)
         text = proc.stderr.strip()
@@ -168,19 +194,19 @@ class SshConnections:
     """The manager's SSH state: its key pair, a short directory for configs and control sockets, and one
     transport per router, reused. `close()` ends every connection and removes the directory."""
 
-    def __init__(self, key_file, hypervisor_known_hosts, options=SshOptions()):
+    def __init__(self, key_file: Path | str, hypervisor_known_hosts: Path | str, options: SshOptions = SshOptions()):
         self.key_file, self.options = Path(key_file), options
         self.hypervisor_known_hosts = Path(hypervisor_known_hosts)
         # Control socket paths must stay under 108 bytes: a short directory of its own.
         self.work_dir = Path(tempfile.mkdtemp(prefix="vrssh-"))
-        self.transports = {}
+        self.transports: dict[str, SshTransport] = {}
         self._guard = threading.Lock()
 
-    def transport(self, target, pinned_key, pin):
+    def transport(self, target: SshTarget, pinned_key: str | None, pin: Callable[[str], None]) -> SshTransport:
         with self._guard:
             return self._transport(target, pinned_key, pin)
 
-    def _transport(self, target, pinned_key, pin):
+    def _transport(self, target: SshTarget, pinned_key: str | None, pin: Callable[[str], None]) -> SshTransport:
         current = self.transports.get(target.name)
         if current is None or current.target != target or current.pinned_key != pinned_key:
             self.hypervisor_known_hosts.touch()
@@ -190,19 +216,19 @@ class SshConnections:
             self.transports[target.name] = current
         return current
 
-    def forget(self, name):
+    def forget(self, name: str) -> None:
         with self._guard:
             transport = self.transports.pop(name, None)
         if transport is not None:
             transport.close()
 
-    def close(self):
+    def close(self) -> None:
         for name in list(self.transports):
             self.forget(name)
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
 
-def ensure_key(path):
+def ensure_key(path: Path | str) -> Path:
     """The manager's SSH key pair (ed25519), made once."""
     path = Path(path)
     if not path.exists():

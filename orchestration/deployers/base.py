@@ -4,9 +4,13 @@ it (`copy`) through the transport that reaches it. Routers always have eth0 on t
 """
 
 import abc
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from vr.boot import BootParams, format_params
+
+from orchestration.store import Network, Router
+from orchestration.transports import Transport
 
 CONTROL_DEVICE = "eth0"
 CONTROL_PREFIX = 16  # control addresses are link-local, 169.254.0.0/16
@@ -20,7 +24,7 @@ class Boot:
     control_address: str
     authorized_key: str
 
-    def params(self):
+    def params(self) -> BootParams:
         return BootParams(
             hostname=self.hostname,
             control=f"{self.control_address}/{CONTROL_PREFIX}",
@@ -28,7 +32,7 @@ class Boot:
             authorized_key=self.authorized_key,
         )
 
-    def text(self):
+    def text(self) -> str:
         """The boot parameters as the router's vr-boot reads them (key=value words)."""
         return format_params(self.params())
 
@@ -39,33 +43,33 @@ class Deployer(abc.ABC):
     kind = ""
     boot_timeout = 90.0  # seconds from start until the router answers
 
-    def __init__(self, transport):
+    def __init__(self, transport: Callable[[str], Transport]):
         self._transport = transport
 
     @abc.abstractmethod
-    def create(self, router, boot): ...
+    def create(self, router: Router, boot: Boot) -> None: ...
 
     @abc.abstractmethod
-    def start(self, router): ...
+    def start(self, router: Router) -> None: ...
 
     @abc.abstractmethod
-    def stop(self, router): ...
+    def stop(self, router: Router) -> None: ...
 
     @abc.abstractmethod
-    def destroy(self, router): ...
+    def destroy(self, router: Router) -> None: ...
 
     @abc.abstractmethod
-    def running(self, router): ...
+    def running(self, router: Router) -> bool: ...
 
     @abc.abstractmethod
-    def prepare(self, router, network): ...
+    def prepare(self, router: Router, network: Network) -> None: ...
 
     @abc.abstractmethod
-    def cleanup(self, router, network): ...
+    def cleanup(self, router: Router, network: Network) -> None: ...
 
-    def execute(self, router, argv, input=None):
+    def execute(self, router: Router, argv: Sequence[str], input: str | None = None) -> tuple[int, str]:
         """Run a router program; return (exit status, stdout)."""
         return self._transport(router.name).execute(argv, input=input)
 
-    def copy(self, router, text, path):
+    def copy(self, router: Router, text: str, path: str) -> None:
         self._transport(router.name).copy(text, path)

@@ -11,14 +11,16 @@ import shutil
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from vr import contract
 
-from orchestration.deployers.base import CONTROL_DEVICE, Deployer
+from orchestration.deployers.base import CONTROL_DEVICE, Boot, Deployer
 from orchestration.deployers.hostnet import CONTROL_BRIDGE, ensure_host, kill_processes_in, nic_mac, plug, remove_link
-from orchestration.store import Network
+from orchestration.store import Network, Router
+from orchestration.transports import Transport
 from vrpipe.errors import SettingsError
 from vrpipe.run import run, spawn
 
@@ -40,7 +42,7 @@ class ContainerConfig:
     host_netns: str | None  # the namespace playing the hypervisor host (None: this host's own network)
     netns_prefix: str = "vrp-"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not (Path(self.rootfs) / "sbin/init").exists() and not (Path(self.rootfs) / "lib/systemd/systemd").exists():
             raise SettingsError(
                 f"{self.rootfs} is not a router rootfs (no systemd in it)", hint="build it: invoke build-template"
@@ -50,27 +52,27 @@ class ContainerConfig:
 class ContainerDeployer(Deployer):
     kind = "container"
 
-    def __init__(self, config, transport):
+    def __init__(self, config: ContainerConfig, transport: Callable[[str], Transport]):
         super().__init__(transport)
         self.config = config
 
     # where things are
 
-    def _dir(self, router):
+    def _dir(self, router: Router) -> Path:
         return Path(self.config.state_dir) / router.name
 
-    def netns(self, router):
+    def netns(self, router: Router) -> str:
         return f"{self.config.netns_prefix}{router.name}"[:32]
 
-    def _merged(self, router):
+    def _merged(self, router: Router) -> Path:
         return self._dir(router) / "merged"
 
-    def _pid_file(self, router):
+    def _pid_file(self, router: Router) -> Path:
         return self._dir(router) / "pid"
 
     # lifecycle
 
-    def create(self, router, boot):
+    def create(self, router: Router, boot: Boot) -> None:
         directory = self._dir(router)
         if directory.exists():
             raise FileExistsError(f"router {router.name}: {directory} already exists")
@@ -88,11 +90,11 @@ class ContainerDeployer(Deployer):
         for unit in MASKED:
             (units / unit).symlink_to("/dev/null")
 
-    def running(self, router):
+    def running(self, router: Router) -> bool:
         pid = self._pid(router)
         return pid is not None and _alive(pid)
 
-    def start(self, router):
+    def start(self, router: Router) -> None:
         if self.running(router):
             return
         ensure_host(self.config.host_netns)
@@ -108,7 +110,7 @@ class ContainerDeployer(Deployer):
             self.prepare(router, network)
         self._boot(router, netns, merged)
 
-    def _boot(self, router, netns, merged):
+    def _boot(self, router: Router, netns: str, merged: Path) -> None:
         """systemd as PID 1 of new mount/PID/UTS namespaces, rooted in the overlay; `container=` tells it
         so (no udev, no kernel modules). It outlives this process: its pid is kept in a file."""
         argv = ["ip", "netns", "exec", netns, "unshare", "--mount", "--pid", "--uts", "--fork"]
@@ -118,11 +120,11 @@ class ContainerDeployer(Deployer):
         self._pid_file(router).write_text(f"{proc.pid}\n")
         log.info("router %s: booting (unshare pid %d) in %s", router.name, proc.pid, netns)
 
-    def stop(self, router):
+    def stop(self, router: Router) -> None:
         """Power the container off through systemd, kill what is left after STOP_TIMEOUT, unmount, unplug."""
         pid = self._pid(router)
         init = _child(pid) if pid and _alive(pid) else None
-        if init is not None:
+        if pid and init is not None:
             os.kill(init, signal.SIGRTMIN + 4)  # systemd: start poweroff.target
             if not _wait_gone(pid, STOP_TIMEOUT):
                 log.warning("router %s: no clean poweroff within %.0fs, killing it", router.name, STOP_TIMEOUT)
@@ -138,19 +140,19 @@ class ContainerDeployer(Deployer):
             kill_processes_in(netns)
             run(["ip", "netns", "del", netns])  # takes the router's veth ends, and so their host ends
 
-    def destroy(self, router):
+    def destroy(self, router: Router) -> None:
         self.stop(router)
         shutil.rmtree(self._dir(router), ignore_errors=True)
 
     # NICs
 
-    def _host_end(self, router, network):
+    def _host_end(self, router: Router, network: Network) -> str:
         return f"vr{router.id}{network.device}"[:15]
 
-    def _networks(self, router):
+    def _networks(self, router: Router) -> tuple[Network, ...]:
         return (Network(CONTROL_DEVICE, CONTROL_BRIDGE), *router.networks)
 
-    def prepare(self, router, network):
+    def prepare(self, router: Router, network: Network) -> None:
         """Plug a NIC: a veth pair, `network.device` in the router, the other end in the host's bridge.
         The router's end keeps its MAC address across restarts, as a VM's NIC does, so that neighbours'
         ARP caches stay right."""
@@ -158,23 +160,23 @@ class ContainerDeployer(Deployer):
         host_end = self._host_end(router, network)
         plug(self.config.host_netns, network.bridge, host_end, self.netns(router), network.device, mac)
 
-    def cleanup(self, router, network):
+    def cleanup(self, router: Router, network: Network) -> None:
         remove_link(self.config.host_netns, self._host_end(router, network))
 
-    def _pid(self, router):
+    def _pid(self, router: Router) -> int | None:
         try:
             return int(self._pid_file(router).read_text())
         except (FileNotFoundError, ValueError):
             return None
 
 
-def _ensure_inotify_instances():
+def _ensure_inotify_instances() -> None:
     if int(INOTIFY_INSTANCES.read_text()) < INOTIFY_INSTANCES_MIN:
         log.warning("raising fs.inotify.max_user_instances to %d for system containers", INOTIFY_INSTANCES_MIN)
         INOTIFY_INSTANCES.write_text(f"{INOTIFY_INSTANCES_MIN}\n")
 
 
-def _child(pid):
+def _child(pid: int) -> int | None:
     """The first child of `pid`: unshare's child is systemd, PID 1 inside the router."""
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -183,7 +185,7 @@ def _child(pid):
     return int(children[0]) if children else None
 
 
-def _alive(pid):
+def _alive(pid: int) -> bool:
     try:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # reap it if it is our own exited child
@@ -194,7 +196,7 @@ def _alive(pid):
         return False
 
 
-def _wait_gone(pid, timeout):
+def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not _alive(pid):

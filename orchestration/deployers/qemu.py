@@ -10,15 +10,16 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from vr import contract
 
-from orchestration.deployers.base import CONTROL_DEVICE, Deployer
+from orchestration.deployers.base import CONTROL_DEVICE, Boot, Deployer
 from orchestration.deployers.hostnet import CONTROL_BRIDGE, ensure_host, nic_mac, remove_link, tap
-from orchestration.store import Network
-from orchestration.transports import TransportError
+from orchestration.store import Network, Router
+from orchestration.transports import Transport, TransportError
 from vrpipe.errors import SettingsError
 from vrpipe.run import run
 
@@ -35,7 +36,7 @@ class QemuConfig:
     memory_mib: int = 1024
     accel: str = "tcg"  # KVM guests are known to hang early on some hosts: TCG unless told otherwise
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not Path(self.image).is_file():
             raise SettingsError(f"{self.image} is not a file: a qemu router needs the template's qcow2")
         if self.accel not in ACCELERATORS:
@@ -46,20 +47,20 @@ class QemuDeployer(Deployer):
     kind = "qemu"
     boot_timeout = 400.0  # TCG boots take a minute or more on a busy machine
 
-    def __init__(self, config, transport):
+    def __init__(self, config: QemuConfig, transport: Callable[[str], Transport]):
         super().__init__(transport)
         self.config = config
 
-    def _dir(self, router):
+    def _dir(self, router: Router) -> Path:
         return Path(self.config.state_dir) / router.name
 
-    def _networks(self, router):
+    def _networks(self, router: Router) -> tuple[Network, ...]:
         return (Network(CONTROL_DEVICE, CONTROL_BRIDGE), *router.networks)
 
-    def _tap(self, router, index):
+    def _tap(self, router: Router, index: int) -> str:
         return f"vq{router.id}n{index}"[:15]
 
-    def create(self, router, boot):
+    def create(self, router: Router, boot: Boot) -> None:
         directory = self._dir(router)
         directory.mkdir(parents=True)
         backing = Path(self.config.image).resolve()
@@ -79,11 +80,11 @@ class QemuDeployer(Deployer):
         )
         (directory / "boot-params").write_text(boot.text())
 
-    def running(self, router):
+    def running(self, router: Router) -> bool:
         pid = self._pid(router)
         return pid is not None and Path(f"/proc/{pid}").exists()
 
-    def start(self, router):
+    def start(self, router: Router) -> None:
         if self.running(router):
             return
         ensure_host(self.config.host_netns)
@@ -104,7 +105,7 @@ class QemuDeployer(Deployer):
         run(argv, ns=self.config.host_netns, timeout=60)
         log.info("router %s: booting (qemu pid %s, %s)", router.name, self._pid(router), self.config.accel)
 
-    def stop(self, router):
+    def stop(self, router: Router) -> None:
         """`systemctl poweroff` over SSH (ACPI power-off through QMP if SSH fails: guests without a
         power-key handler ignore that one); qemu is terminated if the guest is still up after the timeout."""
         pid = self._pid(router)
@@ -124,31 +125,31 @@ class QemuDeployer(Deployer):
         for network in self._networks(router):
             self.cleanup(router, network)
 
-    def destroy(self, router):
+    def destroy(self, router: Router) -> None:
         self.stop(router)
         for name in ("disk.qcow2", "boot-params", "console.log", "qmp.sock"):
             (self._dir(router) / name).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self._dir(router).rmdir()
 
-    def _tap_of(self, router, network):
+    def _tap_of(self, router: Router, network: Network) -> str:
         return self._tap(router, [n.device for n in self._networks(router)].index(network.device))
 
-    def prepare(self, router, network):
+    def prepare(self, router: Router, network: Network) -> None:
         """The NIC's tap device in the host's bridge (NICs are plugged at start: no hot-plug)."""
         tap(self.config.host_netns, network.bridge, self._tap_of(router, network))
 
-    def cleanup(self, router, network):
+    def cleanup(self, router: Router, network: Network) -> None:
         remove_link(self.config.host_netns, self._tap_of(router, network))
 
-    def _pid(self, router):
+    def _pid(self, router: Router) -> int | None:
         try:
             return int((self._dir(router) / "pid").read_text())
         except (FileNotFoundError, ValueError):
             return None
 
 
-def _qmp(path, command):
+def _qmp(path: Path, command: str) -> None:
     """Send one QMP command, after the capabilities handshake."""
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(10)

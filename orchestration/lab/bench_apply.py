@@ -7,36 +7,42 @@ replay of many routers in parallel. The last line is `replay_<N>_vms_s=<s> speed
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 from orchestration.commands import Command, validate
 from orchestration.fleet import for_each
 from orchestration.lab import workload
 from orchestration.lab.lab import Lab, lab_config
 from orchestration.manager import Manager
+from orchestration.resource import ApplyOutcome
+from orchestration.store import Router
 from vrpipe.errors import VrpipeError
 
 PREFIX = "vrbench-"
+Result = TypeVar("Result")
 
 
-def _state_commands(router, vms):
+def _state_commands(router: Router, vms: int) -> list[Command]:
     interfaces = workload.interfaces(control_ip=router.control_address)
     commands = [Command("add", "interfaces", interfaces)]
     return commands + [Command(**c) for c in workload.vm_commands(range(vms))]
 
 
-def _store_state(manager, name, vms):
+def _store_state(manager: Manager, name: str, vms: int) -> None:
     """The router's desired state of `vms` VMs, put in the store directly (as if built up over time)."""
     commands = _state_commands(manager.store.router(name), vms)
     manager.store.record(name, validate(commands, manager.store.state(name)))
 
 
-def _timed(action):
+def _timed(action: Callable[[], Result]) -> tuple[float, Result]:
     started = time.perf_counter()
     result = action()
     return time.perf_counter() - started, result
 
 
-def bench_apply(vms=1000, sample=400, routers=20, rootfs=None):
+def bench_apply(vms: int = 1000, sample: int = 400, routers: int = 20, rootfs: Path | str | None = None) -> bool:
     """Print the measurements; return False if any apply or replay failed."""
     state_dir = tempfile.mkdtemp(prefix="vrpipe-bench-")
     try:
@@ -57,7 +63,7 @@ def bench_apply(vms=1000, sample=400, routers=20, rootfs=None):
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
-def _run(manager, lab, vms, sample, routers, items):
+def _run(manager: Manager, lab: Lab, vms: int, sample: int, routers: int, items: int) -> bool:
     lab.create_router("b0")
     manager.start("b0")
     _store_state(manager, "b0", vms)
@@ -98,5 +104,5 @@ def _run(manager, lab, vms, sample, routers, items):
     return ok
 
 
-def _engine_seconds(outcome):
+def _engine_seconds(outcome: ApplyOutcome) -> float:
     return sum(outcome.result.get("timings", {}).values())

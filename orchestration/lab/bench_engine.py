@@ -35,7 +35,7 @@ def _timed(run):
     return time.perf_counter() - started, code, result
 
 
-def _line(label, seconds, result):
+def _line(label: str, seconds: float, result: Mapping[str, Any]) -> None:
     phases = " ".join(f"{k}={v:.3f}" for k, v in result.get("timings", {}).items())
     print(f"{label:<34} {seconds:7.3f} s   ok={result.get('ok')}   {phases}")
 

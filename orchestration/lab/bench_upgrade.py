@@ -7,9 +7,12 @@ router is given first. Last line: upgrade_one_s=<s> recreate_one_s=<s> upgrade_2
 import os
 import tempfile
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from orchestration.lab.lab import Lab
+from orchestration.lab.netlab import Vm
 from orchestration.lab.upgrade_lab import bring_up, repo_served, traffic
 from orchestration.manager import Manager
 from orchestration.settings import ManagerConfig
@@ -24,12 +27,12 @@ TEMPLATE_ROOTFS = Path(__file__).resolve().parents[2] / "build" / "template" / "
 BENCH_KEYRING = "/etc/apt/keyrings/vrpipe-bench.asc"
 
 
-def installed_version(rootfs, package="vr-scripts"):
+def installed_version(rootfs: Path, package: str = "vr-scripts") -> str:
     admindir = f"--admindir={rootfs / 'var/lib/dpkg'}"
     return run(["dpkg-query", admindir, "-W", "-f=${Version}", package], check=False).stdout.strip()
 
 
-def bench_upgrade(routers=20, batch="25%", rootfs=TEMPLATE_ROOTFS):
+def bench_upgrade(routers: int = 20, batch: str = "25%", rootfs: Path = TEMPLATE_ROOTFS) -> bool:
     """Run the benchmark; print progress, the figures and the summary line; False when anything failed."""
     base = installed_version(rootfs)
     if not base:
@@ -56,7 +59,9 @@ def bench_upgrade(routers=20, batch="25%", rootfs=TEMPLATE_ROOTFS):
             signing.stop_agent(repo.gnupghome)
 
 
-def _bench(manager, lab, repo, config, base, routers, batch):
+def _bench(
+    manager: Manager, lab: Lab, repo: RepoConfig, config: UpgradeConfig, base: str, routers: int, batch: str
+) -> bool:
     print(f"bench-upgrade: routers from {manager.config.rootfs} (vr-scripts {base}); Debian security left out")
     key = run(["gpg", "--batch", "--homedir", str(repo.gnupghome), "--armor", "--export"]).stdout
     vms = bring_up(manager, lab, ["b01"])
@@ -79,13 +84,20 @@ def _bench(manager, lab, repo, config, base, routers, batch):
     return one_ok and fleet_ok
 
 
-def _trust(manager, names, key):
+def _trust(manager: Manager, names: Iterable[str], key: str) -> None:
     """Give the routers the bench repository's key (ASCII-armoured, which apt's Signed-By reads)."""
     for name in names:
         manager.transport(name).copy(key, BENCH_KEYRING)
 
 
-def _upgrade(manager, lab, vms, names, config, policy):
+def _upgrade(
+    manager: Manager,
+    lab: Lab,
+    vms: Mapping[str, Vm],
+    names: Sequence[str],
+    config: UpgradeConfig,
+    policy: RolloutPolicy,
+) -> tuple[float, dict[str, Any], bool]:
     """Upgrade `names` while traffic runs through the first router; (seconds, traffic counts, ok)."""
     with traffic(lab.public, 1, vms[names[0]]) as counts:
         started = time.monotonic()
@@ -95,7 +107,7 @@ def _upgrade(manager, lab, vms, names, config, policy):
     return seconds, counts, report.ok
 
 
-def _recreate(manager, lab, vms, name):
+def _recreate(manager: Manager, lab: Lab, vms: Mapping[str, Vm], name: str) -> tuple[float, dict[str, Any]]:
     """`vrpipe recreate`: a new router from the template, booted and fully replayed."""
     with traffic(lab.public, 1, vms[name]) as counts:
         started = time.monotonic()
@@ -104,7 +116,7 @@ def _recreate(manager, lab, vms, name):
     return seconds, counts
 
 
-def _figures(what, seconds, counts):
+def _figures(what: str, seconds: float, counts: Mapping[str, Any]) -> None:
     print(
         f"{what}: {seconds:.1f} s, {counts['failed_connections']}/{counts['connections']} connections failed, "
         f"{counts['lost_pings']}/{counts['pings']} pings lost"

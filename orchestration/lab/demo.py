@@ -7,21 +7,22 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from orchestration.deployers.hostnet import kill_processes_in
-from orchestration.lab.netlab import SAMPLE_VMS, make_router_net, sample_state
+from orchestration.lab.netlab import SAMPLE_VMS, RouterNet, Vm, make_router_net, sample_state
 from orchestration.lab.netns import Namespaces
 from vrpipe.run import run
 
 KEPT = Path(tempfile.gettempdir()) / "vrpipe-demo.json"
 
 
-def _section(title):
+def _section(title: str) -> None:
     print(f"\n=== {title} ===")
 
 
-def _show_router(net):
+def _show_router(net: RouterNet) -> None:
     _section("nftables: the router's own table (sets and maps hold the per-VM items)")
     print(run(["nft", "-s", "list", "table", "inet", "vr"], ns=net.router).stdout[:2500], "...")
     _section("dnsmasq hosts file")
@@ -30,7 +31,7 @@ def _show_router(net):
     print((net.root / "etc/haproxy/haproxy.cfg").read_text().split("\nfrontend", 1)[-1])
 
 
-def _show_traffic(net, vms):
+def _show_traffic(net: RouterNet, vms: Sequence[Vm]) -> None:
     _section("traffic")
     for vm in vms:
         proc = net.dhcp(vm)
@@ -44,7 +45,7 @@ def _show_traffic(net, vms):
     print(f"vm1 pings the outside through source NAT: {'ok' if ping.returncode == 0 else 'no answer'}")
 
 
-def run_demo(keep=False):
+def run_demo(keep: bool = False) -> bool:
     namespaces, net = Namespaces("vrdemo"), None
     try:
         net = make_router_net(namespaces)
@@ -69,7 +70,7 @@ def run_demo(keep=False):
             shutil.rmtree(net.root, ignore_errors=True)
 
 
-def teardown_demo():
+def teardown_demo() -> None:
     if not KEPT.exists():
         print("demo-down: nothing to remove")
         return

@@ -6,6 +6,7 @@ their address from the router with a real DHCP client) and one public namespace 
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from orchestration.commands import Command
@@ -14,7 +15,7 @@ from orchestration.fleet import for_each
 from orchestration.lab.netlab import Vm
 from orchestration.manager import Manager
 from orchestration.settings import ManagerConfig
-from orchestration.store import Network
+from orchestration.store import Network, Router
 from vrpipe.errors import VrpipeError
 from vrpipe.run import run
 
@@ -27,11 +28,11 @@ LAB_DIR = PROJECT / "build" / "lab"
 LAB_PREFIX = "vrlab-"
 
 
-def public_ip(index):
+def public_ip(index: int) -> str:
     return f"203.0.113.{10 + index}"
 
 
-def vm_mac(router_index, vm_index):
+def vm_mac(router_index: int, vm_index: int) -> str:
     return f"02:00:00:{router_index:02x}:00:{vm_index + 10:02x}"
 
 
@@ -39,34 +40,34 @@ class Lab:
     """Namespaces named `<prefix>...` around the manager's routers; every one made is recorded in the
     state directory so that `down()` (or another process) removes exactly those."""
 
-    def __init__(self, manager, prefix):
+    def __init__(self, manager: Manager, prefix: str):
         self.manager, self.prefix = manager, prefix
         self.host = manager.config.host_netns
         self.public = f"{prefix}pub"
         self.record = manager.config.state_dir / RECORD
         self._guard = threading.Lock()
 
-    def _namespaces(self):
+    def _namespaces(self) -> list[str]:
         return json.loads(self.record.read_text()) if self.record.exists() else []
 
-    def _add_namespace(self, name):
+    def _add_namespace(self, name: str) -> None:
         with self._guard:
             run(["ip", "netns", "add", name])
             self.record.write_text(json.dumps([*self._namespaces(), name]))
         run(["ip", "link", "set", "lo", "up"], ns=name)
 
-    def up_public(self):
+    def up_public(self) -> None:
         ensure_host(self.host)
         self._add_namespace(self.public)
         plug(self.host, PUBLIC_BRIDGE, f"{self.prefix}pub"[:15], self.public, "pub0")
         run(["ip", "address", "add", f"{PUBLIC_GATEWAY}/24", "dev", "pub0"], ns=self.public)
 
-    def create_router(self, name, deployer="container"):
+    def create_router(self, name: str, deployer: str = "container") -> Router:
         """A router with a guest network (its own host bridge) and a leg on the public bridge."""
         networks = [Network(GUEST_DEVICE, f"g-{name}"[:15]), Network(PUBLIC_DEVICE, PUBLIC_BRIDGE)]
         return self.manager.create(name, networks, deployer=deployer)
 
-    def network_commands(self, index, egress="allow"):
+    def network_commands(self, index: int, egress: str = "allow") -> list[Command]:
         """The router's guest and public interfaces and egress policy, as commands."""
         interfaces = {
             "guests": [{"device": GUEST_DEVICE, "gateway": "10.1.1.1/24", "domain": "cloud.internal"}],
@@ -74,7 +75,7 @@ class Lab:
         }
         return [Command("add", "interfaces", interfaces), Command("add", "egress_policy", {"default": egress})]
 
-    def add_vm(self, router, router_index, vm_index):
+    def add_vm(self, router: str, router_index: int, vm_index: int) -> Vm:
         """A VM namespace plugged into the router's guest bridge; its address comes from DHCP."""
         name = f"{self.prefix}{router}-vm{vm_index}"
         self._add_namespace(name)
@@ -82,7 +83,7 @@ class Lab:
         plug(self.host, f"g-{router}"[:15], f"{self.prefix[:4]}{router_index}v{vm_index}"[:15], name, "eth0", mac)
         return Vm(name, name, mac, f"10.1.1.{vm_index + 10}")
 
-    def vm_commands(self, vm, router_index, vm_index):
+    def vm_commands(self, vm: Vm, router_index: int, vm_index: int) -> list[Command]:
         """What one VM needs on its router: DHCP, metadata, a port forward and the firewall rule for it."""
         port = 2200 + vm_index
         address = public_ip(router_index)
@@ -115,7 +116,7 @@ class Lab:
             ),
         ]
 
-    def dhcp(self, vm, state_dir=None):
+    def dhcp(self, vm: Vm, state_dir: Path | str | None = None) -> bool:
         """Run a real DHCP client once in the VM; True when it got a lease."""
         files = Path(state_dir or self.manager.config.state_dir) / "dhclient"
         files.mkdir(exist_ok=True)
@@ -123,7 +124,7 @@ class Lab:
         argv += ["-pf", str(files / f"{vm.name}.pid"), "eth0"]
         return run(argv, ns=vm.ns, check=False, timeout=60).returncode == 0
 
-    def down(self):
+    def down(self) -> None:
         """Destroy every router in the store, then remove the lab's namespaces (and what runs in them)."""
         for router in self.manager.store.routers():
             self.manager.destroy(router.name)
@@ -137,19 +138,28 @@ class Lab:
             run(["ip", "netns", "del", host], check=False)
 
 
-def lab_config(rootfs=None, state_dir=LAB_DIR, prefix=LAB_PREFIX):
+def lab_config(
+    rootfs: Path | str | None = None, state_dir: Path | str = LAB_DIR, prefix: str = LAB_PREFIX
+) -> ManagerConfig:
     """A lab's manager settings: its own state directory and namespaces (named `prefix`...)."""
     if rootfs is None:
         from image.build import Template
 
         rootfs = Template(PROJECT / "build" / "template").rootfs_dir
-    if not (Path(rootfs) / "opt/vr/bin/vr-apply").exists():
+    rootfs = Path(rootfs)  # `invoke lab --rootfs` passes it as text: the manager needs a Path
+    if not (rootfs / "opt/vr/bin/vr-apply").exists():
         raise VrpipeError(f"{rootfs} holds no router rootfs", hint="build the template first: invoke build-template")
     host = f"{prefix}hv"
-    return ManagerConfig(state_dir, rootfs=rootfs, host_netns=host, ssh_netns=host, netns_prefix=prefix)
+    return ManagerConfig(Path(state_dir), rootfs=rootfs, host_netns=host, ssh_netns=host, netns_prefix=prefix)
 
 
-def lab_up(routers, vms, rootfs=None, repo=None, progress=print):
+def lab_up(
+    routers: int,
+    vms: int,
+    rootfs: Path | str | None = None,
+    repo: Path | None = None,
+    progress: Callable[[str], None] = print,
+) -> str:
     """Start a lab of `routers` routers with `vms` VMs each, every VM with its lease, and our repository
     (the served tree `repo`, if given) on the control network at 169.254.0.1:8080; returns the summary."""
     from orchestration.lab.upgrade_lab import REPO_ADDRESS, start_repo_server
@@ -167,7 +177,7 @@ def lab_up(routers, vms, rootfs=None, repo=None, progress=print):
             start_repo_server(lab.host, repo)
             served = f"; our repository at http://{REPO_ADDRESS}/"
 
-        def bring_up(name):
+        def bring_up(name: str) -> None:
             index = int(name[1:])
             lab.create_router(name)
             manager.start(name)
@@ -177,7 +187,7 @@ def lab_up(routers, vms, rootfs=None, repo=None, progress=print):
                 commands += lab.vm_commands(vm, index, i)
             outcome = manager.apply(name, commands)
             if not outcome.ok:
-                raise VrpipeError(outcome.error)
+                raise VrpipeError(outcome.error or "the router refused the commands")
             missing = [vm.name for vm in guests if not lab.dhcp(vm)]
             if missing:
                 raise VrpipeError(f"no DHCP lease for {', '.join(missing)}")
@@ -193,7 +203,7 @@ def lab_up(routers, vms, rootfs=None, repo=None, progress=print):
     return summary
 
 
-def lab_down(state_dir=LAB_DIR, progress=print):
+def lab_down(state_dir: Path | str = LAB_DIR, progress: Callable[[str], None] = print) -> str:
     """Remove the lab: its routers, namespaces and state directory contents (keeps nothing running)."""
     if not (Path(state_dir) / "config.json").exists():
         return f"lab-down: no lab in {state_dir}"

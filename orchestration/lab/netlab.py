@@ -6,9 +6,12 @@ link, guest VMs on a bridge behind its guest device, and a public namespace acti
 import base64
 import json
 import os
+import subprocess
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from orchestration.lab.netns import Link, Namespaces
 from vrpipe.run import run
@@ -47,10 +50,10 @@ class RouterNet:
     manager_ip: str = "169.254.10.1"
     gateway: str = "10.1.1.1"
     public_gateway: str = "203.0.113.1"
-    public_ips: tuple = ("203.0.113.10", "203.0.113.11", "203.0.113.12")
-    vms: list = field(default_factory=list)
+    public_ips: tuple[str, ...] = ("203.0.113.10", "203.0.113.11", "203.0.113.12")
+    vms: list[Vm] = field(default_factory=list)
 
-    def interfaces(self):
+    def interfaces(self) -> dict[str, Any]:
         return {
             "control": {"device": CONTROL_DEVICE, "address": f"{self.control_ip}/16"},
             "guests": [{"device": GUEST_DEVICE, "gateway": f"{self.gateway}/24", "domain": "cloud.internal"}],
@@ -63,7 +66,7 @@ class RouterNet:
             ],
         }
 
-    def add_vm(self, name, mac, ip):
+    def add_vm(self, name: str, mac: str, ip: str) -> Vm:
         """A VM namespace on the guest bridge; its address comes later, from DHCP or `set_address`."""
         ns = self.namespaces.add(name)
         self.namespaces.veth(Link(ns, "eth0"), Link(self.router, f"p{len(self.vms)}{name}"[:15]), mac_a=mac)
@@ -72,7 +75,7 @@ class RouterNet:
         self.vms.append(vm)
         return vm
 
-    def dhcp(self, vm):
+    def dhcp(self, vm: Vm) -> subprocess.CompletedProcess[str]:
         """Run a real DHCP client in the VM's namespace; it configures the address dnsmasq hands out."""
         files = self.root / "vm-dhclient"
         files.mkdir(exist_ok=True)
@@ -80,18 +83,20 @@ class RouterNet:
         argv += ["-lf", str(files / f"{vm.name}.leases"), "-pf", str(files / f"{vm.name}.pid"), "eth0"]
         return run(argv, ns=vm.ns, check=False, timeout=60)
 
-    def engine(self, command, *args, input=None, check=False):
+    def engine(
+        self, command: str, *args: str, input: str | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         """Run one of the router's commands (vr-apply, vr-cmd, ...) inside the router namespace."""
         env = ["env", f"VR_ROOT={self.root}", "VR_SERVICES=process"]
         argv = [*env, str(VR_SCRIPTS / "bin" / command), *args]
         return run(argv, ns=self.router, input=input, check=check, timeout=120)
 
-    def apply(self, document):
+    def apply(self, document: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
         proc = self.engine("vr-apply", "-", input=json.dumps(document))
         return proc.returncode, json.loads(proc.stdout)
 
 
-def make_router_net(namespaces, root=None):
+def make_router_net(namespaces: Namespaces, root: Path | str | None = None) -> RouterNet:
     """Namespaces and links for one router; the router's root directory holds everything it writes."""
     root = Path(root or tempfile.mkdtemp(prefix="vr-root-"))
     os.chmod(root, 0o755)
@@ -105,7 +110,7 @@ def make_router_net(namespaces, root=None):
     return net
 
 
-def sample_state(net, vms):
+def sample_state(net: RouterNet, vms: Sequence[Vm]) -> dict[str, Any]:
     """A state with DHCP, metadata, firewall, port forwarding, static NAT, source NAT and a load balancer."""
     vm1, vm2, vm3 = vms
     any_source = ["0.0.0.0/0"]

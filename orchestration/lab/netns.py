@@ -24,24 +24,24 @@ class Link:
 class Namespaces:
     """Creates namespaces with a unique prefix and removes them, and the processes in them, on close."""
 
-    def __init__(self, prefix="vrt"):
+    def __init__(self, prefix: str = "vrt"):
         self.prefix = f"{prefix}{os.getpid() % 100000}x{next(_serial)}"
-        self.created = []
+        self.created: list[str] = []
 
-    def __enter__(self):
+    def __enter__(self) -> "Namespaces":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def add(self, role):
+    def add(self, role: str) -> str:
         name = f"{self.prefix}-{role}"
         run(["ip", "netns", "add", name])
         self.created.append(name)
         run(["ip", "link", "set", "lo", "up"], ns=name)
         return name
 
-    def veth(self, a, b, mac_a=None):
+    def veth(self, a: Link, b: Link, mac_a: str | None = None) -> None:
         """A veth pair between Link a and Link b, both ends up."""
         tmp = f"v{os.getpid() % 100000}x{next(_serial)}"
         argv = ["ip", "link", "add", tmp, "netns", a.ns, "type", "veth", "peer", "name", b.device, "netns", b.ns]
@@ -50,11 +50,11 @@ class Namespaces:
         for end in (a, b):
             run(["ip", "link", "set", end.device, "up"], ns=end.ns)
 
-    def bridge(self, ns, device):
+    def bridge(self, ns: str, device: str) -> None:
         run(["ip", "link", "add", device, "type", "bridge"], ns=ns)
         run(["ip", "link", "set", device, "up"], ns=ns)
 
-    def close(self):
+    def close(self) -> None:
         for name in reversed(self.created):
             kill_processes_in(name)
             run(["ip", "netns", "del", name], check=False)

@@ -9,9 +9,10 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 
 
-def serve(port, text):
+def serve(port: str, text: str) -> None:
     server = socket.create_server(("0.0.0.0", int(port)))
     while True:
         conn, (peer, _) = server.accept()
@@ -19,7 +20,7 @@ def serve(port, text):
             conn.sendall(f"{text} from {peer}\n".encode())
 
 
-def attempt(host, port):
+def attempt(host: str, port: str) -> str | None:
     """None when host:port answered, else why not."""
     try:
         with socket.create_connection((host, int(port)), timeout=2) as conn:
@@ -29,20 +30,19 @@ def attempt(host, port):
         return str(err)
 
 
-def loop(seconds, interval, targets):
-    stop = []
+def loop(seconds: str, interval: str, targets: Sequence[str]) -> None:
+    stop: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    counts = {"attempts": 0, "failed": 0, "errors": []}
+    attempts, errors = 0, []
     deadline = time.monotonic() + float(seconds)
     while not stop and time.monotonic() < deadline:
         for target in targets:
             error = attempt(*target.rsplit(":", 1))
-            counts["attempts"] += 1
+            attempts += 1
             if error:
-                counts["failed"] += 1
-                counts["errors"].append(f"{target}: {error}")
+                errors.append(f"{target}: {error}")
         time.sleep(float(interval))
-    print(json.dumps(counts), flush=True)
+    print(json.dumps({"attempts": attempts, "failed": len(errors), "errors": errors}), flush=True)
 
 
 if __name__ == "__main__":

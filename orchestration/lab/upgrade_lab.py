@@ -11,11 +11,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from orchestration.commands import Command
 from orchestration.fleet import for_each
-from orchestration.lab.lab import public_ip
+from orchestration.lab.lab import Lab, public_ip
+from orchestration.lab.netlab import Vm
+from orchestration.manager import Manager
 from vrpipe.errors import VrpipeError
 from vrpipe.run import run, spawn
 
@@ -26,12 +30,14 @@ FORWARDED_PORT = 2200  # the lab's port forward to a router's first VM
 BALANCED_PORT = 80
 
 
-def _python(*args):
+def _python(*args: str) -> list[str]:
     """`python -m ...` of this checkout, as an argv list."""
     return [sys.executable, *args]
 
 
-def start_repo_server(ns, directory, address=REPO_ADDRESS, timeout=20.0):
+def start_repo_server(
+    ns: str | None, directory: Path | str, address: str = REPO_ADDRESS, timeout: float = 20.0
+) -> subprocess.Popen[str]:
     """repo/serve.py serving `directory` at address inside namespace ns, in its own session (it outlives
     the caller, and goes with the namespace); returns its process once it answers."""
     proc = spawn(_python("-m", "orchestration.lab.upgrade_lab", str(directory), address), ns=ns, cwd=PROJECT,
@@ -48,7 +54,9 @@ def start_repo_server(ns, directory, address=REPO_ADDRESS, timeout=20.0):
 
 
 @contextlib.contextmanager
-def repo_served(ns, directory, address=REPO_ADDRESS, timeout=20.0):
+def repo_served(
+    ns: str | None, directory: Path | str, address: str = REPO_ADDRESS, timeout: float = 20.0
+) -> Iterator[str]:
     """The repository served for the duration of the block; yields the URL routers use."""
     proc = start_repo_server(ns, directory, address, timeout)
     try:
@@ -62,7 +70,7 @@ def repo_served(ns, directory, address=REPO_ADDRESS, timeout=20.0):
             proc.wait()
 
 
-def router_commands(lab, index, vm):
+def router_commands(lab: Lab, index: int, vm: Vm) -> list[Command]:
     """The router's networks, its VM (DHCP, metadata, port forward), a load balancer and source NAT."""
     ip = public_ip(index)
     balancer = {"name": "web", "public_ip": ip, "port": BALANCED_PORT, "backends": [{"ip": vm.ip, "port": VM_PORT}]}
@@ -76,7 +84,14 @@ def router_commands(lab, index, vm):
     ]
 
 
-def bring_up(manager, lab, names, first_index=1, deployer="container", progress=lambda message: None):
+def bring_up(
+    manager: Manager,
+    lab: Lab,
+    names: Sequence[str],
+    first_index: int = 1,
+    deployer: str = "container",
+    progress: Callable[[str], None] = lambda message: None,
+) -> dict[str, Vm]:
     """Create and start routers `names` in parallel, each with a VM answering on VM_PORT that got its
     lease; returns {name: vm}."""
     for name in names:
@@ -98,13 +113,13 @@ def bring_up(manager, lab, names, first_index=1, deployer="container", progress=
     return vms
 
 
-def serve(ns, port, text):
+def serve(ns: str, port: int, text: str) -> None:
     """A TCP server in ns answering every connection with text; it goes with the namespace."""
     spawn(_python("-m", "orchestration.lab.traffic", "serve", str(port), text), ns=ns, cwd=PROJECT, new_session=True)
 
 
 @contextlib.contextmanager
-def traffic(public_ns, index, vm, interval=0.05):
+def traffic(public_ns: str, index: int, vm: Vm, interval: float = 0.05) -> Iterator[dict[str, Any]]:
     """While the block runs: TCP connections from the public namespace through router `index`'s port
     forward and load balancer, and a ping from the VM through source NAT. Yields a dict that holds the
     counts when the block ends: connections, failed_connections, errors, pings, lost_pings."""
@@ -113,7 +128,7 @@ def traffic(public_ns, index, vm, interval=0.05):
     loop = _python("-m", "orchestration.lab.traffic", "loop", "600", str(interval), *targets)
     ping = ["ping", "-n", "-i", "0.2", "-w", "600", "203.0.113.1"]
     procs = [spawn(loop, ns=public_ns, cwd=PROJECT, pipe=True), spawn(ping, ns=vm.ns, pipe=True)]
-    counts = {}
+    counts: dict[str, Any] = {}
     try:
         yield counts
     finally:
@@ -121,7 +136,10 @@ def traffic(public_ns, index, vm, interval=0.05):
         procs[1].send_signal(signal.SIGINT)
         loop_out, ping_out = (p.communicate(timeout=30)[0] for p in procs)
     result = json.loads(loop_out)
-    sent, received = map(int, re.search(r"(\d+) packets transmitted, (\d+) received", ping_out).groups())
+    summary = re.search(r"(\d+) packets transmitted, (\d+) received", ping_out)
+    if summary is None:
+        raise VrpipeError(f"ping from {vm.name} through router {index} printed no summary: {ping_out.strip()[-300:]!r}")
+    sent, received = map(int, summary.groups())
     counts.update(
         connections=result["attempts"],
         failed_connections=result["failed"],

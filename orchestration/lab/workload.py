@@ -4,20 +4,22 @@
 
 import base64
 import ipaddress
+from collections.abc import Iterable
+from typing import Any
 
 GUEST_NETWORK = ipaddress.IPv4Network("10.128.0.0/16")
 PUBLIC_IP = "203.0.113.10"
 
 
-def vm_address(i):
+def vm_address(i: int) -> str:
     return str(GUEST_NETWORK.network_address + 10 + i)
 
 
-def vm_mac(i):
+def vm_mac(i: int) -> str:
     return "02:00:" + ":".join(f"{b:02x}" for b in (i + 10).to_bytes(4, "big"))
 
 
-def vm_sections(i):
+def vm_sections(i: int) -> dict[str, dict[str, Any]]:
     """The four items one VM brings, keyed by section."""
     ip = vm_address(i)
     source = str(ipaddress.IPv4Network(f"198.51.{i % 256}.0/24"))
@@ -47,7 +49,12 @@ def vm_sections(i):
     }
 
 
-def interfaces(control_ip="169.254.10.2", control_device="eth0", guest_device="eth1", public_device="eth2"):
+def interfaces(
+    control_ip: str = "169.254.10.2",
+    control_device: str = "eth0",
+    guest_device: str = "eth1",
+    public_device: str = "eth2",
+) -> dict[str, Any]:
     return {
         "control": {"device": control_device, "address": f"{control_ip}/16"},
         "guests": [
@@ -57,9 +64,9 @@ def interfaces(control_ip="169.254.10.2", control_device="eth0", guest_device="e
     }
 
 
-def fleet_state(vms, **interface_names):
+def fleet_state(vms: int, **interface_names: str) -> dict[str, Any]:
     """A whole state with `vms` VMs (vms <= 40000, so ports and addresses stay distinct)."""
-    state = {
+    state: dict[str, Any] = {
         "interfaces": interfaces(**interface_names),
         "source_nat": [{"guest_cidr": str(GUEST_NETWORK), "public_ip": PUBLIC_IP}],
     }
@@ -68,6 +75,6 @@ def fleet_state(vms, **interface_names):
     return state
 
 
-def vm_commands(indices):
+def vm_commands(indices: Iterable[int]) -> list[dict[str, Any]]:
     """Batch commands adding every item of the VMs with these indices."""
     return [{"op": "add", "type": s, "data": d} for i in indices for s, d in vm_sections(i).items()]

@@ -13,7 +13,7 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade():
+def upgrade() -> None:
     op.create_table(
         "routers",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -36,6 +36,6 @@ def upgrade():
     op.create_index("ix_rules_router_id", "rules", ["router_id"])
 
 
-def downgrade():
+def downgrade() -> None:
     op.drop_table("rules")
     op.drop_table("routers")

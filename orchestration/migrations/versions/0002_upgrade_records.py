@@ -13,7 +13,7 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade():
+def upgrade() -> None:
     op.create_table(
         "upgrade_records",
         sa.Column("router_id", sa.Integer, sa.ForeignKey("routers.id", ondelete="CASCADE"), primary_key=True),
@@ -25,5 +25,5 @@ def upgrade():
     )
 
 
-def downgrade():
+def downgrade() -> None:
     op.drop_table("upgrade_records")

@@ -15,12 +15,12 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade():
+def upgrade() -> None:
     op.add_column("routers", sa.Column("settings", sa.JSON, nullable=False, server_default="{}"))
     op.add_column("routers", sa.Column("status", sa.String(16), nullable=False, server_default="created"))
 
 
-def downgrade():
+def downgrade() -> None:
     with op.batch_alter_table("routers") as batch:
         batch.drop_column("status")
         batch.drop_column("settings")
