@@ -15,7 +15,7 @@ import pytest
 
 from orchestration import cli
 from orchestration.lab.upgrade_lab import repo_served, traffic
-from orchestration.manager import CONFIG_FILE
+from orchestration.settings import CONFIG_FILE
 from orchestration.upgrade.apt import OS_RELEASE, SOURCES_FILE
 from orchestration.upgrade.inplace import read_versions, upgrade_fleet
 from orchestration.upgrade.records import records
