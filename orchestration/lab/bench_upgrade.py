@@ -9,11 +9,10 @@ import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from orchestration.lab.lab import Lab
 from orchestration.lab.netlab import Vm
-from orchestration.lab.upgrade_lab import bring_up, repo_served, traffic
+from orchestration.lab.upgrade_lab import TrafficCounts, bring_up, repo_served, traffic
 from orchestration.manager import Manager
 from orchestration.settings import ManagerConfig
 from orchestration.upgrade.inplace import UpgradeConfig, upgrade_fleet
@@ -97,7 +96,7 @@ def _upgrade(
     names: Sequence[str],
     config: UpgradeConfig,
     policy: RolloutPolicy,
-) -> tuple[float, dict[str, Any], bool]:
+) -> tuple[float, TrafficCounts, bool]:
     """Upgrade `names` while traffic runs through the first router; (seconds, traffic counts, ok)."""
     with traffic(lab.public, 1, vms[names[0]]) as counts:
         started = time.monotonic()
@@ -107,7 +106,7 @@ def _upgrade(
     return seconds, counts, report.ok
 
 
-def _recreate(manager: Manager, lab: Lab, vms: Mapping[str, Vm], name: str) -> tuple[float, dict[str, Any]]:
+def _recreate(manager: Manager, lab: Lab, vms: Mapping[str, Vm], name: str) -> tuple[float, TrafficCounts]:
     """`vrpipe recreate`: a new router from the template, booted and fully replayed."""
     with traffic(lab.public, 1, vms[name]) as counts:
         started = time.monotonic()
@@ -116,7 +115,7 @@ def _recreate(manager: Manager, lab: Lab, vms: Mapping[str, Vm], name: str) -> t
     return seconds, counts
 
 
-def _figures(what: str, seconds: float, counts: Mapping[str, Any]) -> None:
+def _figures(what: str, seconds: float, counts: TrafficCounts) -> None:
     print(
         f"{what}: {seconds:.1f} s, {counts['failed_connections']}/{counts['connections']} connections failed, "
         f"{counts['lost_pings']}/{counts['pings']} pings lost"

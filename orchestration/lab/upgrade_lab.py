@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from orchestration.commands import Command
 from orchestration.fleet import for_each
@@ -28,6 +28,16 @@ REPO_ADDRESS = "169.254.0.1:8080"  # the control gateway, in the hypervisor-host
 VM_PORT = 7000
 FORWARDED_PORT = 2200  # the lab's port forward to a router's first VM
 BALANCED_PORT = 80
+
+
+class TrafficCounts(TypedDict, total=False):
+    """What traffic() counted, filled in when its block ends."""
+
+    connections: int
+    failed_connections: int
+    errors: list[str]  # the first few
+    pings: int
+    lost_pings: int
 
 
 def _python(*args: str) -> list[str]:
@@ -119,7 +129,7 @@ def serve(ns: str, port: int, text: str) -> None:
 
 
 @contextlib.contextmanager
-def traffic(public_ns: str, index: int, vm: Vm, interval: float = 0.05) -> Iterator[dict[str, Any]]:
+def traffic(public_ns: str, index: int, vm: Vm, interval: float = 0.05) -> Iterator[TrafficCounts]:
     """While the block runs: TCP connections from the public namespace through router `index`'s port
     forward and load balancer, and a ping from the VM through source NAT. Yields a dict that holds the
     counts when the block ends: connections, failed_connections, errors, pings, lost_pings."""
@@ -128,7 +138,7 @@ def traffic(public_ns: str, index: int, vm: Vm, interval: float = 0.05) -> Itera
     loop = _python("-m", "orchestration.lab.traffic", "loop", "600", str(interval), *targets)
     ping = ["ping", "-n", "-i", "0.2", "-w", "600", "203.0.113.1"]
     procs = [spawn(loop, ns=public_ns, cwd=PROJECT, pipe=True), spawn(ping, ns=vm.ns, pipe=True)]
-    counts: dict[str, Any] = {}
+    counts: TrafficCounts = {}
     try:
         yield counts
     finally:
@@ -141,11 +151,13 @@ def traffic(public_ns: str, index: int, vm: Vm, interval: float = 0.05) -> Itera
         raise VrpipeError(f"ping from {vm.name} through router {index} printed no summary: {ping_out.strip()[-300:]!r}")
     sent, received = map(int, summary.groups())
     counts.update(
-        connections=result["attempts"],
-        failed_connections=result["failed"],
-        errors=result["errors"][:5],
-        pings=sent,
-        lost_pings=sent - received,
+        {
+            "connections": result["attempts"],
+            "failed_connections": result["failed"],
+            "errors": result["errors"][:5],
+            "pings": sent,
+            "lost_pings": sent - received,
+        }
     )
 
 
