@@ -47,7 +47,8 @@ class Vm:
         """Run a command on the router as root; raise CommandError if it fails. sshd hands the command
         to the router's shell, so each word is quoted for it."""
         remote = shlex.join(command)
-        argv = ["ssh", *SSH_OPTIONS, "-i", self.key, "-p", str(self.ssh_port), "root@127.0.0.1", remote]
+        login: list[str | Path] = ["-i", self.key, "-p", str(self.ssh_port), "root@127.0.0.1"]
+        argv = ["ssh", *SSH_OPTIONS, *login, remote]
         return run(argv, input=input_text, timeout=timeout).stdout
 
     def wait_for_ssh(self, timeout: float = 60) -> None:
@@ -68,7 +69,7 @@ def accelerator(kernel: Path) -> str:
     thanks to -no-reboot), else "tcg"; a KVM that hangs early in boot is known on such machines."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "tcg"
-    argv = ["qemu-system-x86_64", "-accel", "kvm", "-m", "256", "-display", "none", "-serial", "none",
+    argv: list[str | Path] = ["qemu-system-x86_64", "-accel", "kvm", "-m", "256", "-display", "none", "-serial", "none",
             "-monitor", "none", "-no-reboot", "-kernel", kernel, "-append", "console=ttyS0 panic=-1"]
     try:
         run(argv, timeout=20)

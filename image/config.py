@@ -44,7 +44,7 @@ def _default_epoch() -> int:
     value = os.environ.get("SOURCE_DATE_EPOCH")
     if value is None:
         value = run(["git", "-C", PROJECT, "log", "-1", "--format=%ct"]).stdout.strip()
-    return value
+    return int(value) if value.isdigit() else 0  # 0 is refused by _validate, naming SOURCE_DATE_EPOCH
 
 
 def _convert(name, kind, value):

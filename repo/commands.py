@@ -3,7 +3,6 @@ do the job with progress on the log, and return its one-line summary (a failure 
 """
 
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +11,17 @@ from vrpipe.errors import VrpipeError
 from . import config, publish, rotation, serve, verify
 
 
-def publish_repo(settings: Mapping[str, Any] | None, version: str | None, channel: str | None, refresh: bool) -> str:
+def publish_repo(settings: dict[str, Any] | None, version: str | None, channel: str | None, refresh: bool) -> str:
     """Build and publish the packages; the summary gives the time it took."""
     return publish.publish(config.load(settings), version, channel, refresh).summary()
 
 
-def rotate_key(settings: Mapping[str, Any] | None, key: str | None, retire: bool) -> str:
+def rotate_key(settings: dict[str, Any] | None, key: str | None, retire: bool) -> str:
     """Start a key rotation (a new key signs beside the old one) or retire the old key."""
     return rotation.rotate_key(config.load(settings), key, retire).summary()
 
 
-def verify_repo(settings: Mapping[str, Any] | None, url: str | None, keyring: str | None) -> str:
+def verify_repo(settings: dict[str, Any] | None, url: str | None, keyring: str | None) -> str:
     """Verify the served directory, or what routers see at url (`-` for the configured url)."""
     cfg = config.load(settings)
     where = (cfg.url if url == "-" else url) if url else cfg.public
@@ -34,7 +33,7 @@ def verify_repo(settings: Mapping[str, Any] | None, url: str | None, keyring: st
     return report.summary()
 
 
-def serve_repo(settings: Mapping[str, Any] | None, listen: str | None) -> str:
+def serve_repo(settings: dict[str, Any] | None, listen: str | None) -> str:
     """Serve the published tree until interrupted."""
     cfg = config.load(settings)
     serve.serve(cfg.public, listen or cfg.listen)

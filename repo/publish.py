@@ -60,7 +60,8 @@ def publish(
     with locked(config):
         archive = archive_keys(config)
         repo = prepare(config, archive)
-        replaced, changed = {}, False
+        replaced: dict[str, str] = {}
+        changed = False
         if version:
             with tempfile.TemporaryDirectory(dir=config.dir) as tmp:
                 replaced, changed = _include(repo, channel, build_packages(Path(tmp), version))

@@ -57,7 +57,7 @@ def serving(directory: Path, address: str = "127.0.0.1:0") -> Iterator[str]:
     server = make_server(directory, address)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    host, port = server.server_address[:2]
+    host, port = str(server.server_address[0]), server.server_address[1]
     try:
         yield f"http://{f'[{host}]' if ':' in host else host}:{port}/"
     finally:
@@ -74,7 +74,7 @@ def serve(directory: Path, address: str) -> None:
     """Serve until interrupted (Ctrl-C, or SIGTERM from a service manager)."""
     signal.signal(signal.SIGTERM, _interrupt)
     server = make_server(directory, address)
-    host, port = server.server_address[:2]
+    host, port = str(server.server_address[0]), server.server_address[1]
     log.info("serving %s on http://%s:%d/ (Ctrl-C stops)", directory, host, port)
     try:
         server.serve_forever()

@@ -65,7 +65,7 @@ def _verify_distribution(fetch: Fetch, keyring: Path, dist: str, report: Report)
     if missing:
         report.problems.append(f"{dist}: {', '.join(missing)} missing (unsigned or not published)")
         return
-    inrelease, release, release_gpg = files.values()
+    inrelease, release, release_gpg = (files[name] or b"" for name in ("InRelease", "Release", "Release.gpg"))
     try:
         signed = _gpgv(keyring, inrelease)
         _gpgv(keyring, release_gpg, release)

@@ -20,7 +20,7 @@ TAIL_LINES = 25
 TAIL_CHARS = 4000
 DEFAULT_TIMEOUT = 600.0
 
-Argv = Sequence[str | Path]
+Argv = Sequence[str | Path | int]  # each word is passed as str(word)
 
 
 def _words(argv: Argv, ns: str | None) -> list[str]:

@@ -6,9 +6,11 @@ and 10,000 in one go and adds the engine's peak RSS.
 
 import json
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from orchestration.lab.netlab import make_router_net
+from orchestration.lab.netlab import RouterNet, make_router_net
 from orchestration.lab.netns import Namespaces
 from orchestration.lab.workload import fleet_state, vm_commands
 
@@ -29,7 +31,7 @@ class Figures:
     ok: bool
 
 
-def _timed(run):
+def _timed(run: Callable[[], tuple[int, dict[str, Any]]]) -> tuple[float, int, dict[str, Any]]:
     started = time.perf_counter()
     code, result = run()
     return time.perf_counter() - started, code, result
@@ -40,12 +42,12 @@ def _line(label: str, seconds: float, result: Mapping[str, Any]) -> None:
     print(f"{label:<34} {seconds:7.3f} s   ok={result.get('ok')}   {phases}")
 
 
-def _vr_cmd(net, command):
+def _vr_cmd(net: RouterNet, command: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
     proc = net.engine("vr-cmd", command["type"], command["op"], json.dumps(command["data"]))
     return proc.returncode, json.loads(proc.stdout)
 
 
-def measure(vms):
+def measure(vms: int) -> Figures:
     """Apply an N-VM state to a fresh router namespace, then the same again and one change each way."""
     with Namespaces("vrb") as namespaces:
         net = make_router_net(namespaces)
@@ -70,7 +72,7 @@ def measure(vms):
         return Figures(vms, whole, again, incremental, incremental_wall, vrcmd, rss, ok)
 
 
-def _summary(figures):
+def _summary(figures: Mapping[int, Figures]) -> None:
     print()
     print(f"{'VMs':>6} {'whole':>8} {'again':>8} {'incr.':>8} {'vr-cmd':>8} {'RSS MiB':>8}")
     for f in figures.values():
@@ -83,7 +85,7 @@ def _summary(figures):
     )
 
 
-def bench_engine(vms=1000, scale=False):
+def bench_engine(vms: int = 1000, scale: bool = False) -> bool:
     """Print each phase's time; return False if any apply failed. The last line is apply_<N>_vms_s=
     (with --scale: the figures of 10,000 and 100 VMs, in the line the issue asks for)."""
     figures = {n: measure(n) for n in (SCALE if scale else (vms,))}

@@ -1,7 +1,7 @@
 """Every command example of the README, run as written, in order, in a fresh copy of this checkout: the
 first command sets the copy up and builds its template (`./bootstrap.sh && .venv/bin/invoke build-template`),
 then every ```sh block runs in one bash session, so that what a block exports holds for the next.
-Left out, and said here: the lines that run the test suite itself (`invoke test`, `invoke test-image`)."""
+Left out, and said here: the lines that run the test suite itself (`invoke lint test`, `invoke test-image`)."""
 
 import re
 import shutil
@@ -13,7 +13,7 @@ import pytest
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 PROJECT = Path(__file__).resolve().parents[2]
 BLOCK = re.compile(r"^```sh\n(.*?)^```$", re.S | re.M)
-THE_SUITE = re.compile(r"invoke (test|test-image)(\s|$)")
+THE_SUITE = re.compile(r"invoke (lint )?(test|test-image)(\s|$)")
 
 
 def blocks(readme: str) -> list[str]:

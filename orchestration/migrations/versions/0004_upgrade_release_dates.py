@@ -14,7 +14,7 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade():
+def upgrade() -> None:
     op.create_table(
         "release_dates",
         sa.Column("repo_url", sa.String(1000), primary_key=True),
@@ -24,5 +24,5 @@ def upgrade():
     )
 
 
-def downgrade():
+def downgrade() -> None:
     op.drop_table("release_dates")
