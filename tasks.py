@@ -63,6 +63,21 @@ def demo_down(c):
     _call("demo-down", teardown_demo, root=True)
 
 
+@task
+def config(c):
+    """Show every setting of the repository and the template: its value and where it came from."""
+    from image.config import resolve as template_settings
+    from repo.config import resolve as repo_settings
+
+    def show() -> str:
+        for part, resolved in (("repo", repo_settings(c.config.get("repo"))),
+                               ("template", template_settings(c.config.get("template")))):
+            print(f"[{part}]", *resolved.lines(), sep="\n")
+        return "config: the manager's settings: vrpipe config"
+
+    _call("config", show)
+
+
 @task(help={"k": "only tests matching this pytest -k expression", "unit": "unit tests only"})
 def test(c, k="", unit=False):
     """Run the whole test suite (unit and end-to-end; end-to-end needs root)."""

@@ -4,12 +4,14 @@ section of invoke.yaml (and SOURCE_DATE_EPOCH), validated here so the build step
 
 import os
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from vrpipe.errors import SettingsError
 from vrpipe.run import run
+from vrpipe.settings import Resolved, Setting, Table, count, text
 
 PROJECT = Path(__file__).resolve().parent.parent
 SUITES = ("bookworm", "trixie")
@@ -27,33 +29,60 @@ class TemplateConfig:
     source_date_epoch: int = 0
 
 
-def load_config(values: dict | None = None, **overrides) -> TemplateConfig:
-    """Build a TemplateConfig from invoke.yaml's `template:` mapping plus overrides (None = not given)."""
-    merged = {**(values or {}), **{k: v for k, v in overrides.items() if v is not None}}
-    known = {f.name: f for f in fields(TemplateConfig)}
-    unknown = sorted(set(merged) - set(known))
-    if unknown:
-        raise SettingsError(f"unknown template setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    merged.setdefault("source_date_epoch", _default_epoch())
-    typed = {name: _convert(name, known[name].type, value) for name, value in merged.items()}
-    return _validate(TemplateConfig(**typed))
+def _project_path(value: Any) -> Path:
+    return PROJECT / Path(text(str(value)))  # relative to the checkout; an absolute path stays as it is
 
 
-def _default_epoch() -> int:
-    """SOURCE_DATE_EPOCH from the environment, else the last commit's time: same checkout, same bytes."""
-    value = os.environ.get("SOURCE_DATE_EPOCH")
-    if value is None:
-        value = run(["git", "-C", PROJECT, "log", "-1", "--format=%ct"]).stdout.strip()
-    return int(value) if value.isdigit() else 0  # 0 is refused by _validate, naming SOURCE_DATE_EPOCH
+def _mib(value: Any) -> int:
+    size = count(value)
+    if size == 0:
+        raise ValueError("expected a size in MiB > 0")
+    return size
 
 
-def _convert(name, kind, value):
-    try:
-        if kind is Path:
-            return PROJECT / Path(value)  # an absolute value stays as it is
-        return kind(value)
-    except (TypeError, ValueError) as e:
-        raise SettingsError(f"template.{name}: {value!r} is not a valid {kind}") from e
+SETTINGS = Table(
+    "template",
+    [
+        Setting("suite", "the router's Debian release", "trixie", text, SUITES),
+        Setting("mirror", "Debian's archive the rootfs is installed from", "http://deb.debian.org/debian", text),
+        Setting("security_mirror", "Debian's security archive", "http://deb.debian.org/debian-security", text),
+        Setting("output_dir", "where the outputs go (rootfs/ in it is what router containers overlay)",
+                PROJECT / "build" / "template", _project_path),
+        Setting("cache_dir", ".debs kept between builds (one folder per suite)", PROJECT / "build" / "cache" / "debs",
+                _project_path),
+        Setting("disk_size_mib", "the raw disk's size", 2048, _mib),
+        Setting("esp_size_mib", "the boot partition's size: kernel, initrd, syslinux, GRUB", 160, _mib),
+        Setting("source_date_epoch", "the build's date (env SOURCE_DATE_EPOCH; default: the last commit's time)",
+                0, count, flag=False),
+    ],
+    qualified=True,
+)
+
+
+def resolve(values: dict | None = None, **overrides: Any) -> Resolved:
+    """Every template setting with its origin: the task's options, SOURCE_DATE_EPOCH, invoke.yaml's
+    `template:` section, else the default."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    cli = {"source_date_epoch": epoch, **overrides}
+    resolved = SETTINGS.resolve(values, "invoke.yaml template", cli, env={})
+    if epoch is not None and "source_date_epoch" not in overrides:
+        resolved.origins["source_date_epoch"] = "environment SOURCE_DATE_EPOCH"
+    elif resolved.origins["source_date_epoch"] == "default":
+        resolved.values["source_date_epoch"] = _last_commit_time()
+        resolved.origins["source_date_epoch"] = "the last commit's time"
+    return resolved
+
+
+def load_config(values: dict | None = None, **overrides: Any) -> TemplateConfig:
+    """A TemplateConfig from invoke.yaml's `template:` mapping plus the task's options (None: not given)."""
+    return _validate(TemplateConfig(**resolve(values, **overrides).values))
+
+
+def _last_commit_time() -> int:
+    """The last commit's time: same checkout, same bytes (0, refused below, outside a git checkout)."""
+    done = run(["git", "-C", PROJECT, "log", "-1", "--format=%ct"], check=False)
+    value = done.stdout.strip()
+    return int(value) if value.isdigit() else 0
 
 
 def _validate(config: TemplateConfig) -> TemplateConfig:
@@ -67,7 +96,8 @@ def _validate(config: TemplateConfig) -> TemplateConfig:
         raise SettingsError(f"SOURCE_DATE_EPOCH: {config.source_date_epoch} is not seconds after 1970")
     if not 64 <= config.esp_size_mib <= config.disk_size_mib // 4:
         raise SettingsError(f"template.esp_size_mib: {config.esp_size_mib} must be 64..disk_size_mib/4")
-    # mmdebstrap's sync-in/sync-out hooks split their arguments on blanks.
-    if re.search(r"\s", str(config.cache_dir)):
-        raise SettingsError(f"template.cache_dir: {config.cache_dir} must not contain blanks")
+    # mmdebstrap's sync-in hook (its source is under output_dir) splits its arguments on blanks.
+    for name in ("cache_dir", "output_dir"):
+        if re.search(r"\s", str(getattr(config, name))):
+            raise SettingsError(f"template.{name}: {getattr(config, name)} must not contain blanks")
     return config

@@ -1,13 +1,15 @@
-"""The repository's configuration: one frozen dataclass, read once from invoke.yaml's `repo:` section
-(or defaults) and validated there, so the rest of repo/ can trust every field.
+"""The repository's configuration: one settings table (SETTINGS) drives invoke.yaml's `repo:` section,
+its defaults, its help and `invoke config`; RepoConfig is the validated result, so the rest of repo/ can
+trust every field.
 """
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vrpipe.errors import VrpipeError
+from vrpipe.settings import Resolved, Setting, Table, text
 
 from .render import PROJECT
 
@@ -95,21 +97,47 @@ def listen_address(text: str) -> tuple[str, int]:
     return found["host"].strip("[]"), int(found["port"])
 
 
+def _directory(value: Any) -> Path:
+    if not text(value):
+        raise ValueError("must name a directory")
+    return PROJECT / Path(value)  # relative to the checkout; an absolute path stays as it is
+
+
+def _optional_file(value: Any) -> Path | None:
+    return PROJECT / Path(text(value)) if value else None
+
+
+def _channels(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not all(isinstance(c, str) for c in value):
+        raise ValueError("expected a list of channel names")
+    return tuple(value)
+
+
+SETTINGS = Table(
+    "repo",
+    [
+        Setting("dir", "reprepro's base directory; DIR/public is the served tree", PROJECT / "build" / "repo",
+                _directory),
+        Setting("channels", "one distribution each (+ <channel>-previous); the first is where a publish goes",
+                ("stable", "security"), _channels),
+        Setting("gnupghome", "the archive key's GnuPG home (a development key is made there on demand)",
+                PROJECT / ".gnupg", _directory),
+        Setting("key", "a production key's fingerprint (its secret key in gnupghome)", "", text),
+        Setting("key_file", "a secret key file imported into gnupghome before signing", None, _optional_file),
+        Setting("valid_for", "Valid-Until = now + this: 1 to 90 days (7d, 1m 2d)", "7d", text),
+        Setting("origin", "the Origin of every Release", "vrpipe", text),
+        Setting("url", "where routers fetch the repository (verify-repo --url -)", "http://127.0.0.1:8080/", text),
+        Setting("listen", "serve-repo's HOST:PORT", "127.0.0.1:8080", text),
+    ],
+    qualified=True,
+)
+
+
+def resolve(settings: dict[str, Any] | None) -> Resolved:
+    """Every repository setting with its origin: invoke.yaml's `repo:` section, else the default."""
+    return SETTINGS.resolve(settings, "invoke.yaml repo", env={})
+
+
 def load(settings: dict[str, Any] | None) -> RepoConfig:
-    """Build the config from invoke's `repo` settings; paths are relative to the checkout."""
-    settings = dict(settings or {})
-    known = {f.name for f in fields(RepoConfig)}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise VrpipeError(f"repo: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    for name in ("dir", "gnupghome", "key_file"):
-        if name in settings:
-            settings[name] = PROJECT / Path(settings[name]) if settings[name] else None
-    if settings.get("dir", ...) is None or settings.get("gnupghome", ...) is None:
-        raise VrpipeError("repo.dir and repo.gnupghome must name a directory")
-    if "channels" in settings:
-        settings["channels"] = tuple(settings["channels"])
-    for name in ("key", "valid_for", "origin", "url", "listen"):
-        if name in settings and not isinstance(settings[name], str):
-            raise VrpipeError(f"repo.{name}: expected text, got {settings[name]!r}")
-    return RepoConfig(**settings)
+    """The config from invoke's `repo` settings; paths are relative to the checkout."""
+    return RepoConfig(**resolve(settings).values)

@@ -63,14 +63,15 @@ class Setting:
     def option(self) -> str:
         return "--" + self.name.replace("_", "-")
 
-    def convert(self, value: Any, origin: str) -> Any:
+    def convert(self, value: Any, origin: str, prefix: str = "") -> Any:
         try:
             converted = self.parse(value)
         except (TypeError, ValueError) as e:
-            raise SettingsError(f"{self.name} ({origin}): {value!r} is not valid: {e}", hint=self.help) from None
+            message = f"{prefix}{self.name}: {value!r} is not valid: {e} ({origin})"
+            raise SettingsError(message, hint=self.help) from None
         if self.choices and converted not in self.choices:
             raise SettingsError(
-                f"{self.name} ({origin}): {value!r} is not one of {', '.join(self.choices)}", hint=self.help
+                f"{prefix}{self.name}: {value!r} is not one of {', '.join(self.choices)} ({origin})", hint=self.help
             )
         return converted
 
@@ -89,14 +90,18 @@ class Resolved:
 
 
 def _shown(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return ", ".join(map(str, value))
     return "" if value is None else str(value)
 
 
 class Table:
-    """The settings of one part; env_prefix names its environment variables (VRPIPE_ -> VRPIPE_DB)."""
+    """The settings of one part; env_prefix names its environment variables (VRPIPE_ -> VRPIPE_DB), and
+    errors name a setting `part.name` when qualified (where they live in a section of a shared file)."""
 
-    def __init__(self, part: str, settings: Iterable[Setting], env_prefix: str = ""):
+    def __init__(self, part: str, settings: Iterable[Setting], env_prefix: str = "", qualified: bool = False):
         self.part, self.env_prefix = part, env_prefix
+        self.prefix = f"{part}." if qualified else ""
         self.settings = {s.name: s for s in settings}
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -132,11 +137,11 @@ class Table:
             value, origin = s.default, DEFAULT
             in_file = f"{FILE} {file_name}".strip()
             if file_values.get(name) is not None:
-                value, origin = s.convert(file_values[name], in_file), in_file
+                value, origin = s.convert(file_values[name], in_file, self.prefix), in_file
             variable = f"{self.env_prefix}{name.upper()}"
             if self.env_prefix and env.get(variable) not in (None, ""):
-                value, origin = s.convert(env[variable], f"{ENV} {variable}"), f"{ENV} {variable}"
+                value, origin = s.convert(env[variable], f"{ENV} {variable}", self.prefix), f"{ENV} {variable}"
             if cli.get(name) is not None:
-                value, origin = s.convert(cli[name], f"{CLI} {s.option}"), CLI
+                value, origin = s.convert(cli[name], f"{CLI} {s.option}", self.prefix), CLI
             values[name], origins[name] = value, origin
         return Resolved(values, origins)

@@ -35,7 +35,7 @@ def test_source_date_epoch_comes_from_the_environment(monkeypatch):
     [
         ({"suite": "sid"}, "template.suite: 'sid' is not one of bookworm, trixie"),
         ({"mirror": "ftp://example.org/debian"}, "template.mirror"),
-        ({"colour": "blue"}, "unknown template setting(s) colour"),
+        ({"colour": "blue"}, "unknown setting(s) colour"),
         ({"disk_size_mib": "big"}, "template.disk_size_mib: 'big'"),
         ({"esp_size_mib": 1024}, "template.esp_size_mib"),
         ({"cache_dir": "/tmp/a b"}, "must not contain blanks"),

@@ -34,7 +34,7 @@ def test_read_only_commands_create_nothing(tmp_path, capsys):
         ("sqlite:///{tmp}/missing/vrpipe.db", "unable to open database file"),
         ("sqlite:///{tmp}/notes.txt", "file is not a database"),
         ("postgresql+psycopg://vrpipe@127.0.0.1:1/vrpipe", "Connection refused"),
-        ("mysql://x", "database .*sqlite"),
+        ("mysql://x", "database: .*sqlite"),
     ],
 )
 def test_a_bad_database_is_one_line_and_a_hint(tmp_path, capsys, db, complaint):

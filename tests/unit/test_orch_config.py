@@ -53,13 +53,13 @@ def test_settings_precedence_and_origins(tmp_path):
 @pytest.mark.parametrize(
     ("setting", "value", "complaint"),
     [
-        ("database", "mysql://x", "database .*sqlite"),
-        ("accel", "hvf", "accel .*not one of tcg, kvm"),
-        ("lock_timeout", "-1", "lock_timeout .*>= 0"),
+        ("database", "mysql://x", "database: .*sqlite"),
+        ("accel", "hvf", "accel: .*not one of tcg, kvm"),
+        ("lock_timeout", "-1", "lock_timeout: .*>= 0"),
         ("lock_timeout", "nan", "lock_timeout"),
-        ("host_netns", "a\nb", "host_netns .*control characters"),
-        ("rootfs", "/x\x1b[31m", "rootfs .*control characters"),
-        ("host_netns", "../etc", "host_netns .*namespace"),
+        ("host_netns", "a\nb", "host_netns: .*control characters"),
+        ("rootfs", "/x\x1b[31m", "rootfs: .*control characters"),
+        ("host_netns", "../etc", "host_netns: .*namespace"),
     ],
 )
 def test_bad_settings_are_named(tmp_path, setting, value, complaint):
