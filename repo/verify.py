@@ -22,7 +22,7 @@ Fetch = Callable[[str], bytes | None]  # path inside the repository -> its bytes
 
 
 @dataclass
-class Report:
+class VerifyReport:
     """What verify found: the problems (empty when all is well), how much it checked, and when each
     distribution's Release stops being valid (what the daily refresh must renew in time)."""
 
@@ -48,9 +48,9 @@ class Report:
         return f"; valid for {hours // 24} d {hours % 24} h more ({dist} first, until {until:%Y-%m-%d %H:%M} UTC)"
 
 
-def verify(where: str | Path, keyring: Path, codenames: list[str], now: datetime | None = None) -> Report:
+def verify(where: str | Path, keyring: Path, codenames: list[str], now: datetime | None = None) -> VerifyReport:
     """Verify each distribution of the repository at where (a directory or an http(s) URL)."""
-    report = Report(str(where), now=now or datetime.now(UTC))
+    report = VerifyReport(str(where), now=now or datetime.now(UTC))
     fetch = _fetcher(where)
     if not keyring.is_file():
         raise VrpipeError(f"keyring {keyring} does not exist (publish once, or pass the routers' keyring)")
@@ -59,7 +59,7 @@ def verify(where: str | Path, keyring: Path, codenames: list[str], now: datetime
     return report
 
 
-def _verify_distribution(fetch: Fetch, keyring: Path, dist: str, report: Report) -> None:
+def _verify_distribution(fetch: Fetch, keyring: Path, dist: str, report: VerifyReport) -> None:
     files = {name: fetch(f"{dist}/{name}") for name in ("InRelease", "Release", "Release.gpg")}
     missing = [name for name, data in files.items() if data is None]
     if missing:
@@ -82,7 +82,7 @@ def _verify_distribution(fetch: Fetch, keyring: Path, dist: str, report: Report)
             _check_debs(fetch, fetch(f"{dist}/{entry['name']}") or b"", report)
 
 
-def _check_valid_until(fields: Release, dist: str, report: Report) -> None:
+def _check_valid_until(fields: Release, dist: str, report: VerifyReport) -> None:
     if "Valid-Until" not in fields:
         report.problems.append(f"{dist}: Release has no Valid-Until, a frozen copy would be trusted forever")
         return
@@ -91,7 +91,7 @@ def _check_valid_until(fields: Release, dist: str, report: Report) -> None:
         report.problems.append(f"{dist}: Release expired on {fields['Valid-Until']}")
 
 
-def _check_index(fetch: Fetch, dist: str, entry: dict[str, str], by_hash: bool, report: Report) -> None:
+def _check_index(fetch: Fetch, dist: str, entry: dict[str, str], by_hash: bool, report: VerifyReport) -> None:
     report.indexes += 1
     name = f"{dist}/{entry['name']}"
     copies = [name]
@@ -105,7 +105,7 @@ def _check_index(fetch: Fetch, dist: str, entry: dict[str, str], by_hash: bool, 
             report.problems.append(f"{path}: size or SHA256 differs from Release")
 
 
-def _check_debs(fetch: Fetch, packages: bytes, report: Report) -> None:
+def _check_debs(fetch: Fetch, packages: bytes, report: VerifyReport) -> None:
     for entry in Packages.iter_paragraphs(packages.decode(), use_apt_pkg=False):
         report.packages += 1
         data = fetch(entry["Filename"])

@@ -10,7 +10,7 @@ from repo.hook import mark_by_hash
 from repo.packages import Unit, check_version, systemd_units
 from repo.publish import Result
 from repo.render import render
-from repo.verify import Report
+from repo.verify import VerifyReport
 from vrpipe.errors import VrpipeError
 
 
@@ -63,13 +63,13 @@ def test_summaries():
     assert new.summary() == (
         "stable: published vr-scripts 1.0.1; previous in stable-previous: vr-scripts 1.0.0; serving tree 7 in 0.42 s"
     )
-    assert "2 problem(s)" in Report("here", ["a", "b"], 3, 1).summary()
+    assert "2 problem(s)" in VerifyReport("here", ["a", "b"], 3, 1).summary()
 
 
 def test_report_names_the_earliest_valid_until():
     now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     until = {"dists/stable": now + timedelta(days=6, hours=23, minutes=59), "dists/security": now + timedelta(hours=30)}
-    report = Report("here", indexes=2, packages=1, valid_until=until, now=now)
+    report = VerifyReport("here", indexes=2, packages=1, valid_until=until, now=now)
     assert report.summary().endswith("valid; valid for 1 d 6 h more (dists/security first, until 2026-12-02 18:00 UTC)")
-    assert Report("here", now=now).time_left() == ""
-    assert "valid for 0 d 0 h more" in Report("here", valid_until={"d": now - timedelta(hours=1)}, now=now).time_left()
+    assert VerifyReport("here", now=now).time_left() == ""
+    assert "valid for 0 d 0 h more" in VerifyReport("here", valid_until={"d": now - timedelta(hours=1)}, now=now).time_left()
