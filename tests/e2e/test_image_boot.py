@@ -27,13 +27,8 @@ STATE = {
             "guests": [{"device": "eth2", "gateway": "10.1.1.1/24", "domain": "cloud.internal"}],
         },
         "firewall": [
-            {
-                "direction": "ingress",
-                "public_ip": "203.0.113.10",
-                "protocol": "tcp",
-                "ports": 2201,
-                "cidrs": ["198.51.100.0/24"],
-            }
+            {"direction": "ingress", "public_ip": "203.0.113.10", "protocol": "tcp", "ports": 2201,
+             "cidrs": ["198.51.100.0/24"]}
         ],
         "dhcp": [{"mac": GUEST_MAC, "ip": "10.1.1.5", "hostname": "vm1"}],
     },
@@ -67,15 +62,8 @@ def record(name, seconds):
 def router(template, key):
     """The qcow2 image booted once for this module; NICs 2 and 3 stand for the public and guest networks."""
     private, public = key
-    with booted(
-        template.output("qcow2"),
-        "qcow2",
-        boot_params(public, "r1"),
-        private,
-        scratch("qcow2"),
-        accel=accelerator(template.kernel),
-        nics=3,
-    ) as vm:
+    with booted(template.output("qcow2"), "qcow2", boot_params(public, "r1"), private, scratch("qcow2"),
+                accel=accelerator(template.kernel), nics=3) as vm:
         record("qcow2", vm.seconds_to_ready)
         vm.wait_for_ssh()
         yield vm
@@ -153,9 +141,8 @@ def boot_to_ready(template, key, name, accel):
     """Boot one image until ready; return its boot-to-ready time and serial console text."""
     suffix, fmt, uefi = OTHER_IMAGES[name]
     private, public = key
-    with booted(
-        template.output(suffix), fmt, boot_params(public, f"r-{name}"), private, scratch(name), accel=accel, uefi=uefi
-    ) as vm:
+    with booted(template.output(suffix), fmt, boot_params(public, f"r-{name}"), private, scratch(name),
+                accel=accel, uefi=uefi) as vm:
         return vm.seconds_to_ready, vm.serial.read_text(errors="replace")
 
 

@@ -23,7 +23,9 @@ from orchestration.upgrade.rollout import RolloutPolicy
 from repo import signing
 from vrpipe.run import run
 
+from ..unit.test_upgrade_logic import refuses_older_releases
 from .engine_fixtures import http_get, wait_for
+from .orch_postgres import postgres_url  # noqa: F401 - fixture
 from .repo_fixtures import copy_tree, resign
 from .test_orch_lock import Holder
 from .upgrade_fixtures import (
@@ -316,3 +318,7 @@ def test_to_installs_an_older_version_across_the_fleet_with_canary_batches_and_c
         assert lab.versions(name) == {"vr-base": version(4), "vr-scripts": version(4)}
         assert lab.health(name)["version"] == version(4)
         assert_forwards(lab, index, name)
+
+
+def test_release_dates_are_kept_on_postgresql_too(request):
+    refuses_older_releases(request.getfixturevalue("postgres_url"))

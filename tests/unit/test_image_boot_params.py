@@ -11,9 +11,8 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleKeyMaterial manager@vrpipe"
 
 
 def full():
-    return BootParams(
-        hostname="r1", control="169.254.3.4/16", public="203.0.113.10/24", gateway="203.0.113.1", authorized_key=KEY
-    )
+    return BootParams(hostname="r1", control="169.254.3.4/16", public="203.0.113.10/24", gateway="203.0.113.1",
+                      authorized_key=KEY)
 
 
 def test_format_and_parse_round_trip_with_blanks_or_semicolons():

@@ -366,7 +366,12 @@ def test_release_dates_and_where_apt_keeps_them():
 
 
 def test_the_store_refuses_a_release_older_than_one_seen(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'vrpipe.db'}")
+    refuses_older_releases(f"sqlite:///{tmp_path / 'vrpipe.db'}")
+
+
+def refuses_older_releases(store_url):
+    """The store at store_url (SQLite here, PostgreSQL in tests/e2e) keeps the newest Release date."""
+    store = Store(store_url)
     url, day = "http://169.254.0.1:8080/", datetime(2026, 12, 1, tzinfo=UTC)
     try:
         assert note_release(store, url, "stable", day) is None
