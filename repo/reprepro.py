@@ -40,6 +40,10 @@ class Reprepro:
         """Write (and sign) the indexes of codenames, with a fresh Date and Valid-Until."""
         self._run("export", *codenames)
 
+    def clear_vanished(self) -> None:
+        """Forget the distributions conf/distributions no longer names (and the pool files only they used)."""
+        self._run("--delete", "clearvanished")  # --delete: also when they still list packages
+
     def check(self) -> None:
         """Check the database against the pool: every file there and with the checksums recorded."""
         self._run("check")
