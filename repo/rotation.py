@@ -40,9 +40,9 @@ def rotate_key(config: RepoConfig, new_key: str | None = None, retire: bool = Fa
     with locked(config):
         current = archive_keys(config)
         following = _retire(config, current) if retire else _start(config, current, new_key)
-        repo = prepare(config, following)
-        export_and_serve(config, repo, following, config.codenames)
+        # recorded first: if the publish below fails, the next publish-repo finishes this step
         keys.save(config.dir, following)
+        export_and_serve(config, prepare(config, following), following, config.codenames)
     return Rotation(tuple(k for k in current.signing if k not in following.signing), following)
 
 

@@ -25,8 +25,9 @@ def run(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     input: bytes | None = None,
+    check: bool = True,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run argv (extra env added to ours), capture its output, and raise RepoError if it fails."""
+    """Run argv (extra env added to ours), capture its output, and raise RepoError if it fails (and check)."""
     words = [str(a) for a in argv]
     log.debug("run: %s", " ".join(words))
     full_env = {**os.environ, **env} if env else None
@@ -34,7 +35,7 @@ def run(
         done = subprocess.run(words, env=full_env, cwd=cwd, input=input, capture_output=True, check=False)
     except FileNotFoundError as e:
         raise RepoError(f"{words[0]} is not installed (run ./bootstrap.sh)") from e
-    if done.returncode != 0:
+    if check and done.returncode != 0:
         complaint = (done.stderr or done.stdout).decode(errors="replace").strip()
         raise RepoError(f"{' '.join(words)} failed with exit status {done.returncode}:\n{complaint}")
     return done

@@ -5,6 +5,7 @@ Packages entry, and Valid-Until. Works on the served directory or on a URL (fetc
 
 import email.utils
 import hashlib
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from debian.deb822 import Packages, Release
 
 from .run import RepoError, run
 
+GOOD_SIGNATURE = re.compile(r"^\[GNUPG:\] VALIDSIG ", re.MULTILINE)
+BAD_SIGNATURE = re.compile(r"^\[GNUPG:\] (BADSIG|EXPSIG|EXPKEYSIG|REVKEYSIG) ", re.MULTILINE)
 Fetch = Callable[[str], bytes | None]  # path inside the repository -> its bytes, None when missing
 
 
@@ -115,16 +118,22 @@ def _check_debs(fetch: Fetch, packages: bytes, report: Report) -> None:
 
 
 def _gpgv(keyring: Path, signature: bytes, signed: bytes | None = None) -> bytes:
-    """Check a signature (inline, or detached over signed) against keyring; returns the signed text."""
+    """Check a signature (inline, or detached over signed) against keyring; returns the signed text.
+    Like apt, one good signature by a key of keyring is enough (during a key rotation a Release is
+    also signed by a key the routers do not know yet), and any bad signature refuses."""
     with tempfile.TemporaryDirectory() as tmp:
         sig, data, out = Path(tmp, "sig"), Path(tmp, "data"), Path(tmp, "out")
         sig.write_bytes(signature)
+        argv: list[str | Path] = ["gpgv", "--homedir", tmp, "--status-fd", "1", "--keyring", keyring.resolve()]
         if signed is not None:
             data.write_bytes(signed)
-            run(["gpgv", "--homedir", tmp, "--keyring", keyring.resolve(), sig, data])
-            return signed
-        run(["gpgv", "--homedir", tmp, "--keyring", keyring.resolve(), "--output", out, sig])
-        return out.read_bytes()
+            done = run([*argv, sig, data], check=False)
+        else:
+            done = run([*argv, "--output", out, sig], check=False)
+        status = done.stdout.decode(errors="replace")
+        if not GOOD_SIGNATURE.search(status) or BAD_SIGNATURE.search(status):
+            raise RepoError(done.stderr.decode(errors="replace").strip() or "gpgv: no signature")
+        return signed if signed is not None else out.read_bytes()
 
 
 def _fetcher(where: str | Path) -> Fetch:

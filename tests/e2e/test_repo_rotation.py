@@ -14,6 +14,7 @@ from repo.publish import publish
 from repo.rotation import rotate_key
 from repo.run import RepoError
 from repo.serve import serving
+from repo.verify import verify
 
 from .apt_client import apt_client
 from .repo_fixtures import invoke, offline_key_file, throwaway_config
@@ -59,6 +60,8 @@ def test_router_follows_the_rotation_and_one_that_missed_it_fails(cfg, tmp_path)
         new = started.keys.newest
         assert started.keys.signing == (old, new) and "retire the old key" in started.summary()
         assert sorted(signers(cfg)) == sorted([old, new]) and sorted(signers(cfg, "security")) == sorted([old, new])
+        (tmp_path / "old.gpg").write_bytes(old_keyring)
+        assert not verify(cfg.public, tmp_path / "old.gpg", cfg.codenames).problems  # as routers see it
         upgrade(client)  # accepted on the old key's signature; brings the new key
         assert client.installed_version(KEYRING_PACKAGE) == "2"
         assert sorted(client.trusted_keys()) == sorted([old, new])
@@ -69,6 +72,8 @@ def test_router_follows_the_rotation_and_one_that_missed_it_fails(cfg, tmp_path)
         retired = rotate_key(cfg, retire=True)
         assert retired.retired == (old,) and retired.keys.signing == (new,)
         assert signers(cfg) == [new] and signing.keyring_fingerprints(cfg.keyring) == [new]
+        problems = verify(cfg.public, tmp_path / "old.gpg", cfg.codenames).problems
+        assert problems and all("bad signature" in p for p in problems), problems
         upgrade(client)
         assert client.installed_version(KEYRING_PACKAGE) == "3" and client.trusted_keys() == [new]
         publish(cfg, version="1.0.2")
