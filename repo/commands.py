@@ -5,6 +5,7 @@ progress, end with a one-line summary, and turn a RepoError into its message and
 import logging
 import sys
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from . import config, publish, rotation, serve, verify
 from .run import RepoError
 
 log = logging.getLogger("repo")
+REFRESH_OVERDUE = timedelta(days=2)  # the daily refresh has then failed at least once
 
 
 def publish_repo(settings: Mapping[str, Any] | None, version: str | None, channel: str | None, refresh: bool) -> bool:
@@ -35,6 +37,8 @@ def verify_repo(settings: Mapping[str, Any] | None, url: str | None, keyring: st
             print(f"verify: {problem}", file=sys.stderr)
         if report.problems:
             raise RepoError(report.summary())
+        if report.expires_within(REFRESH_OVERDUE):
+            print(f"verify: warning: valid for less than {REFRESH_OVERDUE.days} days: is the daily refresh running?")
         return report.summary()
 
     return _main(check)

@@ -9,7 +9,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from urllib.parse import urljoin
 
@@ -40,6 +40,10 @@ class Report:
         if self.problems:
             return f"verify: {len(self.problems)} problem(s) with {checked}"
         return f"verify: {checked} are signed, consistent and valid{self.time_left()}"
+
+    def expires_within(self, window: timedelta) -> bool:
+        """True when some Release stops being valid within window (the refresh is overdue)."""
+        return any(until - self.now < window for until in self.valid_until.values())
 
     def time_left(self) -> str:
         """'; valid for 6 d 23 h more (dists/stable first)', from the earliest Valid-Until."""

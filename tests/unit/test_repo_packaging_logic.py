@@ -72,4 +72,5 @@ def test_report_names_the_earliest_valid_until():
     report = Report("here", indexes=2, packages=1, valid_until=until, now=now)
     assert report.summary().endswith("valid; valid for 1 d 6 h more (dists/security first, until 2026-12-02 18:00 UTC)")
     assert Report("here", now=now).time_left() == ""
+    assert report.expires_within(timedelta(days=2)) and not report.expires_within(timedelta(hours=30))
     assert "valid for 0 d 0 h more" in Report("here", valid_until={"d": now - timedelta(hours=1)}, now=now).time_left()
