@@ -61,12 +61,13 @@ def publish(
         archive = archive_keys(config)
         repo = prepare(config, archive)
         suites = [channel, *config.history(channel)]
-        replaced, changed = {}, False
+        replaced: dict[str, str] = {}
+        changed: set[str] = set()
         if version:
             with tempfile.TemporaryDirectory(dir=config.dir) as tmp:
                 replaced, changed = _include(repo, suites, build_packages(Path(tmp), version))
         unexported = [c for c in config.codenames if not (repo.outdir / "dists" / c / "InRelease").exists()]
-        to_export = config.codenames if refresh else sorted({*unexported, *(suites if changed else [])})
+        to_export = config.codenames if refresh else sorted({*unexported, *changed})
         tree = export_and_serve(config, repo, archive, to_export)
     versions = {p.package: p.version for p in repo.list(channel).values() if p.package != KEYRING_PACKAGE}
     return Result(channel, versions, replaced, tree, time.monotonic() - start)
@@ -77,7 +78,8 @@ def export_and_serve(
 ) -> Path | None:
     """Put archive's keyring package into every distribution that lacks it, export codenames and those,
     and serve the result if it differs from the served tree. Returns the new tree, or None."""
-    stale = [c for c in config.codenames if _version_in(repo, c, KEYRING_PACKAGE) != str(archive.generation)]
+    there = repo.versions(KEYRING_PACKAGE)
+    stale = [c for c in config.codenames if there.get(c) != str(archive.generation)]
     if stale:
         with tempfile.TemporaryDirectory(dir=config.dir) as tmp:
             deb = build_keyring_package(Path(tmp), config.keyring.read_bytes(), archive.generation, archive.since)
@@ -91,11 +93,6 @@ def export_and_serve(
     if not snapshot.differs(repo.outdir, config.public, config.codenames):
         return None
     return snapshot.publish_tree(repo.outdir, config.public, config.keyring, lambda t: check_tree(config, t))
-
-
-def _version_in(repo: Reprepro, codename: str, package: str) -> str | None:
-    listed = repo.list(codename).get(package)
-    return listed.version if listed else None
 
 
 def check_tree(config: RepoConfig, tree: Path) -> None:
@@ -203,13 +200,14 @@ def _missing_key(config: RepoConfig, fingerprint: str) -> str:
     )
 
 
-def _include(repo: Reprepro, suites: list[str], debs: list[Path]) -> tuple[dict[str, str], bool]:
+def _include(repo: Reprepro, suites: list[str], debs: list[Path]) -> tuple[dict[str, str], set[str]]:
     """Put debs into the channel (suites[0]); the versions they replace move one step back along its
-    history (suites[1:]), the oldest dropping out. Returns the replaced versions, and whether anything
+    history (suites[1:]), the oldest dropping out. Returns the replaced versions, and the suites that
     changed."""
     channel = suites[0]
     current = repo.list(channel)
-    replaced, changed = {}, False
+    replaced: dict[str, str] = {}
+    changed: set[str] = set()
     for deb in debs:
         name, version = _name_version(deb)
         there = current.get(name)
@@ -227,19 +225,21 @@ def _include(repo: Reprepro, suites: list[str], debs: list[Path]) -> tuple[dict[
             )
         with step(f"include {deb.name} in {channel}"):
             if there:
-                _shift(repo, suites, name)
+                changed.update(_shift(repo, suites, name))
                 replaced[name] = there.version
             repo.includedeb(channel, deb)
-        changed = True
+        changed.add(channel)
     return replaced, changed
 
 
-def _shift(repo: Reprepro, suites: list[str], package: str) -> None:
+def _shift(repo: Reprepro, suites: list[str], package: str) -> list[str]:
     """Copy package one step back along suites (newest first), oldest end first, so each version
     moves before it is overwritten; reprepro drops pool files no distribution lists any more."""
-    for newer, older in reversed(list(zip(suites, suites[1:], strict=False))):
-        if package in repo.list(newer):
-            repo.copy(older, newer, package)
+    there = repo.versions(package)
+    moved = [(newer, older) for newer, older in zip(suites, suites[1:], strict=False) if newer in there]
+    for newer, older in reversed(moved):
+        repo.copy(older, newer, package)
+    return [older for _, older in moved]
 
 
 def _update(path: Path, content: bytes, mode: int = 0o644) -> None:

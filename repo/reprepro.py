@@ -58,6 +58,14 @@ class Reprepro:
             found[package] = Published(package, version, self.outdir / filename)
         return found
 
+    def versions(self, package: str) -> dict[str, str]:
+        """Where package is: codename -> its version there (one call for every distribution)."""
+        found = {}
+        for line in self._run("ls", package).splitlines():
+            _, version, codename, _ = (word.strip() for word in line.split("|"))
+            found[codename] = version
+        return found
+
     def _run(self, *args: str | Path) -> str:
         if not (self.basedir / "conf" / "distributions").exists():
             raise RepoError(f"{self.basedir} has no conf/distributions: publish once first")
