@@ -52,6 +52,8 @@ def _start(config: RepoConfig, current: keys.ArchiveKeys, new_key: str | None) -
             f"a rotation is already in its overlap (signed by {' and '.join(current.signing)}): "
             "retire the old key with `invoke rotate-key --retire` first"
         )
+    if not new_key and (config.key or config.key_file):
+        raise RepoError("repo.key/key_file name a production key: name the new one with --key (imported first)")
     key = signing.production_key(config.gnupghome, new_key) if new_key else signing.new_dev_key(config.gnupghome)
     if key in current.signing:
         raise RepoError(f"{key} already signs {config.dir}: name a new key")

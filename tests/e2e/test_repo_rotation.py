@@ -5,6 +5,7 @@ retired; a router that missed the overlap fails apt-get update naming the key it
 
 import re
 import subprocess
+from dataclasses import replace
 
 import pytest
 
@@ -123,3 +124,6 @@ def test_rotation_refuses_what_would_strand_routers(cfg, tmp_path):
     assert signers(cfg) == [production]
     assert publish(cfg, version="1.0.1").tree is not None  # the development key is not used again
     assert signers(cfg) == [production]
+    with pytest.raises(RepoError, match="name a production key: name the new one with --key"):
+        rotate_key(replace(cfg, key=production))  # never a development key for a production repository
+    assert keys.load(cfg.dir).signing == (production,)
