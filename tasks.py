@@ -115,7 +115,7 @@ def bench_engine(c, vms=1000, scale=False):
     }
 )
 def publish_repo(c, version=None, channel=None, refresh=False):
-    """Build vr-scripts and vr-base and publish them to the signed apt repository (prints the time)."""
+    """Build vr-scripts and vr-base and publish them (and vr-archive-keyring) to the signed apt repository."""
     from repo.commands import publish_repo as main
 
     _call("publish-repo", main, c.config.get("repo"), version, channel, refresh)

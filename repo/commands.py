@@ -3,12 +3,15 @@ do the job with progress on the log, and return its one-line summary (a failure 
 """
 
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from vrpipe.errors import VrpipeError
 
 from . import config, publish, rotation, serve, verify
+
+REFRESH_OVERDUE = timedelta(days=2)  # the daily refresh has then failed at least once
 
 
 def publish_repo(settings: dict[str, Any] | None, version: str | None, channel: str | None, refresh: bool) -> str:
@@ -30,6 +33,8 @@ def verify_repo(settings: dict[str, Any] | None, url: str | None, keyring: str |
         print(f"verify: {problem}", file=sys.stderr)
     if report.problems:
         raise VrpipeError(report.summary())
+    if report.expires_within(REFRESH_OVERDUE):
+        print(f"verify: warning: valid for less than {REFRESH_OVERDUE.days} days: is the daily refresh running?")
     return report.summary()
 
 

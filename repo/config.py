@@ -20,6 +20,8 @@ DAYS = {"d": 1, "m": 31, "y": 365}  # a month counts as its longest, so the limi
 MAX_VALID_DAYS = 90  # longer, and a stolen or frozen copy of the repository is trusted for too long
 ADDRESS = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[^:\s]+):(?P<port>\d+)$")
 PREVIOUS = "-previous"
+HISTORY_NAME = re.compile(r"-previous(-\d+)?$")  # the names the versions before a channel's current one take
+MAX_KEEP = 10
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,9 @@ class RepoConfig:
     """Where the repository lives, what it publishes and with which key.
 
     dir: reprepro's base directory; `dir/public` is the served tree. channels: one codename each, the
-    first is the default target of a publish; each also gets `<channel>-previous` for rollback.
+    first is the default target of a publish. keep: how many versions of each channel stay installable:
+    the current one in `<channel>`, the one before in `<channel>-previous`, older ones in
+    `<channel>-previous-2`, `-previous-3`, ... (reprepro 5.3 keeps one version per distribution).
     key: a production key's fingerprint in gnupghome; key_file: a secret key to import first; neither:
     the development key. url: where routers fetch it (verify-repo --url default). listen: serve-repo.
     """
@@ -38,6 +42,7 @@ class RepoConfig:
     key: str = ""
     key_file: Path | None = None
     valid_for: str = "7d"
+    keep: int = 3
     origin: str = "vrpipe"
     url: str = "http://127.0.0.1:8080/"
     listen: str = "127.0.0.1:8080"
@@ -46,17 +51,26 @@ class RepoConfig:
         if not self.channels:
             raise VrpipeError("repo.channels: name at least one channel")
         for channel in self.channels:
-            if not CODENAME.match(channel) or channel.endswith(PREVIOUS):
+            if not CODENAME.match(channel) or HISTORY_NAME.search(channel):
                 raise VrpipeError(f"repo.channels: {channel!r} is not a codename like 'stable'")
         valid_days(self.valid_for)
+        if isinstance(self.keep, bool) or not isinstance(self.keep, int) or not 2 <= self.keep <= MAX_KEEP:
+            raise VrpipeError(
+                f"repo.keep: {self.keep!r} is not a number of versions from 2 (the current one and the one "
+                f"a rollback takes) to {MAX_KEEP}"
+            )
         if not self.url.startswith(("http://", "https://")) or not self.url.endswith("/"):
             raise VrpipeError(f"repo.url: {self.url!r} must be an http(s) URL ending in /")
         listen_address(self.listen)
 
     @property
     def codenames(self) -> list[str]:
-        """Every distribution in conf/distributions: each channel and its previous release."""
-        return [name for channel in self.channels for name in (channel, channel + PREVIOUS)]
+        """Every distribution in conf/distributions: each channel and its history."""
+        return [name for channel in self.channels for name in (channel, *self.history(channel))]
+
+    def history(self, channel: str) -> list[str]:
+        """Where a channel's older versions are, newest first: -previous, -previous-2, ..."""
+        return [channel + PREVIOUS + (f"-{n}" if n > 1 else "") for n in range(1, self.keep)]
 
     @property
     def public(self) -> Path:
@@ -107,6 +121,12 @@ def _optional_file(value: Any) -> Path | None:
     return PROJECT / Path(text(value)) if value else None
 
 
+def _versions(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("expected a whole number")  # RepoConfig checks its range
+    return value
+
+
 def _channels(value: Any) -> tuple[str, ...]:
     if isinstance(value, str) or not all(isinstance(c, str) for c in value):
         raise ValueError("expected a list of channel names")
@@ -124,6 +144,8 @@ SETTINGS = Table(
                 PROJECT / ".gnupg", _directory),
         Setting("key", "a production key's fingerprint (its secret key in gnupghome)", "", text),
         Setting("key_file", "a secret key file imported into gnupghome before signing", None, _optional_file),
+        Setting("keep", "versions of each channel kept installable (2 to 10): <channel>-previous, -previous-2, ...",
+                3, _versions),
         Setting("valid_for", "Valid-Until = now + this: 1 to 90 days (7d, 1m 2d)", "7d", text),
         Setting("origin", "the Origin of every Release", "vrpipe", text),
         Setting("url", "where routers fetch the repository (verify-repo --url -)", "http://127.0.0.1:8080/", text),

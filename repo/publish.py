@@ -1,9 +1,11 @@
 """Publishing: builds the packages, puts them into one channel of the reprepro repository (moving the
-version they replace to `<channel>-previous`, so routers can roll back), exports and signs, then serves
-the result atomically (repo/snapshot.py). Publishing again with nothing new changes nothing.
+version they replace to `<channel>-previous`, and older ones further back, so routers can roll back
+`repo.keep` versions), exports and signs, then serves the result atomically (repo/snapshot.py).
+Publishing again with nothing new changes nothing.
 """
 
 import fcntl
+import shutil
 import sys
 import tempfile
 import time
@@ -60,15 +62,14 @@ def publish(
     with locked(config):
         archive = archive_keys(config)
         repo = prepare(config, archive)
+        suites = [channel, *config.history(channel)]
         replaced: dict[str, str] = {}
-        changed = False
+        changed: set[str] = set()
         if version:
             with tempfile.TemporaryDirectory(dir=config.dir) as tmp:
-                replaced, changed = _include(repo, channel, build_packages(Path(tmp), version))
+                replaced, changed = _include(repo, suites, build_packages(Path(tmp), version))
         unexported = [c for c in config.codenames if not (repo.outdir / "dists" / c / "InRelease").exists()]
-        to_export = (
-            config.codenames if refresh else sorted({*unexported, *([channel, channel + PREVIOUS] if changed else [])})
-        )
+        to_export = config.codenames if refresh else sorted({*unexported, *changed})
         tree = export_and_serve(config, repo, archive, to_export)
     versions = {p.package: p.version for p in repo.list(channel).values() if p.package != KEYRING_PACKAGE}
     return Result(channel, versions, replaced, tree, time.monotonic() - start)
@@ -79,7 +80,8 @@ def export_and_serve(
 ) -> Path | None:
     """Put archive's keyring package into every distribution that lacks it, export codenames and those,
     and serve the result if it differs from the served tree. Returns the new tree, or None."""
-    stale = [c for c in config.codenames if _version_in(repo, c, KEYRING_PACKAGE) != str(archive.generation)]
+    there = repo.versions(KEYRING_PACKAGE)
+    stale = [c for c in config.codenames if there.get(c) != str(archive.generation)]
     if stale:
         with tempfile.TemporaryDirectory(dir=config.dir) as tmp:
             deb = build_keyring_package(Path(tmp), config.keyring.read_bytes(), archive.generation, archive.since)
@@ -95,11 +97,6 @@ def export_and_serve(
     return snapshot.publish_tree(repo.outdir, config.public, config.keyring, lambda t: check_tree(config, t))
 
 
-def _version_in(repo: Reprepro, codename: str, package: str) -> str | None:
-    listed = repo.list(codename).get(package)
-    return listed.version if listed else None
-
-
 def check_tree(config: RepoConfig, tree: Path) -> None:
     """Refuse to serve a tree apt would not trust, or would trust too long: every Release signed for the
     exported keyring, with a Valid-Until in the future, and every index and .deb as it lists them."""
@@ -109,7 +106,9 @@ def check_tree(config: RepoConfig, tree: Path) -> None:
 
 
 def prepare(config: RepoConfig, archive: keys.ArchiveKeys) -> Reprepro:
-    """Export the public keyring of archive's keys, and write reprepro's conf/ to sign with them."""
+    """Export the public keyring of archive's keys, and write reprepro's conf/ to sign with them (and
+    for the configured distributions: older versions beyond repo.keep are dropped)."""
+    vanished = _vanished(config)
     signing_keys = archive.signing
     _update(config.keyring, signing.public_key(config.gnupghome, signing_keys))
     conf = config.dir / "conf"
@@ -123,7 +122,27 @@ def prepare(config: RepoConfig, archive: keys.ArchiveKeys) -> Reprepro:
         "distributions.j2", codenames=config.codenames, origin=config.origin, valid_for=config.valid_for, hook=hook
     )
     _update(conf / "distributions", distributions.encode())
-    return Reprepro(config.dir, config.dir / "work", config.gnupghome)
+    repo = Reprepro(config.dir, config.dir / "work", config.gnupghome)
+    if vanished:
+        with step(f"drop {' '.join(d.name for d in vanished)} (beyond repo.keep)"):
+            repo.clear_vanished()
+            for dist in vanished:
+                shutil.rmtree(dist)
+    return repo
+
+
+def _vanished(config: RepoConfig) -> list[Path]:
+    """The distributions reprepro has that the settings no longer name: older versions beyond a lowered
+    repo.keep. A whole channel is never dropped this way (a typo in repo.channels must not delete one)."""
+    dists = config.dir / "work" / "dists"
+    vanished = sorted(d for d in dists.iterdir() if d.name not in config.codenames) if dists.is_dir() else []
+    channels = [d.name for d in vanished if not any(d.name.startswith(c + PREVIOUS) for c in config.channels)]
+    if channels:
+        raise VrpipeError(
+            f"{config.dir} publishes {', '.join(channels)}, which repo.channels no longer names: restore the "
+            "setting (removing a channel from a published repository is not done by a publish)"
+        )
+    return vanished
 
 
 def archive_key(config: RepoConfig) -> str:
@@ -183,11 +202,14 @@ def _missing_key(config: RepoConfig, fingerprint: str) -> str:
     )
 
 
-def _include(repo: Reprepro, channel: str, debs: list[Path]) -> tuple[dict[str, str], bool]:
-    """Put debs into channel; the versions they replace go to channel-previous. Returns those, and
-    whether anything changed."""
+def _include(repo: Reprepro, suites: list[str], debs: list[Path]) -> tuple[dict[str, str], set[str]]:
+    """Put debs into the channel (suites[0]); the versions they replace move one step back along its
+    history (suites[1:]), the oldest dropping out. Returns the replaced versions, and the suites that
+    changed."""
+    channel = suites[0]
     current = repo.list(channel)
-    replaced, changed = {}, False
+    replaced: dict[str, str] = {}
+    changed: set[str] = set()
     for deb in debs:
         name, version = _name_version(deb)
         there = current.get(name)
@@ -201,15 +223,25 @@ def _include(repo: Reprepro, channel: str, debs: list[Path]) -> tuple[dict[str, 
         if there and Version(version) < Version(there.version):
             raise VrpipeError(
                 f"{name} {version} is older than {there.version} in {channel}: publish a newer version; "
-                f"routers roll back from {channel}{PREVIOUS}"
+                f"routers roll back from {', '.join(suites[1:])}"
             )
         with step(f"include {deb.name} in {channel}"):
             if there:
-                repo.copy(channel + PREVIOUS, channel, name)
+                changed.update(_shift(repo, suites, name))
                 replaced[name] = there.version
             repo.includedeb(channel, deb)
-        changed = True
+        changed.add(channel)
     return replaced, changed
+
+
+def _shift(repo: Reprepro, suites: list[str], package: str) -> list[str]:
+    """Copy package one step back along suites (newest first), oldest end first, so each version
+    moves before it is overwritten; reprepro drops pool files no distribution lists any more."""
+    there = repo.versions(package)
+    moved = [(newer, older) for newer, older in zip(suites, suites[1:], strict=False) if newer in there]
+    for newer, older in reversed(moved):
+        repo.copy(older, newer, package)
+    return [older for _, older in moved]
 
 
 def _update(path: Path, content: bytes, mode: int = 0o644) -> None:

@@ -41,6 +41,10 @@ class Reprepro:
         """Write (and sign) the indexes of codenames, with a fresh Date and Valid-Until."""
         self._run("export", *codenames)
 
+    def clear_vanished(self) -> None:
+        """Forget the distributions conf/distributions no longer names (and the pool files only they used)."""
+        self._run("--delete", "clearvanished")  # --delete: also when they still list packages
+
     def check(self) -> None:
         """Check the database against the pool: every file there and with the checksums recorded."""
         self._run("check")
@@ -53,6 +57,14 @@ class Reprepro:
         for line in listing.splitlines():
             package, version, filename = line.split("\t")
             found[package] = Published(package, version, self.outdir / filename)
+        return found
+
+    def versions(self, package: str) -> dict[str, str]:
+        """Where package is: codename -> its version there (one call for every distribution)."""
+        found = {}
+        for line in self._run("ls", package).splitlines():
+            _, version, codename, _ = (word.strip() for word in line.split("|"))
+            found[codename] = version
         return found
 
     def _run(self, *args: str | Path) -> str:

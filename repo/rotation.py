@@ -41,9 +41,9 @@ def rotate_key(config: RepoConfig, new_key: str | None = None, retire: bool = Fa
     with locked(config):
         current = archive_keys(config)
         following = _retire(config, current) if retire else _start(config, current, new_key)
-        repo = prepare(config, following)
-        export_and_serve(config, repo, following, config.codenames)
+        # recorded first: if the publish below fails, the next publish-repo finishes this step
         keys.save(config.dir, following)
+        export_and_serve(config, prepare(config, following), following, config.codenames)
     return Rotation(tuple(k for k in current.signing if k not in following.signing), following)
 
 
@@ -53,6 +53,8 @@ def _start(config: RepoConfig, current: keys.ArchiveKeys, new_key: str | None) -
             f"a rotation is already in its overlap (signed by {' and '.join(current.signing)}): "
             "retire the old key with `invoke rotate-key --retire` first"
         )
+    if not new_key and (config.key or config.key_file):
+        raise VrpipeError("repo.key/key_file name a production key: name the new one with --key (imported first)")
     key = signing.production_key(config.gnupghome, new_key) if new_key else signing.new_dev_key(config.gnupghome)
     if key in current.signing:
         raise VrpipeError(f"{key} already signs {config.dir}: name a new key")

@@ -5,10 +5,11 @@ Packages entry, and Valid-Until. Works on the served directory or on a URL (fetc
 
 import email.utils
 import hashlib
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from urllib.parse import urljoin
 
@@ -18,6 +19,8 @@ from debian.deb822 import Packages, Release
 from vrpipe.errors import VrpipeError
 from vrpipe.run import run
 
+GOOD_SIGNATURE = re.compile(r"^\[GNUPG:\] VALIDSIG ", re.MULTILINE)
+BAD_SIGNATURE = re.compile(r"^\[GNUPG:\] (BADSIG|EXPSIG|EXPKEYSIG|REVKEYSIG) ", re.MULTILINE)
 Fetch = Callable[[str], bytes | None]  # path inside the repository -> its bytes, None when missing
 
 
@@ -38,6 +41,10 @@ class VerifyReport:
         if self.problems:
             return f"verify: {len(self.problems)} problem(s) with {checked}"
         return f"verify: {checked} are signed, consistent and valid{self.time_left()}"
+
+    def expires_within(self, window: timedelta) -> bool:
+        """True when some Release stops being valid within window (the refresh is overdue)."""
+        return any(until - self.now < window for until in self.valid_until.values())
 
     def time_left(self) -> str:
         """'; valid for 6 d 23 h more (dists/stable first)', from the earliest Valid-Until."""
@@ -116,16 +123,21 @@ def _check_debs(fetch: Fetch, packages: bytes, report: VerifyReport) -> None:
 
 
 def _gpgv(keyring: Path, signature: bytes, signed: bytes | None = None) -> bytes:
-    """Check a signature (inline, or detached over signed) against keyring; returns the signed text."""
+    """Check a signature (inline, or detached over signed) against keyring; returns the signed text.
+    Like apt, one good signature by a key of keyring is enough (during a key rotation a Release is
+    also signed by a key the routers do not know yet), and any bad signature refuses."""
     with tempfile.TemporaryDirectory() as tmp:
         sig, data, out = Path(tmp, "sig"), Path(tmp, "data"), Path(tmp, "out")
         sig.write_bytes(signature)
+        argv: list[str | Path] = ["gpgv", "--homedir", tmp, "--status-fd", "1", "--keyring", keyring.resolve()]
         if signed is not None:
             data.write_bytes(signed)
-            run(["gpgv", "--homedir", tmp, "--keyring", keyring.resolve(), sig, data])
-            return signed
-        run(["gpgv", "--homedir", tmp, "--keyring", keyring.resolve(), "--output", out, sig])
-        return out.read_bytes()
+            done = run([*argv, sig, data], check=False)
+        else:
+            done = run([*argv, "--output", out, sig], check=False)
+        if not GOOD_SIGNATURE.search(done.stdout) or BAD_SIGNATURE.search(done.stdout):
+            raise VrpipeError(done.stderr.strip() or "gpgv: no signature")
+        return signed if signed is not None else out.read_bytes()
 
 
 def _fetcher(where: str | Path) -> Fetch:

@@ -1,11 +1,13 @@
 """A real apt client (Debian 13 chroot) against our repository served on loopback: it installs
 vr-scripts and the router commands run; it takes a newer version and goes back to the previous one;
-and apt-get update running while versions are published one after another never sees a mix of trees.
+apt-get update running while versions are published one after another never sees a mix of trees; and
+the last `keep` versions stay installable.
 """
 
 import re
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -105,3 +107,25 @@ def test_update_during_publishes_never_sees_a_mix(repo, client):
     client.update()
     policy = client.run("apt-cache", "policy", "vr-scripts").stdout
     assert f"Candidate: {versions[-1]}" in policy, policy
+
+
+def test_the_last_keep_versions_stay_installable(client, tmp_path):
+    cfg = replace(throwaway_config(tmp_path), keep=3)
+    try:
+        for version in ("2.0.0", "2.0.1", "2.0.2", "2.0.3"):
+            publish(cfg, version=version)
+        suites = ["stable", *cfg.history("stable")]
+        assert suites == ["stable", "stable-previous", "stable-previous-2"]
+        with serving(cfg.public) as url:
+            client.use_repository(url, " ".join(suites), cfg.keyring)
+            client.update()
+            madison = client.run("apt-cache", "madison", "vr-scripts").stdout
+            assert set(re.findall(r"\|\s+(\S+) \|", madison)) == {"2.0.1", "2.0.2", "2.0.3"}, madison
+            for version in ("2.0.1", "2.0.3", "2.0.2"):
+                client.install(f"vr-scripts={version}", f"vr-base={version}")
+                assert client.installed_version("vr-scripts") == version == engine_version(client)
+            assert client.install("vr-scripts=2.0.0", check=False).returncode != 0  # dropped out
+        pool = sorted(p.name for p in cfg.dir.glob("work/pool/main/v/vr-scripts/*"))
+        assert pool == [f"vr-scripts_{v}_all.deb" for v in ("2.0.1", "2.0.2", "2.0.3")]  # 2.0.0 cleaned up
+    finally:
+        signing.stop_agent(cfg.gnupghome)

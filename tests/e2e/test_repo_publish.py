@@ -195,3 +195,34 @@ def test_serve_names_a_missing_tree_and_a_busy_port(cfg):
         assert requests.get(url + "vr-archive-keyring.gpg", timeout=10).content == cfg.keyring.read_bytes()
         with pytest.raises(VrpipeError, match=f"cannot listen on 127.0.0.1:{port}"):
             make_server(cfg.public, f"127.0.0.1:{port}")
+
+
+def test_keep_shifts_versions_back_and_a_lowered_keep_drops_the_oldest(cfg):
+    cfg = replace(cfg, keep=4)
+    for version in ("1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4"):
+        result = publish(cfg, version=version)
+    assert result.replaced == {"vr-base": "1.0.3", "vr-scripts": "1.0.3"}
+    history = {codename: listing(cfg, codename).get("vr-scripts") for codename in ["stable", *cfg.history("stable")]}
+    assert history == {
+        "stable": "1.0.4",
+        "stable-previous": "1.0.3",
+        "stable-previous-2": "1.0.2",
+        "stable-previous-3": "1.0.1",
+    }
+    smaller = replace(cfg, keep=2)
+    publish(smaller, version="1.0.5")
+    assert listing(smaller, "stable-previous") == {"vr-base": "1.0.4", "vr-scripts": "1.0.4"}
+    assert sorted(d.name for d in (cfg.public / "dists").iterdir()) == sorted(smaller.codenames)
+    Reprepro(cfg.dir, cfg.dir / "work", cfg.gnupghome).check()
+    assert not verify(cfg.public, cfg.keyring, smaller.codenames).problems
+    pool = sorted(p.name for p in (cfg.dir / "work" / "pool").rglob("vr-scripts_*"))
+    assert pool == ["vr-scripts_1.0.4_all.deb", "vr-scripts_1.0.5_all.deb"]
+
+
+def test_a_channel_dropped_from_the_settings_is_refused(cfg):
+    publish(cfg, version="1.0.0")
+    conf = (cfg.dir / "conf" / "distributions").read_text()
+    with pytest.raises(VrpipeError, match="publishes security, security-previous, security-previous-2, which repo"):
+        publish(replace(cfg, channels=("stable",)), version="1.0.1")
+    assert (cfg.dir / "conf" / "distributions").read_text() == conf
+    assert listing(cfg, "stable") == {"vr-base": "1.0.0", "vr-scripts": "1.0.0"}

@@ -92,8 +92,11 @@ def test_verify_repo_reports_the_time_left(where):
     publish(throwaway_config(where), version="1.0.0")
     verified = invoke(where, "verify-repo")
     assert verified.returncode == 0, verified.stderr
+    assert "warning" not in verified.stdout
     left = r"valid for 6 d 23 h more \(dists/\S+ first, until \d{4}-\d\d-\d\d \d\d:\d\d UTC\)"
     assert re.search(left, verified.stdout), verified.stdout
     shortened = invoke(where, "publish-repo", "--refresh", valid_for="1d")
     assert shortened.returncode == 0, shortened.stderr
-    assert "valid for 0 d 23 h more" in invoke(where, "verify-repo").stdout
+    verified = invoke(where, "verify-repo")
+    assert "valid for 0 d 23 h more" in verified.stdout
+    assert "warning: valid for less than 2 days: is the daily refresh running?" in verified.stdout

@@ -5,6 +5,7 @@ retired; a router that missed the overlap fails apt-get update naming the key it
 
 import re
 import subprocess
+from dataclasses import replace
 
 import pytest
 
@@ -13,6 +14,7 @@ from repo.packages import KEYRING_PACKAGE
 from repo.publish import publish
 from repo.rotation import rotate_key
 from repo.serve import serving
+from repo.verify import verify
 from vrpipe.errors import VrpipeError
 
 from .apt_client import apt_client
@@ -59,6 +61,8 @@ def test_router_follows_the_rotation_and_one_that_missed_it_fails(cfg, tmp_path)
         new = started.keys.newest
         assert started.keys.signing == (old, new) and "retire the old key" in started.summary()
         assert sorted(signers(cfg)) == sorted([old, new]) and sorted(signers(cfg, "security")) == sorted([old, new])
+        (tmp_path / "old.gpg").write_bytes(old_keyring)
+        assert not verify(cfg.public, tmp_path / "old.gpg", cfg.codenames).problems  # as routers see it
         upgrade(client)  # accepted on the old key's signature; brings the new key
         assert client.installed_version(KEYRING_PACKAGE) == "2"
         assert sorted(client.trusted_keys()) == sorted([old, new])
@@ -69,6 +73,8 @@ def test_router_follows_the_rotation_and_one_that_missed_it_fails(cfg, tmp_path)
         retired = rotate_key(cfg, retire=True)
         assert retired.retired == (old,) and retired.keys.signing == (new,)
         assert signers(cfg) == [new] and signing.keyring_fingerprints(cfg.keyring) == [new]
+        problems = verify(cfg.public, tmp_path / "old.gpg", cfg.codenames).problems
+        assert problems and all("bad signature" in p for p in problems), problems
         upgrade(client)
         assert client.installed_version(KEYRING_PACKAGE) == "3" and client.trusted_keys() == [new]
         publish(cfg, version="1.0.2")
@@ -119,3 +125,6 @@ def test_rotation_refuses_what_would_strand_routers(cfg, tmp_path):
     assert signers(cfg) == [production]
     assert publish(cfg, version="1.0.1").tree is not None  # the development key is not used again
     assert signers(cfg) == [production]
+    with pytest.raises(VrpipeError, match="name a production key: name the new one with --key"):
+        rotate_key(replace(cfg, key=production))  # never a development key for a production repository
+    assert keys.load(cfg.dir).signing == (production,)

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from repo import signing
+from repo import keys, signing
 from repo.publish import publish
 from repo.serve import serving
 from vrpipe.errors import VrpipeError
@@ -155,3 +155,16 @@ def test_another_configured_key_is_refused_for_a_published_repository(where, tmp
         publish(replace(cfg, key_file=key_file), version="1.0.1")
     assert cfg.keyring.read_bytes() == keyring
     assert signing.keyring_fingerprints(cfg.keyring) == [dev]
+
+
+def test_a_repository_published_before_the_record_keeps_its_key(where):
+    """Repositories published before archive-keys.json existed: the exported keyring says the key."""
+    cfg = throwaway_config(where)
+    publish(cfg, version="1.0.0")
+    (fingerprint,) = signing.keyring_fingerprints(cfg.keyring)
+    (cfg.dir / keys.RECORD).unlink()
+    (cfg.gnupghome / "pubring.kbx").unlink()
+    with pytest.raises(VrpipeError, match=f"has no secret key {fingerprint}"):
+        publish(cfg, version="1.0.1")
+    assert keys.load(cfg.dir).signing == (fingerprint,)
+    assert signing.keyring_fingerprints(cfg.keyring) == [fingerprint]

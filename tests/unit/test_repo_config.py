@@ -10,7 +10,16 @@ from vrpipe.errors import VrpipeError
 def test_defaults_and_codenames():
     cfg = load(None)
     assert cfg.dir == PROJECT / "build" / "repo" and cfg.public == cfg.dir / "public"
-    assert cfg.codenames == ["stable", "stable-previous", "security", "security-previous"]
+    assert cfg.codenames == [
+        "stable",
+        "stable-previous",
+        "stable-previous-2",
+        "security",
+        "security-previous",
+        "security-previous-2",
+    ]
+    assert load({"keep": 2, "channels": ["stable"]}).codenames == ["stable", "stable-previous"]
+    assert load({"keep": 4}).history("stable") == ["stable-previous", "stable-previous-2", "stable-previous-3"]
     assert cfg.channel(None) == "stable" and cfg.channel("security") == "security"
 
 
@@ -28,6 +37,11 @@ def test_paths_are_relative_to_the_checkout():
         ({"channels": []}, "at least one channel"),
         ({"channels": ["Stable"]}, "'Stable' is not a codename"),
         ({"channels": ["stable-previous"]}, "is not a codename"),
+        ({"channels": ["stable-previous-2"]}, "is not a codename"),
+        ({"keep": 1}, "repo.keep: 1 is not a number of versions from 2"),
+        ({"keep": 11}, "to 10"),
+        ({"keep": "3"}, "repo.keep: '3'"),
+        ({"keep": True}, "repo.keep: True"),
         ({"valid_for": "7 days"}, "valid_for"),
         ({"valid_for": "0d"}, r"'0d' is 0 days; choose 1 to 90 days"),
         ({"valid_for": "0d 0m"}, "is 0 days"),

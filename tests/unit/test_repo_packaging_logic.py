@@ -72,5 +72,6 @@ def test_report_names_the_earliest_valid_until():
     report = VerifyReport("here", indexes=2, packages=1, valid_until=until, now=now)
     assert report.summary().endswith("valid; valid for 1 d 6 h more (dists/security first, until 2026-12-02 18:00 UTC)")
     assert VerifyReport("here", now=now).time_left() == ""
+    assert report.expires_within(timedelta(days=2)) and not report.expires_within(timedelta(hours=30))
     expired = VerifyReport("here", valid_until={"d": now - timedelta(hours=1)}, now=now)
     assert "valid for 0 d 0 h more" in expired.time_left()
