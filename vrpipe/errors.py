@@ -24,5 +24,5 @@ class CommandError(VrpipeError):
         super().__init__(f"{' '.join(argv)} {outcome}:\n{output or '(no output)'}", hint)
 
 
-class SettingsError(VrpipeError):
+class SettingsError(VrpipeError, ValueError):
     """A setting or argument is wrong; the message names it and says what is wrong with it."""

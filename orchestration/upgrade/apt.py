@@ -13,6 +13,7 @@ from debian.deb822 import Release as Deb822Release
 from vr import contract
 
 from orchestration.render import render
+from vrpipe.errors import SettingsError
 
 SOURCES_DIR = "/etc/vr/upgrade/sources.list.d"
 SOURCES_FILE = f"{SOURCES_DIR}/vrpipe-upgrade.sources"
@@ -41,11 +42,11 @@ class AptSource:
 
     def __post_init__(self):
         if not self.url.startswith(("http://", "https://")) or not self.url.endswith("/"):
-            raise ValueError(f"apt source {self.url!r}: must be an http(s) URL ending in /")
+            raise SettingsError(f"apt source {self.url!r}: must be an http(s) URL ending in /")
         if not self.suites or any(not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", s) for s in self.suites):
-            raise ValueError(f"apt source {self.url}: suites {self.suites!r} must be Debian codenames")
+            raise SettingsError(f"apt source {self.url}: suites {self.suites!r} must be Debian codenames")
         if not self.keyring.startswith("/"):
-            raise ValueError(f"apt source {self.url}: keyring {self.keyring!r} must be an absolute path")
+            raise SettingsError(f"apt source {self.url}: keyring {self.keyring!r} must be an absolute path")
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def release_codename(os_release):
 
 
 @dataclass(frozen=True)
-class Change:
+class PackageChange:
     """One package the upgrade installs: `old` is "" for a package new to the router."""
 
     package: str
@@ -148,9 +149,8 @@ def simulate(lock_timeout):
 
 def parse_simulation(text):
     """The Inst lines of `apt-get --simulate` as Changes, in apt's order."""
-    return [
-        Change(m["package"], m["from"] or "", m["to"]) for m in map(SIMULATED_INSTALL.match, text.splitlines()) if m
-    ]
+    found = (SIMULATED_INSTALL.match(line) for line in text.splitlines())
+    return [PackageChange(m["package"], m["from"] or "", m["to"]) for m in found if m]
 
 
 def install(changes, lock_timeout, downgrade=False):
@@ -178,10 +178,6 @@ def detached(argv):
 def wait_idle(timeout):
     """Exits 0 once no upgrade holds the lock (waiting up to timeout seconds), 1 if one still does."""
     return ["flock", "--wait", str(timeout), LOCK_FILE, "true"]
-
-
-def log_tail(lines=15):
-    return ["tail", "-n", str(lines), LOG_FILE]
 
 
 def problems(text):

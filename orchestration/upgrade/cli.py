@@ -8,6 +8,7 @@ from orchestration.upgrade import apt
 from orchestration.upgrade.inplace import ROUTER_KEYRING, UpgradeConfig, read_versions, upgrade_fleet
 from orchestration.upgrade.records import lagging, records
 from orchestration.upgrade.rollout import RolloutPolicy
+from vrpipe import log
 
 
 def add_parser(sub):
@@ -32,6 +33,8 @@ def add_parser(sub):
     p.add_argument("--batch", default="1", help="routers per batch after the canary: N or N%% (default 1)")
     p.add_argument("--failure-budget", type=int, default=0, help="failed routers tolerated (default 0)")
     p.add_argument("--min-free-mib", type=int, default=UpgradeConfig.min_free_mib)
+    p.add_argument("--keep", type=int, default=UpgradeConfig.keep,
+                   help="versions of each channel the repository keeps (its repo.keep; default 3)")
     p.add_argument("--lock-timeout", type=int, default=UpgradeConfig.lock_timeout, help="seconds to wait for dpkg")
 
 
@@ -47,6 +50,7 @@ def config_from(args):
         min_free_mib=args.min_free_mib,
         lock_timeout=args.lock_timeout,
         to_version=args.to,
+        keep=args.keep,
     )
     return config, RolloutPolicy(args.canary, args.batch, args.failure_budget)
 
@@ -60,7 +64,8 @@ def run(args, manager, out):
     routers = "1 router" if len(names) == 1 else f"{len(names)} routers"
     target = f" to {config.to_version}" if config.to_version else ""
     out.progress(f"{'planning' if args.dry_run else 'upgrading'} {routers}{target} from {config.repo_url}")
-    report = upgrade_fleet(manager, names, config, policy, args.dry_run, out.progress)
+    with log.progress(len(names), "vrpipe: upgrade") as done:
+        report = upgrade_fleet(manager, names, config, policy, args.dry_run, done)
     for warning in dict.fromkeys(w for o in report.outcomes for w in o.warnings):
         out.progress(f"warning: {warning}")
     out.result(report.to_json(), "\n".join(o.line() for o in report.outcomes))

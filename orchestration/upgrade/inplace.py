@@ -17,11 +17,17 @@ from orchestration.transports import TransportError
 from orchestration.upgrade import apt, checks
 from orchestration.upgrade.records import note_release, record
 from orchestration.upgrade.rollout import SUCCESS, roll_out
+from vrpipe.errors import SettingsError
 
 log = logging.getLogger("vrpipe.upgrade")
 DEBIAN_VERSION = re.compile(r"^(?:[0-9]+:)?[0-9][A-Za-z0-9.+~-]*$")
 READ_PARALLEL = 8  # routers asked for their versions at once
-PREVIOUS = "-previous"  # the repository keeps each channel's previous version there (repo/publish.py)
+PREVIOUS = "-previous"  # the repository keeps each channel's earlier versions there (repo/config.py)
+
+
+def history(channel, keep):
+    """The suites of a channel's earlier versions, newest first, as the repository names them."""
+    return [channel + PREVIOUS + (f"-{n}" if n > 1 else "") for n in range(1, keep)]
 ROUTER_KEYRING = contract.ARCHIVE_KEYRING  # put there by the template
 
 
@@ -39,17 +45,20 @@ class UpgradeConfig:
     lock_timeout: int = 120  # seconds apt waits for another dpkg to finish
     packages: tuple[str, ...] = apt.OUR_PACKAGES  # the versions the store keeps per router
     to_version: str | None = None  # install this version of our packages (say, an older one) instead
+    keep: int = 3  # versions of each channel the repository keeps (repo.keep): -previous, -previous-2, ...
     ours: apt.AptSource = field(init=False)
 
     def __post_init__(self):
         if not self.channels:
-            raise ValueError("name at least one channel to upgrade from")
-        suites = tuple(s for c in self.channels for s in (c, c + PREVIOUS))
+            raise SettingsError("name at least one channel to upgrade from")
+        if not 2 <= self.keep <= 10:
+            raise SettingsError(f"keep {self.keep}: the repository keeps 2 to 10 versions of each channel")
+        suites = tuple(s for c in self.channels for s in (c, *history(c, self.keep)))
         object.__setattr__(self, "ours", apt.AptSource(self.repo_url, suites, self.keyring))
         if self.min_free_mib < 0 or self.lock_timeout <= 0:
-            raise ValueError("min_free_mib must be >= 0 and lock_timeout > 0")
+            raise SettingsError("min_free_mib must be >= 0 and lock_timeout > 0")
         if self.to_version is not None and not DEBIAN_VERSION.match(self.to_version):
-            raise ValueError(f"--to {self.to_version!r} is not a Debian version like 1.0.2")
+            raise SettingsError(f"--to {self.to_version!r} is not a Debian version like 1.0.2")
 
     @property
     def needs_release(self):
@@ -62,13 +71,13 @@ class UpgradeConfig:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class UpgradeOutcome:
     """What happened to one router. status: planned (dry run), up-to-date, upgraded, skipped (a pre-check
     failed; untouched), failed, rolled-back, rollback-failed, not-reached."""
 
     name: str
     status: str
-    changes: tuple[apt.Change, ...] = ()
+    changes: tuple[apt.PackageChange, ...] = ()
     reboot_required: tuple[str, ...] = ()
     restarts: tuple[str, ...] = ()
     error: str = ""
@@ -133,11 +142,11 @@ class RouterUpgrade:
         except TransportError as err:
             if stage == "upgrading":
                 message = f"connection lost while upgrading ({err}); the upgrade goes on on the router: run it again"
-                return self._done(Outcome(self.name, "failed", self.changes, error=message), started)
-            return self._done(Outcome(self.name, "skipped", error=f"{stage}: {err}"), started)
+                return self._done(UpgradeOutcome(self.name, "failed", self.changes, error=message), started)
+            return self._done(UpgradeOutcome(self.name, "skipped", error=f"{stage}: {err}"), started)
         except (checks.CheckFailed, Failed) as err:
             status = getattr(err, "status", "failed" if stage == "upgrading" else "skipped")
-            return self._done(Outcome(self.name, status, self.changes, error=f"{stage}: {err}"), started)
+            return self._done(UpgradeOutcome(self.name, status, self.changes, error=f"{stage}: {err}"), started)
 
     def _done(self, outcome, started):
         versions = outcome.versions or self._versions()
@@ -211,7 +220,7 @@ class RouterUpgrade:
         installed = [c.package for c in self.changes if c.old]
         restarts = self._active_units(installed) if installed else ()
         status = "planned" if dry_run else "up-to-date"
-        return Outcome(self.name, status, self.changes, tuple(apt.reboot_required(self.changes)), restarts)
+        return UpgradeOutcome(self.name, status, self.changes, tuple(apt.reboot_required(self.changes)), restarts)
 
     def _changes_to(self, version, installed):
         """Our packages at exactly `version`, which the repository must still have (its channels and their
@@ -222,9 +231,8 @@ class RouterUpgrade:
         if missing:
             found = ", ".join(f"{p} {' '.join(sorted(available.get(p, ()))) or '(none)'}" for p in missing)
             raise Failed("skipped", f"version {version} is not in the repository: it has {found}")
-        return tuple(
-            apt.Change(p, installed.get(p, ""), version) for p in self.config.packages if installed.get(p) != version
-        )
+        wanted = [p for p in self.config.packages if installed.get(p) != version]
+        return tuple(apt.PackageChange(p, installed.get(p, ""), version) for p in wanted)
 
     def _active_units(self, packages):
         """The running services these packages ship (oneshot units have nothing to restart)."""
@@ -269,8 +277,8 @@ class RouterUpgrade:
 
 
 @dataclass(frozen=True)
-class Report:
-    outcomes: tuple[Outcome, ...]
+class UpgradeReport:
+    outcomes: tuple[UpgradeOutcome, ...]
     stopped: str | None
     dry_run: bool
     seconds: float
@@ -309,12 +317,12 @@ def upgrade_fleet(manager, names, config, policy, dry_run=False, progress=lambda
             record(manager.store, outcome.name, outcome.versions, outcome.status, outcome.error or None)
 
     def make_outcome(name, status, error):
-        return Outcome(name, status, error=error)
+        return UpgradeOutcome(name, status, error=error)
 
     outcomes, stopped = roll_out(names, policy, upgrade_one, make_outcome, progress, finished)
     if stopped and not dry_run:
         outcomes = _note_not_reached(manager, outcomes, config.packages)
-    return Report(tuple(outcomes), stopped, dry_run, time.monotonic() - started)
+    return UpgradeReport(tuple(outcomes), stopped, dry_run, time.monotonic() - started)
 
 
 def _note_not_reached(manager, outcomes, packages):

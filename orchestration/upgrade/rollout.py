@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 
 from orchestration.fleet import for_each
-from vrpipe.errors import VrpipeError
+from vrpipe.errors import SettingsError, VrpipeError
 
 BATCH = re.compile(r"^(?P<size>[1-9][0-9]*)(?P<percent>%?)$")
 # A router that got the new version and failed with it: the version is suspect, nobody else gets it.
@@ -26,9 +26,9 @@ class RolloutPolicy:
     def __post_init__(self):
         found = BATCH.match(self.batch)
         if not found or (found["percent"] and int(found["size"]) > 100):
-            raise ValueError(f"batch {self.batch!r} must be a count like 5 or a percentage like 25%")
+            raise SettingsError(f"batch {self.batch!r} must be a count like 5 or a percentage like 25%")
         if self.failure_budget < 0:
-            raise ValueError(f"failure budget {self.failure_budget} must not be negative")
+            raise SettingsError(f"failure budget {self.failure_budget} must not be negative")
 
     def batch_size(self, remaining):
         found = BATCH.match(self.batch)
@@ -43,7 +43,7 @@ def waves(names, policy):
         return []
     canary = policy.canary or names[0]
     if canary not in names:
-        raise ValueError(f"canary {canary!r} is not one of the routers to upgrade")
+        raise SettingsError(f"canary {canary!r} is not one of the routers to upgrade")
     rest = [n for n in names if n != canary]
     size = policy.batch_size(len(rest)) if rest else 1
     return [[canary], *(rest[i : i + size] for i in range(0, len(rest), size))]

@@ -11,9 +11,10 @@ from orchestration.store import LockTimeout, Store
 from orchestration.transports import TransportError
 from orchestration.upgrade import apt, checks
 from orchestration.upgrade.cli import version_text, versions_columns
-from orchestration.upgrade.inplace import Outcome, UpgradeConfig
+from orchestration.upgrade.inplace import UpgradeConfig, UpgradeOutcome
 from orchestration.upgrade.records import lagging, note_release, record, records
 from orchestration.upgrade.rollout import RolloutPolicy, roll_out, stop_reason, waves
+from vrpipe.errors import SettingsError
 
 SIMULATION = """\
 Reading package lists...
@@ -45,7 +46,7 @@ def test_simulation_gives_upgrades_and_new_packages_in_order():
     ]
     assert changes[2].to_json() == {"package": "conntrack", "from": None, "to": "1:1.4.8-2"}
     assert apt.reboot_required(changes) == ["libc6"]
-    assert apt.reboot_required([apt.Change("linux-image-6.12.0-1-amd64", "", "6.12.5-1")])
+    assert apt.reboot_required([apt.PackageChange("linux-image-6.12.0-1-amd64", "", "6.12.5-1")])
     assert apt.parse_simulation("0 upgraded, 0 newly installed\n") == []
 
 
@@ -91,7 +92,12 @@ def test_versions_and_units_from_dpkg_query():
 def test_sources_name_our_channels_with_previous_and_debian_security():
     config = UpgradeConfig(repo_url="http://169.254.0.1:8080/", channels=("stable", "security"))
     text = apt.sources_text(config.sources("trixie"))
-    assert "Suites: stable stable-previous security security-previous\n" in text
+    suites = "stable stable-previous stable-previous-2 security security-previous security-previous-2"
+    assert f"Suites: {suites}\n" in text  # the repository keeps three versions of each channel
+    two = UpgradeConfig(repo_url="http://169.254.0.1:8080/", keep=2)
+    assert "Suites: stable stable-previous\n" in apt.sources_text(two.sources("trixie"))
+    with pytest.raises(SettingsError, match="keep 11"):
+        UpgradeConfig(keep=11)
     assert "URIs: http://deb.debian.org/debian-security/\nSuites: trixie-security\n" in text
     assert text.count("Signed-By: ") == 2
     only_ours = UpgradeConfig(security=None)
@@ -102,7 +108,8 @@ def test_sources_name_our_channels_with_previous_and_debian_security():
 def test_the_security_suite_follows_the_routers_release_unless_given():
     default = UpgradeConfig()
     assert default.needs_release
-    assert [s.suites for s in default.sources("bookworm")] == [("stable", "stable-previous"), ("bookworm-security",)]
+    ours = ("stable", "stable-previous", "stable-previous-2")
+    assert [s.suites for s in default.sources("bookworm")] == [ours, ("bookworm-security",)]
     assert [s.suites for s in default.sources("trixie")][1] == ("trixie-security",)
     fixed = UpgradeConfig(security=apt.SecuritySource(suite="bookworm-security"))
     assert not fixed.needs_release and fixed.sources("trixie")[1].suites == ("bookworm-security",)
@@ -148,7 +155,7 @@ def test_waves_put_the_canary_alone_first_then_batches():
 
 
 def outcome(name, status):
-    return Outcome(name, status, error=f"{name} {status}")
+    return UpgradeOutcome(name, status, error=f"{name} {status}")
 
 
 def test_stop_rules():
@@ -160,7 +167,7 @@ def test_stop_rules():
 
 
 def make_outcome(name, status, error):
-    return Outcome(name, status, error=error)
+    return UpgradeOutcome(name, status, error=error)
 
 
 def test_rollout_stops_and_leaves_the_rest_not_reached():
