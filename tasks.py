@@ -185,17 +185,23 @@ def test_image(c):
         "batch": "routers per batch after the canary: N or N%",
         "failure_budget": "failed routers tolerated before the rollout stops",
         "repo_url": "our repository as routers reach it",
+        "to": "install this version of our packages (also an older one) instead of the newest",
+        "no_security": "leave Debian's security suite out",
         "state_dir": "the manager's state directory (default: vrpipe's)",
     }
 )
-def upgrade(c, names="", dry_run=False, canary=None, batch="1", failure_budget=0, repo_url=None, state_dir=None):
+def upgrade(
+    c, names="", dry_run=False, canary=None, batch="1", failure_budget=0, repo_url=None, to=None, no_security=False,
+    state_dir=None,
+):
     """Upgrade live routers in place through apt (`vrpipe upgrade`): canary, batches, rollback on failure."""
     from orchestration.cli import main
 
     argv = [*(["--state-dir", state_dir] if state_dir else []), "upgrade", *filter(None, names.split(","))]
     argv += ["--batch", batch, "--failure-budget", str(failure_budget)]
     argv += [*(["--dry-run"] if dry_run else []), *(["--canary", canary] if canary else [])]
-    argv += ["--repo-url", repo_url] if repo_url else []
+    argv += [*(["--repo-url", repo_url] if repo_url else []), *(["--to", to] if to else [])]
+    argv += ["--no-security"] if no_security else []
     if main(argv) != 0:
         raise Exit(code=1)
 
