@@ -7,7 +7,7 @@ sections it touched: the persisted rest passed these checks when it was persiste
 from collections import defaultdict
 
 from .fields import Problem
-from .intervals import MAX_CIDRS, MAX_LAYERS, layers
+from .intervals import MAX_CIDRS, MAX_LAYERS, bounds, layers
 from .model import SECTIONS
 
 ALL = frozenset(SECTIONS)
@@ -152,7 +152,7 @@ def _check_port_conflicts(state, report):
     for pf in state.port_forwarding:
         by_address[(pf.public_ip, pf.protocol)].append(pf)
     for rules in by_address.values():
-        rules.sort(key=lambda r: r.public_ports)
+        rules.sort(key=lambda r: bounds(r.public_ports))
         for before, after in zip(rules, rules[1:], strict=False):
             if before.public_ports.overlaps(after.public_ports):
                 error = f"{after.public_ports} overlaps {before.public_ports} on {after.public_ip}/{after.protocol}"
