@@ -63,8 +63,9 @@ class Memory:
     def read(self):
         from . import persist
 
-        if self.state is None or self.seen != self._files():
-            self.state, self.seen = persist.read(self.layout), self._files()
+        seen = self._files()  # before reading: files replaced meanwhile then differ at the next read
+        if self.state is None or self.seen != seen:
+            self.state, self.seen = persist.read(self.layout), seen
         return self.state
 
     def keep(self, state):
