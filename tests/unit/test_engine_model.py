@@ -226,6 +226,14 @@ def test_a_batch_checks_its_sections_against_the_others():
     move = {"op": "add", "type": "interfaces", "data": guests}
     found = problems({"schema": 1, "kind": "batch", "commands": [move]}, current)
     assert "not in any guest network" in found["persisted state.dhcp.ip"], found
+    bad = {"mac": "02:00:00:00:00:07", "ip": "10.9.9.7", "hostname": "vm7"}
+    dhcp = [{"op": "add", "type": "dhcp", "data": bad}]
+    assert (
+        "not in any guest network"
+        in problems({"schema": 1, "kind": "batch", "commands": dhcp}, current)["commands[0].ip"]
+    )
+    dhcp.append({"op": "add", "type": "dhcp", "data": {**bad, "ip": "10.1.1.7"}})  # the same entry, fixed
+    assert parse_document({"schema": 1, "kind": "batch", "commands": dhcp}, current).state.dhcp[-1].hostname == "vm7"
 
 
 def test_remove_needs_only_the_key():
