@@ -8,6 +8,7 @@ import json
 from collections import defaultdict
 
 from .intervals import bounds, collapse, layers, shards
+from .render import Lines
 from .render import render as render_template
 from .run import CommandFailed, run, succeeds
 
@@ -52,11 +53,17 @@ def _reused(section, items, build):
 
 
 def _forward_elements(forwards):
+    return [element for elements in _forwards.pieces(forwards) for element in elements]
+
+
+def _forward(pf, _):
     return [
         f"{pf.public_ip} . {pf.protocol} . {port} : {pf.vm_ip} . {port - pf.public_ports.first + pf.vm_ports.first}"
-        for pf in forwards
         for port in range(pf.public_ports.first, pf.public_ports.last + 1)
     ]
+
+
+_forwards = Lines(_forward)
 
 
 def _firewall_sets(rules):
@@ -152,8 +159,8 @@ def element_update(before, after):
     module rendered: one element per line, inside an `elements = {` block."""
     if before is None:
         return None
-    shape_before, old = _elements(before)
-    shape_after, new = _elements(after)
+    shape_before, old = _parsed(before)
+    shape_after, new = _parsed(after)
     if shape_before != shape_after:
         return None
     deletes, adds = [], []
@@ -165,6 +172,15 @@ def element_update(before, after):
         adds += [f"add element {' '.join(TABLE)} {name} {{ {', '.join(added)} }}"] if added else []
     # Deletes first: an added interval may overlap one it replaces (CIDRs collapsed differently).
     return "\n".join(deletes + adds) + "\n" if deletes or adds else None
+
+
+_last_parsed = {}  # the file parsed last and its parse: the next apply's `before` is that very file
+
+
+def _parsed(text):
+    if _last_parsed.get("text") != text:
+        _last_parsed.update(text=text, parse=_elements(text))
+    return _last_parsed["parse"]
 
 
 def _elements(text):

@@ -32,11 +32,14 @@ class Lines:
     def __init__(self, format):
         self.format, self.context, self.last = format, None, {}
 
-    def __call__(self, items, context=None):
+    def pieces(self, items, context=None):
         last = self.last if context == self.context else {}
         pieces = {}
         for item in items:
             hit = last.get(id(item))
             pieces[id(item)] = hit if hit is not None and hit[0] is item else (item, self.format(item, context))
         self.context, self.last = context, pieces
-        return "".join(text for _, text in pieces.values())
+        return [piece for _, piece in pieces.values()]
+
+    def __call__(self, items, context=None):
+        return "".join(self.pieces(items, context))
