@@ -289,6 +289,12 @@ def test_the_resident_engine_applies_what_vr_cmd_hands_it(net):
             conn.sendall(json.dumps({"version": "0", "document": {}}).encode())
             conn.shutdown(socket.SHUT_WR)
             assert "refused" in json.loads(conn.recv(4096))
+        with socket.socket(socket.AF_UNIX) as conn:  # a client that leaves before the answer
+            conn.connect(str(net.root / "run/vr/engine.sock"))
+            conn.sendall(json.dumps({"version": json.loads(proc.stdout)["version"], "document": {}}).encode())
+        proc = net.engine("vr-cmd", "dhcp", "add", json.dumps(entry))
+        assert proc.returncode == 0 and json.loads(proc.stdout)["resident"], proc.stdout  # still serving
+        assert net.engine("vr-cmd", "dhcp", "remove", json.dumps({"mac": entry["mac"]})).returncode == 0
     finally:
         _kill(daemon)
     proc = net.engine("vr-cmd", "dhcp", "add", json.dumps(entry))

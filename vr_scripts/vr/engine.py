@@ -4,6 +4,7 @@ state and importing the engine. When it does not answer, or runs another engine 
 their own process; either way one apply runs at a time (the apply lock) with the same guarantees.
 """
 
+import contextlib
 import json
 import os
 import socket
@@ -94,11 +95,12 @@ def serve(layout, services, log):
                 except (OSError, ValueError):
                     continue  # a client gone or not one of ours: nothing was applied
                 if not isinstance(request, dict) or request.get("version") != __version__:
-                    conn.sendall(json.dumps({"refused": f"this engine is version {__version__}"}).encode())
-                    continue
-                result = {**apply_document(request["document"], layout, services, memory), "resident": True}
-                log(layout, result)
-                conn.sendall(json.dumps(result).encode())
+                    reply = {"refused": f"this engine is version {__version__}"}
+                else:
+                    reply = {**apply_document(request.get("document"), layout, services, memory), "resident": True}
+                    log(layout, reply)
+                with contextlib.suppress(OSError):  # the client went away; the apply log has the result
+                    conn.sendall(json.dumps(reply).encode())
 
 
 def _reap():
