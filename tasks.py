@@ -98,13 +98,14 @@ def lint(c):
     help={
         "vms": "number of VMs in the benchmark state (default 1000)",
         "scale": "run 100, 1,000 and 10,000 VMs in one go, with the engine's peak RSS",
+        "in-process": "no resident engine: every command applies in its own process",
     }
 )
-def bench_engine(c, vms=1000, scale=False):
+def bench_engine(c, vms=1000, scale=False, in_process=False):
     """Apply a state of N VMs to a router namespace, then one change; print each phase's time."""
     from orchestration.lab.bench_engine import bench_engine as main
 
-    _call("bench-engine", main, vms=vms, scale=scale, root=True)
+    _call("bench-engine", main, vms=vms, scale=scale, in_process=in_process, root=True)
 
 
 @task(

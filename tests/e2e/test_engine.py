@@ -8,6 +8,7 @@ import copy
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -216,9 +217,11 @@ def test_nested_port_ranges_from_many_sources_load_and_match(net):
     assert connect(net.public, "203.0.113.10", 2203, timeout=1) == ""
 
 
-def test_a_kill_at_any_point_of_a_batch_leaves_the_old_or_the_new_state(net):
-    """SIGKILL vr-apply at a spread of moments during a batch: the persisted state is the old one or the new
-    one, never a mix, and a whole re-apply from it brings a healthy router."""
+@pytest.mark.parametrize("resident", [False, True], ids=["vr-apply", "vr-engine"])
+def test_a_kill_at_any_point_of_a_batch_leaves_the_old_or_the_new_state(net, resident):
+    """SIGKILL the process applying a batch (vr-apply, or the resident engine it handed the batch to) at a
+    spread of moments: the persisted state is the old one or the new one, never a mix, and a whole re-apply
+    from it brings a healthy router."""
     ip = "10.1.1.30"
     commands = [
         {"op": "add", "type": "dhcp", "data": {"mac": "02:00:0a:01:01:30", "ip": ip, "hostname": "vm30"}},
@@ -240,12 +243,13 @@ def test_a_kill_at_any_point_of_a_batch_leaves_the_old_or_the_new_state(net):
     for delay in (0.0, 0.02, 0.05, 0.08, 0.12, 0.16, 0.2, 0.25, 0.3, 0.4, 0.6):
         if net.engine("vr-state").stdout != old:
             assert net.apply(remove)[0] == 0
+        daemon = _start_engine(net) if resident else None
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
         proc.stdin.write(json.dumps(add).encode())
         proc.stdin.close()
         time.sleep(delay)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        _kill(daemon or proc)
+        proc.wait(timeout=60)
         persisted = net.engine("vr-state").stdout
         assert persisted in (old, new), delay
     proc = net.engine("vr-apply", "--reapply")
@@ -266,6 +270,37 @@ def test_invalid_batch_names_the_bad_command_and_changes_nothing(net):
     assert wheres == ["commands[1].data.hostname"], result["problems"]
     assert result["results"][1]["ok"] is False and result["results"][0]["error"] == "not applied"
     assert ruleset(net) == before and _files(net) == files_before
+
+
+def test_the_resident_engine_applies_what_vr_cmd_hands_it(net):
+    """vr-engine keeps the state in memory; it notices an apply made in another process, and when it is
+    gone vr-cmd applies in its own process."""
+    daemon = _start_engine(net)
+    entry = {"mac": "02:00:0a:01:01:31", "ip": "10.1.1.31", "hostname": "vm31"}
+    try:
+        proc = net.engine("vr-cmd", "dhcp", "add", json.dumps(entry))
+        assert proc.returncode == 0 and json.loads(proc.stdout)["resident"], proc.stdout
+        assert "vm31" in net.engine("vr-state").stdout
+        assert net.engine("vr-apply", "--reapply").returncode == 0  # in its own process: new snapshot files
+        proc = net.engine("vr-cmd", "dhcp", "remove", json.dumps({"mac": entry["mac"]}))
+        assert proc.returncode == 0 and json.loads(proc.stdout)["resident"], proc.stdout
+        assert "vm31" not in net.engine("vr-state").stdout and "vm31" not in _files(net)["etc/vr/dhcp-hosts"]
+        with socket.socket(socket.AF_UNIX) as conn:  # another engine version is refused, not applied
+            conn.connect(str(net.root / "run/vr/engine.sock"))
+            conn.sendall(json.dumps({"version": "0", "document": {}}).encode())
+            conn.shutdown(socket.SHUT_WR)
+            assert "refused" in json.loads(conn.recv(4096))
+        with socket.socket(socket.AF_UNIX) as conn:  # a client that leaves before the answer
+            conn.connect(str(net.root / "run/vr/engine.sock"))
+            conn.sendall(json.dumps({"version": json.loads(proc.stdout)["version"], "document": {}}).encode())
+        proc = net.engine("vr-cmd", "dhcp", "add", json.dumps(entry))
+        assert proc.returncode == 0 and json.loads(proc.stdout)["resident"], proc.stdout  # still serving
+        assert net.engine("vr-cmd", "dhcp", "remove", json.dumps({"mac": entry["mac"]})).returncode == 0
+    finally:
+        _kill(daemon)
+    proc = net.engine("vr-cmd", "dhcp", "add", json.dumps(entry))
+    assert proc.returncode == 0 and "resident" not in json.loads(proc.stdout), proc.stdout
+    assert net.engine("vr-cmd", "dhcp", "remove", json.dumps({"mac": entry["mac"]})).returncode == 0
 
 
 def test_leases_survive_a_dnsmasq_restart(net):
@@ -298,6 +333,21 @@ def test_a_failure_after_the_swap_puts_the_previous_state_back(net):
     assert ruleset(net) == before
     assert _files(net) == files_before
     assert connect(net.public, "203.0.113.10", 2201) == "vm1 from 203.0.113.1"
+
+
+def _start_engine(net):
+    """vr-engine in the router's namespace, as its systemd unit runs it on a router; answering once it returns."""
+    (net.root / "run/vr/engine.sock").unlink(missing_ok=True)
+    env = ["env", f"VR_ROOT={net.root}", "VR_SERVICES=process"]
+    argv = ["ip", "netns", "exec", net.router, *env, str(VR_SCRIPTS / "bin" / "vr-engine")]
+    daemon = subprocess.Popen(argv, stdout=subprocess.DEVNULL, start_new_session=True)
+    wait_for(lambda: (net.root / "run/vr/engine.sock").exists(), "the resident engine's socket")
+    return daemon
+
+
+def _kill(proc):
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
 
 
 def _table(net):

@@ -226,6 +226,14 @@ def test_a_batch_checks_its_sections_against_the_others():
     move = {"op": "add", "type": "interfaces", "data": guests}
     found = problems({"schema": 1, "kind": "batch", "commands": [move]}, current)
     assert "not in any guest network" in found["persisted state.dhcp.ip"], found
+    bad = {"mac": "02:00:00:00:00:07", "ip": "10.9.9.7", "hostname": "vm7"}
+    dhcp = [{"op": "add", "type": "dhcp", "data": bad}]
+    assert (
+        "not in any guest network"
+        in problems({"schema": 1, "kind": "batch", "commands": dhcp}, current)["commands[0].ip"]
+    )
+    dhcp.append({"op": "add", "type": "dhcp", "data": {**bad, "ip": "10.1.1.7"}})  # the same entry, fixed
+    assert parse_document({"schema": 1, "kind": "batch", "commands": dhcp}, current).state.dhcp[-1].hostname == "vm7"
 
 
 def test_remove_needs_only_the_key():
@@ -449,3 +457,15 @@ def test_large_firewall_sets_are_sharded_and_an_added_rule_stays_an_element_upda
     after = nftables.render(parse_document(doc(state), RouterState()).state, layout)[layout.nftables]
     update = nftables.element_update(before, after)
     assert update.count("\n") == 1 and update.startswith("add element inet vr ingress_ports_0_")
+
+
+def test_lines_formats_only_items_it_has_not_seen_in_the_same_context():
+    from vr.render import Lines
+
+    formatted = []
+    lines = Lines(lambda item, context: formatted.append(item) or f"{item[0]}{context}\n")
+    a, b, c = ("a",), ("b",), ("c",)
+    assert lines((a, b), "!") == "a!\nb!\n" and formatted == [a, b]
+    assert lines((a, c), "!") == "a!\nc!\n" and formatted == [a, b, c]  # a again: not formatted again
+    assert lines((a, c), "?") == "a?\nc?\n" and formatted == [a, b, c, a, c]  # another context: all again
+    assert lines((tuple(["a"]),), "?") == "a?\n" and len(formatted) == 6  # equal, not the same item: formatted

@@ -70,8 +70,9 @@ def apply_lock(layout):
         yield
 
 
-def apply_document(data, layout, services):
-    """Apply a state or batch document; return the JSON result (its "ok" says whether it was applied)."""
+def apply_document(data, layout, services, memory=None):
+    """Apply a state or batch document; return the JSON result (its "ok" says whether it was applied).
+    `memory` (the resident engine's) holds the persisted state, saving the read."""
     phases = Phases()
     with apply_lock(layout):
         with phases("unchanged"):
@@ -79,7 +80,7 @@ def apply_document(data, layout, services):
         if unchanged:
             return {**unchanged, "timings": phases.seconds}
         with phases("validate"):
-            current = persist.read(layout)
+            current = memory.read() if memory else persist.read(layout)
             try:
                 parsed = parse_document(data, current)
             except Invalid as invalid:
@@ -97,6 +98,8 @@ def apply_document(data, layout, services):
         if state:
             with phases("persist"):
                 persist.record_applied(layout, files, [n for n in SERVICES if services.is_active(n)])
+        if memory:
+            memory.keep(parsed.state)
     return _result(parsed, phases, actions=actions)
 
 

@@ -1,13 +1,14 @@
 """Checks that look at the whole desired state at once: duplicates, conflicts between rules, and references
 to addresses the router does not have. Each problem names the command or entry that brought in the item,
 through the `origin(section, item)` function the caller passes. A batch checks only what involves the
-sections it touched: the persisted rest passed these checks when it was persisted.
+items it brought and the sections they are in: the persisted rest passed these checks when it was
+persisted, against the same interfaces (a batch that sets the interfaces is checked whole).
 """
 
 from collections import defaultdict
 
 from .fields import Problem
-from .intervals import MAX_CIDRS, MAX_LAYERS, layers
+from .intervals import MAX_CIDRS, MAX_LAYERS, bounds, layers
 from .model import SECTIONS
 
 ALL = frozenset(SECTIONS)
@@ -15,12 +16,17 @@ ALL = frozenset(SECTIONS)
 PERSISTED = "persisted state"
 
 
-def check_state(state, origin, touched=None):
-    """Every cross-item problem of `state` that involves a `touched` section (None: all), each located by
-    `origin(section_name, item)`. Interfaces touch everything: every address is checked against them."""
+def check_state(state, origin, brought=None):
+    """Every cross-item problem of `state`, each located by `origin(section_name, item)`; for a batch, those
+    that involve `brought`, the items its commands put in the state by section (None: a whole state)."""
     problems = []
-    if touched is None or "interfaces" in touched:
-        touched = ALL
+    if brought is not None and "interfaces" in brought:
+        brought = None  # every address is checked against the interfaces
+    touched = ALL if brought is None else set(brought)
+
+    def new(section):
+        """The items of `section` that per-item checks look at."""
+        return getattr(state, section) if brought is None else brought.get(section, ())
 
     def report(section, item, error, field=None, other=None):
         """Name the item at fault; in a conflict with `other` (section, item), the one the document brought."""
@@ -37,8 +43,8 @@ def check_state(state, origin, touched=None):
         _check_interfaces(state.interfaces, report)
     guests = [g.gateway.network for g in state.interfaces.guests]
     public = state.interfaces.public_addresses
-    _check_vm_addresses(state, guests, report, touched)
-    _check_public_addresses(state, public, report, touched)
+    _check_vm_addresses(state, guests, report, new)
+    _check_public_addresses(state, public, report, new, touched)
     _check_unique(state, report, touched)
     if touched & {"port_forwarding", "load_balancer"}:
         _check_port_conflicts(state, report)
@@ -73,7 +79,7 @@ def _guest_address_error(ip, guests):
     return f"{ip} is not in any guest network ({', '.join(map(str, guests)) or 'none configured'})"
 
 
-def _check_vm_addresses(state, guests, report, touched):
+def _check_vm_addresses(state, guests, report, new):
     gateways = {g.gateway.ip for g in state.interfaces.guests}
     vm_fields = [
         ("port_forwarding", "vm_ip"),
@@ -82,38 +88,33 @@ def _check_vm_addresses(state, guests, report, touched):
         ("vm_data", "vm_ip"),
     ]
     for section, name in vm_fields:
-        for item in getattr(state, section) if section in touched else ():
+        for item in new(section):
             ip = getattr(item, name)
             error = _guest_address_error(ip, guests)
             if ip in gateways:
                 error = f"{ip} is the router's own gateway address"
             if error:
                 report(section, item, error, name)
-    for lb in state.load_balancer if "load_balancer" in touched else ():
+    for lb in new("load_balancer"):
         for backend in lb.backends:
             error = _guest_address_error(backend.ip, guests)
             if error:
                 report("load_balancer", lb, error, "backends")
-    for snat in state.source_nat if "source_nat" in touched else ():
+    for snat in new("source_nat"):
         if not any(snat.guest_cidr.subnet_of(net) for net in guests):
             report("source_nat", snat, f"{snat.guest_cidr} is not within a guest network", "guest_cidr")
 
 
-def _check_public_addresses(state, public, report, touched):
-    uses = [
-        ("source_nat", state.source_nat),
-        ("port_forwarding", state.port_forwarding),
-        ("static_nat", state.static_nat),
-        ("load_balancer", state.load_balancer),
-        ("firewall", [r for r in state.firewall if r.direction == "ingress"]),
-    ]
-    for section, items in uses:
-        for item in items if section in touched else ():
-            if item.public_ip not in public:
+def _check_public_addresses(state, public, report, new, touched):
+    uses = ("source_nat", "port_forwarding", "static_nat", "load_balancer", "firewall")
+    for section in uses:
+        for item in new(section):
+            if item.public_ip not in public and (section != "firewall" or item.direction == "ingress"):
                 report(section, item, f"{item.public_ip} is not one of the router's public addresses", "public_ip")
     one_to_one = {s.public_ip: s for s in state.static_nat}
-    for section, items in uses[:2] + uses[3:4]:
-        for item in items if section in touched or "static_nat" in touched else ():
+    for section in ("source_nat", "port_forwarding", "load_balancer"):
+        # A new static NAT takes its address from every other use; otherwise only new uses can collide.
+        for item in getattr(state, section) if "static_nat" in touched else new(section):
             if item.public_ip in one_to_one:
                 other = ("static_nat", one_to_one[item.public_ip])
                 report(section, item, f"{item.public_ip} is taken by static NAT", "public_ip", other)
@@ -152,7 +153,7 @@ def _check_port_conflicts(state, report):
     for pf in state.port_forwarding:
         by_address[(pf.public_ip, pf.protocol)].append(pf)
     for rules in by_address.values():
-        rules.sort(key=lambda r: r.public_ports)
+        rules.sort(key=lambda r: bounds(r.public_ports))
         for before, after in zip(rules, rules[1:], strict=False):
             if before.public_ports.overlaps(after.public_ports):
                 error = f"{after.public_ports} overlaps {before.public_ports} on {after.public_ip}/{after.protocol}"

@@ -1,32 +1,34 @@
 """The router's commands: vr-apply (a state or batch document), vr-cmd (one command, the per-command
-mode), vr-state (the persisted state) and vr-health. Each prints one JSON document; exit status 0 means
-ok, 1 the apply failed and the previous state is still in force, 2 the input was invalid.
+mode), vr-state (the persisted state), vr-health and vr-engine (the resident engine vr-apply and vr-cmd
+hand documents to when it runs). Each prints one JSON document; exit status 0 means ok, 1 the apply
+failed and the previous state is still in force, 2 the input was invalid. The engine itself is imported
+only by the commands that need it: handing a document to the resident engine stays cheap.
 """
 
 import argparse
 import json
-import logging
-import logging.handlers
 import resource
 import sys
 from pathlib import Path
 
-from . import SCHEMA_VERSION, persist, services
-from .apply import apply_document as _apply_document
-from .apply import reapply
-from .document import state_document
+from . import SCHEMA_VERSION, engine
 from .layout import Layout
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
 def _router():
+    from . import services
+
     layout = Layout.from_env()
     return layout, services.for_layout(layout)
 
 
-def _log_result(layout, result):
-    """Append one line per apply to the router's apply log, rotated by size."""
+def _record(layout, result):
+    """Where an apply ran: note its peak RSS in the result and append one line to the apply log."""
+    import logging.handlers
+
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     layout.log.parent.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger("vr.apply-log")
     if not logger.handlers:
@@ -41,9 +43,7 @@ def _log_result(layout, result):
     logger.info(json.dumps(summary, separators=(",", ":")))
 
 
-def _finish(layout, result):
-    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    _log_result(layout, result)
+def _finish(result):
     json.dump(result, sys.stdout, indent=1)
     sys.stdout.write("\n")
     if result["ok"]:
@@ -60,8 +60,14 @@ def _invalid(message):
 
 
 def apply_document(data):
-    layout, router_services = _router()
-    return _finish(layout, _apply_document(data, layout, router_services))
+    result = engine.send(Layout.from_env(), data)
+    if result is None:
+        from .apply import apply_document as apply_here
+
+        layout, router_services = _router()
+        result = apply_here(data, layout, router_services)
+        _record(layout, result)
+    return _finish(result)
 
 
 def main_apply(argv=None):
@@ -71,8 +77,12 @@ def main_apply(argv=None):
     source.add_argument("--reapply", action="store_true", help="re-apply the persisted state (boot, upgrade)")
     args = parser.parse_args(argv)
     if args.reapply:
+        from .apply import reapply
+
         layout, router_services = _router()
-        return _finish(layout, reapply(layout, router_services))
+        result = reapply(layout, router_services)
+        _record(layout, result)
+        return _finish(result)
     try:
         # Bytes, decoded strictly: text-mode stdin would turn undecodable bytes into lone surrogates.
         raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
@@ -98,15 +108,17 @@ def main_cmd(argv=None):
 
 def main_state(argv=None):
     argparse.ArgumentParser(prog="vr-state", description="Print the persisted desired state.").parse_args(argv)
-    layout, _ = _router()
-    json.dump(state_document(persist.read(layout)), sys.stdout, indent=1)
+    from . import persist
+    from .document import state_document
+
+    json.dump(state_document(persist.read(Layout.from_env())), sys.stdout, indent=1)
     sys.stdout.write("\n")
     return EXIT_OK
 
 
 def main_health(argv=None):
     argparse.ArgumentParser(prog="vr-health", description="Print this router's health as JSON.").parse_args(argv)
-    from . import health  # only vr-health needs it (and what it imports)
+    from . import health, persist
 
     layout, router_services = _router()
     result = health.report(layout, router_services, persist.read(layout))
@@ -127,6 +139,14 @@ def main_boot():
     return main()
 
 
+def main_engine(argv=None):
+    argparse.ArgumentParser(
+        prog="vr-engine", description="Run the resident engine: apply what vr-apply and vr-cmd hand it."
+    ).parse_args(argv)
+    layout, router_services = _router()
+    engine.serve(layout, router_services, _record)
+
+
 COMMANDS = {
     "vr-boot": main_boot,
     "vr-apply": main_apply,
@@ -134,4 +154,5 @@ COMMANDS = {
     "vr-state": main_state,
     "vr-health": main_health,
     "vr-metadata": main_metadata,
+    "vr-engine": main_engine,
 }

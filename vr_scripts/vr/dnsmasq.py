@@ -3,6 +3,7 @@ options and names files that dnsmasq re-reads on SIGHUP, which is all a per-VM c
 The lease file stays where it is across applies and restarts.
 """
 
+from .render import Lines
 from .render import render as render_template
 from .run import run
 
@@ -16,9 +17,9 @@ def render(state, layout):
     upstream = sorted({str(ip) for g in guests for ip in g.dns})
     return {
         layout.dnsmasq_conf: render_template("dnsmasq.conf.j2", guests=guests, upstream=upstream, layout=layout),
-        layout.dhcp_hosts: "".join(_host_line(e) for e in state.dhcp),
-        layout.dhcp_options: "".join(_option_lines(e) for e in state.dhcp),
-        layout.dns_hosts: "".join(_name_line(e, domains) for e in state.dhcp),
+        layout.dhcp_hosts: _hosts(state.dhcp),
+        layout.dhcp_options: _options(state.dhcp),
+        layout.dns_hosts: _names(state.dhcp, tuple(domains.items())),
     }
 
 
@@ -26,25 +27,31 @@ def _tag(entry):
     return "vm" + entry.mac.replace(":", "")
 
 
-def _host_line(entry):
+def _host_line(entry, _):
     tag = f"set:{_tag(entry)}," if entry.options else ""
     return f"{entry.mac},{tag}{entry.ip},{entry.hostname}\n"
 
 
-def _option_lines(entry):
+def _option_lines(entry, _):
     return "".join(
         f"tag:{_tag(entry)},option:{name},{','.join(values)}\n" for name, values in sorted(entry.options.items())
     )
 
 
 def _name_line(entry, domains):
-    domain = next((d for net, d in domains.items() if entry.ip in net), None)
+    domain = next((d for net, d in domains if entry.ip in net), None)
     names = f"{entry.hostname}.{domain} {entry.hostname}" if domain else entry.hostname
     return f"{entry.ip} {names}\n"
 
 
+_hosts, _options, _names = Lines(_host_line), Lines(_option_lines), Lines(_name_line)
+
+
 def check(staged, change):
-    run(["dnsmasq", "--test", f"--conf-file={staged[change.layout.dnsmasq_conf]}"])
+    """`dnsmasq --test` reads the main config only, not the hosts, options and names files (written from
+    validated data): a change to those alone has nothing for it to check."""
+    if change.layout.dnsmasq_conf in change.changed:
+        run(["dnsmasq", "--test", f"--conf-file={staged[change.layout.dnsmasq_conf]}"])
 
 
 def activate(change):

@@ -64,17 +64,16 @@ def parse_document(data, current, check=True):
         f.finish()
         if problems:
             raise Invalid(problems)
-        state, origins = apply_commands(current, commands, problems)
+        state, origins, brought = apply_commands(current, commands, problems)
         origin = lambda s, i: origins.get((s, SECTIONS[s].key(i)), f"persisted state.{s}")  # noqa: E731
-        touched = {c.section for c in commands}
-        return _checked(Parsed("batch", state, commands), problems, origin, check, touched)
+        return _checked(Parsed("batch", state, commands), problems, origin, check, brought)
     f.finish()
     raise Invalid(problems)
 
 
-def _checked(parsed, problems, origin, check, touched):
+def _checked(parsed, problems, origin, check, brought):
     if check and not problems:
-        problems.extend(check_state(parsed.state, origin, touched))
+        problems.extend(check_state(parsed.state, origin, brought))
     if problems:
         raise Invalid(problems)
     return parsed
@@ -166,8 +165,9 @@ def _read_key(section, data, where, problems):
 
 
 def apply_commands(current, commands, problems):
-    """The state after the commands, in order, and which command last wrote each item. Only the sections
-    the commands name are indexed; the others are taken over as they are."""
+    """The state after the commands, in order, which command last wrote each item, and the items the
+    commands put in the state, by section (every section they name). Only the sections the commands name
+    are indexed; the others are taken over as they are."""
     touched = {SECTIONS[c.section] for c in commands}
     sections = {s.name: {s.key(i): i for i in _as_items(getattr(current, s.name))} for s in touched}
     origins = {}
@@ -179,7 +179,11 @@ def apply_commands(current, commands, problems):
         else:
             items.pop(command.key, None)
     values = {name: _from_items(name, items) for name, items in sections.items()}
-    return replace(current, **values), origins
+    brought = {name: [] for name in sections}
+    for section, key in origins:
+        if key in sections[section]:
+            brought[section].append(sections[section][key])
+    return replace(current, **values), origins, brought
 
 
 def _as_items(value):

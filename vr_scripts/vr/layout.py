@@ -76,6 +76,10 @@ class Layout:
         return self._at("var/log/vr/apply.log")
 
     @property
+    def engine_socket(self):
+        return self._at("run/vr/engine.sock")
+
+    @property
     def lock(self):
         return self._at("run/vr/apply.lock")
 

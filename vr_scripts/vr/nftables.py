@@ -9,6 +9,7 @@ from collections import defaultdict
 
 from . import contract
 from .intervals import bounds, collapse, layers, shards
+from .render import Lines
 from .render import render as render_template
 from .run import CommandFailed, run, succeeds
 
@@ -22,8 +23,6 @@ def render(state, layout):
 
 def _context(state):
     interfaces = state.interfaces
-    ingress = [r for r in state.firewall if r.direction == "ingress"]
-    egress = [r for r in state.firewall if r.direction == "egress"]
     deny_by_default = state.egress_policy.default == "deny"
     return {
         "ssh_port": contract.SSH_PORT,
@@ -31,21 +30,48 @@ def _context(state):
         "guest_devices": [_quoted(g.device) for g in interfaces.guests],
         "public_devices": [_quoted(p.device) for p in interfaces.public],
         "public_addresses": sorted(str(ip) for ip in interfaces.public_addresses),
-        **_firewall_elements("ingress", ingress),
-        **_firewall_elements("egress", egress),
+        **_reused("firewall", state.firewall, _firewall_sets),
         "egress_default": state.egress_policy.default,
         "egress_exception": "accept" if deny_by_default else "drop",
         "egress_default_verdict": "drop" if deny_by_default else "accept",
-        "port_forwards": [
-            f"{pf.public_ip} . {pf.protocol} . {port} : {pf.vm_ip} . {port - pf.public_ports.first + pf.vm_ports.first}"
-            for pf in state.port_forwarding
-            for port in range(pf.public_ports.first, pf.public_ports.last + 1)
-        ],
+        "port_forwards": _reused("port_forwarding", state.port_forwarding, _forward_elements),
         "static_nat_in": [f"{s.public_ip} : {s.vm_ip}" for s in state.static_nat],
         "static_nat_out": [f"{s.vm_ip} : {s.public_ip}" for s in state.static_nat],
         "source_nat": [f"{s.guest_cidr} : {s.public_ip}" for s in state.source_nat],
         "load_balancers": [f"{lb.public_ip} . {lb.port}" for lb in state.load_balancer],
     }
+
+
+# The elements of the two big sections as last rendered, by section, with the very items they came from.
+# A batch keeps the sections it does not touch as the same tuples, so the resident engine renders a
+# port forward without redoing 10,000 firewall elements; compared by identity, never by value.
+_last: dict[str, tuple[object, object]] = {}
+
+
+def _reused(section, items, build):
+    if section not in _last or _last[section][0] is not items:
+        _last[section] = (items, build(items))
+    return _last[section][1]
+
+
+def _forward_elements(forwards):
+    return [element for elements in _forwards.pieces(forwards) for element in elements]
+
+
+def _forward(pf, _):
+    return [
+        f"{pf.public_ip} . {pf.protocol} . {port} : {pf.vm_ip} . {port - pf.public_ports.first + pf.vm_ports.first}"
+        for port in range(pf.public_ports.first, pf.public_ports.last + 1)
+    ]
+
+
+_forwards = Lines(_forward)
+
+
+def _firewall_sets(rules):
+    ingress = [r for r in rules if r.direction == "ingress"]
+    egress = [r for r in rules if r.direction == "egress"]
+    return {**_firewall_elements("ingress", ingress), **_firewall_elements("egress", egress)}
 
 
 def _quoted(device):
@@ -135,8 +161,8 @@ def element_update(before, after):
     module rendered: one element per line, inside an `elements = {` block."""
     if before is None:
         return None
-    shape_before, old = _elements(before)
-    shape_after, new = _elements(after)
+    shape_before, old = _parsed(before)
+    shape_after, new = _parsed(after)
     if shape_before != shape_after:
         return None
     deletes, adds = [], []
@@ -148,6 +174,15 @@ def element_update(before, after):
         adds += [f"add element {' '.join(TABLE)} {name} {{ {', '.join(added)} }}"] if added else []
     # Deletes first: an added interval may overlap one it replaces (CIDRs collapsed differently).
     return "\n".join(deletes + adds) + "\n" if deletes or adds else None
+
+
+_last_parsed: dict[str, object] = {}  # the file parsed last and its parse: the next apply's `before` is that very file
+
+
+def _parsed(text):
+    if _last_parsed.get("text") != text:
+        _last_parsed.update(text=text, parse=_elements(text))
+    return _last_parsed["parse"]
 
 
 def _elements(text):

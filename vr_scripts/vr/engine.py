@@ -1,0 +1,113 @@
+"""The resident engine (vr-engine): keeps the persisted state in memory and applies the documents that
+vr-apply and vr-cmd hand it over a Unix socket, so one command no longer pays for re-reading the whole
+state and importing the engine. When it does not answer, or runs another engine version, they apply in
+their own process; either way one apply runs at a time (the apply lock) with the same guarantees.
+"""
+
+import contextlib
+import json
+import os
+import socket
+
+from . import __version__
+
+ABANDONED = {
+    "ok": False,
+    "error": "the resident engine stopped before it answered; the old or the new state is in force",
+}
+
+
+def send(layout, document):
+    """Have the resident engine apply `document`: its result, or None when it does not take it (not running,
+    another version), and the caller applies it itself."""
+    request = json.dumps({"version": __version__, "document": document}).encode()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(str(layout.engine_socket))
+            conn.sendall(request)
+            conn.shutdown(socket.SHUT_WR)
+            reply = _receive(conn)
+    except (FileNotFoundError, ConnectionRefusedError):
+        return None
+    except OSError:
+        return dict(ABANDONED)  # taken, then the connection broke: the apply may have happened
+    if not reply:
+        return dict(ABANDONED)
+    result = json.loads(reply)
+    return None if "refused" in result else result
+
+
+def _receive(conn):
+    chunks = []
+    while chunk := conn.recv(1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Memory:
+    """The state as last read or applied here, trusted only while the persisted files are the ones it saw
+    (any apply in another process, such as a re-apply at boot, writes them anew)."""
+
+    def __init__(self, layout):
+        self.layout, self.state, self.seen = layout, None, None
+
+    def _files(self):
+        stats = []
+        for path in (self.layout.state, self.layout.journal):
+            try:
+                info = path.stat()
+                stats.append((info.st_ino, info.st_size, info.st_mtime_ns))
+            except FileNotFoundError:
+                stats.append(None)
+        return stats
+
+    def read(self):
+        from . import persist
+
+        seen = self._files()  # before reading: files replaced meanwhile then differ at the next read
+        if self.state is None or self.seen != seen:
+            self.state, self.seen = persist.read(self.layout), seen
+        return self.state
+
+    def keep(self, state):
+        """After an apply here persisted `state`."""
+        self.state, self.seen = state, self._files()
+
+
+def serve(layout, services, log):
+    """Answer requests one at a time until stopped; `log(result)` records each apply."""
+    from .apply import apply_document
+
+    memory = Memory(layout)
+    layout.engine_socket.parent.mkdir(parents=True, exist_ok=True)
+    layout.engine_socket.unlink(missing_ok=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(layout.engine_socket))
+        os.chmod(layout.engine_socket, 0o600)
+        server.listen(16)
+        memory.read()  # load while nobody waits
+        while True:
+            conn, _ = server.accept()
+            _reap()
+            with conn:
+                try:
+                    request = json.loads(_receive(conn))
+                except (OSError, ValueError):
+                    continue  # a client gone or not one of ours: nothing was applied
+                if not isinstance(request, dict) or request.get("version") != __version__:
+                    reply = {"refused": f"this engine is version {__version__}"}
+                else:
+                    reply = {**apply_document(request.get("document"), layout, services, memory), "resident": True}
+                    log(layout, reply)
+                with contextlib.suppress(OSError):  # the client went away; the apply log has the result
+                    conn.sendall(json.dumps(reply).encode())
+
+
+def _reap():
+    """Collect daemons this process started that have exited since (between applies, so no subprocess
+    of an apply is waited for here)."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
