@@ -34,6 +34,8 @@ def setup(verbose: bool = False, level: int = logging.INFO) -> None:
     handler = _AboveTheBar() if _on_terminal() else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if verbose else level, handlers=[handler], force=True)
+    if not verbose:
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per schema migration otherwise
 
 
 def _bar(total: int, label: str) -> tqdm | None:

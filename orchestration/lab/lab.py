@@ -53,6 +53,7 @@ class Lab:
     def _add_namespace(self, name: str) -> None:
         with self._guard:
             run(["ip", "netns", "add", name])
+            self.record.parent.mkdir(parents=True, exist_ok=True)
             self.record.write_text(json.dumps([*self._namespaces(), name]))
         run(["ip", "link", "set", "lo", "up"], ns=name)
 
@@ -199,7 +200,8 @@ def lab_up(
         f"{served} (VRPIPE_STATE_DIR={config.state_dir} vrpipe list; invoke lab-down removes it)"
     )
     if failed:
-        raise VrpipeError(summary, hint="invoke lab-down, then look at the routers' console.log in the lab folder")
+        why = "; ".join(f"{name}: {results[name]}" for name in failed)
+        raise VrpipeError(f"{summary}: {why}", hint="invoke lab-down; each router's console.log is in the lab folder")
     return summary
 
 

@@ -52,6 +52,6 @@ def test_every_command_example_runs_as_written(tmp_path):
                                                  for line in runnable(b))])
     done = subprocess.run(["bash", "-c", script], cwd=checkout, capture_output=True, text=True, timeout=3600)
     try:
-        assert done.returncode == 0, f"README example failed:\n{done.stderr[-6000:]}"
+        assert done.returncode == 0, f"README example failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
     finally:
         subprocess.run([checkout / ".venv/bin/invoke", "lab-down"], cwd=checkout, capture_output=True, timeout=600)
