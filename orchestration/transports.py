@@ -4,6 +4,7 @@ the router's host key pinned in the store on first contact and a changed key ref
 timeout and connection failures are retried a bounded number of times.
 """
 
+import fcntl
 import logging
 import shlex
 import shutil
@@ -23,6 +24,7 @@ from vrpipe.errors import CommandError, VrpipeError
 from vrpipe.run import run
 
 log = logging.getLogger("vrpipe.transport")
+_KEY_GUARD = threading.Lock()
 SSH_PORT = contract.SSH_PORT
 SSH_FAILED = 255  # ssh's own exit status; the router's commands exit 0, 1 or 2
 HOST_KEY_REFUSED = ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED")
@@ -229,9 +231,14 @@ class SshConnections:
 
 
 def ensure_key(path: Path | str) -> Path:
-    """The manager's SSH key pair (ed25519), made once."""
+    """The manager's SSH key pair (ed25519), made once, also when routers are created in parallel (threads
+    or processes): the first one makes it under a lock, the others find it made."""
     path = Path(path)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vrpipe-manager", "-f", str(path)])
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _KEY_GUARD, open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vrpipe-manager", "-f", str(path)])
     return path
