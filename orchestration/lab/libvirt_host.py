@@ -9,6 +9,8 @@ import signal
 import time
 from pathlib import Path
 
+import libvirt
+
 from orchestration.deployers.libvirt import DEFAULT_URI
 from vrpipe.errors import VrpipeError
 from vrpipe.run import run
@@ -50,6 +52,20 @@ def stop_libvirt(pids: list[int]) -> None:
             time.sleep(0.1)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def remove_pool(name: str, uri: str = DEFAULT_URI) -> None:
+    """Stop and undefine a storage pool the lab made (its folder is the caller's to delete)."""
+    connection = libvirt.open(uri)
+    try:
+        pool = connection.storagePoolLookupByName(name)
+        if pool.isActive():
+            pool.destroy()
+        pool.undefine()
+    except libvirt.libvirtError:
+        pass  # no such pool
+    finally:
+        connection.close()
 
 
 def _running(daemon: str) -> int | None:

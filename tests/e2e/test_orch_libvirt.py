@@ -15,7 +15,7 @@ from vr import contract
 from orchestration.commands import Command, Query
 from orchestration.deployers.hostnet import ensure_host, nic_mac, plug
 from orchestration.lab.lab import Lab
-from orchestration.lab.libvirt_host import start_libvirt, stop_libvirt
+from orchestration.lab.libvirt_host import remove_pool, start_libvirt, stop_libvirt
 from orchestration.lab.netlab import Vm
 from orchestration.manager import Manager
 from orchestration.store import Network
@@ -55,23 +55,10 @@ def libvirt_lab(tmp_path_factory):
         try:
             for router in manager.store.routers():
                 manager.destroy(router.name)
-            _remove_pool(f"{PREFIX}pool")
+            remove_pool(f"{PREFIX}pool")
         finally:
             stop_libvirt(daemons)
             close_lab(manager, lab)
-
-
-def _remove_pool(name):
-    connection = libvirt.open(URI)
-    try:
-        pool = connection.storagePoolLookupByName(name)
-        if pool.isActive():
-            pool.destroy()
-        pool.undefine()
-    except libvirt.libvirtError:
-        pass
-    finally:
-        connection.close()
 
 
 def _domain_xml(name):
