@@ -4,6 +4,7 @@ SQLite store, with a stopped container router: no libvirt, no root)."""
 
 from pathlib import Path
 
+import libvirt
 import pytest
 
 from orchestration import commands as cmds
@@ -12,7 +13,7 @@ from orchestration.deployers.libvirt import LibvirtConfig, LibvirtDeployer, hype
 from orchestration.manager import Manager
 from orchestration.settings import ManagerConfig
 from orchestration.store import Network, Router
-from vrpipe.errors import SettingsError
+from vrpipe.errors import SettingsError, VrpipeError
 
 
 @pytest.mark.parametrize(
@@ -109,3 +110,31 @@ def test_host_is_only_for_libvirt_routers(manager):
     with pytest.raises(SettingsError, match="--host is for libvirt routers"):
         manager.create("r2", deployer="container", host="qemu:///system")
     assert Path(manager.config.state_dir).is_dir() and [r.name for r in manager.store.routers()] == ["r1"]
+
+
+class _StuckGuest:
+    """A running domain whose guest never acknowledges the unplug: its NIC stays in the live XML."""
+
+    def __init__(self, mac):
+        self.mac, self.detached = mac, []
+
+    def isActive(self):
+        return True
+
+    def XMLDesc(self, flags=0):
+        return f"<domain><devices><interface><mac address='{self.mac}'/></interface></devices></domain>"
+
+    def detachDeviceFlags(self, xml, flags):
+        self.detached.append(flags)
+
+
+def test_an_unplug_the_guest_never_acknowledges_fails_after_the_timeout_with_the_nic_still_defined(tmp_path):
+    image = tmp_path / "t.qcow2"
+    image.touch()
+    deployer = LibvirtDeployer(LibvirtConfig(image, unplug_timeout=0.3), transport=lambda name: None)
+    router = _router("eth1", "eth2")
+    guest = _StuckGuest("0a:00:00:07:00:02")
+    deployer._existing = lambda r: guest
+    with pytest.raises(VrpipeError, match=r"did not release eth2 \(0a:00:00:07:00:02\) within 0s"):
+        deployer.cleanup(router, Network("eth2", "b-eth2"))
+    assert guest.detached == [libvirt.VIR_DOMAIN_AFFECT_LIVE]  # never taken out of the definition
