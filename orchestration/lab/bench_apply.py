@@ -54,15 +54,17 @@ def bench_apply(
     rootfs: Path | str | None = None,
     deployer: str = "container",
     image: Path | str | None = None,
+    prefix: str = PREFIX,
 ) -> bool:
-    """Print the measurements; return False if any apply or replay failed."""
+    """Print the measurements; return False if any apply or replay failed. `prefix` names the lab's
+    namespaces (and storage pool), so that two runs on one machine never meet."""
     if deployer not in ("container", "libvirt"):
         raise VrpipeError(f"deployer {deployer!r}: bench-apply compares container routers, or a libvirt one with one")
     state_dir = tempfile.mkdtemp(prefix="vrpipe-bench-")
     try:
-        config = lab_config(rootfs, state_dir, PREFIX)
+        config = lab_config(rootfs, state_dir, prefix)
         if deployer == "libvirt":
-            config = dataclasses.replace(config, image=_image(image), libvirt_pool="vrbench",
+            config = dataclasses.replace(config, image=_image(image), libvirt_pool=f"{prefix}pool",
                                          libvirt_pool_dir=Path(state_dir) / "pool")
     except VrpipeError:
         shutil.rmtree(state_dir)
@@ -71,7 +73,7 @@ def bench_apply(
     print(f"bench-apply: routers as system containers from {config.rootfs}; a state of {vms} VMs = {items} items")
     try:
         with Manager(config) as manager:
-            lab = Lab(manager, PREFIX)
+            lab = Lab(manager, prefix)
             try:
                 if deployer == "libvirt":
                     return _beside(manager, lab, vms)

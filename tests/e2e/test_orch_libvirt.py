@@ -5,6 +5,7 @@ hot-plugged, used and unplugged live; stop, start and destroy. Tests run in file
 """
 
 import os
+import shutil
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -59,6 +60,7 @@ def libvirt_lab(tmp_path_factory):
         finally:
             stop_libvirt(daemons)
             close_lab(manager, lab)
+            shutil.rmtree(pool_dir, ignore_errors=True)
 
 
 def _domain_xml(name):
