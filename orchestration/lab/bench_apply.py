@@ -70,7 +70,9 @@ def bench_apply(
         shutil.rmtree(state_dir)
         raise
     items = 4 * vms
-    print(f"bench-apply: routers as system containers from {config.rootfs}; a state of {vms} VMs = {items} items")
+    kinds = f"a libvirt router from {config.image} beside a system container" if deployer == "libvirt" else (
+        "routers as system containers")
+    print(f"bench-apply: {kinds} from {config.rootfs}; a state of {vms} VMs = {items} items")
     try:
         with Manager(config) as manager:
             lab = Lab(manager, prefix)
