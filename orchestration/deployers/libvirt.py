@@ -223,11 +223,14 @@ class LibvirtDeployer(Deployer):
             )
         return [self._nic(router, n) for n in (Network(CONTROL_DEVICE, CONTROL_BRIDGE), *router.networks)]
 
-    def _nic(self, router: Router, network: Network) -> dict[str, str]:
+    def _index(self, network: Network) -> int:
         match = VM_DEVICE.fullmatch(network.device)
         if match is None:
             raise SettingsError(f"device {network.device!r}: a VM's NICs are named eth0, eth1, ...")
-        index = int(match[1])
+        return int(match[1])
+
+    def _nic(self, router: Router, network: Network) -> dict[str, str]:
+        index = self._index(network)
         return {"mac": nic_mac(router, index), "bridge": network.bridge, "tap": f"vl{router.id}n{index}"[:15]}
 
     def _ensure_bridges(self, router: Router, networks: tuple[Network, ...]) -> None:
@@ -267,7 +270,16 @@ class LibvirtDeployer(Deployer):
 
     def cleanup(self, router: Router, network: Network) -> None:
         """Unplug a NIC: from the running guest first (done only once the guest acknowledges it, within
-        unplug_timeout), then from the domain's definition."""
+        unplug_timeout), then from the domain's definition. Only the last NIC: the guest would name the
+        ones after it anew at its next boot."""
+        index = self._index(network)
+        later = [n.device for n in router.networks if self._index(n) > index]
+        if later:
+            raise SettingsError(
+                f"router {router.name}: unplugging {network.device} would rename {', '.join(later)} at its next "
+                "boot (a VM names its NICs in order)",
+                hint=f"unplug {later[-1]} first",
+            )
         domain = self._existing(router)
         xml = self._interface_xml(router, network)
         mac = self._nic(router, network)["mac"]

@@ -1,7 +1,9 @@
 """The libvirt deployer with a real libvirtd (started here, in the lab's host namespace, stopped by its PID):
 bad input refused whole; a router booted (TCG) from an overlay over the template's qcow2 in a storage pool,
 its boot parameters over fw_cfg, full replay, DHCP and a port forward for a VM; a second guest network
-hot-plugged, used and unplugged live; stop, start and destroy. Tests run in file order on one router.
+hot-plugged, used and unplugged live; stop, start and destroy. Then a router on a "remote" host: libvirt
+reached over qemu+ssh through an sshd in the host namespace, the router through that host (jump).
+Tests run in file order, one VM at a time.
 """
 
 import os
@@ -14,12 +16,14 @@ import pytest
 from vr import contract
 
 from orchestration.commands import Command, Query
-from orchestration.deployers.hostnet import ensure_host, nic_mac, plug
+from orchestration.deployers.hostnet import ensure_bridge, ensure_host, nic_mac, plug
 from orchestration.lab.lab import Lab
 from orchestration.lab.libvirt_host import remove_pool, start_libvirt, stop_libvirt
 from orchestration.lab.netlab import Vm
+from orchestration.lab.netns import Link, Namespaces
 from orchestration.manager import Manager
 from orchestration.store import Network
+from orchestration.transports import ensure_key
 from vrpipe.errors import VrpipeError
 from vrpipe.run import run
 
@@ -27,6 +31,7 @@ from .engine_fixtures import connect, serve
 from .image_fixtures import scratch
 from .orch_fixtures import close_lab, manager_config
 from .orch_rootfs import router_image
+from .test_orch_jump import HYPERVISOR_IP, MANAGER_IP, start_sshd
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 PREFIX = f"hlv{os.getpid() % 10000}"
@@ -157,9 +162,62 @@ def test_stop_start_and_destroy_leave_no_domain_and_no_overlay(libvirt_lab):
     assert manager.start(ROUTER).ok
     assert manager.query(ROUTER, Query.HEALTH)["state"]["dhcp"] == 1
     manager.destroy(ROUTER)
+    assert ROUTER not in _defined_domains()
+    assert not (manager.config.libvirt_pool_dir / f"{ROUTER}.qcow2").exists()
+
+
+@pytest.fixture(scope="module")
+def remote_host(libvirt_lab, tmp_path_factory):
+    """A second manager on the same store whose ssh runs in a management namespace linked only to an sshd in
+    the host namespace: it reaches libvirt over qemu+ssh and routers only through that host. Yields
+    (manager, URI of the host, management namespace)."""
+    manager, _ = libvirt_lab
+    folder = tmp_path_factory.mktemp("remote")
+    with Namespaces(prefix=f"{PREFIX}m") as namespaces:
+        management = namespaces.add("mgmt")
+        namespaces.veth(Link(management, "mgmt0"), Link(HOST, "mgmt0"))
+        run(["ip", "address", "add", f"{MANAGER_IP}/24", "dev", "mgmt0"], ns=management)
+        run(["ip", "address", "add", f"{HYPERVISOR_IP}/24", "dev", "mgmt0"], ns=HOST)
+        sshd = start_sshd(HOST, folder / "sshd", Path(f"{ensure_key(manager.key)}.pub"))
+        # libvirt's own ssh runs where this process does: a wrapper puts it in the management namespace
+        wrapper = folder / "ssh"
+        wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {management} ssh "$@"\n')
+        wrapper.chmod(0o755)
+        uri = f"qemu+ssh://root@{HYPERVISOR_IP}/system?keyfile={manager.key}&no_verify=1&no_tty=1&command={wrapper}"
+        remote = Manager(manager_config(
+            manager.config.state_dir, host_netns=HOST, ssh_netns=management, netns_prefix=f"{PREFIX}-",
+            image=router_image(), libvirt_pool=f"{PREFIX}pool", libvirt_pool_dir=manager.config.libvirt_pool_dir,
+        ))
+        try:
+            yield remote, uri, management
+        finally:
+            try:
+                for router in remote.store.routers():
+                    remote.destroy(router.name)
+            finally:
+                remote.close()
+                sshd.kill()
+                sshd.wait()
+
+
+def test_a_router_on_a_remote_host_is_made_there_and_reached_through_it(remote_host):
+    remote, uri, management = remote_host
+    name = f"{PREFIX}r2"
+    ensure_bridge(HOST, f"g-{name}")  # a remote host's bridges are its own
+    router = remote.create(name, [Network("eth1", f"g-{name}")], deployer="libvirt", host=uri)
+    assert router.jump_host == f"root@{HYPERVISOR_IP}"
+    assert remote.store.router(name).settings["host"] == uri
+    unreachable = run(["ping", "-c", "1", "-W", "1", router.control_address], ns=management, check=False)
+    assert unreachable.returncode != 0, "the management namespace must reach routers only through their host"
+    assert remote.start(name).ok
+    assert remote.query(name, Query.HEALTH)["ok"]
+    remote.destroy(name)
+    assert name not in _defined_domains()
+
+
+def _defined_domains():
     connection = libvirt.open(URI)
     try:
-        assert ROUTER not in connection.listDefinedDomains() + [d.name() for d in connection.listAllDomains()]
+        return [d.name() for d in connection.listAllDomains()]
     finally:
         connection.close()
-    assert not (manager.config.libvirt_pool_dir / f"{ROUTER}.qcow2").exists()

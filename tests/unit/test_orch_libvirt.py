@@ -69,6 +69,12 @@ def test_a_hot_plugged_nic_must_take_the_lowest_free_name(tmp_path):
         deployer.prepare(router, Network("eth4", "b-eth4"))
 
 
+def test_only_the_last_nic_is_unplugged_since_the_guest_would_rename_the_later_ones(tmp_path):
+    deployer = _deployer(tmp_path)
+    with pytest.raises(SettingsError, match="unplugging eth1 would rename eth2, eth3 at its next boot"):
+        deployer.cleanup(_router("eth1", "eth2", "eth3"), Network("eth1", "b-eth1"))
+
+
 @pytest.fixture
 def manager(tmp_path):
     rootfs = tmp_path / "rootfs"
