@@ -9,7 +9,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -39,6 +39,15 @@ libvirt.registerErrorHandler(lambda _context, _error: None, None)
 
 class LibvirtError(VrpipeError):
     pass
+
+
+@contextlib.contextmanager
+def _refused(what: str, hint: str = "") -> Iterator[None]:
+    """A libvirt error as one LibvirtError that says what was being done."""
+    try:
+        yield
+    except libvirt.libvirtError as err:
+        raise LibvirtError(f"{what}: {err.get_error_message()}", hint) from None
 
 
 def is_local(uri: str) -> bool:
@@ -91,13 +100,9 @@ class LibvirtDeployer(Deployer):
     def connection(self) -> libvirt.virConnect:
         with self._guard:
             if self._connection is None or not self._connection.isAlive():
-                try:
+                hint = "is libvirtd running there (virsh -c URI version)? pass another --host URI"
+                with _refused(f"cannot reach libvirt at {self.config.uri}", hint):
                     self._connection = libvirt.open(self.config.uri)
-                except libvirt.libvirtError as err:
-                    raise LibvirtError(
-                        f"cannot reach libvirt at {self.config.uri}: {err.get_error_message()}",
-                        hint="is libvirtd running there (virsh -c URI version)? pass another --host URI",
-                    ) from None
             return self._connection
 
     def _domain(self, router: Router) -> libvirt.virDomain | None:
@@ -137,19 +142,15 @@ class LibvirtDeployer(Deployer):
             )
         pool = self._pool()
         volume_xml = render("libvirt-volume.xml.j2", name=self._volume(router), backing=str(self.config.image))
-        try:
+        hint = "is the template's qcow2 at that path on the host? (--image)"
+        with _refused(f"cannot make {router.name}'s disk over {self.config.image} on {self.config.uri}", hint):
             volume = pool.createXML(volume_xml)
-        except libvirt.libvirtError as err:
-            raise LibvirtError(
-                f"cannot make {router.name}'s disk over {self.config.image} on {self.config.uri}: "
-                f"{err.get_error_message()}",
-                hint="is the template's qcow2 at that path on the host? (--image)",
-            ) from None
         try:
-            self.connection().defineXML(self._domain_xml(router, boot, nics))
-        except libvirt.libvirtError as err:
+            with _refused(f"libvirt refused {router.name}'s domain"):
+                self.connection().defineXML(self._domain_xml(router, boot, nics))
+        except LibvirtError:
             volume.delete()
-            raise LibvirtError(f"libvirt refused {router.name}'s domain: {err.get_error_message()}") from None
+            raise
 
     def _domain_xml(self, router: Router, boot: Boot, nics: list[dict[str, str]]) -> str:
         return render(
@@ -174,7 +175,9 @@ class LibvirtDeployer(Deployer):
         if domain.isActive():
             return
         self._ensure_bridges(router, (Network(CONTROL_DEVICE, CONTROL_BRIDGE), *router.networks))
-        domain.create()
+        hint = f"libvirt's log of it: /var/log/libvirt/qemu/{router.name}.log on the host"
+        with _refused(f"libvirt could not start {router.name}", hint):
+            domain.create()
         log.info("router %s: booting on %s (%s)", router.name, self.config.uri, self.config.accel)
 
     def stop(self, router: Router) -> None:
@@ -200,7 +203,8 @@ class LibvirtDeployer(Deployer):
         self.stop(router)
         domain = self._domain(router)
         if domain is not None:
-            domain.undefine()
+            with _refused(f"libvirt could not undefine {router.name}"):
+                domain.undefine()
         with contextlib.suppress(libvirt.libvirtError):
             self._pool().storageVolLookupByName(self._volume(router)).delete()
 
@@ -261,11 +265,8 @@ class LibvirtDeployer(Deployer):
         defined = mac in domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
         flags = (LIVE if live else 0) | (0 if defined else CONFIG)
         if flags:
-            try:
+            with _refused(f"router {router.name}: cannot plug {network.device} into {network.bridge}"):
                 domain.attachDeviceFlags(self._interface_xml(router, network), flags)
-            except libvirt.libvirtError as err:
-                raise LibvirtError(f"router {router.name}: cannot plug {network.device} into {network.bridge}: "
-                                   f"{err.get_error_message()}") from None
         log.info("router %s: %s plugged into %s (%s)", router.name, network.device, network.bridge, mac)
 
     def cleanup(self, router: Router, network: Network) -> None:
@@ -283,11 +284,12 @@ class LibvirtDeployer(Deployer):
         domain = self._existing(router)
         xml = self._interface_xml(router, network)
         mac = self._nic(router, network)["mac"]
-        if domain.isActive() and mac in domain.XMLDesc():
-            domain.detachDeviceFlags(xml, LIVE)
-            self._wait_released(router, domain, network, mac)
-        if mac in domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE):
-            domain.detachDeviceFlags(xml, CONFIG)
+        with _refused(f"router {router.name}: cannot unplug {network.device}"):
+            if domain.isActive() and mac in domain.XMLDesc():
+                domain.detachDeviceFlags(xml, LIVE)
+                self._wait_released(router, domain, network, mac)
+            if mac in domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE):
+                domain.detachDeviceFlags(xml, CONFIG)
         log.info("router %s: %s unplugged from %s", router.name, network.device, network.bridge)
 
     def _wait_released(self, router: Router, domain: libvirt.virDomain, network: Network, mac: str) -> None:
