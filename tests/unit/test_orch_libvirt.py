@@ -2,12 +2,14 @@
 one is reached through, the NIC names a VM's kernel gives, and what `plug`/`unplug` refuse (on a real
 SQLite store, with a stopped container router: no libvirt, no root)."""
 
+import json
 from pathlib import Path
 
 import libvirt
 import pytest
 
 from orchestration import commands as cmds
+from orchestration.cli import main
 from orchestration.commands import Command
 from orchestration.deployers.libvirt import LibvirtConfig, LibvirtDeployer, hypervisor_of, is_local
 from orchestration.manager import Manager
@@ -144,3 +146,15 @@ def test_an_unplug_the_guest_never_acknowledges_fails_after_the_timeout_with_the
     with pytest.raises(VrpipeError, match=r"did not release eth2 \(0a:00:00:07:00:02\) within 0s"):
         deployer.cleanup(router, Network("eth2", "b-eth2"))
     assert guest.detached == [libvirt.VIR_DOMAIN_AFFECT_LIVE]  # never taken out of the definition
+
+
+def test_vrpipe_plug_and_unplug_say_what_they_did(manager, capsys):
+    state = ["--state-dir", str(manager.config.state_dir), "--json"]
+    assert main([*state, "plug", "r1", "eth2=pub"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["networks"] == [{"device": "eth1", "bridge": "g1"}, {"device": "eth2", "bridge": "pub"}]
+    assert "eth2 plugged into pub on r1" in err
+    assert main([*state, "unplug", "r1", "eth3"]) == 1
+    assert "no NIC eth3 to unplug" in capsys.readouterr().err
+    assert main([*state, "unplug", "r1", "eth2"]) == 0
+    assert "eth2 unplugged from r1" in capsys.readouterr().err
