@@ -11,6 +11,7 @@ DEBIAN_PACKAGES="
   qemu-system-x86 qemu-utils ovmf fdisk e2fsprogs dosfstools mtools syslinux syslinux-common extlinux
   grub-efi-amd64-bin
   openssh-server openssh-client postgresql
+  libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc python3-dev
 "
 missing=""
 for p in $DEBIAN_PACKAGES; do
@@ -20,6 +21,13 @@ if [ -n "$missing" ]; then
   echo "bootstrap: installing Debian packages:$missing"
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+fi
+
+# libvirt here runs its guests as root: without this it re-probes qemu on every start (about 55 s a domain),
+# since /dev/kvm belongs to a group its own user is not in.
+QEMU_CONF=/etc/libvirt/qemu.conf
+if ! grep -q '^user = "root"' "$QEMU_CONF"; then
+  printf '\n# vrpipe (bootstrap.sh): guests run as root\nuser = "root"\ngroup = "root"\n' >> "$QEMU_CONF"
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -244,10 +244,14 @@ def lab_down(c):
         "sample": "per-command sample size (default 400)",
         "routers": "routers replayed in parallel (default 20)",
         "rootfs": "router rootfs (default: the built template's, build/template/rootfs)",
+        "deployer": "container (default), or libvirt: one libvirt router beside one container router",
+        "image": "the template qcow2 a libvirt router boots (default: build/template/vr-router.qcow2)",
     }
 )
-def bench_apply(c, vms=1000, sample=400, routers=20, rootfs=None):
-    """Full replay of N VMs aggregated vs per command, end to end from the manager; then N routers in parallel."""
+def bench_apply(c, vms=1000, sample=400, routers=20, rootfs=None, deployer="container", image=None):
+    """Full replay of N VMs aggregated vs per command, end to end from the manager; then N routers in parallel.
+    With --deployer libvirt: create-to-ready and replay time of a libvirt router beside a container router."""
     from orchestration.lab.bench_apply import bench_apply as main
 
-    _call("bench-apply", main, vms=vms, sample=sample, routers=routers, rootfs=rootfs, root=True)
+    _call("bench-apply", main, vms=vms, sample=sample, routers=routers, rootfs=rootfs, deployer=deployer,
+          image=image, root=True)

@@ -34,6 +34,8 @@ EXAMPLES = """examples:
   vrpipe --rootfs build/template/rootfs create r1 --network eth1=g-r1 --network eth2=pub --start
   vrpipe add r1 dhcp '{"mac": "02:00:00:00:00:05", "ip": "10.1.1.5", "hostname": "vm1"}'
   vrpipe apply r1 examples/commands.json          # many commands: one copy, one run on the router
+  vrpipe --image build/template/vr-router.qcow2 create r2 --deployer libvirt --host qemu+ssh://root@kvm1/system
+  vrpipe plug r2 eth1=g-r2; vrpipe unplug r2 eth1 # NICs of a running libvirt router
   vrpipe list; vrpipe health r1; vrpipe state r1
   vrpipe upgrade --dry-run; vrpipe upgrade --canary r1 --batch 25%
   vrpipe config                                   # every setting, its value and where it came from
@@ -84,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--network", type=_network, action="append", default=[], help="a NIC: DEVICE=BRIDGE")
     create.add_argument("--jump", help="reach it through this hypervisor host: [user@]host[:port]")
     create.add_argument("--deployer", choices=DEPLOYERS, default="container", help="where the router runs")
+    create.add_argument("--host", metavar="URI",
+                        help="a libvirt router's host, e.g. qemu+ssh://root@HOST/system (default: libvirt_uri)")
     create.add_argument("--start", action="store_true", help="boot it and give it a full replay")
     command("list", "list routers: status, rules, package versions")
     for name, text in (
@@ -107,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     apply.add_argument("name", help="the router")
     apply.add_argument("file", type=Path, help="a JSON list of commands, or a batch document")
     apply.add_argument("--per-command", action="store_true", help="one router run per command instead")
+    plug = command("plug", "give a router a NIC on a host bridge (live on a libvirt router)")
+    plug.add_argument("name", help="the router")
+    plug.add_argument("network", type=_network, help="the NIC: DEVICE=BRIDGE")
+    unplug = command("unplug", "take a NIC off a router (live on a libvirt router; waits for the guest)")
+    unplug.add_argument("name", help="the router")
+    unplug.add_argument("device", help="the NIC's device, e.g. eth3")
     health = command("health", "the router's health report")
     health.add_argument("name", help="the router")
     state = command("state", "the router's desired state, from the store")
@@ -150,7 +160,7 @@ class Output:
 def run_command(args: argparse.Namespace, manager: Manager, out: Output) -> tuple[bool, str]:
     """Do one subcommand; return (ok, summary)."""
     if args.command == "create":
-        router = manager.create(args.name, args.network, deployer=args.deployer, jump_host=args.jump)
+        router = manager.create(args.name, args.network, deployer=args.deployer, jump_host=args.jump, host=args.host)
         out.result({"name": router.name, "control_address": router.control_address}, f"{router.name} created")
         if args.start:
             manager.start(args.name, out.progress)
@@ -164,6 +174,8 @@ def run_command(args: argparse.Namespace, manager: Manager, out: Output) -> tupl
         answer = manager.apply(args.name, [command], aggregate=False)[0]
         out.result(answer.to_json(), f"{command.describe()}: {'ok' if answer.ok else answer.error}")
         return answer.ok, f"{command.describe()} on {args.name}: {'applied' if answer.ok else 'refused'}"
+    if args.command in ("plug", "unplug"):
+        return _plug(args, manager, out)
     if args.command == "apply":
         return _apply(manager, args, _read_commands(args.file), out)
     if args.command == "health":
@@ -209,6 +221,18 @@ def _each(args: argparse.Namespace, manager: Manager, out: Output) -> tuple[bool
     failed = {name: error for name, error in results.items() if error}
     out.result({n: e or "ok" for n, e in results.items()}, "\n".join(f"{n}: {e or 'ok'}" for n, e in results.items()))
     return not failed, f"{args.command}: {len(results) - len(failed)}/{plural(len(results), 'router')} ok"
+
+
+def _plug(args: argparse.Namespace, manager: Manager, out: Output) -> tuple[bool, str]:
+    if args.command == "plug":
+        router = manager.plug(args.name, args.network)
+        done = f"{args.network.device} plugged into {args.network.bridge} on {args.name}"
+    else:
+        router = manager.unplug(args.name, args.device)
+        done = f"{args.device} unplugged from {args.name}"
+    nics = [{"device": n.device, "bridge": n.bridge} for n in router.networks]
+    out.result({"name": router.name, "networks": nics}, done)
+    return True, done
 
 
 def _apply(manager: Manager, args: argparse.Namespace, commands: list[Command], out: Output) -> tuple[bool, str]:

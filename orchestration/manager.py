@@ -20,6 +20,7 @@ from orchestration.commands import Command, Query
 from orchestration.deployers.base import CONTROL_DEVICE, CONTROL_PREFIX, Boot, Deployer
 from orchestration.deployers.container import ContainerConfig, ContainerDeployer
 from orchestration.deployers.hostnet import control_address
+from orchestration.deployers.libvirt import LibvirtConfig, LibvirtDeployer, hypervisor_of, is_local
 from orchestration.deployers.qemu import QemuConfig, QemuDeployer
 from orchestration.resource import Answer, ApplyOutcome, RoutingResource
 from orchestration.settings import ManagerConfig
@@ -34,7 +35,7 @@ class ReplayFailed(VrpipeError):
     pass
 
 
-DEPLOYERS = ("container", "qemu")
+DEPLOYERS = ("container", "qemu", "libvirt")
 # A hostname label, short enough for the router's namespace and interface names derived from it.
 ROUTER_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,22}[a-z0-9])?")
 
@@ -93,11 +94,20 @@ class Manager:
             qemu = QemuConfig(Path(settings["image"]), config.state_dir / "vms", config.host_netns,
                               accel=settings.get("accel", "tcg"))
             return QemuDeployer(qemu, self.transport)
+        if kind == "libvirt":
+            libvirt = LibvirtConfig(
+                Path(settings["image"]), settings["host"], config.host_netns, settings["pool"],
+                Path(settings["pool_dir"]), accel=settings.get("accel", "tcg"),
+            )
+            return LibvirtDeployer(libvirt, self.transport)
         raise SettingsError(f"unknown deployer {kind!r}: use {' or '.join(DEPLOYERS)}")
 
-    def _deployer_settings(self, kind: str) -> dict[str, str]:
-        """What a new router of this kind is made from, checked now and kept with it in the store."""
+    def _deployer_settings(self, kind: str, host: str | None = None) -> dict[str, str]:
+        """What a new router of this kind is made from (and, through libvirt, on which host), checked now
+        and kept with it in the store."""
         config = self.config
+        if host is not None and kind != "libvirt":
+            raise SettingsError(f"a {kind} router runs on this machine: --host is for libvirt routers")
         if kind == "container":
             if config.rootfs is None:
                 raise SettingsError("a container router needs the template's rootfs", hint="pass --rootfs DIR")
@@ -106,6 +116,18 @@ class Manager:
             if config.image is None:
                 raise SettingsError("a qemu router needs the template's qcow2", hint="pass --image FILE")
             settings = {"image": str(config.image.resolve()), "accel": config.accel}
+        elif kind == "libvirt":
+            if config.image is None:
+                raise SettingsError("a libvirt router needs the template's qcow2", hint="pass --image FILE")
+            host = host or config.libvirt_uri
+            settings = {
+                # a remote host's path is the host's: nothing to resolve here
+                "image": str(config.image.resolve() if is_local(host) else config.image),
+                "host": host,
+                "pool": config.libvirt_pool,
+                "pool_dir": str(config.libvirt_pool_dir),
+                "accel": config.accel,
+            }
         else:
             raise SettingsError(f"unknown deployer {kind!r}: use {' or '.join(DEPLOYERS)}")
         self._make_deployer(kind, settings)  # a missing rootfs or image fails here, before the store changes
@@ -114,17 +136,24 @@ class Manager:
     # lifecycle
 
     def create(
-        self, name: str, networks: Iterable[Network] = (), deployer: str = "container", jump_host: str | None = None
+        self,
+        name: str,
+        networks: Iterable[Network] = (),
+        deployer: str = "container",
+        jump_host: str | None = None,
+        host: str | None = None,
     ) -> Router:
-        """A router in the store (with its control interface as desired state) and on its deployer."""
+        """A router in the store (with its control interface as desired state) and on its deployer; `host`
+        is the libvirt URI of the host a libvirt router runs on (reached through it unless `jump_host`)."""
         if not ROUTER_NAME.fullmatch(name):
             raise SettingsError(
                 f"router name {name!r} is not valid",
                 hint="1-24 lower-case letters, digits and '-', starting with a letter or digit (it is the hostname)",
             )
+        settings = self._deployer_settings(deployer, host)
+        jump_host = jump_host or (hypervisor_of(settings["host"]) if deployer == "libvirt" else None)
         if jump_host:
             JumpHost.parse(jump_host)
-        settings = self._deployer_settings(deployer)
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         ensure_key(self.key)
         router = self.store.add_router(name, deployer, control_address, networks, jump_host, settings)
@@ -220,6 +249,57 @@ class Manager:
 
     def rule_count(self, name: str) -> int:
         return sum(len(v) for v in self.store.state(name).values() if isinstance(v, list))
+
+    # NICs
+
+    def plug(self, name: str, network: Network) -> Router:
+        """Give the router a NIC on `network.bridge`: at once if it runs (its deployer hot-plugs), at its
+        next start otherwise; kept in the store. A guest network on it is then an `interfaces` command."""
+        with self.store.lock(name, self.config.lock_timeout):
+            router = self.store.router(name)
+            if network.device == CONTROL_DEVICE or any(n.device == network.device for n in router.networks):
+                raise SettingsError(f"router {name} already has a NIC {network.device}", hint="name another device")
+            deployer = self._plugging(router)
+            plugged = self.store.set_networks(name, [*router.networks, network])
+            if deployer.hot_plug:
+                try:
+                    deployer.prepare(plugged, network)
+                except Exception:
+                    self.store.set_networks(name, router.networks)
+                    raise
+            log.info("router %s: %s plugged into %s", name, network.device, network.bridge)
+            return plugged
+
+    def unplug(self, name: str, device: str) -> Router:
+        """Take a NIC off the router (once the guest has let it go, when it runs). Refused while its
+        desired interfaces still put a guest network or public address on it."""
+        with self.store.lock(name, self.config.lock_timeout):
+            router = self.store.router(name)
+            network = next((n for n in router.networks if n.device == device), None)
+            if network is None:
+                devices = ", ".join(n.device for n in router.networks) or "none"
+                raise SettingsError(f"router {name} has no NIC {device} to unplug (its NICs: {devices}; "
+                                    f"{CONTROL_DEVICE} is the control network and stays)")
+            interfaces = self.store.state(name).get("interfaces") or {}
+            if any(i.get("device") == device for i in (*interfaces.get("guests", ()), *interfaces.get("public", ()))):
+                raise SettingsError(
+                    f"router {name}: {device} still carries a guest network or public address",
+                    hint="send an interfaces command without it first (vrpipe add NAME interfaces ...)",
+                )
+            deployer = self._plugging(router)
+            if deployer.hot_plug:
+                deployer.cleanup(router, network)
+            log.info("router %s: %s unplugged", name, device)
+            return self.store.set_networks(name, [n for n in router.networks if n != network])
+
+    def _plugging(self, router: Router) -> Deployer:
+        deployer = self.deployer(router)
+        if not deployer.hot_plug and deployer.running(router):
+            raise SettingsError(
+                f"router {router.name} runs as a {router.deployer} router, whose NICs change only while it is stopped",
+                hint=f"vrpipe stop {router.name} first (or use a libvirt router)",
+            )
+        return deployer
 
     # desired state
 

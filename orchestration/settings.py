@@ -38,8 +38,13 @@ SETTINGS = Table(
                 DEFAULT_STATE_DIR, path),
         Setting("database", "SQLAlchemy URL of the store (empty: SQLite in the state directory)", "", _database),
         Setting("rootfs", "the template rootfs new container routers boot", None, path),
-        Setting("image", "the template qcow2 new qemu routers boot", None, path),
-        Setting("accel", "the qemu deployer's accelerator", "tcg", text, ACCELERATORS),
+        Setting("image", "the template qcow2 new qemu and libvirt routers boot (a libvirt host's own path)",
+                None, path),
+        Setting("accel", "the qemu and libvirt deployers' accelerator", "tcg", text, ACCELERATORS),
+        Setting("libvirt_uri", "the libvirt host new libvirt routers run on (create --host)", "qemu:///system", text),
+        Setting("libvirt_pool", "the libvirt storage pool holding the routers' disks", "vrpipe", text),
+        Setting("libvirt_pool_dir", "where that pool is made on a host that lacks it",
+                Path("/var/lib/libvirt/images/vrpipe"), path),
         Setting("host_netns", "network namespace holding the routers' host bridges (empty: this host's own)",
                 None, _netns),
         Setting("ssh_netns", "network namespace ssh runs in (empty: this host's own)", None, _netns),
@@ -59,6 +64,9 @@ class ManagerConfig:
     rootfs: Path | None = None
     image: Path | None = None
     accel: str = "tcg"
+    libvirt_uri: str = "qemu:///system"
+    libvirt_pool: str = "vrpipe"
+    libvirt_pool_dir: Path = Path("/var/lib/libvirt/images/vrpipe")
     host_netns: str | None = None
     ssh_netns: str | None = None
     netns_prefix: str = "vrp-"

@@ -39,7 +39,7 @@ class RouterRow(Base):
     jump_host: Mapped[str | None] = mapped_column(String(255))
     host_key: Mapped[str | None] = mapped_column(Text)
     networks: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
-    settings: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # the deployer's: rootfs or image, accel
+    settings: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # the deployer's: rootfs or image, accel, host
     status: Mapped[str] = mapped_column(String(16), default="created")  # created, running, stopped
     rules: Mapped[list["RuleRow"]] = relationship(cascade="all, delete-orphan", order_by="RuleRow.id")
 
@@ -187,6 +187,13 @@ class Store:
     def set_status(self, name: str, status: str) -> None:
         with self._session() as session:
             self._row(session, name).status = status
+
+    def set_networks(self, name: str, networks: Iterable[Network]) -> Router:
+        """The router's NICs, after a plug or unplug."""
+        with self._session() as session:
+            row = self._row(session, name)
+            row.networks = [{"device": n.device, "bridge": n.bridge} for n in networks]
+            return _router(row)
 
     def forget_host_key(self, name: str) -> None:
         with self._session() as session:

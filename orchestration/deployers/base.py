@@ -42,6 +42,7 @@ class Deployer(abc.ABC):
 
     kind = ""
     boot_timeout = 90.0  # seconds from start until the router answers
+    hot_plug = False  # whether `prepare`/`cleanup` can change the NICs of a running router
 
     def __init__(self, transport: Callable[[str], Transport]):
         self._transport = transport
@@ -62,10 +63,12 @@ class Deployer(abc.ABC):
     def running(self, router: Router) -> bool: ...
 
     @abc.abstractmethod
-    def prepare(self, router: Router, network: Network) -> None: ...
+    def prepare(self, router: Router, network: Network) -> None:
+        """Plug the NIC of `network` (one of `router.networks`) into the router."""
 
     @abc.abstractmethod
-    def cleanup(self, router: Router, network: Network) -> None: ...
+    def cleanup(self, router: Router, network: Network) -> None:
+        """Unplug the NIC of `network` (`router.networks` still holds it); it returns once the NIC is gone."""
 
     def execute(self, router: Router, argv: Sequence[str], input: str | None = None) -> tuple[int, str]:
         """Run a router program; return (exit status, stdout)."""

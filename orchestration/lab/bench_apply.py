@@ -1,9 +1,12 @@
 """`invoke bench-apply`: end to end from the manager to routers running as system containers. A full
 replay of N VMs (a DHCP entry, a metadata set, a port forward and a firewall rule each) as one aggregated
 apply, against a bounded sample of the same kinds of commands sent one by one (per-command mode), then a
-replay of many routers in parallel. The last line is `replay_<N>_vms_s=<s> speedup=<x>`.
+replay of many routers in parallel. The last line is `replay_<N>_vms_s=<s> speedup=<x>`. With
+`deployer="libvirt"`: one libvirt router (TCG, libvirtd started in the lab's host namespace) beside one
+container router, each timed from create to ready and for a full replay of N VMs.
 """
 
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -12,9 +15,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from orchestration.commands import Command, validate
+from orchestration.deployers.hostnet import ensure_host
 from orchestration.fleet import for_each
 from orchestration.lab import workload
-from orchestration.lab.lab import Lab, lab_config
+from orchestration.lab.lab import PROJECT, Lab, lab_config
+from orchestration.lab.libvirt_host import remove_pool, start_libvirt, stop_libvirt
 from orchestration.manager import Manager
 from orchestration.resource import ApplyOutcome
 from orchestration.store import Router
@@ -42,25 +47,82 @@ def _timed(action: Callable[[], Result]) -> tuple[float, Result]:
     return time.perf_counter() - started, result
 
 
-def bench_apply(vms: int = 1000, sample: int = 400, routers: int = 20, rootfs: Path | str | None = None) -> bool:
-    """Print the measurements; return False if any apply or replay failed."""
+def bench_apply(
+    vms: int = 1000,
+    sample: int = 400,
+    routers: int = 20,
+    rootfs: Path | str | None = None,
+    deployer: str = "container",
+    image: Path | str | None = None,
+    prefix: str = PREFIX,
+) -> bool:
+    """Print the measurements; return False if any apply or replay failed. `prefix` names the lab's
+    namespaces (and storage pool), so that two runs on one machine never meet."""
+    if deployer not in ("container", "libvirt"):
+        raise VrpipeError(f"deployer {deployer!r}: bench-apply compares container routers, or a libvirt one with one")
     state_dir = tempfile.mkdtemp(prefix="vrpipe-bench-")
     try:
-        config = lab_config(rootfs, state_dir, PREFIX)
+        config = lab_config(rootfs, state_dir, prefix)
+        if deployer == "libvirt":
+            config = dataclasses.replace(config, image=_image(image), libvirt_pool=f"{prefix}pool",
+                                         libvirt_pool_dir=Path(state_dir) / "pool")
     except VrpipeError:
         shutil.rmtree(state_dir)
         raise
     items = 4 * vms
-    print(f"bench-apply: routers as system containers from {config.rootfs}; a state of {vms} VMs = {items} items")
+    kinds = f"a libvirt router from {config.image} beside a system container" if deployer == "libvirt" else (
+        "routers as system containers")
+    print(f"bench-apply: {kinds} from {config.rootfs}; a state of {vms} VMs = {items} items")
     try:
         with Manager(config) as manager:
-            lab = Lab(manager, PREFIX)
+            lab = Lab(manager, prefix)
             try:
+                if deployer == "libvirt":
+                    return _beside(manager, lab, vms)
                 return _run(manager, lab, vms, sample, routers, items)
             finally:
                 lab.down()
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _image(image: Path | str | None) -> Path:
+    path = Path(image) if image else PROJECT / "build" / "template" / "vr-router.qcow2"
+    if not path.is_file():
+        raise VrpipeError(f"{path} is not a file", hint="build the template (invoke build-template) or pass --image")
+    return path
+
+
+def _beside(manager: Manager, lab: Lab, vms: int) -> bool:
+    """One libvirt router and one container router: create to ready, then a full replay of `vms` VMs."""
+    assert lab.host is not None, "the lab has a host namespace"
+    ensure_host(lab.host)  # where libvirtd runs
+    daemons = start_libvirt(lab.host)
+    figures: dict[str, float] = {}
+    try:
+        for kind in ("container", "libvirt"):
+            ready, replay = _create_and_replay(manager, lab, kind, vms)
+            print(f"{kind:<9} router: create to ready {ready:7.3f} s, full replay of {vms} VMs {replay:7.3f} s")
+            figures |= {f"{kind}_ready_s": ready, f"{kind}_replay_{vms}_vms_s": replay}
+    finally:
+        for router in manager.store.routers():
+            manager.destroy(router.name)
+        remove_pool(manager.config.libvirt_pool)
+        stop_libvirt(daemons)
+    print("bench-apply: ok")
+    print(" ".join(f"{key}={value:.3f}" for key, value in figures.items()))
+    return True
+
+
+def _create_and_replay(manager: Manager, lab: Lab, kind: str, vms: int) -> tuple[float, float]:
+    """Seconds from create until the router is ready (booted, its empty state replayed), then for a full
+    replay of `vms` VMs; the router is destroyed afterwards."""
+    name = f"b{kind[0]}"
+    ready, _ = _timed(lambda: (lab.create_router(name, deployer=kind), manager.start(name)))
+    _store_state(manager, name, vms)
+    replay, _ = _timed(lambda: manager.replay(name))
+    manager.destroy(name)
+    return ready, replay
 
 
 def _run(manager: Manager, lab: Lab, vms: int, sample: int, routers: int, items: int) -> bool:
