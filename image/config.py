@@ -70,7 +70,8 @@ def _validate(config: TemplateConfig) -> TemplateConfig:
         raise ConfigError(f"SOURCE_DATE_EPOCH: {config.source_date_epoch} is not seconds after 1970")
     if not 64 <= config.esp_size_mib <= config.disk_size_mib // 4:
         raise ConfigError(f"template.esp_size_mib: {config.esp_size_mib} must be 64..disk_size_mib/4")
-    # mmdebstrap's sync-in/sync-out hooks split their arguments on blanks.
-    if re.search(r"\s", str(config.cache_dir)):
-        raise ConfigError(f"template.cache_dir: {config.cache_dir} must not contain blanks")
+    # mmdebstrap's sync-in hook (its source is under output_dir) splits its arguments on blanks.
+    for name in ("cache_dir", "output_dir"):
+        if re.search(r"\s", str(getattr(config, name))):
+            raise ConfigError(f"template.{name}: {getattr(config, name)} must not contain blanks")
     return config

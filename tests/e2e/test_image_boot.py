@@ -7,9 +7,8 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from vr.boot import BootParams, format_params
 
-from image.boot_test import SLIRP_ADDRESS, SLIRP_GATEWAY, accelerator, booted, make_key
+from image.boot_test import SLIRP_ADDRESS, accelerator, booted, console_failures, make_key, router_params
 from image.run import CommandFailed, run
 
 from .image_fixtures import TEST_CACHE, scratch, shared_template
@@ -44,12 +43,6 @@ def key():
     return make_key(scratch("ssh"))
 
 
-def boot_params(public_key, hostname):
-    return format_params(
-        BootParams(hostname=hostname, control=SLIRP_ADDRESS, gateway=SLIRP_GATEWAY, authorized_key=public_key)
-    )
-
-
 def record(name, seconds):
     """Boot-to-ready times, for the build's report."""
     path = TEST_CACHE / "boot-seconds.json"
@@ -61,7 +54,7 @@ def record(name, seconds):
 def router(template, key):
     """The qcow2 image booted once for this module; NICs 2 and 3 stand for the public and guest networks."""
     private, public = key
-    with booted(template.output("qcow2"), "qcow2", boot_params(public, "r1"), private, scratch("qcow2"),
+    with booted(template.output("qcow2"), "qcow2", router_params(public, "r1"), private, scratch("qcow2"),
                 accel=accelerator(template.kernel), nics=3) as vm:
         record("qcow2", vm.seconds_to_ready)
         vm.wait_for_ssh()
@@ -100,10 +93,15 @@ def test_vr_health_is_ok(router, applied):
     assert health["ok"], health
 
 
-def test_first_boot_made_its_own_machine_id_and_host_keys(router):
+def test_first_boot_made_its_own_machine_id_and_one_ed25519_host_key(router):
     machine_id = router.ssh("cat", "/etc/machine-id").strip()
     assert len(machine_id) == 32 and machine_id != "uninitialized"
-    assert "ssh_host_ed25519_key" in router.ssh("ls", "/etc/ssh")
+    keys = router.ssh("sh", "-c", "ls /etc/ssh | grep ^ssh_host_").split()
+    assert keys == ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"]
+
+
+def test_no_unit_or_generator_fails_on_the_console(router, applied):
+    assert console_failures(router.serial.read_text(errors="replace")) == []
 
 
 def test_apt_source_uses_signed_by_with_our_keyring(router):
@@ -140,7 +138,7 @@ def boot_to_ready(template, key, name, accel):
     """Boot one image until ready; return its boot-to-ready time and serial console text."""
     suffix, fmt, uefi = OTHER_IMAGES[name]
     private, public = key
-    with booted(template.output(suffix), fmt, boot_params(public, f"r-{name}"), private, scratch(name),
+    with booted(template.output(suffix), fmt, router_params(public, f"r-{name}"), private, scratch(name),
                 accel=accel, uefi=uefi) as vm:
         return vm.seconds_to_ready, vm.serial.read_text(errors="replace")
 
@@ -158,3 +156,4 @@ def test_image_boots_to_ready_with_its_boot_parameters(other_boots, name):
     seconds, serial = other_boots[name].result()  # raises the boot's BootFailed
     record(name, seconds)
     assert f"vr-boot: ready: r-{name} " in serial
+    assert console_failures(serial) == []

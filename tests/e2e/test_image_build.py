@@ -67,7 +67,12 @@ def test_rootfs_is_set_up_as_a_router_with_nothing_per_machine(template):
     root = template.rootfs_dir
     assert "Port 3922" in (root / "etc/ssh/sshd_config.d/vr.conf").read_text()
     assert "PasswordAuthentication no" in (root / "etc/ssh/sshd_config.d/vr.conf").read_text()
+    assert "HostKey /etc/ssh/ssh_host_ed25519_key" in (root / "etc/ssh/sshd_config.d/vr.conf").read_text()
     assert not list((root / "etc/ssh").glob("ssh_host_*"))
+    keygen = (root / "etc/systemd/system/sshd-keygen.service.d/ed25519.conf").read_text()
+    assert "-t ed25519" in keygen and "ssh-keygen -A" not in keygen
+    assert not (root / "etc/systemd/system/ssh.service.d").exists()
+    assert (root / "etc/systemd/system-generators/systemd-ssh-generator").readlink().as_posix() == "/dev/null"
     assert (root / "etc/machine-id").read_text() == "uninitialized\n"
     assert not (root / "var/lib/systemd/random-seed").exists()
     assert "\nroot:*:" in "\n" + (root / "etc/shadow").read_text()  # locked: no password
@@ -81,6 +86,20 @@ def test_rootfs_is_set_up_as_a_router_with_nothing_per_machine(template):
     assert f"URIs: {repo_config().url}" in ours
     assert "Signed-By: /etc/apt/keyrings/vrpipe-archive-keyring.gpg" in ours
     assert (root / "etc/apt/keyrings/vrpipe-archive-keyring.gpg").read_bytes() == repo_config().keyring.read_bytes()
+
+
+def test_initrd_and_modules_hold_only_what_a_virtual_router_needs(template):
+    root = template.rootfs_dir
+    (modules,) = (root / "usr/lib/modules").iterdir()
+    for folder in ("drivers/gpu", "sound", "drivers/media", "drivers/net/wireless", "net/wireless",
+                   "drivers/bluetooth", "net/bluetooth", "drivers/infiniband"):
+        assert not list((modules / "kernel" / folder).rglob("*.ko*")), folder
+    assert list((modules / "kernel/drivers/net/virtio_net.ko").parent.glob("virtio_net.ko*"))
+    listing = run(["chroot", root, "lsinitramfs", "/initrd.img"], capture=True)
+    drivers = {Path(line).name.split(".ko")[0] for line in listing.splitlines() if ".ko" in line}
+    assert {"virtio_blk", "virtio_scsi", "ahci", "ata_piix", "vmw_pvscsi", "hv_storvsc", "ext4"} <= drivers
+    assert len(drivers) < 60  # Debian's MODULES=most: several hundred
+    assert template.initrd.stat().st_size < 20 * 1024 * 1024
 
 
 def test_raw_disk_has_gpt_boot_code_esp_and_root(template):
