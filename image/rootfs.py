@@ -31,10 +31,13 @@ DPKG_FILTERS = (
         "drivers/bluetooth", "net/bluetooth", "drivers/infiniband")),
 )
 # The initrd holds only what finds and mounts the root on the hypervisors the images are made for (virtio,
-# SATA/IDE, VMware's SCSI, Hyper-V, Xen, NVMe): MODULES=list instead of Debian's MODULES=most.
+# SATA/IDE, VMware's SCSI, Hyper-V, Xen, NVMe): MODULES=list instead of Debian's MODULES=most. Their NIC
+# drivers too: loaded in the initrd, eth0-2 exist before vr-boot runs (loaded later by udev, a busy TCG
+# boot once reached vr-boot without eth0).
 INITRD_MODULES = (
     "virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ahci", "ata_piix", "ata_generic", "vmw_pvscsi",
     "mptspi", "hv_vmbus", "hv_storvsc", "xen_blkfront", "nvme", "ext4", "crc32c_generic",
+    "virtio_net", "e1000", "e1000e", "vmxnet3", "hv_netvsc", "xen_netfront",
 )
 ARCHIVES = Path("var/cache/apt/archives")
 

@@ -30,6 +30,9 @@ MASKED_UNITS = (
     # networkd manages no link here (vr-boot and the engine set addresses), so this would hold every unit
     # ordered after network-online.target (dnsmasq, haproxy) for its two-minute timeout
     "systemd-networkd-wait-online.service",
+    # gettys on tty2-tty6 for machines without logind: nobody logs in on a router's VGA consoles (tty1 and
+    # the serial console keep theirs), and starting them took 15-25 s of a TCG boot
+    "getty-static.service",
 )
 # systemd 257.13's ssh generator (sshd on AF_VSOCK, for hosts that offer it) fails on every boot where the VM
 # has the vsock module but no vsock CID ("Failed to query local AF_VSOCK CID"); routers use sshd on port 3922.

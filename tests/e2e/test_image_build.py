@@ -77,8 +77,8 @@ def test_rootfs_is_set_up_as_a_router_with_nothing_per_machine(template):
     assert not (root / "var/lib/systemd/random-seed").exists()
     assert "\nroot:*:" in "\n" + (root / "etc/shadow").read_text()  # locked: no password
     assert "net.ipv4.ip_forward = 1" in (root / "etc/sysctl.d/90-vr-forwarding.conf").read_text()
-    for timer in ("apt-daily.timer", "apt-daily-upgrade.timer"):
-        assert (root / "etc/systemd/system" / timer).readlink().as_posix() == "/dev/null"
+    for unit in ("apt-daily.timer", "apt-daily-upgrade.timer", "getty-static.service"):
+        assert (root / "etc/systemd/system" / unit).readlink().as_posix() == "/dev/null"
     assert (root / "etc/systemd/system/multi-user.target.wants/vr-boot.service").is_symlink()
     sources = sorted(p.name for p in (root / "etc/apt/sources.list.d").iterdir())
     assert sources == ["debian.sources", "vrpipe.sources"]
@@ -98,6 +98,7 @@ def test_initrd_and_modules_hold_only_what_a_virtual_router_needs(template):
     listing = run(["chroot", root, "lsinitramfs", "/initrd.img"], capture=True)
     drivers = {Path(line).name.split(".ko")[0] for line in listing.splitlines() if ".ko" in line}
     assert {"virtio_blk", "virtio_scsi", "ahci", "ata_piix", "vmw_pvscsi", "hv_storvsc", "ext4"} <= drivers
+    assert {"virtio_net", "e1000", "vmxnet3", "hv_netvsc"} <= drivers  # NICs named before vr-boot runs
     assert len(drivers) < 60  # Debian's MODULES=most: several hundred
     assert template.initrd.stat().st_size < 20 * 1024 * 1024
 
