@@ -144,7 +144,9 @@ def test_a_build_in_another_environment_gives_the_same_bytes(template, tmp_path)
     is now warm. Every SHA256SUMS line must match."""
     mount = TEST_CACHE / "rebuild"
     output = mount / ("deeper-" * 22) / "template"
-    env = {**os.environ, "TZ": _other(os.environ.get("TZ"), "NPT-5:45", "UTC"),
+    # the same epoch as the first build, even if a commit (the default epoch's source) came in between
+    epoch = json.loads((template.folder / "manifest.json").read_text())["source_date_epoch"]
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch), "TZ": _other(os.environ.get("TZ"), "NPT-5:45", "UTC"),
            "LC_ALL": _other(os.environ.get("LC_ALL") or os.environ.get("LANG"), "C", "C.UTF-8")}
     umask = _other(_umask(), 0o077, 0o022)
     shutil.rmtree(mount, ignore_errors=True)
