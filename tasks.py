@@ -178,6 +178,14 @@ def test_image(c):
     _run(c, [*PYTEST, *sorted(str(p) for p in Path("tests/e2e").glob("test_image_*.py"))])
 
 
+@task
+def bench_boot(c):
+    """Boot the template's qcow2 and raw images one at a time: boot_ready_s, slowest units, console failures."""
+    from image.boot_bench import bench_boot as main
+
+    _call("bench-boot", main, c.config.get("template"), c.config.get("repo"), root=True)
+
+
 @task(
     help={
         "names": "comma-separated routers (default: all)",

@@ -5,6 +5,7 @@ router's SSH port, waits for vr-boot's ready line on the serial console, and run
 
 import functools
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vr import contract
+from vr.boot import BootParams, format_params
 
 from vrpipe.errors import CommandError
 from vrpipe.run import run, spawn
@@ -23,6 +25,8 @@ from vrpipe.run import run, spawn
 from .router import SSH_PORT
 
 READY_LINE = b"vr-boot: ready"
+# systemd's console lines for a unit or a generator that failed
+CONSOLE_FAILURE = re.compile(r"FAILED|failed with exit status|Failed to start")
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 # qemu's user-mode network: the router takes the address slirp would hand out, so hostfwd reaches it.
@@ -86,6 +90,18 @@ def make_key(folder: Path) -> tuple[Path, str]:
     return key, key.with_suffix(".pub").read_text().strip()
 
 
+def console_failures(serial_text: str) -> list[str]:
+    """The serial console's lines that report a failed unit or generator."""
+    return [line.strip() for line in serial_text.splitlines() if CONSOLE_FAILURE.search(line)]
+
+
+def router_params(public_key: str, hostname: str) -> str:
+    """Boot parameters for a router on qemu's user-mode network, reachable with public_key."""
+    return format_params(
+        BootParams(hostname=hostname, control=SLIRP_ADDRESS, gateway=SLIRP_GATEWAY, authorized_key=public_key)
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -110,6 +126,7 @@ def booted(disk: Path, fmt: str, params: str, key: Path, folder: Path, *, accel:
         "-fw_cfg", f"name={contract.FW_CFG_NAME},string={params}",
         *(_uefi_firmware(folder) if uefi else []),
     ]
+    serial.unlink(missing_ok=True)  # an earlier boot's ready line must not count for this one
     started = time.monotonic()
     process = spawn(argv, output=folder / f"{serial.stem}.qemu.log")
     try:

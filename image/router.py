@@ -12,10 +12,11 @@ from vr import contract
 from vrpipe.run import run
 
 from .config import TemplateConfig
-from .paths import make_dirs
+from .paths import make_dirs, write_file
 from .render import render
 
 SSH_PORT = contract.SSH_PORT
+HOST_KEY = Path("/etc/ssh/ssh_host_ed25519_key")  # the router's only SSH host key, made on its first boot
 ESP_LABEL = "VR-ESP"
 KEYRING = Path(contract.ARCHIVE_KEYRING)
 FILES = Path(__file__).parent / "files"
@@ -32,7 +33,13 @@ MASKED_UNITS = (
     # networkd manages no link here (vr-boot and the engine set addresses), so this would hold every unit
     # ordered after network-online.target (dnsmasq, haproxy) for its two-minute timeout
     "systemd-networkd-wait-online.service",
+    # gettys on tty2-tty6 for machines without logind: nobody logs in on a router's VGA consoles (tty1 and
+    # the serial console keep theirs), and starting them took 15-25 s of a TCG boot
+    "getty-static.service",
 )
+# systemd 257.13's ssh generator (sshd on AF_VSOCK, for hosts that offer it) fails on every boot where the VM
+# has the vsock module but no vsock CID ("Failed to query local AF_VSOCK CID"); routers use sshd on port 3922.
+MASKED_GENERATORS = ("systemd-ssh-generator",)
 # Left by the build, or made per machine: none of it may be shared by every router of the template.
 BUILD_LEFTOVERS = (
     "etc/ssh/ssh_host_*",
@@ -61,8 +68,8 @@ class AptSource:
 def configure(root: Path, config: TemplateConfig, source: AptSource) -> None:
     _apt_sources(root, config, source)
     files = {
-        "etc/ssh/sshd_config.d/vr.conf": render("sshd-vr.conf.j2", port=SSH_PORT),
-        "etc/systemd/system/ssh.service.d/host-keys.conf": render("ssh-host-keys.conf.j2"),
+        "etc/ssh/sshd_config.d/vr.conf": render("sshd-vr.conf.j2", port=SSH_PORT, host_key=HOST_KEY),
+        "etc/systemd/system/sshd-keygen.service.d/ed25519.conf": render("sshd-keygen-ed25519.conf.j2", key=HOST_KEY),
         "etc/sysctl.d/90-vr-forwarding.conf": render("sysctl-vr.conf.j2"),
         "etc/apt/apt.conf.d/10vr-no-periodic": render("no-periodic-apt.conf.j2"),
         "etc/fstab": render("fstab.j2", esp_label=ESP_LABEL),
@@ -71,9 +78,19 @@ def configure(root: Path, config: TemplateConfig, source: AptSource) -> None:
         "etc/hostname": "vr\n",
     }
     for path, text in files.items():
-        _write(root / path, text)
+        write_file(root / path, text)
     _install(FILES / "vr-esp", root / "etc/initramfs/post-update.d/vr-esp", 0o755)
     run(["systemctl", f"--root={root}", "mask", *MASKED_UNITS])
+    _mask_generators(root)
+
+
+def _mask_generators(root: Path) -> None:
+    """A generator is masked by a /dev/null link of its name in /etc/systemd/system-generators."""
+    folder = root / "etc/systemd/system-generators"
+    make_dirs(folder)
+    for name in MASKED_GENERATORS:
+        (folder / name).unlink(missing_ok=True)
+        (folder / name).symlink_to("/dev/null")
 
 
 def forget_build(root: Path) -> None:
@@ -85,7 +102,7 @@ def forget_build(root: Path) -> None:
             else:
                 path.unlink()
     # "uninitialized" tells systemd this is a first boot, so it makes and commits a new machine-id.
-    _write(root / "etc/machine-id", "uninitialized\n", mode=0o444)
+    write_file(root / "etc/machine-id", "uninitialized\n", mode=0o444)
 
 
 def _apt_sources(root: Path, config: TemplateConfig, source: AptSource) -> None:
@@ -93,8 +110,9 @@ def _apt_sources(root: Path, config: TemplateConfig, source: AptSource) -> None:
     lists = root / "etc/apt/sources.list.d"
     for stale in [root / "etc/apt/sources.list", *lists.iterdir()]:
         stale.unlink(missing_ok=True)
-    _write(lists / "debian.sources", render("debian.sources.j2", config=config))
-    _write(lists / "vrpipe.sources", render("vrpipe.sources.j2", url=source.url, suites=source.suites, keyring=KEYRING))
+    write_file(lists / "debian.sources", render("debian.sources.j2", config=config))
+    ours = render("vrpipe.sources.j2", url=source.url, suites=source.suites, keyring=KEYRING)
+    write_file(lists / "vrpipe.sources", ours)
     _install(source.keyring, root / KEYRING.relative_to("/"), 0o644)
 
 
@@ -102,10 +120,3 @@ def _install(source: Path, dest: Path, mode: int) -> None:
     make_dirs(dest.parent)
     shutil.copyfile(source, dest)
     dest.chmod(mode)
-
-
-def _write(path: Path, text: str, mode: int = 0o644) -> None:
-    make_dirs(path.parent)
-    path.unlink(missing_ok=True)  # mmdebstrap may leave a symlink (resolv.conf)
-    path.write_text(text)
-    path.chmod(mode)

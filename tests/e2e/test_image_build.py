@@ -67,13 +67,18 @@ def test_rootfs_is_set_up_as_a_router_with_nothing_per_machine(template):
     root = template.rootfs_dir
     assert "Port 3922" in (root / "etc/ssh/sshd_config.d/vr.conf").read_text()
     assert "PasswordAuthentication no" in (root / "etc/ssh/sshd_config.d/vr.conf").read_text()
+    assert "HostKey /etc/ssh/ssh_host_ed25519_key" in (root / "etc/ssh/sshd_config.d/vr.conf").read_text()
     assert not list((root / "etc/ssh").glob("ssh_host_*"))
+    keygen = (root / "etc/systemd/system/sshd-keygen.service.d/ed25519.conf").read_text()
+    assert "-t ed25519" in keygen and "ssh-keygen -A" not in keygen
+    assert not (root / "etc/systemd/system/ssh.service.d").exists()
+    assert (root / "etc/systemd/system-generators/systemd-ssh-generator").readlink().as_posix() == "/dev/null"
     assert (root / "etc/machine-id").read_text() == "uninitialized\n"
     assert not (root / "var/lib/systemd/random-seed").exists()
     assert "\nroot:*:" in "\n" + (root / "etc/shadow").read_text()  # locked: no password
     assert "net.ipv4.ip_forward = 1" in (root / "etc/sysctl.d/90-vr-forwarding.conf").read_text()
-    for timer in ("apt-daily.timer", "apt-daily-upgrade.timer"):
-        assert (root / "etc/systemd/system" / timer).readlink().as_posix() == "/dev/null"
+    for unit in ("apt-daily.timer", "apt-daily-upgrade.timer", "getty-static.service"):
+        assert (root / "etc/systemd/system" / unit).readlink().as_posix() == "/dev/null"
     assert (root / "etc/systemd/system/multi-user.target.wants/vr-boot.service").is_symlink()
     sources = sorted(p.name for p in (root / "etc/apt/sources.list.d").iterdir())
     assert sources == ["debian.sources", "vrpipe.sources"]
@@ -81,6 +86,21 @@ def test_rootfs_is_set_up_as_a_router_with_nothing_per_machine(template):
     assert f"URIs: {repo_config().url}" in ours
     assert "Signed-By: /etc/apt/keyrings/vrpipe-archive-keyring.gpg" in ours
     assert (root / "etc/apt/keyrings/vrpipe-archive-keyring.gpg").read_bytes() == repo_config().keyring.read_bytes()
+
+
+def test_initrd_and_modules_hold_only_what_a_virtual_router_needs(template):
+    root = template.rootfs_dir
+    (modules,) = (root / "usr/lib/modules").iterdir()
+    for folder in ("drivers/gpu", "sound", "drivers/media", "drivers/net/wireless", "net/wireless",
+                   "drivers/bluetooth", "net/bluetooth", "drivers/infiniband"):
+        assert not list((modules / "kernel" / folder).rglob("*.ko*")), folder
+    assert list((modules / "kernel/drivers/net/virtio_net.ko").parent.glob("virtio_net.ko*"))
+    listing = run(["chroot", root, "lsinitramfs", "/initrd.img"]).stdout
+    drivers = {Path(line).name.split(".ko")[0] for line in listing.splitlines() if ".ko" in line}
+    assert {"virtio_blk", "virtio_scsi", "ahci", "ata_piix", "vmw_pvscsi", "hv_storvsc", "ext4"} <= drivers
+    assert {"virtio_net", "e1000", "vmxnet3", "hv_netvsc"} <= drivers  # NICs named before vr-boot runs
+    assert len(drivers) < 60  # Debian's MODULES=most: several hundred
+    assert template.initrd.stat().st_size < 20 * 1024 * 1024
 
 
 def test_raw_disk_has_gpt_boot_code_esp_and_root(template):
@@ -124,7 +144,9 @@ def test_a_build_in_another_environment_gives_the_same_bytes(template, tmp_path)
     is now warm. Every SHA256SUMS line must match."""
     mount = TEST_CACHE / "rebuild"
     output = mount / ("deeper-" * 22) / "template"
-    env = {**os.environ, "TZ": _other(os.environ.get("TZ"), "NPT-5:45", "UTC"),
+    # the same epoch as the first build, even if a commit (the default epoch's source) came in between
+    epoch = json.loads((template.folder / "manifest.json").read_text())["source_date_epoch"]
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch), "TZ": _other(os.environ.get("TZ"), "NPT-5:45", "UTC"),
            "LC_ALL": _other(os.environ.get("LC_ALL") or os.environ.get("LANG"), "C", "C.UTF-8")}
     umask = _other(_umask(), 0o077, 0o022)
     shutil.rmtree(mount, ignore_errors=True)

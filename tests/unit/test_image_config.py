@@ -38,7 +38,8 @@ def test_source_date_epoch_comes_from_the_environment(monkeypatch):
         ({"colour": "blue"}, "unknown setting(s) colour"),
         ({"disk_size_mib": "big"}, "template.disk_size_mib: 'big'"),
         ({"esp_size_mib": 1024}, "template.esp_size_mib"),
-        ({"cache_dir": "/tmp/a b"}, "must not contain blanks"),
+        ({"cache_dir": "/tmp/a b"}, "template.cache_dir: /tmp/a b must not contain blanks"),
+        ({"output_dir": "/tmp/a b"}, "template.output_dir: /tmp/a b must not contain blanks"),
     ],
 )
 def test_bad_settings_are_named(values, message):

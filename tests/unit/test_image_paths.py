@@ -32,7 +32,7 @@ def test_make_dirs_gives_every_new_folder_its_mode_and_leaves_existing_ones(tmp_
 
 
 def test_router_set_up_under_umask_0077_makes_world_readable_folders(tmp_path, strict_umask):
-    """configure() on a bare root with the real systemctl: ssh.service.d, /etc/initramfs and its
+    """configure() on a bare root with the real systemctl: sshd-keygen.service.d, /etc/initramfs and its
     post-update.d (0700 before, under this umask) and the files in them."""
     root = tmp_path / "root"
     make_dirs(root / "etc/apt/sources.list.d")
@@ -40,8 +40,8 @@ def test_router_set_up_under_umask_0077_makes_world_readable_folders(tmp_path, s
     keyring.write_bytes(b"key")
     config = load_config({}, source_date_epoch=1700000000)
     router.configure(root, config, router.AptSource("http://repo.invalid/", ("stable",), keyring))
-    for folder in ("etc/systemd/system/ssh.service.d", "etc/initramfs", "etc/initramfs/post-update.d",
-                   "etc/apt/keyrings", "etc/sysctl.d"):
+    for folder in ("etc/systemd/system/sshd-keygen.service.d", "etc/initramfs", "etc/initramfs/post-update.d",
+                   "etc/apt/keyrings", "etc/sysctl.d", "etc/systemd/system-generators"):
         assert mode(root / folder) == 0o755, folder
     assert mode(root / "etc/initramfs/post-update.d/vr-esp") == 0o755
-    assert mode(root / "etc/systemd/system/ssh.service.d/host-keys.conf") == 0o644
+    assert mode(root / "etc/systemd/system/sshd-keygen.service.d/ed25519.conf") == 0o644
