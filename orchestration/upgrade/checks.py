@@ -5,6 +5,7 @@ the snapshots before and after.
 """
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -140,7 +141,7 @@ def post_check_problems(before, after, expected):
     stopped = sorted(before.active - after.active)
     if stopped:
         problems.append(f"no longer active: {', '.join(stopped)}")
-    if after.ruleset != before.ruleset:
+    if same_ruleset(after.ruleset) != same_ruleset(before.ruleset):
         problems.append("the nftables ruleset changed")
     lost = sorted(before.leases - after.leases)
     if lost:
@@ -161,3 +162,16 @@ def reapplied(log_line, version):
     except json.JSONDecodeError:
         return False
     return entry.get("ok") is True and entry.get("kind") == "reapply" and entry.get("version") == version
+
+
+ELEMENTS = re.compile(r"elements = \{(.*?)\}", re.S)
+
+
+def same_ruleset(listing):
+    """A ruleset listing with each set's elements sorted: nft lists them in the order they went in, and an
+    element-level update adds them in another order than a whole load of the same state does."""
+    def sorted_elements(found):
+        elements = sorted(e.strip() for e in found.group(1).replace("\n", " ").split(",") if e.strip())
+        return "elements = { " + ", ".join(elements) + " }"
+
+    return ELEMENTS.sub(sorted_elements, listing)

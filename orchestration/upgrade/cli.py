@@ -35,7 +35,9 @@ def add_parser(sub):
     p.add_argument("--min-free-mib", type=int, default=UpgradeConfig.min_free_mib)
     p.add_argument("--keep", type=int, default=UpgradeConfig.keep,
                    help="versions of each channel the repository keeps (its repo.keep; default 3)")
-    p.add_argument("--lock-timeout", type=int, default=UpgradeConfig.lock_timeout, help="seconds to wait for dpkg")
+    p.add_argument("--dpkg-timeout", type=int, default=UpgradeConfig.lock_timeout,
+                   help="seconds apt waits for another dpkg to finish (default 120); the router's own lock is "
+                   "the global --lock-timeout")
 
 
 def config_from(args):
@@ -48,7 +50,7 @@ def config_from(args):
         keyring=args.keyring,
         security=security,
         min_free_mib=args.min_free_mib,
-        lock_timeout=args.lock_timeout,
+        lock_timeout=args.dpkg_timeout,
         to_version=args.to,
         keep=args.keep,
     )

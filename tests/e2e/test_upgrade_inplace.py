@@ -153,7 +153,8 @@ def test_a_router_locked_by_another_vrpipe_fails_and_stops_the_rollout_by_its_bu
     assert code == 1, report
     first, locked = report["routers"]
     assert first["status"] == "up-to-date", first
-    assert locked["status"] == "failed" and locked["error"] == "router 'r2' stayed locked for 2s", locked
+    assert locked["status"] == "failed", locked
+    assert locked["error"] == "router 'r2' stayed locked by another vrpipe for 2s", locked
     assert report["stopped"] == "1 router failed, more than the failure budget of 0", report
     assert records(lab.manager.store)["r2"].outcome == "failed"
     assert lab.versions("r2")["vr-scripts"] == version(1)

@@ -95,3 +95,8 @@ def test_version_config_and_completion(tmp_path, capsys):
     assert settings["host_netns"]["origin"] == "default"
     status, out, _ = vrpipe(capsys, "completion", "bash")
     assert status == 0 and "complete -o default -F _vrpipe vrpipe" in out and "recreate" in out
+
+
+def test_the_lock_timeout_is_the_routers_and_the_dpkg_timeout_apts():
+    args = _parser().parse_args(["--lock-timeout", "5", "upgrade", "--dry-run"])
+    assert (args.lock_timeout, args.dpkg_timeout) == ("5", 120)

@@ -401,3 +401,12 @@ def test_versions_available_from_apt_cache_madison():
     assert UpgradeConfig(to_version="1:1.0.0+up4~rc1").to_version == "1:1.0.0+up4~rc1"
     with pytest.raises(ValueError, match="not a Debian version"):
         UpgradeConfig(to_version="latest; rm -rf /")
+
+
+def test_a_ruleset_is_the_same_whatever_order_nft_lists_set_elements_in():
+    # what an element-level update and a whole load of the same state listed (seen on a lab router)
+    a, b = "203.0.113.11 . tcp . 2200 . 0.0.0.0/0", "203.0.113.11 . tcp . 80 . 0.0.0.0/0"
+    updated = f"set s {{\n\t\telements = {{ {a},\n\t\t\t     {b} }}\n}}"
+    loaded = f"set s {{\n\t\telements = {{ {b},\n\t\t\t     {a} }}\n}}"
+    assert checks.same_ruleset(updated) == checks.same_ruleset(loaded)
+    assert checks.same_ruleset(updated) != checks.same_ruleset(loaded.replace("2200", "2201"))
