@@ -10,12 +10,14 @@ import os
 import signal
 
 import pytest
+from vr import contract
 from vr.layout import Layout
 from vr.services import ProcessServices
 
-from vrpipe.run import run
+from orchestration.lab.netlab import VR_SCRIPTS
+from vrpipe.run import run, spawn
 
-from .engine_fixtures import router_net, sample_state, state_document  # noqa: F401 - fixture
+from .engine_fixtures import http_get, router_net, sample_state, state_document, wait_for  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -81,3 +83,33 @@ def test_a_router_without_vms_is_healthy(router_net):  # noqa: F811
     assert report["ok"], report
     assert statuses(report)["dns"] == "ok" and statuses(report)["metadata-http"] == "ok"
     assert "haproxy" not in statuses(report)
+
+
+def test_metrics_answer_on_the_control_address_only(router_net):  # noqa: F811
+    net = router_net
+    code, result = net.apply(state_document(sample_state(net, net.vm_list)))
+    assert code == 0, result
+    env = {"PATH": os.environ["PATH"], "VR_ROOT": str(net.root), "VR_SERVICES": "process"}
+    server = spawn([str(VR_SCRIPTS / "bin" / "vr-metrics")], ns=net.router, env=env, output=net.root / "metrics.log")
+    try:
+        url = f"http://{net.control_ip}:{contract.METRICS_PORT}/metrics"
+        code, text = wait_for(lambda: (answer := http_get(net.manager, url))[0] == 200 and answer, "metrics")
+        samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+        assert samples["vr_health_ok"] == "1.0"
+        assert samples['vr_health_check_status{check="dns"}'] == "0.0"
+        assert samples['vr_state_items{section="dhcp"}'] == str(float(len(net.vm_list)))
+        assert float(samples['vr_applies_total{kind="state",outcome="ok"}']) >= 1
+        assert 'vr_haproxy_up{proxy="be_web",server="BACKEND"}' in samples
+        assert 'vr_nftables_packets_total{chain="input",verdict="drop"}' in samples
+        assert "vr_apply_duration_seconds_count" in samples
+        vm = net.vm_list[0]
+        # Routes towards the control network, so that only the router's own binding and firewall stop them.
+        run(["ip", "address", "add", f"{vm.ip}/24", "dev", "eth0"], ns=vm.ns, check=False)
+        run(["ip", "route", "replace", "default", "via", net.gateway], ns=vm.ns)
+        run(["ip", "route", "replace", "169.254.0.0/16", "via", net.public_ips[0]], ns=net.public)
+        for ns, address in ((vm.ns, net.gateway), (vm.ns, net.control_ip), (net.public, net.public_ips[0]),
+                            (net.public, net.control_ip)):
+            assert http_get(ns, f"http://{address}:{contract.METRICS_PORT}/metrics", timeout=2)[0] == 0, (ns, address)
+    finally:
+        server.kill()
+        server.wait()
