@@ -7,17 +7,25 @@ only, never from a guest VM or the public namespace.
 
 import json
 import os
+import re
 import signal
+import threading
+import time
 
 import pytest
 from vr import contract
 from vr.layout import Layout
 from vr.services import ProcessServices
 
+from orchestration.cli import main as cli_main
+from orchestration.commands import Command
+from orchestration.lab.lab import public_ip
 from orchestration.lab.netlab import VR_SCRIPTS
+from orchestration.watch import Watcher, WatchOptions
 from vrpipe.run import run, spawn
 
 from .engine_fixtures import http_get, router_net, sample_state, state_document, wait_for  # noqa: F401 - fixture
+from .orch_fixtures import orch_lab  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -113,3 +121,109 @@ def test_metrics_answer_on_the_control_address_only(router_net):  # noqa: F811
     finally:
         server.kill()
         server.wait()
+
+
+# Lab container routers, watched by `vrpipe watch`'s Watcher with its defaults (10 s, unhealthy after 2).
+
+DETECT_WITHIN = 30.0
+
+
+@pytest.fixture(scope="module")
+def watched(orch_lab):  # noqa: F811
+    """r1 with a VM, a port forward and a load balancer; r2 with no VM at all; a watcher running on both."""
+    manager, lab = orch_lab
+    for index, name in ((1, "r1"), (2, "r2")):
+        lab.create_router(name)
+        manager.start(name)
+        commands = lab.network_commands(index)
+        if name == "r1":
+            vm = lab.add_vm(name, index, 0)
+            balancer = {"name": "web", "public_ip": public_ip(index), "port": 8080,
+                        "backends": [{"ip": vm.ip, "port": 7000}]}
+            commands += [*lab.vm_commands(vm, index, 0), Command("add", "load_balancer", balancer)]
+            lab.vm = vm
+        outcome = manager.apply(name, commands)
+        assert outcome.ok, outcome.error
+    assert lab.dhcp(lab.vm)
+    watcher, stop = Watcher(manager, WatchOptions()), threading.Event()
+    thread = threading.Thread(target=watcher.run, kwargs={"stop": stop}, daemon=True)
+    thread.start()
+    yield manager, lab
+    stop.set()
+    thread.join()
+    watcher.close()
+
+
+def on_router(manager, name, *argv):
+    router = manager.store.router(name)
+    status, out = manager.deployer(router).execute(router, list(argv))
+    assert status == 0, out
+    return out
+
+
+def wait_health(manager, name, state, since):
+    """Seconds from `since` until the store says `state`, and the health then."""
+    deadline = since + 3 * DETECT_WITHIN
+    while time.monotonic() < deadline:
+        health = manager.store.router(name).health
+        if health.state == state and health.at is not None and health.at.timestamp() > time.time() - 30:
+            return time.monotonic() - since, health
+        time.sleep(0.5)
+    raise AssertionError(f"{name} not {state} in {3 * DETECT_WITHIN:.0f}s: {manager.store.router(name).health}")
+
+
+def test_both_routers_are_watched_and_healthy(watched):
+    manager, _ = watched
+    for name in ("r1", "r2"):
+        wait_health(manager, name, "healthy", time.monotonic())
+
+
+@pytest.mark.parametrize(
+    "service, signal_name, failed_check, fix",
+    [
+        ("dnsmasq", "KILL", "dnsmasq: not running", ["systemctl", "start", "dnsmasq"]),
+        # systemd restarts these at once when killed: frozen, they are alive but do not answer.
+        ("haproxy", "STOP", "haproxy-stats: ", ["systemctl", "kill", "-s", "CONT", "haproxy"]),
+        ("vr-metadata", "STOP", "metadata-http: ", ["systemctl", "kill", "-s", "CONT", "vr-metadata"]),
+    ],
+)
+def test_a_broken_service_is_known_within_30s_by_name_and_healthy_again_once_fixed(
+    watched, service, signal_name, failed_check, fix
+):
+    manager, _ = watched
+    wait_health(manager, "r1", "healthy", time.monotonic())
+    broken = time.monotonic()
+    on_router(manager, "r1", "systemctl", "kill", "-s", signal_name, service)
+    seconds, health = wait_health(manager, "r1", "unhealthy", broken)
+    assert seconds < DETECT_WITHIN, f"{service}: unhealthy only after {seconds:.1f}s"
+    assert failed_check in (health.detail or ""), health.detail
+    on_router(manager, "r1", *fix)
+    wait_health(manager, "r1", "healthy", time.monotonic())
+    assert manager.store.router("r2").health.state == "healthy"  # no false alarm on the router without VMs
+
+
+def test_metrics_answer_the_manager_on_the_control_address_only(watched):
+    manager, lab = watched
+    r1 = manager.store.router("r1")
+    url = f"http://{r1.control_address}:{contract.METRICS_PORT}/metrics"
+    code, text = wait_for(lambda: (answer := http_get(manager.config.ssh_netns, url))[0] == 200 and answer, "metrics")
+    assert "vr_health_ok 1.0" in text and 'vr_dhcp_leases 1.0' in text
+    assert 'vr_haproxy_up{proxy="be_web",server="BACKEND"}' in text
+    # Routes towards the control network: only the router's binding and firewall stand in the way.
+    run(["ip", "route", "replace", "169.254.0.0/16", "via", public_ip(1)], ns=lab.public)
+    run(["ip", "route", "replace", "default", "via", "10.1.1.1"], ns=lab.vm.ns)
+    for ns, address in ((lab.vm.ns, r1.control_address), (lab.vm.ns, "10.1.1.1"),
+                        (lab.public, r1.control_address), (lab.public, public_ip(1))):
+        assert http_get(ns, f"http://{address}:{contract.METRICS_PORT}/metrics", timeout=2)[0] == 0, (ns, address)
+
+
+def test_vrpipe_list_shows_health_and_its_age(watched, capsys):
+    manager, _ = watched
+    wait_health(manager, "r1", "healthy", time.monotonic())
+    config = manager.config
+    argv = ["--state-dir", str(config.state_dir), "--json", "list"]
+    assert cli_main(argv) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["r1"]["health"] == "healthy" and rows["r1"]["health_age_s"] < 30
+    assert cli_main(argv[:2] + ["list"]) == 0
+    assert re.search(r"r1 .* healthy \d+s ago", capsys.readouterr().out)
