@@ -6,15 +6,13 @@ soon a killed dnsmasq is known. The last line is `detect_s=<s> routers=<n> manag
 
 import os
 import resource
-import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 from orchestration.commands import Command
 from orchestration.fleet import for_each
-from orchestration.lab.lab import Lab, lab_config
+from orchestration.lab.lab import Lab, throwaway_lab
 from orchestration.manager import Manager
 from orchestration.watch import Watcher, WatchOptions
 from vrpipe.errors import VrpipeError
@@ -25,28 +23,13 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 def bench_watch(routers: int = 20, seconds: float = 60.0, rootfs: Path | str | None = None) -> bool:
     """Print the measurements; return False if a router did not come up or the failure went unseen."""
-    state_dir = tempfile.mkdtemp(prefix="vrpipe-bench-watch-")
-    try:
-        config = lab_config(rootfs, state_dir, PREFIX)
-    except VrpipeError:
-        shutil.rmtree(state_dir)
-        raise
-    print(f"bench-watch: {routers} routers as system containers from {config.rootfs}")
-    try:
-        with Manager(config) as manager:
-            lab = Lab(manager, PREFIX)
-            try:
-                lab.up_public()
-                return _run(manager, lab, routers, seconds)
-            finally:
-                lab.down()
-    finally:
-        shutil.rmtree(state_dir, ignore_errors=True)
+    with throwaway_lab(rootfs, PREFIX) as (manager, lab):
+        print(f"bench-watch: {routers} routers as system containers from {manager.config.rootfs}")
+        return _run(manager, lab, routers, seconds)
 
 
 def _bring_up(manager: Manager, lab: Lab, name: str) -> None:
     index = int(name[1:])
-    lab.create_router(name)
     manager.start(name)
     vm = {"mac": f"02:00:00:{index:02x}:00:10", "ip": "10.1.1.10", "hostname": "vm0"}
     outcome = manager.apply(name, [*lab.network_commands(index), Command("add", "dhcp", vm)])
@@ -66,6 +49,14 @@ def _processes_cpu(pids: list[int | None]) -> float:
     return total
 
 
+def _machine_busy() -> float:
+    """CPU seconds the whole machine spent busy so far (every core; /proc/stat), for context: on a lab
+    machine this includes the routers answering the checks, and anything else running."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / TICKS
+
+
 def _own_cpu() -> float:
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
@@ -74,6 +65,8 @@ def _own_cpu() -> float:
 def _run(manager: Manager, lab: Lab, routers: int, seconds: float) -> bool:
     names = [f"w{i}" for i in range(1, routers + 1)]
     started = time.monotonic()
+    for name in names:  # one at a time: the first create makes the manager's SSH key
+        lab.create_router(name)
     failed = {n: e for n, e in for_each(names, lambda n: _bring_up(manager, lab, n), 4).items() if e}
     print(f"{routers - len(failed)}/{routers} routers up in {time.monotonic() - started:.0f}s")
     for name, error in failed.items():
@@ -87,7 +80,7 @@ def _run(manager: Manager, lab: Lab, routers: int, seconds: float) -> bool:
         watcher.round()  # opens every SSH master connection, outside the measurement
         print(f"first round (opening {routers} SSH connections) {time.monotonic() - first:.1f}s")
         pids = [manager.transport(name).master_pid() for name in names]
-        cpu, masters, wall = _own_cpu(), _processes_cpu(pids), time.monotonic()
+        cpu, masters, busy, wall = _own_cpu(), _processes_cpu(pids), _machine_busy(), time.monotonic()
         rounds = max(1, round(seconds / options.interval))
         durations = []
         for _ in range(rounds):
@@ -100,10 +93,13 @@ def _run(manager: Manager, lab: Lab, routers: int, seconds: float) -> bool:
             time.sleep(max(0.0, options.interval - durations[-1]))
         used = _own_cpu() - cpu + _processes_cpu(pids) - masters
         elapsed = time.monotonic() - wall
+        machine = (_machine_busy() - busy) / elapsed
         percent = 100 * used / elapsed
         print(f"{rounds} rounds every {options.interval:g}s: one round over {routers} routers took "
               f"{min(durations):.1f}-{max(durations):.1f}s; manager CPU {used:.1f}s in {elapsed:.0f}s = "
               f"{percent:.1f}% of one core")
+        print(f"the whole machine was busy {machine:.2f} of {os.cpu_count()} cores meanwhile (routers answering the "
+              "checks, and anything else running here)")
         detect = _detect(manager, watcher, names[0])
     finally:
         watcher.close()
