@@ -8,6 +8,7 @@ import struct
 import pytest
 from vr import health, metrics
 
+from orchestration.cli import main as cli_main
 from orchestration.deployers.hostnet import control_address
 from orchestration.store import Store
 from orchestration.watch import WatchOptions, verdict
@@ -123,3 +124,11 @@ def test_a_router_turns_unhealthy_after_n_failures_in_a_row_and_healthy_at_once(
         assert store.router("r1").health.failures == 0
     finally:
         store.close()
+
+
+def test_vrpipe_watch_on_an_empty_store_ends_after_its_rounds(tmp_path, capsys):
+    assert cli_main(["--state-dir", str(tmp_path), "watch", "--rounds", "1", "--interval", "0.1"]) == 0
+    assert "watch: 0/0 routers healthy" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        cli_main(["--state-dir", str(tmp_path), "watch", "--interval", "0"])
+    assert refused.value.code == 2 and "'0' is not a number of seconds above 0" in capsys.readouterr().err
