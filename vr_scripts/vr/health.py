@@ -3,14 +3,13 @@ what an operator needs to trust the router. "ok" is the verdict: no check failed
 knowing but the router still forwards and answers). vr-metrics exports the same checks.
 """
 
+import http.client
 import json
 import os
 import random
 import socket
 import struct
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,13 +152,15 @@ def metadata_check(layout):
     if not listen:
         return Check("metadata-http", OK, "no guest address to serve")
     url = f"http://{listen[0]}/latest/meta-data/"
+    # http.client rather than urllib.request, which imports much more, in a command run every 10 s
+    connection = http.client.HTTPConnection(listen[0], 80, timeout=PROBE_TIMEOUT)
     try:
-        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT) as reply:
-            status = reply.status
-    except urllib.error.HTTPError as err:
-        status = err.code
-    except OSError as err:
-        return Check("metadata-http", FAIL, f"no answer from {url} ({err})")
+        connection.request("GET", "/latest/meta-data/")
+        status = connection.getresponse().status
+    except (OSError, http.client.HTTPException) as err:
+        return Check("metadata-http", FAIL, f"no answer from {url} ({err or type(err).__name__})")
+    finally:
+        connection.close()
     return Check("metadata-http", OK, f"{url} answers {status}")
 
 
