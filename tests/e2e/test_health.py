@@ -148,9 +148,9 @@ def watched(orch_lab):  # noqa: F811
     watcher, stop = Watcher(manager, WatchOptions()), threading.Event()
     thread = threading.Thread(target=watcher.run, kwargs={"stop": stop}, daemon=True)
     thread.start()
+    lab.stop_watch = lambda: (stop.set(), thread.join())
     yield manager, lab
-    stop.set()
-    thread.join()
+    lab.stop_watch()
     watcher.close()
 
 
@@ -227,3 +227,25 @@ def test_vrpipe_list_shows_health_and_its_age(watched, capsys):
     assert rows["r1"]["health"] == "healthy" and rows["r1"]["health_age_s"] < 30
     assert cli_main(argv[:2] + ["list"]) == 0
     assert re.search(r"r1 .* healthy \d+s ago", capsys.readouterr().out)
+
+
+def test_with_action_recreate_a_broken_router_is_recreated_and_healthy_again(watched):
+    manager, lab = watched
+    lab.stop_watch()  # one watcher at a time: this one recreates
+    old_key = manager.store.router("r2").host_key
+    seen = []
+    watcher = Watcher(manager, WatchOptions(action="recreate"), seen.append)
+    stop = threading.Event()
+    thread = threading.Thread(target=watcher.run, kwargs={"names": ["r2"], "stop": stop}, daemon=True)
+    try:
+        thread.start()
+        on_router(manager, "r2", "nft", "delete", "table", "inet", "vr")
+        wait_health(manager, "r2", "unhealthy", time.monotonic())
+        wait_health(manager, "r2", "healthy", time.monotonic())
+    finally:
+        stop.set()
+        thread.join()
+        watcher.close()
+    assert "r2: recreating it (--action recreate)" in seen, seen
+    assert manager.store.router("r2").host_key not in (None, old_key)  # a new router, with new host keys
+    assert "inet vr" in on_router(manager, "r2", "nft", "list", "tables")
