@@ -225,6 +225,20 @@ def bench_upgrade(c, routers=20, batch="25%"):
 
 @task(
     help={
+        "routers": "routers watched (default 20; the issue's fleet figure is 200)",
+        "seconds": "how long to measure the watch's CPU (default 60: 6 rounds at the 10 s interval)",
+        "rootfs": "router rootfs (default: the built template's, build/template/rootfs)",
+    }
+)
+def bench_watch(c, routers=20, seconds=60, rootfs=None):
+    """N routers watched at the 10 s interval by one manager: its CPU, one round's time, how soon a failure is seen."""
+    from orchestration.lab.bench_watch import bench_watch as main
+
+    _call("bench-watch", main, routers=int(routers), seconds=float(seconds), rootfs=rootfs, root=True)
+
+
+@task(
+    help={
         "routers": "routers in the lab (default 2)",
         "vms": "guest VMs per router (default 2)",
         "rootfs": "router rootfs (default: the built template's, build/template/rootfs)",

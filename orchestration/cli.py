@@ -1,5 +1,6 @@
 """`vrpipe`, the operator's command: create, list, start, stop, recreate and destroy routers, add and remove
-rules, apply a file of commands, replay, show health, state and settings, and upgrade routers in place.
+rules, apply a file of commands, replay, show health, state and settings, watch health (recording it in
+the store), and upgrade routers in place.
 `--json` prints machine-readable results; long work shows progress; every run ends with a one-line
 summary on stderr and exits non-zero on failure (2 for a usage error). Commands that only read create
 nothing: no state directory, key or database.
@@ -15,6 +16,7 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,9 @@ from orchestration.commands import BadCommand, Command, Query
 from orchestration.fleet import for_each
 from orchestration.manager import DEPLOYERS, Manager
 from orchestration.settings import CONFIG_FILE, SETTINGS, ManagerConfig
-from orchestration.store import Network, NotFound, Router
+from orchestration.store import Health, Network, NotFound, Router
 from orchestration.upgrade import cli as upgrade_cli
+from orchestration.watch import ACTIONS, Watcher, WatchOptions
 from vrpipe import log
 from vrpipe.errors import VrpipeError
 
@@ -37,6 +40,7 @@ EXAMPLES = """examples:
   vrpipe --image build/template/vr-router.qcow2 create r2 --deployer libvirt --host qemu+ssh://root@kvm1/system
   vrpipe plug r2 eth1=g-r2; vrpipe unplug r2 eth1 # NICs of a running libvirt router
   vrpipe list; vrpipe health r1; vrpipe state r1
+  vrpipe watch --interval 10 --unhealthy-after 2  # record every router's health until Ctrl-C
   vrpipe upgrade --dry-run; vrpipe upgrade --canary r1 --batch 25%
   vrpipe config                                   # every setting, its value and where it came from
 """
@@ -61,6 +65,16 @@ def _positive(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number >= 1")
     return int(value)
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds above 0")
+    return seconds
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -119,6 +133,14 @@ def _parser() -> argparse.ArgumentParser:
     unplug.add_argument("device", help="the NIC's device, e.g. eth3")
     health = command("health", "the router's health report")
     health.add_argument("name", help="the router")
+    watch = command("watch", "check every running router's health on an interval and record it in the store")
+    watch.add_argument("names", nargs="*", metavar="NAME", help="only these routers (default: every running one)")
+    watch.add_argument("--interval", type=_seconds, default=10.0, help="seconds between rounds of checks")
+    watch.add_argument("--unhealthy-after", type=_positive, default=2, help="failed checks in a row")
+    watch.add_argument("--timeout", type=_seconds, default=8.0, help="seconds one check may take")
+    watch.add_argument("--parallel", type=_positive, default=16, help="routers checked at a time")
+    watch.add_argument("--action", choices=ACTIONS, default="none", help="what to do with an unhealthy router")
+    watch.add_argument("--rounds", type=_positive, help="stop after this many rounds (default: until Ctrl-C)")
     state = command("state", "the router's desired state, from the store")
     state.add_argument("name", help="the router")
     command("config", "show every setting, its value and where it came from")
@@ -184,6 +206,8 @@ def run_command(args: argparse.Namespace, manager: Manager, out: Output) -> tupl
         return bool(report.get("ok")), f"{args.name}: {'healthy' if report.get('ok') else 'unhealthy'}"
     if args.command == "upgrade":
         return upgrade_cli.run(args, manager, out)
+    if args.command == "watch":
+        return _watch(args, manager, out)
     if args.command == "state":
         state = manager.store.state(args.name)
         out.result(state, json.dumps(state, indent=1))
@@ -195,11 +219,51 @@ def _list(manager: Manager, out: Output) -> tuple[bool, str]:
     rows = upgrade_cli.versions_columns(manager, [_listing(manager, r) for r in manager.store.routers()])
     lines = [
         f"{r['name']:<16} {r['control_address']:<16} {r['status']:<8} {plural(r['rules'], 'rule'):<10} "
-        + upgrade_cli.version_text(r)
+        f"{_health_text(r):<24} " + upgrade_cli.version_text(r)
         for r in rows
     ]
     out.result(rows, "\n".join(lines))
     return True, plural(len(rows), "router")
+
+
+def _health_text(row: dict[str, Any]) -> str:
+    """health and its age, e.g. `healthy 4s ago`; `unhealthy 12s ago`; `-` before the first check."""
+    if row["health"] is None:
+        return "-"
+    return f"{row['health']} {row['health_age_s']:.0f}s ago"
+
+
+def _health_columns(health: Health) -> dict[str, Any]:
+    age = None if health.at is None else max(0.0, (datetime.now(UTC) - health.at).total_seconds())
+    return {
+        "health": health.state,
+        "health_at": health.at.isoformat() if health.at else None,
+        "health_age_s": age,
+        "health_failures": health.failures,
+        "health_detail": health.detail,
+    }
+
+
+def _watch(args: argparse.Namespace, manager: Manager, out: Output) -> tuple[bool, str]:
+    options = WatchOptions(args.interval, args.unhealthy_after, args.parallel, args.timeout, args.action)
+    for name in args.names:
+        manager.store.router(name)  # an unknown name fails here
+    names = args.names or None
+    out.progress(f"watching {'every running router' if names is None else ', '.join(names)} "
+                 f"every {options.interval:g}s (unhealthy after {plural(options.unhealthy_after, 'failed check')})")
+    watcher = Watcher(manager, options, out.progress)
+    try:
+        last = watcher.run(names, args.rounds)
+    except KeyboardInterrupt:
+        last = []
+    finally:
+        watcher.close()
+    checked = {c.name: c.health for c in last} or {r.name: r.health for r in manager.store.routers()}
+    unhealthy = sorted(n for n, h in checked.items() if h.state == "unhealthy")
+    out.result({n: _health_columns(h) for n, h in checked.items()},
+               "\n".join(f"{n}: {h.state or '-'}" + (f" ({h.detail})" if h.detail else "") for n, h in checked.items()))
+    summary = f"watch: {len(checked) - len(unhealthy)}/{plural(len(checked), 'router')} healthy"
+    return not unhealthy, summary + (f"; unhealthy: {', '.join(unhealthy)}" if unhealthy else "")
 
 
 def _each(args: argparse.Namespace, manager: Manager, out: Output) -> tuple[bool, str]:
@@ -262,6 +326,7 @@ def _listing(manager: Manager, router: Router) -> dict[str, Any]:
         "jump_host": router.jump_host,
         "status": router.status,
         "rules": manager.rule_count(router.name),
+        **_health_columns(router.health),
     }
 
 

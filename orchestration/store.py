@@ -7,12 +7,26 @@ import contextlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint, create_engine, delete, make_url, select, text
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    make_url,
+    select,
+    text,
+)
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from vr.document import Command as EngineCommand
@@ -41,6 +55,10 @@ class RouterRow(Base):
     networks: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
     settings: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # the deployer's: rootfs or image, accel, host
     status: Mapped[str] = mapped_column(String(16), default="created")  # created, running, stopped
+    health: Mapped[str | None] = mapped_column(String(16))  # healthy, unhealthy; None before the first check
+    health_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    health_failures: Mapped[int] = mapped_column(Integer, default=0)  # failed checks in a row
+    health_detail: Mapped[str | None] = mapped_column(Text)  # what the last check found wrong
     rules: Mapped[list["RuleRow"]] = relationship(cascade="all, delete-orphan", order_by="RuleRow.id")
 
 
@@ -64,6 +82,17 @@ class Network:
 
 
 @dataclass(frozen=True)
+class Health:
+    """A router's health as last checked: `state` healthy or unhealthy (None before the first check; a
+    router turns unhealthy only after a number of failed checks in a row), `detail` what the last one found."""
+
+    state: str | None = None
+    at: datetime | None = None
+    failures: int = 0
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
 class Router:
     """A router as the store knows it (a detached copy: safe to pass between threads)."""
 
@@ -76,6 +105,7 @@ class Router:
     networks: tuple[Network, ...]
     settings: dict[str, str] = field(default_factory=dict)
     status: str = "created"
+    health: Health = Health()
 
 
 class NotFound(VrpipeError):
@@ -90,8 +120,15 @@ def _router(row: RouterRow) -> Router:
     networks = tuple(Network(**n) for n in row.networks or ())
     return Router(
         row.id, row.name, row.deployer, row.control_address, row.jump_host, row.host_key, networks,
-        dict(row.settings or {}), row.status,
+        dict(row.settings or {}), row.status, _health(row),
     )
+
+
+def _health(row: RouterRow) -> Health:
+    at = row.health_at
+    if at is not None and at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)  # SQLite keeps no time zone: the store writes UTC
+    return Health(row.health, at, row.health_failures or 0, row.health_detail)
 
 
 class StoreError(VrpipeError):
@@ -194,6 +231,20 @@ class Store:
             row = self._row(session, name)
             row.networks = [{"device": n.device, "bridge": n.bridge} for n in networks]
             return _router(row)
+
+    def record_health(self, name: str, ok: bool, detail: str | None, unhealthy_after: int) -> Health:
+        """Record one health check: a passed check makes the router healthy at once, a failed one counts, and
+        the `unhealthy_after`-th failure in a row makes it unhealthy. Returns the health now recorded."""
+        with self._session() as session:
+            row = self._row(session, name)
+            row.health_at = datetime.now(UTC)
+            row.health_failures = 0 if ok else (row.health_failures or 0) + 1
+            row.health_detail = detail
+            if ok:
+                row.health = "healthy"
+            elif row.health_failures >= unhealthy_after:
+                row.health = "unhealthy"
+            return _health(row)
 
     def forget_host_key(self, name: str) -> None:
         with self._session() as session:

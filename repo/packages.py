@@ -38,6 +38,7 @@ VR_BASE_DEPENDS = (
     "openssh-server",
     "python3",
     "python3-jinja2",
+    "python3-prometheus-client",  # vr-metrics
 )
 
 

@@ -3,10 +3,13 @@ their address from the router with a real DHCP client) and one public namespace 
 (203.0.113.1). Used by `invoke lab` / `invoke lab-down`, the orchestration tests and `invoke bench-apply`.
 """
 
+import contextlib
 import json
+import shutil
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from orchestration.commands import Command
@@ -216,3 +219,20 @@ def lab_down(state_dir: Path | str = LAB_DIR, progress: Callable[[str], None] = 
     for leftover in ("vrpipe.db", "config.json"):
         (Path(state_dir) / leftover).unlink(missing_ok=True)
     return f"lab-down: removed {count} routers and the lab's namespaces"
+
+
+@contextlib.contextmanager
+def throwaway_lab(rootfs: Path | str | None, prefix: str) -> Iterator[tuple[Manager, Lab]]:
+    """A manager and its lab (public namespace up) in a temporary state directory, for a benchmark;
+    every router, namespace and file of it is removed afterwards."""
+    state_dir = tempfile.mkdtemp(prefix="vrpipe-bench-")
+    try:
+        with Manager(lab_config(rootfs, state_dir, prefix)) as manager:
+            lab = Lab(manager, prefix)
+            try:
+                lab.up_public()
+                yield manager, lab
+            finally:
+                lab.down()
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)

@@ -133,6 +133,12 @@ def main_metadata(argv=None):
     return main(argv)
 
 
+def main_metrics(argv=None):
+    from .metrics_server import main
+
+    return main(argv)
+
+
 def main_boot():
     from .boot import main
 
@@ -155,4 +161,5 @@ COMMANDS = {
     "vr-health": main_health,
     "vr-metadata": main_metadata,
     "vr-engine": main_engine,
+    "vr-metrics": main_metrics,
 }

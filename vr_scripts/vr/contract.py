@@ -4,7 +4,8 @@ these from here, so that the template, the packages and the manager cannot disag
 """
 
 SSH_PORT = 3922  # the manager's SSH, on the control interface only
-BIN_DIR = "/opt/vr/bin"  # vr-apply, vr-cmd, vr-state, vr-health, vr-metadata, vr-boot
+METRICS_PORT = 9185  # vr-metrics (Prometheus format), on the control interface only
+BIN_DIR = "/opt/vr/bin"  # vr-apply, vr-cmd, vr-state, vr-health, vr-metadata, vr-metrics, vr-boot
 LIB_DIR = "/opt/vr/lib"  # the engine (vr/)
 BASE_PACKAGE = "vr-base"  # the Debian packages a router needs
 ENGINE_PACKAGE = "vr-scripts"  # the engine and its commands

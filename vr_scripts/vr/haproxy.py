@@ -11,9 +11,7 @@ SERVICE = "haproxy"
 
 
 def render(state, layout):
-    config = render_template(
-        "haproxy.cfg.j2", balancers=state.load_balancer, stats_socket=layout.root / "run/haproxy-vr.sock"
-    )
+    config = render_template("haproxy.cfg.j2", balancers=state.load_balancer, stats_socket=layout.haproxy_socket)
     return {layout.haproxy_cfg: config}
 
 

@@ -48,6 +48,10 @@ class Layout:
         return self._at("etc/haproxy/haproxy.cfg")
 
     @property
+    def haproxy_socket(self):
+        return self._at("run/haproxy-vr.sock")  # haproxy's stats socket (vr-health, vr-metrics)
+
+    @property
     def metadata(self):
         return self._at("var/lib/vr/metadata.json")
 

@@ -26,6 +26,7 @@ def _context(state):
     deny_by_default = state.egress_policy.default == "deny"
     return {
         "ssh_port": contract.SSH_PORT,
+        "metrics_port": contract.METRICS_PORT,
         "control_devices": [_quoted(interfaces.control.device)] if interfaces.control else [],
         "guest_devices": [_quoted(g.device) for g in interfaces.guests],
         "public_devices": [_quoted(p.device) for p in interfaces.public],
