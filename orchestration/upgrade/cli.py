@@ -22,12 +22,15 @@ def add_parser(sub):
     p.add_argument("--repo-url", default=UpgradeConfig.repo_url, help="our repository as routers reach it")
     p.add_argument("--channel", action="append", help="our channel(s) to upgrade from (default: stable)")
     p.add_argument("--keyring", default=ROUTER_KEYRING, help="our archive keyring, a path on the router")
-    p.add_argument("--security-url", default=apt.DEBIAN_SECURITY, help="Debian's security archive")
+    p.add_argument(
+        "--security-url", help="Debian's security archive (default: our repository's mirror of each router's "
+        f"<codename>-security when it serves one (invoke mirror-security), else {apt.DEBIAN_SECURITY})",
+    )  # fmt: skip
     p.add_argument(
         "--security-suite", help="the security suite for every router (default: each router's own release's, "
         "from its /etc/os-release, e.g. trixie-security)",
     )  # fmt: skip
-    p.add_argument("--security-keyring", default=apt.DEBIAN_KEYRING, help="a path on the router")
+    p.add_argument("--security-keyring", default=apt.DEBIAN_KEYRING, help="a path on the router (for --security-url)")
     p.add_argument("--no-security", action="store_true", help="leave Debian's security suite out")
     p.add_argument("--canary", help="the router upgraded first, alone (default: the first named)")
     p.add_argument("--batch", default="1", help="routers per batch after the canary: N or N%% (default 1)")
@@ -41,12 +44,14 @@ def add_parser(sub):
 def config_from(args):
     security = None
     if not args.no_security:
-        security = apt.SecuritySource(args.security_url, args.security_suite, args.security_keyring)
+        url = args.security_url or apt.DEBIAN_SECURITY
+        security = apt.SecuritySource(url, args.security_suite, args.security_keyring)
     config = UpgradeConfig(
         repo_url=args.repo_url,
         channels=tuple(args.channel or ("stable",)),
         keyring=args.keyring,
         security=security,
+        security_mirror=not args.security_url and not args.security_suite,
         min_free_mib=args.min_free_mib,
         lock_timeout=args.lock_timeout,
         to_version=args.to,

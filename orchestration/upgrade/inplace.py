@@ -35,12 +35,15 @@ ROUTER_KEYRING = contract.ARCHIVE_KEYRING  # put there by the template
 class UpgradeConfig:
     """Where routers upgrade from, as they reach it. Our channels come with their -previous suites, from
     which a rollback takes the versions a router had; Debian's security suite is the router's release's
-    unless `security` names one (None leaves it out)."""
+    unless `security` names one (None leaves it out). security_mirror: take it from our own repository
+    when that serves the router's `<codename>-security` (`invoke mirror-security`, signed by our key),
+    and from `security` only when it does not."""
 
     repo_url: str = "http://169.254.0.1:8080/"  # the management host on the control network
     channels: tuple[str, ...] = ("stable",)
     keyring: str = ROUTER_KEYRING
     security: apt.SecuritySource | None = apt.SecuritySource()
+    security_mirror: bool = False
     min_free_mib: int = 64
     lock_timeout: int = 120  # seconds apt waits for another dpkg to finish
     packages: tuple[str, ...] = apt.OUR_PACKAGES  # the versions the store keeps per router
@@ -63,11 +66,18 @@ class UpgradeConfig:
     @property
     def needs_release(self):
         """Whether the sources depend on the router's release (its VERSION_CODENAME)."""
-        return self.security is not None and self.security.suite is None
+        return self.security is not None and (self.security.suite is None or self.security_mirror)
 
-    def sources(self, codename=""):
-        """The apt sources of a router of this release (codename, e.g. "trixie")."""
-        return (self.ours, *([self.security.for_release(codename)] if self.security else []))
+    def mirror(self, codename):
+        """Our repository's mirror of the release's security suite."""
+        return apt.AptSource(self.repo_url, (f"{codename}-security",), self.keyring)
+
+    def sources(self, codename="", mirrored=False):
+        """The apt sources of a router of this release (codename, e.g. "trixie"); mirrored: our repository
+        serves its security suite."""
+        if not self.security:
+            return (self.ours,)
+        return (self.ours, self.mirror(codename) if mirrored else self.security.for_release(codename))
 
 
 @dataclass(frozen=True)
@@ -165,7 +175,9 @@ class RouterUpgrade:
         (reachable, signature valid) and the router; returns the snapshot before."""
         self._wait_idle()
         self.router.output(["mkdir", "-p", apt.SOURCES_DIR], "making the sources directory")
-        self.transport.copy(apt.sources_text(self.config.sources(self._codename())), apt.SOURCES_FILE)
+        codename = self._codename()
+        sources = self.config.sources(codename, self._mirror_served(codename))
+        self.transport.copy(apt.sources_text(sources), apt.SOURCES_FILE)
         pending = checks.dpkg_pending(self.router)
         if pending and not dry_run:
             log.info("%s: dpkg has unfinished work, running dpkg --configure -a", self.name)
@@ -210,6 +222,15 @@ class RouterUpgrade:
         if not codename:
             raise Failed("skipped", f"{apt.OS_RELEASE} names no VERSION_CODENAME: give --security-suite")
         return codename
+
+    def _mirror_served(self, codename):
+        """Whether the router reaches our repository's mirror of its security suite (when asked to)."""
+        if not (self.config.security and self.config.security_mirror):
+            return False
+        url = f"{self.config.repo_url}dists/{codename}-security/InRelease"
+        served = self.router.status(apt.served_query(url))[0] == 0
+        log.info("%s: Debian security fixes from %s", self.name, url if served else self.config.security.url)
+        return served
 
     def _plan(self, dry_run, before):
         if self.config.to_version:

@@ -1,6 +1,7 @@
 """The pure logic of in-place upgrades: apt's simulation parsed into changes, reboot and problem lines,
 the sources file, the rollout's waves and stop rules, the post-check comparisons, and the store records."""
 
+import argparse
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -10,8 +11,9 @@ import pytest
 from orchestration.store import LockTimeout, Store
 from orchestration.transports import TransportError
 from orchestration.upgrade import apt, checks
+from orchestration.upgrade import cli as upgrade_cli
 from orchestration.upgrade.cli import version_text, versions_columns
-from orchestration.upgrade.inplace import UpgradeConfig, UpgradeOutcome
+from orchestration.upgrade.inplace import ROUTER_KEYRING, UpgradeConfig, UpgradeOutcome
 from orchestration.upgrade.records import lagging, note_release, record, records
 from orchestration.upgrade.rollout import RolloutPolicy, roll_out, stop_reason, waves
 from vrpipe.errors import SettingsError
@@ -103,6 +105,19 @@ def test_sources_name_our_channels_with_previous_and_debian_security():
     only_ours = UpgradeConfig(security=None)
     assert not only_ours.needs_release
     assert apt.sources_text(only_ours.sources()).count("Types: deb") == 1
+
+
+def test_the_security_suite_comes_from_our_mirror_by_default_when_it_is_served():
+    parser = argparse.ArgumentParser()
+    upgrade_cli.add_parser(parser.add_subparsers())
+    config, _ = upgrade_cli.config_from(parser.parse_args(["upgrade"]))
+    assert config.security_mirror and config.needs_release
+    mirrored = config.sources("trixie", mirrored=True)[1]
+    assert (mirrored.url, mirrored.suites, mirrored.keyring) == (config.repo_url, ("trixie-security",), ROUTER_KEYRING)
+    assert config.sources("trixie")[1].url == apt.DEBIAN_SECURITY  # not served: Debian's own
+    given, _ = upgrade_cli.config_from(parser.parse_args(["upgrade", "--security-url", "http://m.example/d/"]))
+    assert not given.security_mirror and given.sources("trixie")[1].url == "http://m.example/d/"
+    assert apt.served_query("http://x/")[-1] == "http://x/"  # the URL is an argument, never code
 
 
 def test_the_security_suite_follows_the_routers_release_unless_given():
