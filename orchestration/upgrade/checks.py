@@ -153,6 +153,29 @@ def post_check_problems(before, after, expected):
     return problems
 
 
+def restart_stale(router):
+    """Run vr-restart-stale on the router: its JSON report, or None when the router's vr-scripts predates it
+    (a rollback to an old version)."""
+    status, out = router.status([contract.command("vr-restart-stale")])
+    if status == 127:
+        return None
+    try:
+        return json.loads(out)
+    except json.JSONDecodeError:
+        raise CheckFailed(f"vr-restart-stale printed no JSON (exit status {status}): {out.strip()[:200]}") from None
+
+
+def stale_problems(report):
+    """What the post-check refuses: a unit whose renewal failed, and a listed service still running old code
+    after it (other units still running old code are a reboot's job, reported but not refused)."""
+    problems = [f"{u['unit']}: {u['action']} failed: {u['error']}" for u in report["units"] if not u["ok"]]
+    for process in report["still_old"]:
+        if process["unit"] in SERVICES:
+            files = ", ".join(process["files"])
+            problems.append(f"{process['unit']} still runs old code ({process['command']}[{process['pid']}]: {files})")
+    return problems
+
+
 def reapplied(log_line, version):
     """True when the apply log's line records a successful re-apply by this engine version."""
     _, _, text = log_line.partition(" {")

@@ -264,21 +264,43 @@ class RouterUpgrade:
         return tuple(apt.restartable(shown))
 
     def _upgrade(self, before, planned):
-        """Install the planned versions; on any failed post-check, roll back to the versions before."""
+        """Install the planned versions, renew what still runs old code; on any failed post-check, roll back
+        to the versions before."""
         status, out = self.router.status(apt.install(self.changes, self.config.lock_timeout))
         self._wait_idle()
-        problems = self._post_checks(before, {c.package: c.new for c in self.changes}, status, out)
+        renewed, stale = self._restart_stale()
+        problems = self._post_checks(before, {c.package: c.new for c in self.changes}, status, out) + stale
         if not problems:
-            return replace(planned, status="upgraded")
+            return replace(planned, status="upgraded", **renewed)
         failure = "; ".join(problems)
         log.warning("%s: upgrade failed (%s), rolling back", self.name, failure)
         status, out = self.router.status(apt.install(self.changes, self.config.lock_timeout, downgrade=True))
         self._wait_idle()
         previous = {c.package: c.old for c in self.changes if c.old}
-        problems = self._post_checks(before, previous, status, out)
+        problems = self._post_checks(before, previous, status, out) + self._restart_stale()[1]
         if problems:
             raise Failed("rollback-failed", f"{failure}; the rollback failed too: {'; '.join(problems)}")
         raise Failed("rolled-back", f"{failure}; rolled back to {', '.join(f'{p} {v}' for p, v in previous.items())}")
+
+    def _restart_stale(self):
+        """Renew the services still running replaced code (vr-restart-stale on the router). Returns the
+        outcome's restarts and reboot_required as it saw them, and the problems for the post-check."""
+        report = checks.restart_stale(self.router)
+        if report is None:
+            self.warnings.append("vr-restart-stale is not on the router (vr-scripts too old): nothing restarted")
+            return {}, []
+        done = [u for u in report["units"] if u["action"] != "none"]
+        if any(u["unit"] == "ssh.service" for u in done):
+            # our connection is a session of the old sshd: reconnect, so that it ends too
+            getattr(self.transport, "close", lambda: None)()
+        for unit in report["units"]:
+            log.info("%s: %s: %s (%s; %s)", self.name, unit["unit"], unit["action"], unit["why"], unit["how"])
+        old_units = sorted({f"{p['unit'] or p['command']} (old code)" for p in report["still_old"]})
+        renewed = {
+            "restarts": tuple(f"{u['unit']} ({u['action']})" for u in done),
+            "reboot_required": tuple(apt.reboot_required(self.changes)) + tuple(old_units),
+        }
+        return renewed, checks.stale_problems(report)
 
     def _post_checks(self, before, expected, apt_status, apt_output):
         problems = []

@@ -121,6 +121,12 @@ def main_metadata(argv=None):
     return main(argv)
 
 
+def main_restart_stale(argv=None):
+    from .restarts import main
+
+    return main(argv)
+
+
 def main_boot():
     from .boot import main
 
@@ -134,4 +140,5 @@ COMMANDS = {
     "vr-state": main_state,
     "vr-health": main_health,
     "vr-metadata": main_metadata,
+    "vr-restart-stale": main_restart_stale,
 }
