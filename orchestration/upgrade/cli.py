@@ -92,6 +92,7 @@ def versions_columns(manager, rows):
         row["last_upgrade"] = record.outcome if record else None
         row["upgraded_at"] = record.upgraded_at.isoformat() if record and record.upgraded_at else None
         row["lags"] = name in behind
+        row["reboot_required"] = record.reboot_required if record else None
     return rows
 
 
@@ -100,4 +101,5 @@ def version_text(row):
     engine = packages.get(contract.ENGINE_PACKAGE, "?")
     base = packages.get(contract.BASE_PACKAGE, "?")
     last = f" last upgrade {row['last_upgrade']}" if row["last_upgrade"] else ""
-    return f"vr-scripts {engine}{' (lags)' if row['lags'] else ''} vr-base {base}{last}"
+    reboot = f" reboot required ({', '.join(row['reboot_required'])})" if row.get("reboot_required") else ""
+    return f"vr-scripts {engine}{' (lags)' if row['lags'] else ''} vr-base {base}{last}{reboot}"

@@ -188,10 +188,27 @@ class RouterUpgrade:
         self.router.output(apt.update(self.config.lock_timeout), "repository check (apt-get update)")
         self._check_releases()
         before = checks.take_snapshot(self.router, self.config.packages)
+        if not dry_run:
+            self._check_last_good(before)
         problems = checks.pre_check_problems(before, checks.free_mib(self.router), self.config.min_free_mib)
         if problems:
             raise Failed("skipped", "; ".join(problems))
         return before
+
+    def _check_last_good(self, now):
+        """After an upgrade that did not end well (its snapshot is still on the router; dpkg was finished
+        above, which may have rolled it forward), the router must match its state before that upgrade, at
+        the versions it has now, before anything else is said about it."""
+        good = checks.last_good(self.router)
+        if good is None:
+            return
+        problems = checks.post_check_problems(good, now, {p: v for p, v in now.versions.items() if p in good.versions})
+        if problems:
+            raise Failed("failed", f"the last upgrade did not end well and the router differs from its state "
+                         f"before it: {'; '.join(problems)}")  # fmt: skip
+        log.info("%s: the last upgrade did not end well; the router matches its state before it", self.name)
+        self.warnings.append("the last upgrade did not end well: checked against the state before it, ok")
+        self.router.output(["rm", "-f", checks.GOOD_SNAPSHOT], "removing the last good snapshot")
 
     def _check_releases(self):
         """Refuse a channel whose Release is older than one seen before (apt takes an older, validly
@@ -266,20 +283,24 @@ class RouterUpgrade:
     def _upgrade(self, before, planned):
         """Install the planned versions, renew what still runs old code; on any failed post-check, roll back
         to the versions before."""
+        checks.keep_good(self.router, self.transport.copy, before)
         status, out = self.router.status(apt.install(self.changes, self.config.lock_timeout))
         self._wait_idle()
         renewed, stale = self._restart_stale()
         problems = self._post_checks(before, {c.package: c.new for c in self.changes}, status, out) + stale
         if not problems:
+            self.router.output(["rm", "-f", checks.GOOD_SNAPSHOT], "removing the last good snapshot")
             return replace(planned, status="upgraded", **renewed)
         failure = "; ".join(problems)
         log.warning("%s: upgrade failed (%s), rolling back", self.name, failure)
+        self._finish_dpkg()
         status, out = self.router.status(apt.install(self.changes, self.config.lock_timeout, downgrade=True))
         self._wait_idle()
         previous = {c.package: c.old for c in self.changes if c.old}
         problems = self._post_checks(before, previous, status, out) + self._restart_stale()[1]
         if problems:
             raise Failed("rollback-failed", f"{failure}; the rollback failed too: {'; '.join(problems)}")
+        self.router.output(["rm", "-f", checks.GOOD_SNAPSHOT], "removing the last good snapshot")
         raise Failed("rolled-back", f"{failure}; rolled back to {', '.join(f'{p} {v}' for p, v in previous.items())}")
 
     def _restart_stale(self):
@@ -288,7 +309,7 @@ class RouterUpgrade:
         report = checks.restart_stale(self.router)
         if report is None:
             self.warnings.append("vr-restart-stale is not on the router (vr-scripts too old): nothing restarted")
-            return {}, []
+            return {"reboot_required": tuple(checks.reboot_reasons(self.router))}, []
         done = [u for u in report["units"] if u["action"] != "none"]
         if any(u["unit"] == "ssh.service" for u in done):
             # our connection is a session of the old sshd: reconnect, so that it ends too
@@ -298,9 +319,17 @@ class RouterUpgrade:
         old_units = sorted({f"{p['unit'] or p['command']} (old code)" for p in report["still_old"]})
         renewed = {
             "restarts": tuple(f"{u['unit']} ({u['action']})" for u in done),
-            "reboot_required": tuple(apt.reboot_required(self.changes)) + tuple(old_units),
+            "reboot_required": tuple(checks.reboot_reasons(self.router)) + tuple(old_units),
         }
         return renewed, checks.stale_problems(report)
+
+    def _finish_dpkg(self):
+        """An interrupted dpkg (killed, or a failed maintainer script) refuses every install until it is
+        finished: finish it before a rollback installs the versions before."""
+        if checks.dpkg_pending(self.router):
+            log.info("%s: dpkg was interrupted, running dpkg --configure -a before the rollback", self.name)
+            self.router.status(apt.configure_pending())
+            self._wait_idle()
 
     def _post_checks(self, before, expected, apt_status, apt_output):
         problems = []
@@ -357,7 +386,8 @@ def upgrade_fleet(manager, names, config, policy, dry_run=False, progress=lambda
 
     def finished(outcome):
         if not dry_run:
-            record(manager.store, outcome.name, outcome.versions, outcome.status, outcome.error or None)
+            reboot = outcome.reboot_required if outcome.status == "upgraded" else None  # else: as it was
+            record(manager.store, outcome.name, outcome.versions, outcome.status, outcome.error or None, reboot)
 
     def make_outcome(name, status, error):
         return UpgradeOutcome(name, status, error=error)

@@ -178,6 +178,7 @@ def upgrade_lab(tmp, names, tag="u", deployer="container", image=None):
         ssh_netns=f"{prefix}hv",
         netns_prefix=f"{prefix}-",
     )
+    config.state_dir.mkdir(parents=True, exist_ok=True)  # the lab records its namespaces there at once
     manager = Manager(config)
     lab = Lab(manager, prefix)
     try:

@@ -2,6 +2,7 @@
 the sources file, the rollout's waves and stop rules, the post-check comparisons, and the store records."""
 
 import argparse
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -416,3 +417,15 @@ def test_versions_available_from_apt_cache_madison():
     assert UpgradeConfig(to_version="1:1.0.0+up4~rc1").to_version == "1:1.0.0+up4~rc1"
     with pytest.raises(ValueError, match="not a Debian version"):
         UpgradeConfig(to_version="latest; rm -rf /")
+
+
+def test_a_snapshot_kept_on_the_router_reads_back_the_same():
+    snapshot = checks.Snapshot(
+        health={"ok": True, "version": "1.0.1"},
+        ruleset="table inet vr {\n}\n",
+        leases=frozenset({("52:54:00:00:00:01", "10.1.1.10")}),
+        active=frozenset({"haproxy.service", "ssh.service"}),
+        versions={"vr-scripts": "1.0.1"},
+        last_apply='2026-12-01 {"ok": true}',
+    )
+    assert checks.Snapshot.from_json(json.loads(json.dumps(snapshot.to_json()))) == snapshot

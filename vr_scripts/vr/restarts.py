@@ -9,6 +9,7 @@ load-balancer workers finishing their connections).
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -16,7 +17,9 @@ from dataclasses import asdict, dataclass
 from .run import CommandFailed, run
 
 PROC = "/proc"
-CODE = ("/usr/", "/lib", "/bin/", "/sbin/", "/opt/")  # where code lives; /dev/shm, memfd and the like are data
+# Where code lives (/dev/shm, memfd and the like are data). Not only at the start: a process in a mount
+# namespace of its own (a unit's sandboxing) shows files from ours by the path from the machine's root.
+CODE = re.compile(r"(^|/)(usr|lib|lib64|bin|sbin|opt)/")
 DELETED = " (deleted)"
 PID1 = "PID 1"  # the "unit" of systemd itself
 # How a unit is renewed, least disruptive first; any other service is restarted.
@@ -83,7 +86,7 @@ def _old_files(pid_dir: str) -> tuple[str, ...]:
     fields = (line.split(maxsplit=5) for line in _read(f"{pid_dir}/maps").splitlines())
     mapped = [f[5] for f in fields if len(f) == 6]
     old = {path.removesuffix(DELETED) for path in [exe, *mapped] if path.endswith(DELETED)}
-    return tuple(sorted(path for path in old if path.startswith(CODE)))
+    return tuple(sorted(path for path in old if CODE.search(path)))
 
 
 def _unit(proc: str, pid: str) -> str:
