@@ -6,6 +6,7 @@ from vr import contract
 
 from orchestration.upgrade import apt
 from orchestration.upgrade.inplace import ROUTER_KEYRING, UpgradeConfig, read_versions, upgrade_fleet
+from orchestration.upgrade.reboot import reboot_fleet
 from orchestration.upgrade.records import lagging, records
 from orchestration.upgrade.rollout import RolloutPolicy
 from vrpipe import log
@@ -39,6 +40,29 @@ def add_parser(sub):
     p.add_argument("--keep", type=int, default=UpgradeConfig.keep,
                    help="versions of each channel the repository keeps (its repo.keep; default 3)")
     p.add_argument("--lock-timeout", type=int, default=UpgradeConfig.lock_timeout, help="seconds to wait for dpkg")
+
+
+def add_reboot_parser(sub):
+    p = sub.add_parser("reboot", help="reboot routers, each passing the health gates before the next batch")
+    p.add_argument("names", nargs="+", help="routers to reboot, in this order")
+    p.add_argument("--rolling", action="store_true", help="one batch at a time (default: the first router, "
+                   "then all the others at once)")  # fmt: skip
+    p.add_argument("--batch", default="1", help="with --rolling: routers per batch after the first: N or N%% (1)")
+    p.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds a router has, once booted, to pass the gates (120)")  # fmt: skip
+
+
+def reboot(args, manager, out):
+    """Do `vrpipe reboot`; return (ok, summary)."""
+    for name in args.names:
+        manager.store.router(name)  # an unknown name fails here, before any router is touched
+    batch = args.batch if args.rolling else "100%"
+    with log.progress(len(args.names), "vrpipe: reboot") as done:
+        outcomes, stopped = reboot_fleet(manager, args.names, batch, args.timeout, done)
+    out.result({"stopped": stopped, "routers": [o.to_json() for o in outcomes]}, "\n".join(o.line() for o in outcomes))
+    rebooted = sum(o.ok for o in outcomes)
+    ok = stopped is None and rebooted == len(outcomes)
+    return ok, f"reboot: {rebooted} of {len(outcomes)} rebooted" + (f"; stopped: {stopped}" if stopped else "")
 
 
 def config_from(args):

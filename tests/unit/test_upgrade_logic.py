@@ -429,3 +429,20 @@ def test_a_snapshot_kept_on_the_router_reads_back_the_same():
         last_apply='2026-12-01 {"ok": true}',
     )
     assert checks.Snapshot.from_json(json.loads(json.dumps(snapshot.to_json()))) == snapshot
+
+
+def test_reboot_required_is_recorded_kept_and_listed(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'vrpipe.db'}")
+    try:
+        store.add_router("r1", "container", "169.254.1.2")
+        record(store, "r1", {"vr-scripts": "1.0.1"}, "upgraded", reboot_required=["linux-image-amd64"])
+        record(store, "r1", {"vr-scripts": "1.0.1"}, "up-to-date")  # not read again: kept
+        assert records(store)["r1"].reboot_required == ["linux-image-amd64"]
+        rows = versions_columns(FakeRouters(store, {}), [{"name": "r1", "status": "running"}])
+        assert version_text(rows[0]).endswith("last upgrade up-to-date reboot required (linux-image-amd64)")
+        record(store, "r1", {}, reboot_required=[])  # rebooted
+        assert records(store)["r1"].reboot_required == []
+        rows = versions_columns(FakeRouters(store, {}), [{"name": "r1", "status": "running"}])
+        assert "reboot" not in version_text(rows[0])
+    finally:
+        store.close()
