@@ -2,25 +2,30 @@
 version (same library, new version, new file bytes), published in the test repository's security channel,
 and upgraded in place while traffic runs; afterwards vr-restart-stale has renewed every daemon that mapped
 the old library (and left alone those that do not), no process maps it, no connection failed and no
-lease was lost.
+lease was lost. And Debian's real fixes through the mirror (invoke mirror-security), which `vrpipe upgrade`
+takes by default when the repository serves it.
 """
 
 import json
 import os
 import shutil
+from dataclasses import replace
 
 import pytest
 from vr import contract
 
 from orchestration.lab.upgrade_lab import traffic
+from orchestration.upgrade.apt import DEBIAN_SECURITY, SOURCES_FILE, SecuritySource
 from orchestration.upgrade.inplace import upgrade_fleet
 from orchestration.upgrade.rollout import RolloutPolicy
 from repo import publish
+from repo.mirror import DEBIAN_KEYRING, mirror_security, template_mirror
 from vrpipe.run import run
 
 from .engine_fixtures import wait_for
-from .image_fixtures import template_config
+from .image_fixtures import shared_template, template_config
 from .orch_rootfs import router_rootfs
+from .test_repo_mirror import debian_reachable
 from .upgrade_fixtures import installed_version, upgrade_lab
 
 pytestmark = pytest.mark.e2e
@@ -87,6 +92,27 @@ def test_a_libssl_fix_renews_every_daemon_that_mapped_the_old_library(tmp_path):
         assert counts["connections"] > 20 and counts["lost_pings"] <= 1, counts
         assert lab.execute("r1", ["cat", contract.LEASES_FILE]) == leases
         assert lab.health("r1")["ok"]
+
+
+def test_a_router_takes_debians_fixes_from_the_mirror_by_default(tmp_path):
+    manifest = shared_template().folder / "manifest.json"
+    if not debian_reachable(DEBIAN_SECURITY.rstrip("/")):
+        pytest.skip(f"Debian's security archive {DEBIAN_SECURITY} cannot be reached from this machine")
+    with upgrade_lab(tmp_path, ["r1"], tag="m", plays_debian=False) as lab:
+        mirrored = mirror_security(lab.repo, template_mirror(manifest, None, DEBIAN_KEYRING))
+        print("\n" + mirrored.summary())
+        # what `vrpipe upgrade` does without --security-url: the mirror when the repository serves it
+        config = replace(lab.config(), security=SecuritySource(), security_mirror=True)
+        report = upgrade_fleet(lab.manager, ["r1"], config, RolloutPolicy())
+        (outcome,) = report.outcomes
+        print(outcome.line())
+        sources = lab.execute("r1", ["cat", SOURCES_FILE])
+        assert f"URIs: {lab.url}\nSuites: trixie-security\n" in sources, sources
+        assert "deb.debian.org" not in sources, sources
+        assert outcome.status in ("upgraded", "up-to-date"), outcome.line()
+        for change in outcome.changes:
+            assert mirrored.packages.get(change.package) == change.new, change  # every change from the mirror
+        assert lab.health("r1")["ok"] and old_code(lab, "r1") == []
 
 
 def installed_version_on(lab, name):
