@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 DEBIAN_PACKAGES="
   python3 python3-venv python3-jinja2 python3-prometheus-client
   nftables dnsmasq-base haproxy iproute2 conntrack isc-dhcp-client iputils-ping curl socat
-  gpg gpgv dpkg-dev lintian reprepro mmdebstrap arch-test
+  gpg gpgv dpkg-dev lintian reprepro mmdebstrap arch-test debian-archive-keyring
   qemu-system-x86 qemu-utils ovmf fdisk e2fsprogs dosfstools mtools syslinux syslinux-common extlinux
   grub-efi-amd64-bin
   openssh-server openssh-client postgresql

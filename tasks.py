@@ -124,6 +124,25 @@ def publish_repo(c, version=None, channel=None, refresh=False):
 
 @task(
     help={
+        "manifest": "the template's manifest.json (default: template.output_dir's)",
+        "upstream": "Debian's security archive (default: the manifest's security_mirror)",
+        "keyring": "the keyring Debian's Release must be signed by (default: debian-archive-keyring's)",
+    }
+)
+def mirror_security(c, manifest=None, upstream=None, keyring=None):
+    """Mirror Debian's <suite>-security for the template's packages into the repository, checked and re-signed."""
+    from pathlib import Path
+
+    from image.config import load_config
+    from repo.commands import mirror_security as main
+    from repo.mirror import DEBIAN_KEYRING
+
+    where = Path(manifest) if manifest else load_config(c.config.get("template")).output_dir / "manifest.json"
+    _call("mirror-security", main, c.config.get("repo"), where, upstream, Path(keyring) if keyring else DEBIAN_KEYRING)
+
+
+@task(
+    help={
         "key": "fingerprint of the new key (its secret key in repo.gnupghome); default: a new development key",
         "retire": "end the rotation: only the newest key signs, the keyring package holds only it",
     }

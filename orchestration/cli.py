@@ -147,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     shell = command("completion", "print a shell completion script: eval \"$(vrpipe completion bash)\"")
     shell.add_argument("shell", choices=completion.SHELLS)
     upgrade_cli.add_parser(sub)
+    upgrade_cli.add_reboot_parser(sub)
     return p
 
 
@@ -208,6 +209,8 @@ def run_command(args: argparse.Namespace, manager: Manager, out: Output) -> tupl
         return upgrade_cli.run(args, manager, out)
     if args.command == "watch":
         return _watch(args, manager, out)
+    if args.command == "reboot":
+        return upgrade_cli.reboot(args, manager, out)
     if args.command == "state":
         state = manager.store.state(args.name)
         out.result(state, json.dumps(state, indent=1))

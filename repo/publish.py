@@ -20,7 +20,7 @@ from debian.debian_support import Version
 from vrpipe.errors import VrpipeError
 from vrpipe.log import step
 
-from . import keys, signing, snapshot, verify
+from . import keys, mirrors, signing, snapshot, verify
 from .config import PREVIOUS, RepoConfig
 from .packages import KEYRING_PACKAGE, build_keyring_package, build_packages, check_version, engine_version
 from .render import PROJECT, render
@@ -68,8 +68,8 @@ def publish(
         if version:
             with tempfile.TemporaryDirectory(dir=config.dir) as tmp:
                 replaced, changed = _include(repo, suites, build_packages(Path(tmp), version))
-        unexported = [c for c in config.codenames if not (repo.outdir / "dists" / c / "InRelease").exists()]
-        to_export = config.codenames if refresh else sorted({*unexported, *changed})
+        unexported = [c for c in served(config) if not (repo.outdir / "dists" / c / "InRelease").exists()]
+        to_export = served(config) if refresh else sorted({*unexported, *changed})
         tree = export_and_serve(config, repo, archive, to_export)
     versions = {p.package: p.version for p in repo.list(channel).values() if p.package != KEYRING_PACKAGE}
     return Result(channel, versions, replaced, tree, time.monotonic() - start)
@@ -92,7 +92,7 @@ def export_and_serve(
     if to_export:
         with step(f"export {' '.join(to_export)}"):
             repo.export(*to_export)
-    if not snapshot.differs(repo.outdir, config.public, config.codenames):
+    if not snapshot.differs(repo.outdir, config.public, served(config)):
         return None
     return snapshot.publish_tree(repo.outdir, config.public, config.keyring, lambda t: check_tree(config, t))
 
@@ -100,15 +100,22 @@ def export_and_serve(
 def check_tree(config: RepoConfig, tree: Path) -> None:
     """Refuse to serve a tree apt would not trust, or would trust too long: every Release signed for the
     exported keyring, with a Valid-Until in the future, and every index and .deb as it lists them."""
-    report = verify.verify(tree, config.keyring, config.codenames)
+    report = verify.verify(tree, config.keyring, served(config))
     if report.problems:
         raise VrpipeError(f"not serving tree {tree.name}, the served tree stays: " + "; ".join(report.problems))
 
 
-def prepare(config: RepoConfig, archive: keys.ArchiveKeys) -> Reprepro:
+def served(config: RepoConfig) -> list[str]:
+    """Every distribution the served tree holds: our channels with their history, and the Debian mirrors."""
+    return [*config.codenames, *(m.suite for m in mirrors.load(config.dir))]
+
+
+def prepare(config: RepoConfig, archive: keys.ArchiveKeys, mirrored: list[mirrors.Mirror] | None = None) -> Reprepro:
     """Export the public keyring of archive's keys, and write reprepro's conf/ to sign with them (and
-    for the configured distributions: older versions beyond repo.keep are dropped)."""
-    vanished = _vanished(config)
+    for the configured distributions and mirrored (default: the recorded mirrors): older versions
+    beyond repo.keep are dropped)."""
+    mirrored = mirrors.load(config.dir) if mirrored is None else mirrored
+    vanished = _vanished(config, [m.suite for m in mirrored])
     signing_keys = archive.signing
     _update(config.keyring, signing.public_key(config.gnupghome, signing_keys))
     conf = config.dir / "conf"
@@ -119,7 +126,8 @@ def prepare(config: RepoConfig, archive: keys.ArchiveKeys) -> Reprepro:
     )
     _update(hook, sign_release.encode(), mode=0o755)
     distributions = render(
-        "distributions.j2", codenames=config.codenames, origin=config.origin, valid_for=config.valid_for, hook=hook
+        "distributions.j2", codenames=config.codenames, mirrors=mirrored, origin=config.origin,
+        valid_for=config.valid_for, hook=hook,
     )
     _update(conf / "distributions", distributions.encode())
     repo = Reprepro(config.dir, config.dir / "work", config.gnupghome)
@@ -131,11 +139,12 @@ def prepare(config: RepoConfig, archive: keys.ArchiveKeys) -> Reprepro:
     return repo
 
 
-def _vanished(config: RepoConfig) -> list[Path]:
+def _vanished(config: RepoConfig, mirrored: list[str]) -> list[Path]:
     """The distributions reprepro has that the settings no longer name: older versions beyond a lowered
     repo.keep. A whole channel is never dropped this way (a typo in repo.channels must not delete one)."""
     dists = config.dir / "work" / "dists"
-    vanished = sorted(d for d in dists.iterdir() if d.name not in config.codenames) if dists.is_dir() else []
+    known = {*config.codenames, *mirrored}
+    vanished = sorted(d for d in dists.iterdir() if d.name not in known) if dists.is_dir() else []
     channels = [d.name for d in vanished if not any(d.name.startswith(c + PREVIOUS) for c in config.channels)]
     if channels:
         raise VrpipeError(

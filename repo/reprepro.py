@@ -1,11 +1,13 @@
 """The small wrapper around reprepro: each reprepro command repo/ uses, as one method with clear errors.
 
 reprepro keeps its configuration and database under `basedir` and writes dists/ and pool/ under
-`outdir`; it signs through the SignWith hook in conf/, which needs GNUPGHOME.
+`outdir`; it signs through the SignWith hook in conf/, which needs GNUPGHOME. reprepro itself uses GNUPGHOME only to
+verify what an update fetches (repo/mirror.py gives it a home holding Debian's keys).
 """
 
 from dataclasses import dataclass
 from pathlib import Path
+from subprocess import CompletedProcess
 
 from vrpipe.errors import VrpipeError
 from vrpipe.run import run
@@ -45,6 +47,12 @@ class Reprepro:
         """Forget the distributions conf/distributions no longer names (and the pool files only they used)."""
         self._run("--delete", "clearvanished")  # --delete: also when they still list packages
 
+    def update(self, codename: str, force: bool = False) -> str:
+        """Fetch codename's upstream (its Update rule in conf/updates) and take in what its filter lists,
+        without exporting; force: also when the upstream indexes have not changed. Returns reprepro's
+        log, which names every file it downloaded."""
+        return self._call("-VV", "--export=never", *(["--noskipold"] if force else []), "update", codename).stderr
+
     def check(self) -> None:
         """Check the database against the pool: every file there and with the checksums recorded."""
         self._run("check")
@@ -68,7 +76,10 @@ class Reprepro:
         return found
 
     def _run(self, *args: str | Path) -> str:
+        return self._call(*args).stdout
+
+    def _call(self, *args: str | Path) -> CompletedProcess[str]:
         if not (self.basedir / "conf" / "distributions").exists():
             raise VrpipeError(f"{self.basedir} has no conf/distributions: publish once first")
         argv = ["reprepro", "--basedir", self.basedir, "--outdir", self.outdir, *args]
-        return run(argv, env={"GNUPGHOME": str(self.gnupghome)}).stdout
+        return run(argv, env={"GNUPGHOME": str(self.gnupghome)})

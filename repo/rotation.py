@@ -10,7 +10,7 @@ from vrpipe.errors import VrpipeError
 
 from . import keys, signing
 from .config import RepoConfig
-from .publish import archive_keys, configured_key, export_and_serve, locked, prepare
+from .publish import archive_keys, configured_key, export_and_serve, locked, prepare, served
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def rotate_key(config: RepoConfig, new_key: str | None = None, retire: bool = Fa
         following = _retire(config, current) if retire else _start(config, current, new_key)
         # recorded first: if the publish below fails, the next publish-repo finishes this step
         keys.save(config.dir, following)
-        export_and_serve(config, prepare(config, following), following, config.codenames)
+        export_and_serve(config, prepare(config, following), following, served(config))
     return Rotation(tuple(k for k in current.signing if k not in following.signing), following)
 
 

@@ -34,6 +34,14 @@ def keyring_fingerprints(keyring: Path) -> list[str]:
         return list(_primary_keys(_gpg(Path(home), "--with-colons", "--show-keys", keyring), "pub"))
 
 
+def signing_key_ids(keyring: Path) -> list[str]:
+    """Every key and subkey of a keyring file as a long key id (the last 16 hex digits of its fingerprint,
+    as reprepro's VerifyRelease takes them): Debian signs its Release files with subkeys."""
+    with tempfile.TemporaryDirectory() as home:
+        listing = _gpg(Path(home), "--with-colons", "--show-keys", keyring)
+    return [fields[9][-16:] for fields in (r.split(":") for r in listing.splitlines()) if fields[0] == "fpr"]
+
+
 def _primary_keys(listing: str, kind: str) -> dict[str, list[str]]:
     """Parse gpg's --with-colons listing: each primary key ("sec" or "pub") -> its user ids."""
     keys: dict[str, list[str]] = {}

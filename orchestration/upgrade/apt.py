@@ -65,6 +65,13 @@ class SecuritySource:
         return AptSource(self.url, (self.suite or f"{codename}-security",), self.keyring)
 
 
+def served_query(url):
+    """Exits 0 when the router can fetch url (the router has python3, not always curl); the code is
+    fixed, the URL is its argument."""
+    probe = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)"
+    return ["python3", "-c", probe, url]
+
+
 def release_codename(os_release):
     """VERSION_CODENAME from the text of /etc/os-release ("trixie"), or "" when it names none."""
     for line in os_release.splitlines():

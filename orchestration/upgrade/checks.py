@@ -6,7 +6,7 @@ the snapshots before and after.
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 
 from vr import contract
@@ -17,6 +17,9 @@ from vrpipe.errors import VrpipeError
 SERVICES = ("dnsmasq.service", "haproxy.service", "vr-metadata.service", "ssh.service")
 LEASES = contract.LEASES_FILE
 APPLY_LOG = contract.APPLY_LOG
+# The router's state before an upgrade, kept on the router until the upgrade (or its rollback) passes its
+# post-checks: while it is there, the last upgrade did not end well and the next run checks against it.
+GOOD_SNAPSHOT = "/var/lib/vr/upgrade/last-good.json"
 EXPIRY_WARNING = timedelta(days=2)  # a plan warns when a Release's Valid-Until is nearer than this
 
 
@@ -32,6 +35,14 @@ class Snapshot:
     active: frozenset  # the SERVICES that run
     versions: dict  # package -> installed version
     last_apply: str  # the last line of the engine's apply log
+
+    def to_json(self):
+        return {**asdict(self), "leases": sorted(self.leases), "active": sorted(self.active)}
+
+    @classmethod
+    def from_json(cls, data):
+        leases = frozenset(tuple(lease) for lease in data["leases"])
+        return cls(**{**data, "leases": leases, "active": frozenset(data["active"])})
 
 
 class RouterCalls:
@@ -69,6 +80,21 @@ def take_snapshot(router, packages):
         versions=installed_versions(router, packages),
         last_apply=router.read(APPLY_LOG).strip().rsplit("\n", 1)[-1],
     )
+
+
+def keep_good(router, copy, snapshot):
+    """Keep snapshot on the router as its last good state (copy(text, path) writes a file there)."""
+    router.output(["mkdir", "-p", GOOD_SNAPSHOT.rsplit("/", 1)[0]], "making the snapshot directory")
+    copy(json.dumps(snapshot.to_json()), GOOD_SNAPSHOT)
+
+
+def last_good(router):
+    """The snapshot an upgrade that did not end well left on the router, or None."""
+    text = router.read(GOOD_SNAPSHOT)
+    try:
+        return Snapshot.from_json(json.loads(text)) if text else None
+    except (ValueError, KeyError, TypeError):
+        raise CheckFailed(f"{GOOD_SNAPSHOT} on the router is damaged: remove it after checking the router") from None
 
 
 def installed_versions(router, packages):
@@ -151,6 +177,40 @@ def post_check_problems(before, after, expected):
         problems.append(f"vr-health reports version {after.health.get('version')}, not {engine}")
     if engine and engine != before.versions.get(contract.ENGINE_PACKAGE) and not reapplied(after.last_apply, engine):
         problems.append(f"the persisted state was not re-applied by vr-scripts {engine}")
+    return problems
+
+
+REBOOT_FLAG = "/run/reboot-required"  # Debian's: written by the kernel's, libc's (and our) maintainer scripts
+
+
+def reboot_reasons(router):
+    """Why the router needs a reboot by Debian's own account: the packages in /run/reboot-required.pkgs
+    ([] when /run/reboot-required is not there)."""
+    if router.status(["test", "-e", REBOOT_FLAG])[0] != 0:
+        return []
+    return sorted(set(router.read(f"{REBOOT_FLAG}.pkgs").split())) or ["(no package named)"]
+
+
+def restart_stale(router):
+    """Run vr-restart-stale on the router: its JSON report, or None when the router's vr-scripts predates it
+    (a rollback to an old version)."""
+    status, out = router.status([contract.command("vr-restart-stale")])
+    if status == 127:
+        return None
+    try:
+        return json.loads(out)
+    except json.JSONDecodeError:
+        raise CheckFailed(f"vr-restart-stale printed no JSON (exit status {status}): {out.strip()[:200]}") from None
+
+
+def stale_problems(report):
+    """What the post-check refuses: a unit whose renewal failed, and a listed service still running old code
+    after it (other units still running old code are a reboot's job, reported but not refused)."""
+    problems = [f"{u['unit']}: {u['action']} failed: {u['error']}" for u in report["units"] if not u["ok"]]
+    for process in report["still_old"]:
+        if process["unit"] in SERVICES:
+            files = ", ".join(process["files"])
+            problems.append(f"{process['unit']} still runs old code ({process['command']}[{process['pid']}]: {files})")
     return problems
 
 

@@ -6,6 +6,7 @@ from vr import contract
 
 from orchestration.upgrade import apt
 from orchestration.upgrade.inplace import ROUTER_KEYRING, UpgradeConfig, read_versions, upgrade_fleet
+from orchestration.upgrade.reboot import reboot_fleet
 from orchestration.upgrade.records import lagging, records
 from orchestration.upgrade.rollout import RolloutPolicy
 from vrpipe import log
@@ -22,12 +23,15 @@ def add_parser(sub):
     p.add_argument("--repo-url", default=UpgradeConfig.repo_url, help="our repository as routers reach it")
     p.add_argument("--channel", action="append", help="our channel(s) to upgrade from (default: stable)")
     p.add_argument("--keyring", default=ROUTER_KEYRING, help="our archive keyring, a path on the router")
-    p.add_argument("--security-url", default=apt.DEBIAN_SECURITY, help="Debian's security archive")
+    p.add_argument(
+        "--security-url", help="Debian's security archive (default: our repository's mirror of each router's "
+        f"<codename>-security when it serves one (invoke mirror-security), else {apt.DEBIAN_SECURITY})",
+    )  # fmt: skip
     p.add_argument(
         "--security-suite", help="the security suite for every router (default: each router's own release's, "
         "from its /etc/os-release, e.g. trixie-security)",
     )  # fmt: skip
-    p.add_argument("--security-keyring", default=apt.DEBIAN_KEYRING, help="a path on the router")
+    p.add_argument("--security-keyring", default=apt.DEBIAN_KEYRING, help="a path on the router (for --security-url)")
     p.add_argument("--no-security", action="store_true", help="leave Debian's security suite out")
     p.add_argument("--canary", help="the router upgraded first, alone (default: the first named)")
     p.add_argument("--batch", default="1", help="routers per batch after the canary: N or N%% (default 1)")
@@ -40,15 +44,40 @@ def add_parser(sub):
                    "the global --lock-timeout")
 
 
+def add_reboot_parser(sub):
+    p = sub.add_parser("reboot", help="reboot routers, each passing the health gates before the next batch")
+    p.add_argument("names", nargs="+", help="routers to reboot, in this order")
+    p.add_argument("--rolling", action="store_true", help="one batch at a time (default: the first router, "
+                   "then all the others at once)")  # fmt: skip
+    p.add_argument("--batch", default="1", help="with --rolling: routers per batch after the first: N or N%% (1)")
+    p.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds a router has, once booted, to pass the gates (120)")  # fmt: skip
+
+
+def reboot(args, manager, out):
+    """Do `vrpipe reboot`; return (ok, summary)."""
+    for name in args.names:
+        manager.store.router(name)  # an unknown name fails here, before any router is touched
+    batch = args.batch if args.rolling else "100%"
+    with log.progress(len(args.names), "vrpipe: reboot") as done:
+        outcomes, stopped = reboot_fleet(manager, args.names, batch, args.timeout, done)
+    out.result({"stopped": stopped, "routers": [o.to_json() for o in outcomes]}, "\n".join(o.line() for o in outcomes))
+    rebooted = sum(o.ok for o in outcomes)
+    ok = stopped is None and rebooted == len(outcomes)
+    return ok, f"reboot: {rebooted} of {len(outcomes)} rebooted" + (f"; stopped: {stopped}" if stopped else "")
+
+
 def config_from(args):
     security = None
     if not args.no_security:
-        security = apt.SecuritySource(args.security_url, args.security_suite, args.security_keyring)
+        url = args.security_url or apt.DEBIAN_SECURITY
+        security = apt.SecuritySource(url, args.security_suite, args.security_keyring)
     config = UpgradeConfig(
         repo_url=args.repo_url,
         channels=tuple(args.channel or ("stable",)),
         keyring=args.keyring,
         security=security,
+        security_mirror=not args.security_url and not args.security_suite,
         min_free_mib=args.min_free_mib,
         lock_timeout=args.dpkg_timeout,
         to_version=args.to,
@@ -89,6 +118,7 @@ def versions_columns(manager, rows):
         row["last_upgrade"] = record.outcome if record else None
         row["upgraded_at"] = record.upgraded_at.isoformat() if record and record.upgraded_at else None
         row["lags"] = name in behind
+        row["reboot_required"] = record.reboot_required if record else None
     return rows
 
 
@@ -97,4 +127,5 @@ def version_text(row):
     engine = packages.get(contract.ENGINE_PACKAGE, "?")
     base = packages.get(contract.BASE_PACKAGE, "?")
     last = f" last upgrade {row['last_upgrade']}" if row["last_upgrade"] else ""
-    return f"vr-scripts {engine}{' (lags)' if row['lags'] else ''} vr-base {base}{last}"
+    reboot = f" reboot required ({', '.join(row['reboot_required'])})" if row.get("reboot_required") else ""
+    return f"vr-scripts {engine}{' (lags)' if row['lags'] else ''} vr-base {base}{last}{reboot}"

@@ -35,12 +35,15 @@ ROUTER_KEYRING = contract.ARCHIVE_KEYRING  # put there by the template
 class UpgradeConfig:
     """Where routers upgrade from, as they reach it. Our channels come with their -previous suites, from
     which a rollback takes the versions a router had; Debian's security suite is the router's release's
-    unless `security` names one (None leaves it out)."""
+    unless `security` names one (None leaves it out). security_mirror: take it from our own repository
+    when that serves the router's `<codename>-security` (`invoke mirror-security`, signed by our key),
+    and from `security` only when it does not."""
 
     repo_url: str = "http://169.254.0.1:8080/"  # the management host on the control network
     channels: tuple[str, ...] = ("stable",)
     keyring: str = ROUTER_KEYRING
     security: apt.SecuritySource | None = apt.SecuritySource()
+    security_mirror: bool = False
     min_free_mib: int = 64
     lock_timeout: int = 120  # seconds apt waits for another dpkg to finish
     packages: tuple[str, ...] = apt.OUR_PACKAGES  # the versions the store keeps per router
@@ -63,11 +66,18 @@ class UpgradeConfig:
     @property
     def needs_release(self):
         """Whether the sources depend on the router's release (its VERSION_CODENAME)."""
-        return self.security is not None and self.security.suite is None
+        return self.security is not None and (self.security.suite is None or self.security_mirror)
 
-    def sources(self, codename=""):
-        """The apt sources of a router of this release (codename, e.g. "trixie")."""
-        return (self.ours, *([self.security.for_release(codename)] if self.security else []))
+    def mirror(self, codename):
+        """Our repository's mirror of the release's security suite."""
+        return apt.AptSource(self.repo_url, (f"{codename}-security",), self.keyring)
+
+    def sources(self, codename="", mirrored=False):
+        """The apt sources of a router of this release (codename, e.g. "trixie"); mirrored: our repository
+        serves its security suite."""
+        if not self.security:
+            return (self.ours,)
+        return (self.ours, self.mirror(codename) if mirrored else self.security.for_release(codename))
 
 
 @dataclass(frozen=True)
@@ -165,7 +175,9 @@ class RouterUpgrade:
         (reachable, signature valid) and the router; returns the snapshot before."""
         self._wait_idle()
         self.router.output(["mkdir", "-p", apt.SOURCES_DIR], "making the sources directory")
-        self.transport.copy(apt.sources_text(self.config.sources(self._codename())), apt.SOURCES_FILE)
+        codename = self._codename()
+        sources = self.config.sources(codename, self._mirror_served(codename))
+        self.transport.copy(apt.sources_text(sources), apt.SOURCES_FILE)
         pending = checks.dpkg_pending(self.router)
         if pending and not dry_run:
             log.info("%s: dpkg has unfinished work, running dpkg --configure -a", self.name)
@@ -176,10 +188,27 @@ class RouterUpgrade:
         self.router.output(apt.update(self.config.lock_timeout), "repository check (apt-get update)")
         self._check_releases()
         before = checks.take_snapshot(self.router, self.config.packages)
+        if not dry_run:
+            self._check_last_good(before)
         problems = checks.pre_check_problems(before, checks.free_mib(self.router), self.config.min_free_mib)
         if problems:
             raise Failed("skipped", "; ".join(problems))
         return before
+
+    def _check_last_good(self, now):
+        """After an upgrade that did not end well (its snapshot is still on the router; dpkg was finished
+        above, which may have rolled it forward), the router must match its state before that upgrade, at
+        the versions it has now, before anything else is said about it."""
+        good = checks.last_good(self.router)
+        if good is None:
+            return
+        problems = checks.post_check_problems(good, now, {p: v for p, v in now.versions.items() if p in good.versions})
+        if problems:
+            raise Failed("failed", f"the last upgrade did not end well and the router differs from its state "
+                         f"before it: {'; '.join(problems)}")  # fmt: skip
+        log.info("%s: the last upgrade did not end well; the router matches its state before it", self.name)
+        self.warnings.append("the last upgrade did not end well: checked against the state before it, ok")
+        self.router.output(["rm", "-f", checks.GOOD_SNAPSHOT], "removing the last good snapshot")
 
     def _check_releases(self):
         """Refuse a channel whose Release is older than one seen before (apt takes an older, validly
@@ -210,6 +239,15 @@ class RouterUpgrade:
         if not codename:
             raise Failed("skipped", f"{apt.OS_RELEASE} names no VERSION_CODENAME: give --security-suite")
         return codename
+
+    def _mirror_served(self, codename):
+        """Whether the router reaches our repository's mirror of its security suite (when asked to)."""
+        if not (self.config.security and self.config.security_mirror):
+            return False
+        url = f"{self.config.repo_url}dists/{codename}-security/InRelease"
+        served = self.router.status(apt.served_query(url))[0] == 0
+        log.info("%s: Debian security fixes from %s", self.name, url if served else self.config.security.url)
+        return served
 
     def _plan(self, dry_run, before):
         if self.config.to_version:
@@ -243,21 +281,55 @@ class RouterUpgrade:
         return tuple(apt.restartable(shown))
 
     def _upgrade(self, before, planned):
-        """Install the planned versions; on any failed post-check, roll back to the versions before."""
+        """Install the planned versions, renew what still runs old code; on any failed post-check, roll back
+        to the versions before."""
+        checks.keep_good(self.router, self.transport.copy, before)
         status, out = self.router.status(apt.install(self.changes, self.config.lock_timeout))
         self._wait_idle()
-        problems = self._post_checks(before, {c.package: c.new for c in self.changes}, status, out)
+        renewed, stale = self._restart_stale()
+        problems = self._post_checks(before, {c.package: c.new for c in self.changes}, status, out) + stale
         if not problems:
-            return replace(planned, status="upgraded")
+            self.router.output(["rm", "-f", checks.GOOD_SNAPSHOT], "removing the last good snapshot")
+            return replace(planned, status="upgraded", **renewed)
         failure = "; ".join(problems)
         log.warning("%s: upgrade failed (%s), rolling back", self.name, failure)
+        self._finish_dpkg()
         status, out = self.router.status(apt.install(self.changes, self.config.lock_timeout, downgrade=True))
         self._wait_idle()
         previous = {c.package: c.old for c in self.changes if c.old}
-        problems = self._post_checks(before, previous, status, out)
+        problems = self._post_checks(before, previous, status, out) + self._restart_stale()[1]
         if problems:
             raise Failed("rollback-failed", f"{failure}; the rollback failed too: {'; '.join(problems)}")
+        self.router.output(["rm", "-f", checks.GOOD_SNAPSHOT], "removing the last good snapshot")
         raise Failed("rolled-back", f"{failure}; rolled back to {', '.join(f'{p} {v}' for p, v in previous.items())}")
+
+    def _restart_stale(self):
+        """Renew the services still running replaced code (vr-restart-stale on the router). Returns the
+        outcome's restarts and reboot_required as it saw them, and the problems for the post-check."""
+        report = checks.restart_stale(self.router)
+        if report is None:
+            self.warnings.append("vr-restart-stale is not on the router (vr-scripts too old): nothing restarted")
+            return {"reboot_required": tuple(checks.reboot_reasons(self.router))}, []
+        done = [u for u in report["units"] if u["action"] != "none"]
+        if any(u["unit"] == "ssh.service" for u in done):
+            # our connection is a session of the old sshd: reconnect, so that it ends too
+            getattr(self.transport, "close", lambda: None)()
+        for unit in report["units"]:
+            log.info("%s: %s: %s (%s; %s)", self.name, unit["unit"], unit["action"], unit["why"], unit["how"])
+        old_units = sorted({f"{p['unit'] or p['command']} (old code)" for p in report["still_old"]})
+        renewed = {
+            "restarts": tuple(f"{u['unit']} ({u['action']})" for u in done),
+            "reboot_required": tuple(checks.reboot_reasons(self.router)) + tuple(old_units),
+        }
+        return renewed, checks.stale_problems(report)
+
+    def _finish_dpkg(self):
+        """An interrupted dpkg (killed, or a failed maintainer script) refuses every install until it is
+        finished: finish it before a rollback installs the versions before."""
+        if checks.dpkg_pending(self.router):
+            log.info("%s: dpkg was interrupted, running dpkg --configure -a before the rollback", self.name)
+            self.router.status(apt.configure_pending())
+            self._wait_idle()
 
     def _post_checks(self, before, expected, apt_status, apt_output):
         problems = []
@@ -314,7 +386,8 @@ def upgrade_fleet(manager, names, config, policy, dry_run=False, progress=lambda
 
     def finished(outcome):
         if not dry_run:
-            record(manager.store, outcome.name, outcome.versions, outcome.status, outcome.error or None)
+            reboot = outcome.reboot_required if outcome.status == "upgraded" else None  # else: as it was
+            record(manager.store, outcome.name, outcome.versions, outcome.status, outcome.error or None, reboot)
 
     def make_outcome(name, status, error):
         return UpgradeOutcome(name, status, error=error)

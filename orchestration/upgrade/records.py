@@ -2,7 +2,7 @@
 time of its last upgrade (table upgrade_records, migration 0002; a record belongs to the router with that
 id and name: a router recreated under the same name starts without one); and per repository and channel
 the newest Release date any router was served (table release_dates, migration 0003), which no later
-upgrade may go back behind.
+upgrade may go back behind; and why a router needs a reboot (migration 0006).
 """
 
 from dataclasses import dataclass
@@ -27,6 +27,7 @@ class UpgradeRow(Base):
     outcome: Mapped[str | None] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(Text)
     upgraded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reboot_required: Mapped[list | None] = mapped_column(JSON)  # why (migration 0006); [] none; None unknown
 
 
 class ReleaseRow(Base):
@@ -44,10 +45,12 @@ class UpgradeRecord:
     outcome: str | None
     detail: str | None
     upgraded_at: datetime | None
+    reboot_required: list | None = None
 
 
-def record(store, name, packages, outcome=None, detail=None):
-    """Keep the router's package versions; with an outcome, also that of its last upgrade, timed now."""
+def record(store, name, packages, outcome=None, detail=None, reboot_required=None):
+    """Keep the router's package versions; with an outcome, also that of its last upgrade, timed now; with
+    reboot_required (a list of reasons, empty for none), why the router needs a reboot."""
     router = store.router(name)
     with Session(store.engine) as session, session.begin():
         row = session.get(UpgradeRow, router.id)
@@ -58,6 +61,8 @@ def record(store, name, packages, outcome=None, detail=None):
             row.packages = dict(packages)
         if outcome is not None:
             row.outcome, row.detail, row.upgraded_at = outcome, detail, datetime.now(UTC)
+        if reboot_required is not None:
+            row.reboot_required = list(reboot_required)
 
 
 def records(store):
@@ -65,7 +70,7 @@ def records(store):
     same_router = (RouterRow.id == UpgradeRow.router_id) & (RouterRow.name == UpgradeRow.router_name)
     with Session(store.engine) as session:
         return {
-            r.router_name: UpgradeRecord(dict(r.packages), r.outcome, r.detail, r.upgraded_at)
+            r.router_name: UpgradeRecord(dict(r.packages), r.outcome, r.detail, r.upgraded_at, r.reboot_required)
             for r in session.scalars(select(UpgradeRow).join(RouterRow, same_router))
         }
 

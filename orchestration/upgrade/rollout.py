@@ -14,7 +14,7 @@ BATCH = re.compile(r"^(?P<size>[1-9][0-9]*)(?P<percent>%?)$")
 # A router that got the new version and failed with it: the version is suspect, nobody else gets it.
 STOPS_ROLLOUT = ("rolled-back", "rollback-failed")
 # Outcomes that are no failure at all.
-SUCCESS = ("upgraded", "up-to-date", "planned")
+SUCCESS = ("upgraded", "up-to-date", "planned", "rebooted")
 
 
 @dataclass(frozen=True)

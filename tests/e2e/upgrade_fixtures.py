@@ -51,10 +51,12 @@ def base_version():
     return installed_version(router_rootfs())
 
 
-def signed_repo_config(where):
+def signed_repo_config(where, plays_debian=True):
     """A throw-away repository under `where`, signed by a private copy of the key the template trusts;
-    besides our channels, it plays Debian's security suites of two releases (SECURITY_SUITES)."""
-    config = dataclasses.replace(throwaway_config(where), channels=("stable", "security", *SECURITY_SUITES))
+    besides our channels, it plays Debian's security suites of two releases (SECURITY_SUITES), unless
+    it mirrors the real one (plays_debian False)."""
+    channels = ("stable", "security", *(SECURITY_SUITES if plays_debian else ()))
+    config = dataclasses.replace(throwaway_config(where), channels=channels)
     shutil.copytree(template_repo_config().gnupghome, config.gnupghome, ignore=shutil.ignore_patterns("S.*"))
     return config
 
@@ -162,11 +164,11 @@ def expiring(tree, gnupghome, hours, codename="stable"):
 
 
 @contextlib.contextmanager
-def upgrade_lab(tmp, names, tag="u", deployer="container", image=None):
+def upgrade_lab(tmp, names, tag="u", deployer="container", image=None, plays_debian=True):
     """Routers `names` (each with a VM that got its lease), the test repository at base_version() served to
     them; everything removed afterwards."""
     rootfs = router_rootfs()
-    repo_config = signed_repo_config(tmp / "repo")
+    repo_config = signed_repo_config(tmp / "repo", plays_debian)
     publish_version(repo_config, base_version())
     first_tree = copy_tree(repo_config.public.resolve(), tmp / "first-tree")
     prefix = f"vu{os.getpid() % 100000}{tag}"
@@ -178,6 +180,7 @@ def upgrade_lab(tmp, names, tag="u", deployer="container", image=None):
         ssh_netns=f"{prefix}hv",
         netns_prefix=f"{prefix}-",
     )
+    config.state_dir.mkdir(parents=True, exist_ok=True)  # the lab records its namespaces there at once
     manager = Manager(config)
     lab = Lab(manager, prefix)
     try:

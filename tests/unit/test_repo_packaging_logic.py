@@ -38,13 +38,19 @@ def test_units_enabled_and_restarted_by_kind(tmp_path):
 
 
 def test_postinst_enables_reapplies_and_restarts_only_when_systemd_runs():
-    units = [Unit("vr-metadata.service", True, True), Unit("vr-reapply.service", True, False)]
+    units = [
+        Unit("vr-metadata.service", True, True),
+        Unit("vr-reapply.service", True, False),
+        Unit("vr-other.service", False, True),
+    ]
     postinst = render("postinst.j2", units=units)
     assert "deb-systemd-helper enable 'vr-metadata.service'" in postinst
     assert "deb-systemd-helper enable 'vr-reapply.service'" in postinst
-    assert "try-restart 'vr-metadata.service'" in postinst
-    assert "try-restart 'vr-reapply.service'" not in postinst
-    restart = postinst.index("try-restart")
+    # an enabled service is restarted, which starts it when this version brings it; others only if running
+    assert "deb-systemd-invoke restart 'vr-metadata.service'" in postinst
+    assert "try-restart 'vr-other.service'" in postinst
+    assert "'vr-reapply.service' || true" not in postinst
+    restart = postinst.index("deb-systemd-invoke restart")
     assert postinst.rindex("systemd_running", 0, restart) > postinst.index("vr-apply --reapply")
     assert render("postinst.j2", units=[]).count("deb-systemd") == 0
 

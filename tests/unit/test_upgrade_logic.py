@@ -1,6 +1,8 @@
 """The pure logic of in-place upgrades: apt's simulation parsed into changes, reboot and problem lines,
 the sources file, the rollout's waves and stop rules, the post-check comparisons, and the store records."""
 
+import argparse
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -10,8 +12,9 @@ import pytest
 from orchestration.store import LockTimeout, Store
 from orchestration.transports import TransportError
 from orchestration.upgrade import apt, checks
+from orchestration.upgrade import cli as upgrade_cli
 from orchestration.upgrade.cli import version_text, versions_columns
-from orchestration.upgrade.inplace import UpgradeConfig, UpgradeOutcome
+from orchestration.upgrade.inplace import ROUTER_KEYRING, UpgradeConfig, UpgradeOutcome
 from orchestration.upgrade.records import lagging, note_release, record, records
 from orchestration.upgrade.rollout import RolloutPolicy, roll_out, stop_reason, waves
 from vrpipe.errors import SettingsError
@@ -103,6 +106,19 @@ def test_sources_name_our_channels_with_previous_and_debian_security():
     only_ours = UpgradeConfig(security=None)
     assert not only_ours.needs_release
     assert apt.sources_text(only_ours.sources()).count("Types: deb") == 1
+
+
+def test_the_security_suite_comes_from_our_mirror_by_default_when_it_is_served():
+    parser = argparse.ArgumentParser()
+    upgrade_cli.add_parser(parser.add_subparsers())
+    config, _ = upgrade_cli.config_from(parser.parse_args(["upgrade"]))
+    assert config.security_mirror and config.needs_release
+    mirrored = config.sources("trixie", mirrored=True)[1]
+    assert (mirrored.url, mirrored.suites, mirrored.keyring) == (config.repo_url, ("trixie-security",), ROUTER_KEYRING)
+    assert config.sources("trixie")[1].url == apt.DEBIAN_SECURITY  # not served: Debian's own
+    given, _ = upgrade_cli.config_from(parser.parse_args(["upgrade", "--security-url", "http://m.example/d/"]))
+    assert not given.security_mirror and given.sources("trixie")[1].url == "http://m.example/d/"
+    assert apt.served_query("http://x/")[-1] == "http://x/"  # the URL is an argument, never code
 
 
 def test_the_security_suite_follows_the_routers_release_unless_given():
@@ -410,3 +426,32 @@ def test_a_ruleset_is_the_same_whatever_order_nft_lists_set_elements_in():
     loaded = f"set s {{\n\t\telements = {{ {b},\n\t\t\t     {a} }}\n}}"
     assert checks.same_ruleset(updated) == checks.same_ruleset(loaded)
     assert checks.same_ruleset(updated) != checks.same_ruleset(loaded.replace("2200", "2201"))
+
+
+def test_a_snapshot_kept_on_the_router_reads_back_the_same():
+    snapshot = checks.Snapshot(
+        health={"ok": True, "version": "1.0.1"},
+        ruleset="table inet vr {\n}\n",
+        leases=frozenset({("52:54:00:00:00:01", "10.1.1.10")}),
+        active=frozenset({"haproxy.service", "ssh.service"}),
+        versions={"vr-scripts": "1.0.1"},
+        last_apply='2026-12-01 {"ok": true}',
+    )
+    assert checks.Snapshot.from_json(json.loads(json.dumps(snapshot.to_json()))) == snapshot
+
+
+def test_reboot_required_is_recorded_kept_and_listed(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'vrpipe.db'}")
+    try:
+        store.add_router("r1", "container", "169.254.1.2")
+        record(store, "r1", {"vr-scripts": "1.0.1"}, "upgraded", reboot_required=["linux-image-amd64"])
+        record(store, "r1", {"vr-scripts": "1.0.1"}, "up-to-date")  # not read again: kept
+        assert records(store)["r1"].reboot_required == ["linux-image-amd64"]
+        rows = versions_columns(FakeRouters(store, {}), [{"name": "r1", "status": "running"}])
+        assert version_text(rows[0]).endswith("last upgrade up-to-date reboot required (linux-image-amd64)")
+        record(store, "r1", {}, reboot_required=[])  # rebooted
+        assert records(store)["r1"].reboot_required == []
+        rows = versions_columns(FakeRouters(store, {}), [{"name": "r1", "status": "running"}])
+        assert "reboot" not in version_text(rows[0])
+    finally:
+        store.close()

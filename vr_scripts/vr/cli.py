@@ -139,6 +139,12 @@ def main_metrics(argv=None):
     return main(argv)
 
 
+def main_restart_stale(argv=None):
+    from .restarts import main
+
+    return main(argv)
+
+
 def main_boot():
     from .boot import main
 
@@ -162,4 +168,5 @@ COMMANDS = {
     "vr-metadata": main_metadata,
     "vr-engine": main_engine,
     "vr-metrics": main_metrics,
+    "vr-restart-stale": main_restart_stale,
 }
