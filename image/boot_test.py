@@ -40,7 +40,7 @@ class BootFailed(Exception):
 
 
 @dataclass(frozen=True)
-class Vm:
+class BootedVm:
     process: subprocess.Popen
     ssh_port: int
     key: Path  # the private half of the key given in the boot parameters
@@ -110,7 +110,7 @@ def free_port() -> int:
 
 @contextmanager
 def booted(disk: Path, fmt: str, params: str, key: Path, folder: Path, *, accel: str, uefi: bool = False,
-           nics: int = 1, timeout: float = 400) -> Iterator[Vm]:
+           nics: int = 1, timeout: float = 400) -> Iterator[BootedVm]:
     """A VM booted from disk (never written: snapshot=on) until vr-boot says ready; stopped afterwards.
     The first NIC (eth0) carries the forwarded SSH port; further ones lead nowhere (public, guest)."""
     port, serial = free_port(), folder / f"serial-{disk.suffix[1:]}{'-uefi' if uefi else ''}.log"
@@ -131,7 +131,7 @@ def booted(disk: Path, fmt: str, params: str, key: Path, folder: Path, *, accel:
     process = spawn(argv, output=folder / f"{serial.stem}.qemu.log")
     try:
         _wait_ready(process, serial, timeout)
-        yield Vm(process, port, key, serial, time.monotonic() - started)
+        yield BootedVm(process, port, key, serial, time.monotonic() - started)
     finally:
         process.terminate()
         try:

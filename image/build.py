@@ -102,7 +102,7 @@ def _build(config: TemplateConfig, repo_config: RepoConfig, template: Template, 
         make_dirs(root)  # the rootfs's own / : its mode goes into the tarball and the ext4 root
         rootfs.install(config, rootfs.BuildRepo(url, channel, repo_config.keyring), root, work)
     with steps.step("router set-up"):
-        source = router.AptSource(repo_config.url, repo_config.channels, repo_config.keyring)
+        source = router.OurRepository(repo_config.url, repo_config.channels, repo_config.keyring)
         router.configure(root, config, source)
         router.forget_build(root)
         shutil.copyfile(root / "vmlinuz", template.kernel)

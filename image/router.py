@@ -57,7 +57,7 @@ BUILD_LEFTOVERS = (
 
 
 @dataclass(frozen=True)
-class AptSource:
+class OurRepository:
     """Our repository as routers reach it later: the configured URL, not the build's loopback server."""
 
     url: str
@@ -65,7 +65,7 @@ class AptSource:
     keyring: Path  # the archive's public keyring on the build machine
 
 
-def configure(root: Path, config: TemplateConfig, source: AptSource) -> None:
+def configure(root: Path, config: TemplateConfig, source: OurRepository) -> None:
     _apt_sources(root, config, source)
     files = {
         "etc/ssh/sshd_config.d/vr.conf": render("sshd-vr.conf.j2", port=SSH_PORT, host_key=HOST_KEY),
@@ -105,7 +105,7 @@ def forget_build(root: Path) -> None:
     write_file(root / "etc/machine-id", "uninitialized\n", mode=0o444)
 
 
-def _apt_sources(root: Path, config: TemplateConfig, source: AptSource) -> None:
+def _apt_sources(root: Path, config: TemplateConfig, source: OurRepository) -> None:
     """Replace the build's sources (mmdebstrap leaves them, loopback URL included) by the lasting ones."""
     lists = root / "etc/apt/sources.list.d"
     for stale in [root / "etc/apt/sources.list", *lists.iterdir()]:

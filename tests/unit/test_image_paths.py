@@ -39,7 +39,7 @@ def test_router_set_up_under_umask_0077_makes_world_readable_folders(tmp_path, s
     keyring = tmp_path / "keyring.gpg"
     keyring.write_bytes(b"key")
     config = load_config({}, source_date_epoch=1700000000)
-    router.configure(root, config, router.AptSource("http://repo.invalid/", ("stable",), keyring))
+    router.configure(root, config, router.OurRepository("http://repo.invalid/", ("stable",), keyring))
     for folder in ("etc/systemd/system/sshd-keygen.service.d", "etc/initramfs", "etc/initramfs/post-update.d",
                    "etc/apt/keyrings", "etc/sysctl.d", "etc/systemd/system-generators"):
         assert mode(root / folder) == 0o755, folder
