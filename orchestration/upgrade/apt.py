@@ -4,10 +4,12 @@ upgrade and its parsing into planned changes, and the detached install or downgr
 """
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from fnmatch import fnmatch
+from typing import Any
 
 from debian.deb822 import Release as Deb822Release
 from vr import contract
@@ -40,7 +42,7 @@ class AptSource:
     suites: tuple[str, ...]
     keyring: str
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")) or not self.url.endswith("/"):
             raise SettingsError(f"apt source {self.url!r}: must be an http(s) URL ending in /")
         if not self.suites or any(not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", s) for s in self.suites):
@@ -58,21 +60,21 @@ class SecuritySource:
     suite: str | None = None
     keyring: str = DEBIAN_KEYRING
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.for_release("trixie")  # a bad URL, suite or keyring fails now, before any router is touched
 
-    def for_release(self, codename):
+    def for_release(self, codename: str) -> AptSource:
         return AptSource(self.url, (self.suite or f"{codename}-security",), self.keyring)
 
 
-def served_query(url):
+def served_query(url: str) -> list[str]:
     """Exits 0 when the router can fetch url (the router has python3, not always curl); the code is
     fixed, the URL is its argument."""
     probe = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)"
     return ["python3", "-c", probe, url]
 
 
-def release_codename(os_release):
+def release_codename(os_release: str) -> str:
     """VERSION_CODENAME from the text of /etc/os-release ("trixie"), or "" when it names none."""
     for line in os_release.splitlines():
         key, _, value = line.partition("=")
@@ -89,10 +91,10 @@ class PackageChange:
     old: str
     new: str
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {"package": self.package, "from": self.old or None, "to": self.new}
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.package} {self.old or '(new)'} -> {self.new}"
 
 
@@ -104,7 +106,7 @@ class Release:
     valid_until: datetime | None
 
 
-def list_file(url, suite, name="InRelease"):
+def list_file(url: str, suite: str, name: str = "InRelease") -> str:
     """Where apt keeps a suite's Release file on the router: the URL without its scheme, with the
     characters apt escapes as %xx, and every / as _ (apt's URItoFileName)."""
     uri = f"{url.split('://', 1)[1]}dists/{suite}/{name}"
@@ -112,7 +114,7 @@ def list_file(url, suite, name="InRelease"):
     return f"{LISTS_DIR}/{escaped.replace('/', '_')}"
 
 
-def parse_release(text):
+def parse_release(text: str) -> Release:
     """Date and Valid-Until of a Release or InRelease file (a Release without a Date is refused)."""
     fields = Deb822Release(text)
     if "Date" not in fields:
@@ -121,11 +123,11 @@ def parse_release(text):
     return Release(parsedate_to_datetime(fields["Date"]), parsedate_to_datetime(valid_until) if valid_until else None)
 
 
-def sources_text(sources):
+def sources_text(sources: Sequence[AptSource]) -> str:
     return render("upgrade.sources.j2", sources=sources)
 
 
-def _apt_options(lock_timeout):
+def _apt_options(lock_timeout: int) -> list[str]:
     """apt reads only our sources file, keeps existing config files, and waits for a busy dpkg lock."""
     return [
         "-o", "Dir::Etc::SourceList=/dev/null",
@@ -138,29 +140,29 @@ def _apt_options(lock_timeout):
     ]  # fmt: skip
 
 
-def with_stderr(argv):
+def with_stderr(argv: Sequence[str]) -> list[str]:
     """argv with its error output in stdout (the transport returns stdout only). The shell code is fixed;
     the words of argv reach it as positional parameters, never as code."""
     return ["sh", "-c", 'exec "$@" 2>&1', "sh", *argv]
 
 
-def update(lock_timeout):
+def update(lock_timeout: int) -> list[str]:
     """Fetch the indexes; any repository that cannot be fetched or verified is an error."""
     return with_stderr(["apt-get", *_apt_options(lock_timeout), "--error-on=any", "update"])
 
 
-def simulate(lock_timeout):
+def simulate(lock_timeout: int) -> list[str]:
     """What an upgrade would install, new dependencies included, without changing anything."""
     return with_stderr(["apt-get", *_apt_options(lock_timeout), "--simulate", "--with-new-pkgs", "upgrade"])
 
 
-def parse_simulation(text):
+def parse_simulation(text: str) -> list[PackageChange]:
     """The Inst lines of `apt-get --simulate` as Changes, in apt's order."""
     found = (SIMULATED_INSTALL.match(line) for line in text.splitlines())
     return [PackageChange(m["package"], m["from"] or "", m["to"]) for m in found if m]
 
 
-def install(changes, lock_timeout, downgrade=False):
+def install(changes: Iterable[PackageChange], lock_timeout: int, downgrade: bool = False) -> list[str]:
     """Install exactly these versions (the planned ones, or on rollback the previous ones). Each version is
     pinned, and may be older than the installed one: a rollback, or `vrpipe upgrade --to`."""
     versions = [f"{c.package}={c.old if downgrade else c.new}" for c in changes if (c.old if downgrade else c.new)]
@@ -168,12 +170,12 @@ def install(changes, lock_timeout, downgrade=False):
     return detached(["apt-get", *options, "install", *versions])
 
 
-def configure_pending():
+def configure_pending() -> list[str]:
     """Finish what an interrupted dpkg left unconfigured."""
     return detached(["dpkg", "--force-confold", "--force-confdef", "--configure", "-a"])
 
 
-def detached(argv):
+def detached(argv: Sequence[str]) -> list[str]:
     """Run argv in a session of its own, holding LOCK_FILE, with its output in LOG_FILE, and wait for it:
     if the SSH connection breaks, dpkg goes on to the end instead of dying half-way. (The shell code is
     fixed; the log file and argv reach it as positional parameters.)"""
@@ -182,12 +184,12 @@ def detached(argv):
     return with_stderr(["setsid", "--wait", "flock", LOCK_FILE, *redirect, *env, *argv])
 
 
-def wait_idle(timeout):
+def wait_idle(timeout: int) -> list[str]:
     """Exits 0 once no upgrade holds the lock (waiting up to timeout seconds), 1 if one still does."""
     return ["flock", "--wait", str(timeout), LOCK_FILE, "true"]
 
 
-def problems(text):
+def problems(text: str) -> list[str]:
     """apt's and dpkg's error and warning lines (with the indented line that explains a dpkg error), or
     the last lines of the output when there are none: what a report quotes to say why it failed."""
     lines = text.strip().splitlines()
@@ -199,11 +201,11 @@ def problems(text):
     return found or lines[-2:]
 
 
-def reboot_required(changes):
+def reboot_required(changes: Iterable[PackageChange]) -> list[str]:
     return sorted(c.package for c in changes if any(fnmatch(c.package, p) for p in REBOOT_PACKAGES))
 
 
-def versions_query(packages):
+def versions_query(packages: Iterable[str]) -> list[str]:
     """Installed versions: one line `package status version` per package dpkg knows."""
     return ["dpkg-query", "-W", "-f=${Package} ${db:Status-Abbrev} ${Version}\n", *packages]
 
@@ -213,7 +215,7 @@ UNFINISHED = {"H": "half-installed", "U": "unpacked", "F": "half-configured", "W
               "t": "triggers-pending"}  # fmt: skip
 
 
-def parse_versions(text):
+def parse_versions(text: str) -> dict[str, str]:
     """{package: version} of the packages dpkg has a version of: "1.0.1" when installed, "1.0.1
     (half-configured)" and the like when dpkg left it unfinished (removed ones are left out)."""
     versions = {}
@@ -226,19 +228,19 @@ def parse_versions(text):
     return versions
 
 
-def bare_version(text):
+def bare_version(text: str) -> str:
     """The version of what parse_versions says, without its state ("1.0.1 (unpacked)" -> "1.0.1")."""
     return text.split()[0]
 
 
-def available_query(packages):
+def available_query(packages: Iterable[str]) -> list[str]:
     """The versions of these packages our sources have: `apt-cache madison`."""
     return with_stderr(["apt-cache", *_apt_options(1), "madison", *packages])
 
 
-def parse_available(text):
+def parse_available(text: str) -> dict[str, set[str]]:
     """{package: {version, ...}} from `apt-cache madison` lines `package | version | source`."""
-    available = {}
+    available: dict[str, set[str]] = {}
     for line in text.splitlines():
         words = [w.strip() for w in line.split("|")]
         if len(words) == 3 and words[0] and words[1]:
@@ -246,21 +248,21 @@ def parse_available(text):
     return available
 
 
-def unit_files_query(packages):
+def unit_files_query(packages: Iterable[str]) -> list[str]:
     return ["dpkg-query", "-L", *packages]
 
 
-def units_state(units):
+def units_state(units: Iterable[str]) -> list[str]:
     return ["systemctl", "show", "--property=Id,Type,ActiveState", *units]
 
 
-def restartable(shown):
+def restartable(shown: str) -> list[str]:
     """From `systemctl show` blocks: the active units that are not oneshot."""
     blocks = [dict(line.split("=", 1) for line in block.splitlines() if "=" in line) for block in shown.split("\n\n")]
     return [b["Id"] for b in blocks if b.get("ActiveState") == "active" and b.get("Type") != "oneshot"]
 
 
-def service_units(file_list):
+def service_units(file_list: str) -> list[str]:
     """The systemd service units among the files `dpkg-query -L` listed."""
     units = {line.rsplit("/", 1)[1] for line in file_list.splitlines() if SERVICE_UNIT.search(line)}
     return sorted(u for u in units if "@" not in u)

@@ -6,8 +6,10 @@ the snapshots before and after.
 
 import json
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from vr import contract
 
@@ -29,18 +31,18 @@ class CheckFailed(VrpipeError):
 
 @dataclass(frozen=True)
 class Snapshot:
-    health: dict
+    health: dict[str, Any]
     ruleset: str  # `nft -s list table inet vr`: the rules without counter values
-    leases: frozenset  # (mac, ip) pairs dnsmasq has handed out
-    active: frozenset  # the SERVICES that run
-    versions: dict  # package -> installed version
+    leases: frozenset[tuple[str, str]]  # (mac, ip) pairs dnsmasq has handed out
+    active: frozenset[str]  # the SERVICES that run
+    versions: dict[str, str]  # package -> installed version
     last_apply: str  # the last line of the engine's apply log
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "leases": sorted(self.leases), "active": sorted(self.active)}
 
     @classmethod
-    def from_json(cls, data):
+    def from_json(cls, data: dict[str, Any]) -> "Snapshot":
         leases = frozenset(tuple(lease) for lease in data["leases"])
         return cls(**{**data, "leases": leases, "active": frozenset(data["active"])})
 
@@ -48,26 +50,26 @@ class Snapshot:
 class RouterCalls:
     """Router programs through `execute(argv) -> (status, stdout)` (the router's transport)."""
 
-    def __init__(self, name, execute):
+    def __init__(self, name: str, execute: Callable[[Sequence[str]], tuple[int, str]]):
         self.name, self._execute = name, execute
 
-    def status(self, argv):
+    def status(self, argv: Sequence[str]) -> tuple[int, str]:
         return self._execute(argv)
 
-    def output(self, argv, what):
+    def output(self, argv: Sequence[str], what: str) -> str:
         status, out = self._execute(argv)
         if status != 0:
             detail = "; ".join(apt.problems(out)[:2]) or f"exit status {status}"
             raise CheckFailed(f"{what} failed: {detail}")
         return out
 
-    def read(self, path):
+    def read(self, path: str) -> str:
         """A file's text, or "" when it does not exist."""
         status, out = self._execute(["cat", path])
         return out if status == 0 else ""
 
 
-def take_snapshot(router, packages):
+def take_snapshot(router: RouterCalls, packages: Iterable[str]) -> Snapshot:
     health = _health(router)
     ruleset = router.output(["nft", "-s", "list", "table", "inet", "vr"], "listing the nftables table")
     _, active = router.status(["systemctl", "is-active", *SERVICES])
@@ -82,13 +84,13 @@ def take_snapshot(router, packages):
     )
 
 
-def keep_good(router, copy, snapshot):
+def keep_good(router: RouterCalls, copy: Callable[[str, str], None], snapshot: Snapshot) -> None:
     """Keep snapshot on the router as its last good state (copy(text, path) writes a file there)."""
     router.output(["mkdir", "-p", GOOD_SNAPSHOT.rsplit("/", 1)[0]], "making the snapshot directory")
     copy(json.dumps(snapshot.to_json()), GOOD_SNAPSHOT)
 
 
-def last_good(router):
+def last_good(router: RouterCalls) -> Snapshot | None:
     """The snapshot an upgrade that did not end well left on the router, or None."""
     text = router.read(GOOD_SNAPSHOT)
     try:
@@ -97,12 +99,12 @@ def last_good(router):
         raise CheckFailed(f"{GOOD_SNAPSHOT} on the router is damaged: remove it after checking the router") from None
 
 
-def installed_versions(router, packages):
+def installed_versions(router: RouterCalls, packages: Iterable[str]) -> dict[str, str]:
     """{package: version} as dpkg has them on the router (see apt.parse_versions)."""
     return apt.parse_versions(router.status(apt.versions_query(packages))[1])
 
 
-def _health(router):
+def _health(router: RouterCalls) -> dict[str, Any]:
     out = router.output([contract.command("vr-health")], "vr-health")
     try:
         return json.loads(out)
@@ -110,42 +112,42 @@ def _health(router):
         raise CheckFailed(f"vr-health printed no JSON: {out.strip()[:200]}") from None
 
 
-def parse_leases(text):
+def parse_leases(text: str) -> frozenset[tuple[str, str]]:
     """dnsmasq's lease file: `expiry mac ip hostname client-id` per line."""
     return frozenset((w[1], w[2]) for w in (line.split() for line in text.splitlines()) if len(w) >= 3)
 
 
-def free_mib(router, path="/var"):
+def free_mib(router: RouterCalls, path: str = "/var") -> int:
     out = router.output(["df", "-Pk", path], f"df {path}")
     return int(out.strip().splitlines()[-1].split()[3]) // 1024
 
 
-def dpkg_pending(router):
+def dpkg_pending(router: RouterCalls) -> str:
     """What `dpkg --audit` reports (half-installed or half-configured packages); "" when all is well."""
     return router.output(["dpkg", "--audit"], "dpkg --audit").strip()
 
 
-def health_problems(health):
+def health_problems(health: Mapping[str, Any]) -> list[str]:
     if health.get("ok"):
         return []
     return [f"vr-health not ok: {'; '.join(health.get('problems', [])) or 'no reason given'}"]
 
 
-def pre_check_problems(snapshot, free, min_free):
+def pre_check_problems(snapshot: Snapshot, free: int, min_free: int) -> list[str]:
     problems = health_problems(snapshot.health)
     if free < min_free:
         problems.append(f"only {free} MiB free on /var, {min_free} MiB needed")
     return problems
 
 
-def rollback_problem(where, release, newer):
+def rollback_problem(where: str, release: apt.Release, newer: datetime) -> str:
     return (
         f"{where}: its Release is dated {release.date:%Y-%m-%d %H:%M:%S} UTC, older than the one of "
         f"{newer:%Y-%m-%d %H:%M:%S} UTC seen before: refused (an older copy of the repository?)"
     )
 
 
-def expiry_warning(where, release, now):
+def expiry_warning(where: str, release: apt.Release, now: datetime) -> str | None:
     """A warning when the Release's signature runs out within EXPIRY_WARNING, else None."""
     if release.valid_until is None or release.valid_until - now >= EXPIRY_WARNING:
         return None
@@ -156,7 +158,7 @@ def expiry_warning(where, release, now):
     )
 
 
-def post_check_problems(before, after, expected):
+def post_check_problems(before: Snapshot, after: Snapshot, expected: Mapping[str, str]) -> list[str]:
     """What differs after an upgrade (or a rollback) that should not: `expected` are the package
     versions it should have left installed."""
     problems = health_problems(after.health)
@@ -183,7 +185,7 @@ def post_check_problems(before, after, expected):
 REBOOT_FLAG = "/run/reboot-required"  # Debian's: written by the kernel's, libc's (and our) maintainer scripts
 
 
-def reboot_reasons(router):
+def reboot_reasons(router: RouterCalls) -> list[str]:
     """Why the router needs a reboot by Debian's own account: the packages in /run/reboot-required.pkgs
     ([] when /run/reboot-required is not there)."""
     if router.status(["test", "-e", REBOOT_FLAG])[0] != 0:
@@ -191,7 +193,7 @@ def reboot_reasons(router):
     return sorted(set(router.read(f"{REBOOT_FLAG}.pkgs").split())) or ["(no package named)"]
 
 
-def restart_stale(router):
+def restart_stale(router: RouterCalls) -> dict[str, Any] | None:
     """Run vr-restart-stale on the router: its JSON report, or None when the router's vr-scripts predates it
     (a rollback to an old version)."""
     status, out = router.status([contract.command("vr-restart-stale")])
@@ -203,7 +205,7 @@ def restart_stale(router):
         raise CheckFailed(f"vr-restart-stale printed no JSON (exit status {status}): {out.strip()[:200]}") from None
 
 
-def stale_problems(report):
+def stale_problems(report: Mapping[str, Any]) -> list[str]:
     """What the post-check refuses: a unit whose renewal failed, and a listed service still running old code
     after it (other units still running old code are a reboot's job, reported but not refused)."""
     problems = [f"{u['unit']}: {u['action']} failed: {u['error']}" for u in report["units"] if not u["ok"]]
@@ -214,7 +216,7 @@ def stale_problems(report):
     return problems
 
 
-def reapplied(log_line, version):
+def reapplied(log_line: str, version: str) -> bool:
     """True when the apply log's line records a successful re-apply by this engine version."""
     _, _, text = log_line.partition(" {")
     try:
@@ -227,10 +229,10 @@ def reapplied(log_line, version):
 ELEMENTS = re.compile(r"elements = \{(.*?)\}", re.S)
 
 
-def same_ruleset(listing):
+def same_ruleset(listing: str) -> str:
     """A ruleset listing with each set's elements sorted: nft lists them in the order they went in, and an
     element-level update adds them in another order than a whole load of the same state does."""
-    def sorted_elements(found):
+    def sorted_elements(found: re.Match[str]) -> str:
         elements = sorted(e.strip() for e in found.group(1).replace("\n", " ").split(",") if e.strip())
         return "elements = { " + ", ".join(elements) + " }"
 

@@ -2,8 +2,12 @@
 a RolloutPolicy once, the per-router lines and the report; and the package versions `vrpipe list` shows.
 """
 
+import argparse
+from typing import TYPE_CHECKING, Any
+
 from vr import contract
 
+from orchestration.manager import Manager
 from orchestration.upgrade import apt
 from orchestration.upgrade.inplace import ROUTER_KEYRING, UpgradeConfig, read_versions, upgrade_fleet
 from orchestration.upgrade.reboot import reboot_fleet
@@ -11,8 +15,11 @@ from orchestration.upgrade.records import lagging, records
 from orchestration.upgrade.rollout import RolloutPolicy
 from vrpipe import log
 
+if TYPE_CHECKING:  # orchestration.cli imports this module
+    from orchestration.cli import Output
 
-def add_parser(sub):
+
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("upgrade", help="upgrade routers in place through apt (canary, batches, rollback)")
     p.add_argument("names", nargs="*", help="routers to upgrade (default: every router, in creation order)")
     p.add_argument("--dry-run", action="store_true", help="only report what would change; change nothing")
@@ -44,7 +51,7 @@ def add_parser(sub):
                    "the global --lock-timeout")
 
 
-def add_reboot_parser(sub):
+def add_reboot_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("reboot", help="reboot routers, each passing the health gates before the next batch")
     p.add_argument("names", nargs="+", help="routers to reboot, in this order")
     p.add_argument("--rolling", action="store_true", help="one batch at a time (default: the first router, "
@@ -54,7 +61,7 @@ def add_reboot_parser(sub):
                    help="seconds a router has, once booted, to pass the gates (120)")  # fmt: skip
 
 
-def reboot(args, manager, out):
+def reboot(args: argparse.Namespace, manager: Manager, out: "Output") -> tuple[bool, str]:
     """Do `vrpipe reboot`; return (ok, summary)."""
     for name in args.names:
         manager.store.router(name)  # an unknown name fails here, before any router is touched
@@ -67,7 +74,7 @@ def reboot(args, manager, out):
     return ok, f"reboot: {rebooted} of {len(outcomes)} rebooted" + (f"; stopped: {stopped}" if stopped else "")
 
 
-def config_from(args):
+def config_from(args: argparse.Namespace) -> tuple[UpgradeConfig, RolloutPolicy]:
     security = None
     if not args.no_security:
         url = args.security_url or apt.DEBIAN_SECURITY
@@ -86,7 +93,7 @@ def config_from(args):
     return config, RolloutPolicy(args.canary, args.batch, args.failure_budget)
 
 
-def run(args, manager, out):
+def run(args: argparse.Namespace, manager: Manager, out: "Output") -> tuple[bool, str]:
     """Do `vrpipe upgrade`; return (ok, summary)."""
     config, policy = config_from(args)
     names = args.names or [r.name for r in manager.store.routers()]
@@ -103,7 +110,7 @@ def run(args, manager, out):
     return report.ok, report.summary()
 
 
-def versions_columns(manager, rows):
+def versions_columns(manager: Manager, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Add to `vrpipe list` rows each router's package versions (recorded by an upgrade, else read from
     the running router), where they come from, its last upgrade, and whether its vr-scripts lags."""
     known = records(manager.store)
@@ -122,7 +129,7 @@ def versions_columns(manager, rows):
     return rows
 
 
-def version_text(row):
+def version_text(row: dict[str, Any]) -> str:
     packages = row["packages"]
     engine = packages.get(contract.ENGINE_PACKAGE, "?")
     base = packages.get(contract.BASE_PACKAGE, "?")

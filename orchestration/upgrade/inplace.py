@@ -7,16 +7,19 @@ a rollout (orchestration/upgrade_rollout.py) and a record per router in the stor
 import logging
 import re
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any, TypedDict
 
 from vr import contract
 
 from orchestration.fleet import for_each
-from orchestration.transports import TransportError
+from orchestration.manager import Manager
+from orchestration.transports import Transport, TransportError
 from orchestration.upgrade import apt, checks
 from orchestration.upgrade.records import note_release, record
-from orchestration.upgrade.rollout import SUCCESS, roll_out
+from orchestration.upgrade.rollout import SUCCESS, RolloutPolicy, roll_out
 from vrpipe.errors import SettingsError
 
 log = logging.getLogger("vrpipe.upgrade")
@@ -25,7 +28,7 @@ READ_PARALLEL = 8  # routers asked for their versions at once
 PREVIOUS = "-previous"  # the repository keeps each channel's earlier versions there (repo/config.py)
 
 
-def history(channel, keep):
+def history(channel: str, keep: int) -> list[str]:
     """The suites of a channel's earlier versions, newest first, as the repository names them."""
     return [channel + PREVIOUS + (f"-{n}" if n > 1 else "") for n in range(1, keep)]
 ROUTER_KEYRING = contract.ARCHIVE_KEYRING  # put there by the template
@@ -51,7 +54,7 @@ class UpgradeConfig:
     keep: int = 3  # versions of each channel the repository keeps (repo.keep): -previous, -previous-2, ...
     ours: apt.AptSource = field(init=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.channels:
             raise SettingsError("name at least one channel to upgrade from")
         if not 2 <= self.keep <= 10:
@@ -64,15 +67,15 @@ class UpgradeConfig:
             raise SettingsError(f"--to {self.to_version!r} is not a Debian version like 1.0.2")
 
     @property
-    def needs_release(self):
+    def needs_release(self) -> bool:
         """Whether the sources depend on the router's release (its VERSION_CODENAME)."""
         return self.security is not None and (self.security.suite is None or self.security_mirror)
 
-    def mirror(self, codename):
+    def mirror(self, codename: str) -> apt.AptSource:
         """Our repository's mirror of the release's security suite."""
         return apt.AptSource(self.repo_url, (f"{codename}-security",), self.keyring)
 
-    def sources(self, codename="", mirrored=False):
+    def sources(self, codename: str = "", mirrored: bool = False) -> tuple[apt.AptSource, ...]:
         """The apt sources of a router of this release (codename, e.g. "trixie"); mirrored: our repository
         serves its security suite."""
         if not self.security:
@@ -93,13 +96,13 @@ class UpgradeOutcome:
     error: str = ""
     warnings: tuple[str, ...] = ()
     seconds: float = 0.0
-    versions: dict = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         return self.status in SUCCESS
 
-    def line(self):
+    def line(self) -> str:
         changes = ", ".join(map(str, self.changes)) or "no changes"
         extra = [f"reboot required ({', '.join(self.reboot_required)})"] if self.reboot_required else []
         extra += [f"restarts {', '.join(self.restarts)}"] if self.restarts else []
@@ -107,7 +110,7 @@ class UpgradeOutcome:
         extra += [f"warning: {w}" for w in self.warnings]
         return f"{self.name}: {self.status}: {'; '.join([changes, *extra])} ({self.seconds:.1f}s)"
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "status": self.status,
@@ -121,10 +124,17 @@ class UpgradeOutcome:
         }
 
 
+class Renewed(TypedDict, total=False):
+    """What _restart_stale found, as fields of the router's UpgradeOutcome."""
+
+    restarts: tuple[str, ...]
+    reboot_required: tuple[str, ...]
+
+
 class Failed(Exception):
     """Ends one router's upgrade with this status and message."""
 
-    def __init__(self, status, message):
+    def __init__(self, status: str, message: str):
         super().__init__(message)
         self.status = status
 
@@ -132,14 +142,21 @@ class Failed(Exception):
 class RouterUpgrade:
     """One router's upgrade through its transport (`execute(argv, input=None) -> (status, stdout)`)."""
 
-    def __init__(self, name, transport, config, note_release):
+    def __init__(
+        self,
+        name: str,
+        transport: Transport,
+        config: UpgradeConfig,
+        note_release: Callable[[str, str, datetime], datetime | None],
+    ):
         """note_release(url, channel, date) -> None, or the newer Release date seen before (refused)."""
         self.name, self.config = name, config
         self.transport, self.note_release = transport, note_release
         self.router = checks.RouterCalls(name, transport.execute)
-        self.changes, self.warnings = (), []
+        self.changes: tuple[apt.PackageChange, ...] = ()
+        self.warnings: list[str] = []
 
-    def run(self, dry_run):
+    def run(self, dry_run: bool) -> UpgradeOutcome:
         started, stage = time.monotonic(), "pre-checks"
         try:
             before = self._prepare(dry_run)
@@ -158,11 +175,11 @@ class RouterUpgrade:
             status = getattr(err, "status", "failed" if stage == "upgrading" else "skipped")
             return self._done(UpgradeOutcome(self.name, status, self.changes, error=f"{stage}: {err}"), started)
 
-    def _done(self, outcome, started):
+    def _done(self, outcome: UpgradeOutcome, started: float) -> UpgradeOutcome:
         versions = outcome.versions or self._versions()
         return replace(outcome, seconds=time.monotonic() - started, versions=versions, warnings=tuple(self.warnings))
 
-    def _versions(self):
+    def _versions(self) -> dict[str, str]:
         try:
             return checks.installed_versions(self.router, self.config.packages)
         except TransportError:
@@ -170,7 +187,7 @@ class RouterUpgrade:
 
     # the steps
 
-    def _prepare(self, dry_run):
+    def _prepare(self, dry_run: bool) -> checks.Snapshot:
         """Wait out an upgrade still running, finish what dpkg left undone, check the repository
         (reachable, signature valid) and the router; returns the snapshot before."""
         self._wait_idle()
@@ -195,7 +212,7 @@ class RouterUpgrade:
             raise Failed("skipped", "; ".join(problems))
         return before
 
-    def _check_last_good(self, now):
+    def _check_last_good(self, now: checks.Snapshot) -> None:
         """After an upgrade that did not end well (its snapshot is still on the router; dpkg was finished
         above, which may have rolled it forward), the router must match its state before that upgrade, at
         the versions it has now, before anything else is said about it."""
@@ -210,7 +227,7 @@ class RouterUpgrade:
         self.warnings.append("the last upgrade did not end well: checked against the state before it, ok")
         self.router.output(["rm", "-f", checks.GOOD_SNAPSHOT], "removing the last good snapshot")
 
-    def _check_releases(self):
+    def _check_releases(self) -> None:
         """Refuse a channel whose Release is older than one seen before (apt takes an older, validly
         signed Release on a router that has none yet); warn when its Valid-Until is near."""
         url = self.config.repo_url
@@ -222,7 +239,7 @@ class RouterUpgrade:
             warning = checks.expiry_warning(f"{url} {channel}", release, datetime.now(UTC))
             self.warnings += [warning] if warning else []
 
-    def _release_file(self, channel):
+    def _release_file(self, channel: str) -> apt.Release:
         """The channel's Release as apt on the router accepted it."""
         url = self.config.repo_url
         text = self.router.read(apt.list_file(url, channel)) or self.router.read(apt.list_file(url, channel, "Release"))
@@ -231,7 +248,7 @@ class RouterUpgrade:
         except ValueError as err:
             raise checks.CheckFailed(f"{url} {channel}: apt kept no usable Release file: {err}") from None
 
-    def _codename(self):
+    def _codename(self) -> str:
         """The router's release codename, when the sources need it."""
         if not self.config.needs_release:
             return ""
@@ -240,7 +257,7 @@ class RouterUpgrade:
             raise Failed("skipped", f"{apt.OS_RELEASE} names no VERSION_CODENAME: give --security-suite")
         return codename
 
-    def _mirror_served(self, codename):
+    def _mirror_served(self, codename: str) -> bool:
         """Whether the router reaches our repository's mirror of its security suite (when asked to)."""
         if not (self.config.security and self.config.security_mirror):
             return False
@@ -249,7 +266,7 @@ class RouterUpgrade:
         log.info("%s: Debian security fixes from %s", self.name, url if served else self.config.security.url)
         return served
 
-    def _plan(self, dry_run, before):
+    def _plan(self, dry_run: bool, before: checks.Snapshot) -> UpgradeOutcome:
         if self.config.to_version:
             self.changes = self._changes_to(self.config.to_version, before.versions)
         else:
@@ -260,7 +277,7 @@ class RouterUpgrade:
         status = "planned" if dry_run else "up-to-date"
         return UpgradeOutcome(self.name, status, self.changes, tuple(apt.reboot_required(self.changes)), restarts)
 
-    def _changes_to(self, version, installed):
+    def _changes_to(self, version: str, installed: Mapping[str, str]) -> tuple[apt.PackageChange, ...]:
         """Our packages at exactly `version`, which the repository must still have (its channels and their
         -previous suites)."""
         out = self.router.output(apt.available_query(self.config.packages), "listing the versions available")
@@ -272,7 +289,7 @@ class RouterUpgrade:
         wanted = [p for p in self.config.packages if installed.get(p) != version]
         return tuple(apt.PackageChange(p, installed.get(p, ""), version) for p in wanted)
 
-    def _active_units(self, packages):
+    def _active_units(self, packages: Iterable[str]) -> tuple[str, ...]:
         """The running services these packages ship (oneshot units have nothing to restart)."""
         units = apt.service_units(self.router.output(apt.unit_files_query(packages), "listing package files"))
         if not units:
@@ -280,7 +297,7 @@ class RouterUpgrade:
         shown = self.router.output(apt.units_state(units), "systemctl show")
         return tuple(apt.restartable(shown))
 
-    def _upgrade(self, before, planned):
+    def _upgrade(self, before: checks.Snapshot, planned: UpgradeOutcome) -> UpgradeOutcome:
         """Install the planned versions, renew what still runs old code; on any failed post-check, roll back
         to the versions before."""
         checks.keep_good(self.router, self.transport.copy, before)
@@ -303,7 +320,7 @@ class RouterUpgrade:
         self.router.output(["rm", "-f", checks.GOOD_SNAPSHOT], "removing the last good snapshot")
         raise Failed("rolled-back", f"{failure}; rolled back to {', '.join(f'{p} {v}' for p, v in previous.items())}")
 
-    def _restart_stale(self):
+    def _restart_stale(self) -> tuple[Renewed, list[str]]:
         """Renew the services still running replaced code (vr-restart-stale on the router). Returns the
         outcome's restarts and reboot_required as it saw them, and the problems for the post-check."""
         report = checks.restart_stale(self.router)
@@ -317,13 +334,13 @@ class RouterUpgrade:
         for unit in report["units"]:
             log.info("%s: %s: %s (%s; %s)", self.name, unit["unit"], unit["action"], unit["why"], unit["how"])
         old_units = sorted({f"{p['unit'] or p['command']} (old code)" for p in report["still_old"]})
-        renewed = {
+        renewed: Renewed = {
             "restarts": tuple(f"{u['unit']} ({u['action']})" for u in done),
             "reboot_required": tuple(checks.reboot_reasons(self.router)) + tuple(old_units),
         }
         return renewed, checks.stale_problems(report)
 
-    def _finish_dpkg(self):
+    def _finish_dpkg(self) -> None:
         """An interrupted dpkg (killed, or a failed maintainer script) refuses every install until it is
         finished: finish it before a rollback installs the versions before."""
         if checks.dpkg_pending(self.router):
@@ -331,7 +348,9 @@ class RouterUpgrade:
             self.router.status(apt.configure_pending())
             self._wait_idle()
 
-    def _post_checks(self, before, expected, apt_status, apt_output):
+    def _post_checks(
+        self, before: checks.Snapshot, expected: Mapping[str, str], apt_status: int, apt_output: str
+    ) -> list[str]:
         problems = []
         if apt_status != 0:
             said = apt.problems(self.router.read(apt.LOG_FILE) or apt_output)[-3:]
@@ -342,7 +361,7 @@ class RouterUpgrade:
         after = checks.take_snapshot(self.router, self.config.packages + tuple(expected))
         return problems + checks.post_check_problems(before, after, expected)
 
-    def _wait_idle(self):
+    def _wait_idle(self) -> None:
         """Wait (bounded) until no upgrade runs on the router, e.g. one left by a cut connection."""
         if self.router.status(apt.wait_idle(self.config.lock_timeout))[0] != 0:
             raise checks.CheckFailed(f"an earlier upgrade still runs after {self.config.lock_timeout}s")
@@ -356,40 +375,47 @@ class UpgradeReport:
     seconds: float
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         return self.stopped is None and all(o.ok for o in self.outcomes)
 
-    def summary(self):
-        counts = {}
+    def summary(self) -> str:
+        counts: dict[str, int] = {}
         for outcome in self.outcomes:
             counts[outcome.status] = counts.get(outcome.status, 0) + 1
         text = ", ".join(f"{n} {s}" for s, n in counts.items()) or "no routers"
         stop = f"; stopped: {self.stopped}" if self.stopped else ""
         return f"upgrade{' --dry-run' if self.dry_run else ''}: {text}{stop}"
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "stopped": self.stopped, "routers": [o.to_json() for o in self.outcomes]}
 
 
-def upgrade_fleet(manager, names, config, policy, dry_run=False, progress=lambda message: None):
+def upgrade_fleet(
+    manager: Manager,
+    names: Sequence[str],
+    config: UpgradeConfig,
+    policy: RolloutPolicy,
+    dry_run: bool = False,
+    progress: Callable[[str], None] = lambda message: None,
+) -> UpgradeReport:
     """Upgrade (or with dry_run, plan) these routers by the rollout policy; each under its lock, each
     outcome recorded in the store (a dry run records nothing), and the versions of the routers a stopped
     rollout did not reach recorded too."""
     started = time.monotonic()
 
-    def upgrade_one(name):
+    def upgrade_one(name: str) -> UpgradeOutcome:
         with manager.store.lock(name, manager.config.lock_timeout):
             return RouterUpgrade(name, manager.transport(name), config, note).run(dry_run)
 
-    def note(url, channel, date):
+    def note(url: str, channel: str, date: datetime) -> datetime | None:
         return note_release(manager.store, url, channel, date)
 
-    def finished(outcome):
+    def finished(outcome: UpgradeOutcome) -> None:
         if not dry_run:
             reboot = outcome.reboot_required if outcome.status == "upgraded" else None  # else: as it was
             record(manager.store, outcome.name, outcome.versions, outcome.status, outcome.error or None, reboot)
 
-    def make_outcome(name, status, error):
+    def make_outcome(name: str, status: str, error: str) -> UpgradeOutcome:
         return UpgradeOutcome(name, status, error=error)
 
     outcomes, stopped = roll_out(names, policy, upgrade_one, make_outcome, progress, finished)
@@ -398,7 +424,9 @@ def upgrade_fleet(manager, names, config, policy, dry_run=False, progress=lambda
     return UpgradeReport(tuple(outcomes), stopped, dry_run, time.monotonic() - started)
 
 
-def _note_not_reached(manager, outcomes, packages):
+def _note_not_reached(
+    manager: Manager, outcomes: Iterable[UpgradeOutcome], packages: Iterable[str]
+) -> list[UpgradeOutcome]:
     """Read and record the versions of the routers the rollout did not reach (one dpkg-query each, in
     parallel; a router that does not answer keeps what the store knew): `vrpipe list` shows them, and
     which ones lag."""
@@ -408,11 +436,13 @@ def _note_not_reached(manager, outcomes, packages):
     return [replace(o, versions=found.get(o.name, o.versions)) for o in outcomes]
 
 
-def read_versions(manager, names, packages=apt.OUR_PACKAGES):
+def read_versions(
+    manager: Manager, names: Sequence[str], packages: Iterable[str] = apt.OUR_PACKAGES
+) -> dict[str, dict[str, str]]:
     """{name: {package: version}} of the routers among names that answer, asked in parallel."""
-    found = {}
+    found: dict[str, dict[str, str]] = {}
 
-    def read(name):
+    def read(name: str) -> None:
         found[name] = checks.installed_versions(checks.RouterCalls(name, manager.transport(name).execute), packages)
 
     for_each(names, read, READ_PARALLEL)

@@ -5,6 +5,7 @@ the newest Release date any router was served (table release_dates, migration 00
 upgrade may go back behind; and why a router needs a reboot (migration 0006).
 """
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -14,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 from vr import contract
 
-from orchestration.store import Base, RouterRow
+from orchestration.store import Base, RouterRow, Store
 from orchestration.upgrade import apt
 
 
@@ -23,11 +24,11 @@ class UpgradeRow(Base):
 
     router_id: Mapped[int] = mapped_column(ForeignKey("routers.id", ondelete="CASCADE"), primary_key=True)
     router_name: Mapped[str] = mapped_column(String(63))
-    packages: Mapped[dict] = mapped_column(JSON)
+    packages: Mapped[dict[str, str]] = mapped_column(JSON)
     outcome: Mapped[str | None] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(Text)
     upgraded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    reboot_required: Mapped[list | None] = mapped_column(JSON)  # why (migration 0006); [] none; None unknown
+    reboot_required: Mapped[list[str] | None] = mapped_column(JSON)  # why (migration 0006); [] none; None unknown
 
 
 class ReleaseRow(Base):
@@ -41,14 +42,21 @@ class ReleaseRow(Base):
 
 @dataclass(frozen=True)
 class UpgradeRecord:
-    packages: dict
+    packages: dict[str, str]
     outcome: str | None
     detail: str | None
     upgraded_at: datetime | None
-    reboot_required: list | None = None
+    reboot_required: list[str] | None = None
 
 
-def record(store, name, packages, outcome=None, detail=None, reboot_required=None):
+def record(
+    store: Store,
+    name: str,
+    packages: Mapping[str, str],
+    outcome: str | None = None,
+    detail: str | None = None,
+    reboot_required: Sequence[str] | None = None,
+) -> None:
     """Keep the router's package versions; with an outcome, also that of its last upgrade, timed now; with
     reboot_required (a list of reasons, empty for none), why the router needs a reboot."""
     router = store.router(name)
@@ -65,7 +73,7 @@ def record(store, name, packages, outcome=None, detail=None, reboot_required=Non
             row.reboot_required = list(reboot_required)
 
 
-def records(store):
+def records(store: Store) -> dict[str, UpgradeRecord]:
     """{router name: UpgradeRecord} for the routers that have one."""
     same_router = (RouterRow.id == UpgradeRow.router_id) & (RouterRow.name == UpgradeRow.router_name)
     with Session(store.engine) as session:
@@ -75,7 +83,7 @@ def records(store):
         }
 
 
-def lagging(versions, package=contract.ENGINE_PACKAGE):
+def lagging(versions: Mapping[str, Mapping[str, str]], package: str = contract.ENGINE_PACKAGE) -> set[str]:
     """Of {router name: {package: version}}, the routers whose `package` is older than the newest
     version any router of the fleet has (whether or not dpkg finished installing it)."""
     found = {name: Version(apt.bare_version(p[package])) for name, p in versions.items() if p.get(package)}
@@ -85,7 +93,7 @@ def lagging(versions, package=contract.ENGINE_PACKAGE):
     return {name for name, v in found.items() if v < newest}
 
 
-def note_release(store, url, channel, date):
+def note_release(store: Store, url: str, channel: str, date: datetime) -> datetime | None:
     """Keep `date` as the newest Release date seen for this repository and channel; returns the newer date
     seen before when `date` is older (a rollback to an older repository), else None."""
     try:
@@ -94,7 +102,7 @@ def note_release(store, url, channel, date):
         return _note_release(store, url, channel, date)
 
 
-def _note_release(store, url, channel, date):
+def _note_release(store: Store, url: str, channel: str, date: datetime) -> datetime | None:
     with Session(store.engine) as session, session.begin():
         row = session.get(ReleaseRow, (url, channel), with_for_update=True)
         if row is None:
@@ -107,6 +115,6 @@ def _note_release(store, url, channel, date):
         return None
 
 
-def _aware(moment):
+def _aware(moment: datetime) -> datetime:
     """SQLite gives back naive datetimes; the store writes only UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

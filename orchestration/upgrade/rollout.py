@@ -5,7 +5,9 @@ first router whose new version failed (rolled back). Routers the rollout does no
 
 import math
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from orchestration.fleet import for_each
 from vrpipe.errors import SettingsError, VrpipeError
@@ -17,26 +19,42 @@ STOPS_ROLLOUT = ("rolled-back", "rollback-failed")
 SUCCESS = ("upgraded", "up-to-date", "planned", "rebooted")
 
 
+class Outcome(Protocol):
+    """What the rollout needs of one router's outcome (UpgradeOutcome, RebootOutcome)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+    def line(self) -> str: ...
+
+
+OutcomeT = TypeVar("OutcomeT", bound=Outcome)
+
+
 @dataclass(frozen=True)
 class RolloutPolicy:
     canary: str | None = None  # None: the first router named
     batch: str = "1"  # routers per batch after the canary: a count ("5") or a percentage ("25%")
     failure_budget: int = 0  # failed routers tolerated before the rollout stops
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         found = BATCH.match(self.batch)
         if not found or (found["percent"] and int(found["size"]) > 100):
             raise SettingsError(f"batch {self.batch!r} must be a count like 5 or a percentage like 25%")
         if self.failure_budget < 0:
             raise SettingsError(f"failure budget {self.failure_budget} must not be negative")
 
-    def batch_size(self, remaining):
+    def batch_size(self, remaining: int) -> int:
         found = BATCH.match(self.batch)
+        assert found  # checked in __post_init__
         size = int(found["size"])
         return max(1, math.ceil(remaining * size / 100)) if found["percent"] else size
 
 
-def waves(names, policy):
+def waves(names: Iterable[str], policy: RolloutPolicy) -> list[list[str]]:
     """[[canary], batch, batch, ...] over the names, each name once, in the order given."""
     names = list(dict.fromkeys(names))
     if not names:
@@ -49,7 +67,7 @@ def waves(names, policy):
     return [[canary], *(rest[i : i + size] for i in range(0, len(rest), size))]
 
 
-def stop_reason(outcomes, policy, canary):
+def stop_reason(outcomes: Iterable[Outcome], policy: RolloutPolicy, canary: str) -> str | None:
     """Why the rollout must not go on after these outcomes, or None."""
     failed = [o for o in outcomes if o.status not in SUCCESS]
     bad_version = [o.name for o in failed if o.status in STOPS_ROLLOUT]
@@ -63,16 +81,25 @@ def stop_reason(outcomes, policy, canary):
     return None
 
 
-def roll_out(names, policy, upgrade_one, make_outcome, progress, finished=lambda outcome: None):
+def roll_out(
+    names: Sequence[str],
+    policy: RolloutPolicy,
+    upgrade_one: Callable[[str], OutcomeT],
+    make_outcome: Callable[[str, str, str], OutcomeT],
+    progress: Callable[[str], None],
+    finished: Callable[[OutcomeT], None] = lambda outcome: None,
+) -> tuple[list[OutcomeT], str | None]:
     """Upgrade wave after wave with upgrade_one(name) -> outcome; returns (outcomes in the order of names,
     stop reason or None). An exception from upgrade_one (say, the router's lock is held by another vrpipe)
     is that router's `failed` outcome, counted by the budget like any other. Routers after a stop get
     `not-reached`. make_outcome(name, status, error) builds those two; finished(outcome) is called as each
     router the rollout reached is done."""
     plan = waves(names, policy)
-    outcomes, reason, total = {}, None, sum(map(len, plan))
+    outcomes: dict[str, OutcomeT] = {}
+    reason: str | None = None
+    total = sum(map(len, plan))
 
-    def one(name):
+    def one(name: str) -> None:
         try:
             outcome = upgrade_one(name)
         except Exception as err:  # noqa: BLE001 - whatever it was, it is this router's failure
@@ -90,6 +117,6 @@ def roll_out(names, policy, upgrade_one, make_outcome, progress, finished=lambda
     return [outcomes[name] for name in dict.fromkeys(names)], reason
 
 
-def failure_text(err):
+def failure_text(err: Exception) -> str:
     """An operator's error says what is wrong by itself; anything else is a bug, named by its type."""
     return str(err) if isinstance(err, VrpipeError) else f"{type(err).__name__}: {err}"
