@@ -24,7 +24,7 @@ SERVICES = (dnsmasq.SERVICE, haproxy.SERVICE, metadata.SERVICE)
 
 
 @dataclass
-class Change:
+class Activation:
     """What one activation works from: the state before and after, and which files were replaced."""
 
     old: RouterState
@@ -140,7 +140,7 @@ def converge(old, new, layout, services, selected, force, phases, save):
         files = {path: text for texts in rendered.values() for path, text in texts.items()}
         previous = {path: _read(path) for path in files}
         changed = {path: text for path, text in files.items() if previous[path] != text}
-    change = Change(old, new, layout, services, set(changed), force, {p: previous[p] for p in changed})
+    change = Activation(old, new, layout, services, set(changed), force, {p: previous[p] for p in changed})
     with phases("check"):
         staged = _stage(changed)
         try:
@@ -159,7 +159,7 @@ def converge(old, new, layout, services, selected, force, phases, save):
             for subsystem in selected:
                 _activate(subsystem, change, actions)
     except ApplyFailed:
-        _roll_back(change.previous, Change(new, old, layout, services, set(changed), force), selected)
+        _roll_back(change.previous, Activation(new, old, layout, services, set(changed), force), selected)
         raise
     with phases("persist"):
         save()

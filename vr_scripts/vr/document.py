@@ -16,7 +16,7 @@ MAX_COMMANDS = 100_000
 
 
 @dataclass(frozen=True)
-class Command:
+class CheckedCommand:
     """One validated batch command: its section, the key of the item it adds or removes, the item (add)."""
 
     index: int
@@ -36,7 +36,7 @@ class Parsed:
 
     kind: str
     state: RouterState
-    commands: tuple[Command, ...] = ()
+    commands: tuple[CheckedCommand, ...] = ()
 
     @property
     def subsystems(self):
@@ -131,11 +131,11 @@ def _parse_command(data, where, problems):
         f.problem(f"{where}.op", f"{section.name} is set with add; it cannot be removed")
     elif op == "remove" and all(name in KEY_READERS for name in section.key_fields):
         key = _read_key(section, f.data.get("data"), f"{where}.data", problems)
-        return Command(index, op, section.name, key) if f.finish() else None
+        return CheckedCommand(index, op, section.name, key) if f.finish() else None
     item = section.parse(f.data.get("data"), f"{where}.data", problems)
     if not f.finish() or item is None:
         return None
-    return Command(index, op, section.name, section.key(item), item)
+    return CheckedCommand(index, op, section.name, section.key(item), item)
 
 
 # A remove names its item by key fields alone; these read them the same way the full parse does.
@@ -229,4 +229,13 @@ def load_state(data):
     return parse_document(data, RouterState(), check=False).state
 
 
-__all__ = ["Command", "Invalid", "Parsed", "Problem", "load_state", "parse_document", "state_document", "to_json"]
+__all__ = [
+    "CheckedCommand",
+    "Invalid",
+    "Parsed",
+    "Problem",
+    "load_state",
+    "parse_document",
+    "state_document",
+    "to_json",
+]
