@@ -131,16 +131,16 @@ def main_health(argv: list[str] | None = None) -> int:
     return EXIT_OK if result["ok"] else EXIT_FAILED
 
 
-def main_metadata(argv: list[str] | None = None) -> int:
+def main_metadata(argv: list[str] | None = None) -> None:
     from .metadata_server import main
 
     return main(argv)
 
 
-def main_metrics(argv: list[str] | None = None) -> int:
+def main_metrics(argv: list[str] | None = None) -> NoReturn:
     from .metrics_server import main
 
-    return main(argv)
+    main(argv)
 
 
 def main_restart_stale(argv: list[str] | None = None) -> int:
