@@ -11,7 +11,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, TypeVar, cast, overload
 
 T = TypeVar("T")
 
@@ -163,6 +163,24 @@ class Fields:
     def base64(self, name: str, max_bytes: int, default: None | _Missing = MISSING) -> bytes | None:
         return self._convert(name, default, lambda v: decode_base64(v, max_bytes))
 
+    @overload
+    def items(
+        self,
+        name: str,
+        convert: Callable[[Any, str, list[Problem]], T | None],
+        *,
+        default: tuple[T, ...] | _Missing = (),
+        max_items: int = 100_000,
+    ) -> tuple[T, ...]: ...
+    @overload
+    def items(
+        self,
+        name: str,
+        convert: Callable[[Any, str, list[Problem]], T | None],
+        *,
+        default: None,
+        max_items: int = 100_000,
+    ) -> tuple[T, ...] | None: ...
     def items(
         self,
         name: str,
@@ -190,6 +208,19 @@ class Fields:
         value = self._take(name, None)
         return None if value is MISSING else parse(value, self._path(name), self.problems)
 
+    @overload
+    def values(
+        self,
+        name: str,
+        convert: Callable[[Any], T],
+        *,
+        default: tuple[T, ...] | _Missing = (),
+        max_items: int = 64,
+    ) -> tuple[T, ...]: ...
+    @overload
+    def values(
+        self, name: str, convert: Callable[[Any], T], *, default: None, max_items: int = 64
+    ) -> tuple[T, ...] | None: ...
     def values(
         self,
         name: str,
