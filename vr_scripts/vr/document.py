@@ -10,14 +10,13 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from . import SCHEMA_VERSION
-from .checks import check_state
+from .checks import Origin, check_state
 from .fields import MISSING, NAME, Fields, Invalid, PortRange, Problem
 from .model import PROTOCOLS, SECTIONS, RouterState, Section
 
 MAX_COMMANDS = 100_000
 T = TypeVar("T")
 Key = tuple[object, ...]  # the key fields' values of an item (Section.key)
-Origin = Callable[[str, Any], str]  # (section name, item of that section) -> where the document wrote it
 
 
 @dataclass(frozen=True)
