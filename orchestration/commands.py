@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vr import SCHEMA_VERSION, contract
-from vr.document import Command as EngineCommand
-from vr.document import Invalid, load_state, parse_document
+from vr.document import CheckedCommand, Invalid, load_state, parse_document
 from vr.model import SECTIONS, RouterState
 
 from vrpipe.errors import VrpipeError
@@ -73,7 +72,7 @@ def state_document(state: Mapping[str, Any]) -> dict[str, Any]:
     return {"schema": SCHEMA_VERSION, "kind": "state", "state": state}
 
 
-def validate(commands: Sequence[Command], state: Mapping[str, Any]) -> tuple[EngineCommand, ...]:
+def validate(commands: Sequence[Command], state: Mapping[str, Any]) -> tuple[CheckedCommand, ...]:
     """The engine's verdict on `commands` applied to the desired `state` (a state object, as the store
     holds it): the parsed commands, or BadCommand naming every command that is wrong and why."""
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 from vr import contract
-from vr.document import Command as EngineCommand
+from vr.document import CheckedCommand
 
 from orchestration import commands as cmds
 from orchestration.commands import Command, Query
@@ -331,7 +331,7 @@ class Manager:
             log.info("router %s: %d commands aggregated: %s", name, len(commands), outcome.error or "applied")
             return outcome
 
-    def _per_command(self, name: str, commands: Sequence[Command], parsed: Sequence[EngineCommand]) -> list[Answer]:
+    def _per_command(self, name: str, commands: Sequence[Command], parsed: Sequence[CheckedCommand]) -> list[Answer]:
         answers = []
         for command, engine_command in zip(commands, parsed, strict=True):
             answer = self.resource.execute(name, command)

@@ -29,8 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
-from vr.document import Command as EngineCommand
-from vr.document import to_json
+from vr.document import CheckedCommand, to_json
 from vr.model import SECTIONS
 
 from orchestration.locks import Timeout, fair_lock
@@ -268,8 +267,8 @@ class Store:
                     state[row.section] = row.data
             return state
 
-    def record(self, name: str, commands: Sequence[EngineCommand]) -> None:
-        """Make validated engine commands (vr.document.Command) part of the desired state, in order."""
+    def record(self, name: str, commands: Sequence[CheckedCommand]) -> None:
+        """Make validated engine commands (vr.document.CheckedCommand) part of the desired state, in order."""
         keys = [json.dumps(to_json(list(c.key))) for c in commands]
         with self._session() as session:
             router_id = self._row(session, name).id

@@ -215,6 +215,11 @@ def test_batch_problem_names_the_command():
     assert "commands[1].ip" in found and "persisted state.dhcp" in found["commands[1].ip"]
 
 
+
+def test_a_batch_without_commands_is_refused_naming_the_field():
+    assert problems({"schema": 1, "kind": "batch"}) == {"commands": "is required"}
+
+
 def test_a_batch_checks_its_sections_against_the_others():
     """A batch checks only what involves the sections it touched, which includes conflicts with the rest."""
     current = parse_document(doc(valid_state()), RouterState()).state

@@ -9,51 +9,70 @@ import fcntl
 import functools
 import os
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import __version__, dnsmasq, haproxy, interfaces, metadata, nftables, persist
-from .document import parse_document
+from .document import CheckedCommand, Parsed, parse_document
 from .fields import Invalid
+from .layout import Layout
 from .model import SECTIONS, RouterState
 from .run import CommandFailed
+from .services import Services
+
+if TYPE_CHECKING:
+    from .engine import Memory  # the resident engine's; importing it here would cost every apply
 
 # Activation order matters: addresses before the rules and daemons that bind to them.
-SUBSYSTEMS = (interfaces, nftables, dnsmasq, haproxy, metadata)
+SUBSYSTEMS: "tuple[Subsystem, ...]" = (interfaces, nftables, dnsmasq, haproxy, metadata)
 SERVICES = (dnsmasq.SERVICE, haproxy.SERVICE, metadata.SERVICE)
 
 
 @dataclass
-class Change:
+class Activation:
     """What one activation works from: the state before and after, and which files were replaced."""
 
     old: RouterState
     new: RouterState
-    layout: object
-    services: object
-    changed: set = field(default_factory=set)
+    layout: Layout
+    services: Services
+    changed: set[Path] = field(default_factory=set)
     force: bool = False  # re-apply kernel state (addresses, rules) even if no file changed
-    previous: dict = field(default_factory=dict)  # path -> text before this apply (None: absent), of changed files
-    plans: dict = field(default_factory=dict)  # subsystem name -> what its check worked out for its activate
+    # path -> text before this apply (None: absent), of changed files
+    previous: dict[Path, str | None] = field(default_factory=dict)
+    plans: dict[str, str] = field(default_factory=dict)  # subsystem name -> what its check worked out for its activate
+
+
+class Subsystem(Protocol):
+    """What each module of SUBSYSTEMS provides."""
+
+    NAME: str
+
+    def render(self, state: RouterState, layout: Layout) -> dict[Path, str]: ...
+    def check(self, staged: Mapping[Path, Path], change: Activation) -> None: ...
+    def activate(self, change: Activation) -> str | None: ...
 
 
 class ApplyFailed(Exception):
-    def __init__(self, phase, subsystem, error):
+    def __init__(self, phase: str, subsystem: str, error: object) -> None:
         super().__init__(f"{phase} of {subsystem} failed: {error}")
         self.phase, self.subsystem, self.error = phase, subsystem, str(error)
 
-    def to_json(self):
+    def to_json(self) -> dict[str, str]:
         return {"phase": self.phase, "subsystem": self.subsystem, "error": self.error}
 
 
 class Phases:
     """Times each phase of an apply, for the result."""
 
-    def __init__(self):
-        self.seconds = {}
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
 
     @contextmanager
-    def __call__(self, name):
+    def __call__(self, name: str) -> Iterator[None]:
         started = time.perf_counter()
         try:
             yield
@@ -62,7 +81,7 @@ class Phases:
 
 
 @contextmanager
-def apply_lock(layout):
+def apply_lock(layout: Layout) -> Iterator[None]:
     """One apply at a time per router: a second one waits for the first."""
     layout.make_directories()
     with open(layout.lock, "w") as lock:
@@ -70,7 +89,7 @@ def apply_lock(layout):
         yield
 
 
-def apply_document(data, layout, services, memory=None):
+def apply_document(data: Any, layout: Layout, services: Services, memory: "Memory | None" = None) -> dict[str, Any]:
     """Apply a state or batch document; return the JSON result (its "ok" says whether it was applied).
     `memory` (the resident engine's) holds the persisted state, saving the read."""
     phases = Phases()
@@ -103,7 +122,7 @@ def apply_document(data, layout, services, memory=None):
     return _result(parsed, phases, actions=actions)
 
 
-def _same_state_again(data, layout, services):
+def _same_state_again(data: Any, layout: Layout, services: Services) -> dict[str, Any] | None:
     """The result of a state document that is the one last applied, when nothing it made has changed since
     (persisted state, rendered files, its table and services still there); None otherwise. `--reapply`
     is the way to put everything in force again regardless."""
@@ -118,7 +137,7 @@ def _same_state_again(data, layout, services):
     return {**result, "unchanged": True}
 
 
-def reapply(layout, services):
+def reapply(layout: Layout, services: Services) -> dict[str, Any]:
     """Re-apply the persisted state whole (at boot, and after an upgrade of the engine)."""
     phases = Phases()
     with apply_lock(layout):
@@ -132,7 +151,16 @@ def reapply(layout, services):
     return {"ok": True, "kind": "reapply", "actions": actions, "timings": phases.seconds, "version": __version__}
 
 
-def converge(old, new, layout, services, selected, force, phases, save):
+def converge(
+    old: RouterState,
+    new: RouterState,
+    layout: Layout,
+    services: Services,
+    selected: Sequence[Subsystem],
+    force: bool,
+    phases: Phases,
+    save: Callable[[], None],
+) -> tuple[dict[str, str], dict[Path, str]]:
     """Make the router run `new`, then `save()` it; on failure put `old` back and raise ApplyFailed.
     Return the actions taken and the files rendered."""
     with phases("render"):
@@ -140,7 +168,7 @@ def converge(old, new, layout, services, selected, force, phases, save):
         files = {path: text for texts in rendered.values() for path, text in texts.items()}
         previous = {path: _read(path) for path in files}
         changed = {path: text for path, text in files.items() if previous[path] != text}
-    change = Change(old, new, layout, services, set(changed), force, {p: previous[p] for p in changed})
+    change = Activation(old, new, layout, services, set(changed), force, {p: previous[p] for p in changed})
     with phases("check"):
         staged = _stage(changed)
         try:
@@ -150,7 +178,7 @@ def converge(old, new, layout, services, selected, force, phases, save):
         except ApplyFailed:
             _unstage(staged)
             raise
-    actions = {}
+    actions: dict[str, str] = {}
     try:
         with phases("swap"):
             for path, staged_path in staged.items():
@@ -159,28 +187,28 @@ def converge(old, new, layout, services, selected, force, phases, save):
             for subsystem in selected:
                 _activate(subsystem, change, actions)
     except ApplyFailed:
-        _roll_back(change.previous, Change(new, old, layout, services, set(changed), force), selected)
+        _roll_back(change.previous, Activation(new, old, layout, services, set(changed), force), selected)
         raise
     with phases("persist"):
         save()
     return actions, files
 
 
-def _check(subsystem, staged, change):
+def _check(subsystem: Subsystem, staged: dict[Path, Path], change: Activation) -> None:
     try:
         subsystem.check(_StagedView(staged), change)
     except CommandFailed as err:
         raise ApplyFailed("check", subsystem.NAME, err) from err
 
 
-class _StagedView(dict):
+class _StagedView(dict[Path, Path]):
     """Staged paths by final path; a file that did not change is checked where it already is."""
 
-    def __missing__(self, path):
+    def __missing__(self, path: Path) -> Path:
         return path
 
 
-def _activate(subsystem, change, actions):
+def _activate(subsystem: Subsystem, change: Activation, actions: dict[str, str]) -> None:
     try:
         action = subsystem.activate(change)
     except (CommandFailed, OSError, TimeoutError) as err:
@@ -189,7 +217,7 @@ def _activate(subsystem, change, actions):
         actions[subsystem.NAME] = action
 
 
-def _roll_back(previous, change, selected):
+def _roll_back(previous: Mapping[Path, str | None], change: Activation, selected: Sequence[Subsystem]) -> None:
     """Put the previous files back and re-activate them; keep going past errors, the old state is the goal."""
     for path, text in previous.items():
         if text is None:
@@ -201,14 +229,14 @@ def _roll_back(previous, change, selected):
             subsystem.activate(change)
 
 
-def _read(path):
+def _read(path: Path) -> str | None:
     try:
         return path.read_text()
     except FileNotFoundError:
         return None
 
 
-def _stage(changed):
+def _stage(changed: Mapping[Path, str]) -> dict[Path, Path]:
     staged = {}
     for path, text in changed.items():
         staged_path = path.with_name(f".{path.name}.new")
@@ -217,17 +245,17 @@ def _stage(changed):
     return staged
 
 
-def _unstage(staged):
+def _unstage(staged: Mapping[Path, Path]) -> None:
     for staged_path in staged.values():
         staged_path.unlink(missing_ok=True)
 
 
-def _invalid_result(data, invalid, phases):
+def _invalid_result(data: Any, invalid: Invalid, phases: Phases) -> dict[str, Any]:
     problems = [p.to_json() for p in invalid.problems]
-    result = {"ok": False, "error": "invalid document", "problems": problems, "timings": phases.seconds}
+    result: dict[str, Any] = {"ok": False, "error": "invalid document", "problems": problems, "timings": phases.seconds}
     commands = data.get("commands") if isinstance(data, dict) else None
     if isinstance(commands, list):
-        bad = {}
+        bad: dict[int, list[dict[str, str]]] = {}
         for problem in problems:
             if problem["where"].startswith("commands["):
                 bad.setdefault(int(problem["where"][9:].split("]")[0]), []).append(problem)
@@ -240,8 +268,10 @@ def _invalid_result(data, invalid, phases):
     return result
 
 
-def _result(parsed, phases, actions=None, failed=None):
-    result = {"ok": failed is None, "kind": parsed.kind, "version": __version__}
+def _result(
+    parsed: Parsed, phases: Phases, actions: dict[str, str] | None = None, failed: ApplyFailed | None = None
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"ok": failed is None, "kind": parsed.kind, "version": __version__}
     if parsed.kind == "batch":
         result["results"] = [_command_result(c, failed) for c in parsed.commands]
     else:
@@ -258,7 +288,7 @@ def _result(parsed, phases, actions=None, failed=None):
     return result
 
 
-def _command_result(command, failed):
+def _command_result(command: CheckedCommand, failed: ApplyFailed | None) -> dict[str, object]:
     return {
         "index": command.index,
         "type": command.section,
@@ -267,7 +297,7 @@ def _command_result(command, failed):
     }
 
 
-def _command_result_error(section, failed):
+def _command_result_error(section: str, failed: ApplyFailed | None) -> dict[str, object]:
     """ok, or the failure: named in full where this section feeds the failed subsystem."""
     if failed is None:
         return {"ok": True}
@@ -276,5 +306,5 @@ def _command_result_error(section, failed):
     return {"ok": False, "error": f"not applied: {failed.subsystem} {failed.phase} failed"}
 
 
-def _section_result(name, state, failed):
+def _section_result(name: str, state: RouterState, failed: ApplyFailed | None) -> dict[str, object]:
     return {**_command_result_error(name, failed), "items": len(getattr(state, name))}

@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -115,7 +116,7 @@ def _validated(params: BootParams) -> BootParams:
     return params
 
 
-def _check(name, value, parse):
+def _check(name: str, value: str, parse: Callable[[str], object]) -> None:
     try:
         if value:
             parse(value)
@@ -195,7 +196,7 @@ def main() -> int:
     return 0
 
 
-def _try(argv):
+def _try(argv: list[str]) -> None:
     try:
         run(argv)
     except CommandFailed as e:

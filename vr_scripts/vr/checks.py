@@ -5,30 +5,47 @@ items it brought and the sections they are in: the persisted rest passed these c
 persisted, against the same interfaces (a batch that sets the interfaces is checked whole).
 """
 
+import ipaddress
 from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence, Set
+from typing import Any, Protocol
 
-from .fields import Problem
+from .fields import PortRange, Problem
 from .intervals import MAX_CIDRS, MAX_LAYERS, bounds, layers
-from .model import SECTIONS
+from .model import SECTIONS, FirewallRule, Interfaces, LoadBalancer, PortForward, RouterState
 
 ALL = frozenset(SECTIONS)
 
 PERSISTED = "persisted state"
+Origin = Callable[[str, Any], str]  # (section name, item of that section) -> where the document wrote it
+New = Callable[[str], Sequence[Any]]  # section name -> its items to check (of that section's dataclass)
 
 
-def check_state(state, origin, brought=None):
+class Report(Protocol):
+    """check_state's `report`: names the item at fault (and the field), or the one of a conflicting pair."""
+
+    def __call__(
+        self, section: str, item: object, error: str, field: str | None = None, other: tuple[str, object] | None = None
+    ) -> None: ...
+
+
+def check_state(
+    state: RouterState, origin: Origin, brought: Mapping[str, Sequence[object]] | None = None
+) -> list[Problem]:
     """Every cross-item problem of `state`, each located by `origin(section_name, item)`; for a batch, those
     that involve `brought`, the items its commands put in the state by section (None: a whole state)."""
-    problems = []
+    problems: list[Problem] = []
     if brought is not None and "interfaces" in brought:
         brought = None  # every address is checked against the interfaces
     touched = ALL if brought is None else set(brought)
 
-    def new(section):
+    def new(section: str) -> Sequence[Any]:
         """The items of `section` that per-item checks look at."""
         return getattr(state, section) if brought is None else brought.get(section, ())
 
-    def report(section, item, error, field=None, other=None):
+    def report(
+        section: str, item: object, error: str, field: str | None = None, other: tuple[str, object] | None = None
+    ) -> None:
         """Name the item at fault; in a conflict with `other` (section, item), the one the document brought."""
         where = origin(section, item)
         if other is not None:
@@ -53,7 +70,7 @@ def check_state(state, origin, brought=None):
     return problems
 
 
-def _check_interfaces(interfaces, report):
+def _check_interfaces(interfaces: Interfaces, report: Report) -> None:
     devices = [i.device for i in (interfaces.control, *interfaces.guests, *interfaces.public) if i]
     for device in {d for d in devices if devices.count(d) > 1}:
         report("interfaces", interfaces, f"device {device} is used by more than one interface", "device")
@@ -70,7 +87,7 @@ def _check_interfaces(interfaces, report):
         report("interfaces", interfaces, f"public address {ip} is listed twice", "public")
 
 
-def _guest_address_error(ip, guests):
+def _guest_address_error(ip: ipaddress.IPv4Address, guests: Sequence[ipaddress.IPv4Network]) -> str | None:
     for net in guests:
         if ip in net:
             if ip in (net.network_address, net.broadcast_address):
@@ -79,7 +96,7 @@ def _guest_address_error(ip, guests):
     return f"{ip} is not in any guest network ({', '.join(map(str, guests)) or 'none configured'})"
 
 
-def _check_vm_addresses(state, guests, report, new):
+def _check_vm_addresses(state: RouterState, guests: Sequence[ipaddress.IPv4Network], report: Report, new: New) -> None:
     gateways = {g.gateway.ip for g in state.interfaces.guests}
     vm_fields = [
         ("port_forwarding", "vm_ip"),
@@ -105,7 +122,9 @@ def _check_vm_addresses(state, guests, report, new):
             report("source_nat", snat, f"{snat.guest_cidr} is not within a guest network", "guest_cidr")
 
 
-def _check_public_addresses(state, public, report, new, touched):
+def _check_public_addresses(
+    state: RouterState, public: Set[ipaddress.IPv4Address], report: Report, new: New, touched: Set[str]
+) -> None:
     uses = ("source_nat", "port_forwarding", "static_nat", "load_balancer", "firewall")
     for section in uses:
         for item in new(section):
@@ -120,7 +139,7 @@ def _check_public_addresses(state, public, report, new, touched):
                 report(section, item, f"{item.public_ip} is taken by static NAT", "public_ip", other)
 
 
-def _check_unique(state, report, touched):
+def _check_unique(state: RouterState, report: Report, touched: Set[str]) -> None:
     """Values that must be unique across a section: the second and later holders are reported."""
     unique = [
         ("dhcp", "ip"),
@@ -130,7 +149,7 @@ def _check_unique(state, report, touched):
     for section, name in unique:
         if section not in touched:
             continue
-        seen = {}
+        seen: dict[object, object] = {}
         for item in getattr(state, section):
             value = getattr(item, name)
             value = value.lower() if isinstance(value, str) else value
@@ -138,7 +157,7 @@ def _check_unique(state, report, touched):
                 error = f"{getattr(item, name)} is already used by another {section} entry"
                 report(section, item, error, name, (section, seen[value]))
             seen.setdefault(value, item)
-    frontends = defaultdict(list)
+    frontends: defaultdict[tuple[ipaddress.IPv4Address, int], list[LoadBalancer]] = defaultdict(list)
     for lb in state.load_balancer if "load_balancer" in touched else ():
         frontends[(lb.public_ip, lb.port)].append(lb)
     for (ip, port), lbs in frontends.items():
@@ -147,9 +166,9 @@ def _check_unique(state, report, touched):
             report("load_balancer", lb, error, "port", ("load_balancer", lbs[0]))
 
 
-def _check_port_conflicts(state, report):
+def _check_port_conflicts(state: RouterState, report: Report) -> None:
     """Port forwards must not overlap each other, nor a load balancer's frontend, on one address."""
-    by_address = defaultdict(list)
+    by_address: defaultdict[tuple[ipaddress.IPv4Address, str], list[PortForward]] = defaultdict(list)
     for pf in state.port_forwarding:
         by_address[(pf.public_ip, pf.protocol)].append(pf)
     for rules in by_address.values():
@@ -165,7 +184,7 @@ def _check_port_conflicts(state, report):
                 report("load_balancer", lb, error, "port", ("port_forwarding", pf))
 
 
-def _check_firewall_size(state, report):
+def _check_firewall_size(state: RouterState, report: Report) -> None:
     """Bound what the firewall renders: its CIDR entries, and how deep port ranges nest (one set per level)."""
     entries = 0
     for rule in state.firewall:
@@ -173,13 +192,15 @@ def _check_firewall_size(state, report):
         if entries > MAX_CIDRS:
             report("firewall", rule, f"the firewall holds more than {MAX_CIDRS} CIDR entries in all", "cidrs")
             break
+    # (direction, public address, protocol) -> (ports, rule) of its rules with ports
+    by_key: defaultdict[tuple[str, ipaddress.IPv4Address | None, str], list[tuple[PortRange, FirewallRule]]]
     by_key = defaultdict(list)
     for rule in state.firewall:
         if rule.ports is not None:
-            by_key[(rule.direction, rule.public_ip, rule.protocol)].append(rule)
+            by_key[(rule.direction, rule.public_ip, rule.protocol)].append((rule.ports, rule))
     for (direction, public_ip, protocol), rules in by_key.items():
-        layer = layers(r.ports for r in rules)
-        too_deep = next((r for r in rules if layer[r.ports] >= MAX_LAYERS), None)
+        layer = layers(ports for ports, _ in rules)
+        too_deep = next((r for ports, r in rules if layer[ports] >= MAX_LAYERS), None)
         if too_deep is not None:
             on = f"{public_ip}/{protocol}" if public_ip else f"{direction} {protocol}"
             error = f"port ranges on {on} overlap more than {MAX_LAYERS} deep; merge overlapping rules"

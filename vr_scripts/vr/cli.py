@@ -10,21 +10,25 @@ import json
 import resource
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import SCHEMA_VERSION, engine
 from .layout import Layout
 
+if TYPE_CHECKING:
+    from .services import Services
+
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
-def _router():
+def _router() -> "tuple[Layout, Services]":
     from . import services
 
     layout = Layout.from_env()
     return layout, services.for_layout(layout)
 
 
-def _record(layout, result):
+def _record(layout: Layout, result: dict[str, Any]) -> None:
     """Where an apply ran: note its peak RSS in the result and append one line to the apply log."""
     import logging.handlers
 
@@ -43,7 +47,7 @@ def _record(layout, result):
     logger.info(json.dumps(summary, separators=(",", ":")))
 
 
-def _finish(result):
+def _finish(result: dict[str, Any]) -> int:
     json.dump(result, sys.stdout, indent=1)
     sys.stdout.write("\n")
     if result["ok"]:
@@ -51,7 +55,7 @@ def _finish(result):
     return EXIT_INVALID if "problems" in result else EXIT_FAILED
 
 
-def _invalid(message):
+def _invalid(message: str) -> int:
     json.dump(
         {"ok": False, "error": "invalid document", "problems": [{"where": "document", "error": message}]}, sys.stdout
     )
@@ -59,7 +63,7 @@ def _invalid(message):
     return EXIT_INVALID
 
 
-def apply_document(data):
+def apply_document(data: Any) -> int:
     result = engine.send(Layout.from_env(), data)
     if result is None:
         from .apply import apply_document as apply_here
@@ -70,7 +74,7 @@ def apply_document(data):
     return _finish(result)
 
 
-def main_apply(argv=None):
+def main_apply(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vr-apply", description="Apply a state or batch document to this router.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("file", nargs="?", help="the JSON document, or - for standard input")
@@ -92,7 +96,7 @@ def main_apply(argv=None):
     return apply_document(data)
 
 
-def main_cmd(argv=None):
+def main_cmd(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vr-cmd", description="Apply one command (the per-command mode).")
     parser.add_argument("type", help="section: dhcp, vm_data, port_forwarding, firewall, ...")
     parser.add_argument("op", choices=("add", "remove"))
@@ -106,7 +110,7 @@ def main_cmd(argv=None):
     return apply_document({"schema": SCHEMA_VERSION, "kind": "batch", "commands": [command]})
 
 
-def main_state(argv=None):
+def main_state(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="vr-state", description="Print the persisted desired state.").parse_args(argv)
     from . import persist
     from .document import state_document
@@ -116,7 +120,7 @@ def main_state(argv=None):
     return EXIT_OK
 
 
-def main_health(argv=None):
+def main_health(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="vr-health", description="Print this router's health as JSON.").parse_args(argv)
     from . import health, persist
 
@@ -127,31 +131,31 @@ def main_health(argv=None):
     return EXIT_OK if result["ok"] else EXIT_FAILED
 
 
-def main_metadata(argv=None):
+def main_metadata(argv: list[str] | None = None) -> None:
     from .metadata_server import main
 
     return main(argv)
 
 
-def main_metrics(argv=None):
+def main_metrics(argv: list[str] | None = None) -> NoReturn:
     from .metrics_server import main
 
-    return main(argv)
+    main(argv)
 
 
-def main_restart_stale(argv=None):
+def main_restart_stale(argv: list[str] | None = None) -> int:
     from .restarts import main
 
     return main(argv)
 
 
-def main_boot():
+def main_boot() -> int:
     from .boot import main
 
     return main()
 
 
-def main_engine(argv=None):
+def main_engine(argv: list[str] | None = None) -> NoReturn:
     argparse.ArgumentParser(
         prog="vr-engine", description="Run the resident engine: apply what vr-apply and vr-cmd hand it."
     ).parse_args(argv)

@@ -8,8 +8,15 @@ import contextlib
 import json
 import os
 import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
+from .layout import Layout
+
+if TYPE_CHECKING:
+    from .model import RouterState
+    from .services import Services
 
 ABANDONED = {
     "ok": False,
@@ -17,7 +24,7 @@ ABANDONED = {
 }
 
 
-def send(layout, document):
+def send(layout: Layout, document: Any) -> dict[str, Any] | None:
     """Have the resident engine apply `document`: its result, or None when it does not take it (not running,
     another version), and the caller applies it itself."""
     request = json.dumps({"version": __version__, "document": document}).encode()
@@ -37,7 +44,7 @@ def send(layout, document):
     return None if "refused" in result else result
 
 
-def _receive(conn):
+def _receive(conn: socket.socket) -> bytes:
     chunks = []
     while chunk := conn.recv(1 << 20):
         chunks.append(chunk)
@@ -48,11 +55,13 @@ class Memory:
     """The state as last read or applied here, trusted only while the persisted files are the ones it saw
     (any apply in another process, such as a re-apply at boot, writes them anew)."""
 
-    def __init__(self, layout):
-        self.layout, self.state, self.seen = layout, None, None
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.state: RouterState | None = None
+        self.seen: list[tuple[int, int, int] | None] | None = None
 
-    def _files(self):
-        stats = []
+    def _files(self) -> list[tuple[int, int, int] | None]:
+        stats: list[tuple[int, int, int] | None] = []
         for path in (self.layout.state, self.layout.journal):
             try:
                 info = path.stat()
@@ -61,7 +70,7 @@ class Memory:
                 stats.append(None)
         return stats
 
-    def read(self):
+    def read(self) -> "RouterState":
         from . import persist
 
         seen = self._files()  # before reading: files replaced meanwhile then differ at the next read
@@ -69,12 +78,12 @@ class Memory:
             self.state, self.seen = persist.read(self.layout), seen
         return self.state
 
-    def keep(self, state):
+    def keep(self, state: "RouterState") -> None:
         """After an apply here persisted `state`."""
         self.state, self.seen = state, self._files()
 
 
-def serve(layout, services, log):
+def serve(layout: Layout, services: "Services", log: Callable[[Layout, dict[str, Any]], None]) -> NoReturn:
     """Answer requests one at a time until stopped; `log(result)` records each apply."""
     from .apply import apply_document
 
@@ -95,7 +104,7 @@ def serve(layout, services, log):
                 except (OSError, ValueError):
                     continue  # a client gone or not one of ours: nothing was applied
                 if not isinstance(request, dict) or request.get("version") != __version__:
-                    reply = {"refused": f"this engine is version {__version__}"}
+                    reply: dict[str, Any] = {"refused": f"this engine is version {__version__}"}
                 else:
                     reply = {**apply_document(request.get("document"), layout, services, memory), "resident": True}
                     log(layout, reply)
@@ -103,7 +112,7 @@ def serve(layout, services, log):
                     conn.sendall(json.dumps(reply).encode())
 
 
-def _reap():
+def _reap() -> None:
     """Collect daemons this process started that have exited since (between applies, so no subprocess
     of an apply is waited for here)."""
     try:

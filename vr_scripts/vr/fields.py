@@ -5,10 +5,15 @@ so validation happens once, at the edge, and reports every bad field rather than
 
 import base64
 import binascii
+import enum
 import functools
 import ipaddress
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Final, TypeVar, cast, overload
+
+T = TypeVar("T")
 
 # Matched with fullmatch: `$` would also match before a trailing newline, which then splits a config line.
 HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
@@ -28,14 +33,14 @@ class Problem:
     where: str
     error: str
 
-    def to_json(self):
+    def to_json(self) -> dict[str, str]:
         return {"where": self.where, "error": self.error}
 
 
 class Invalid(Exception):
     """The document is invalid; `problems` names every bad item."""
 
-    def __init__(self, problems):
+    def __init__(self, problems: Iterable[Problem]) -> None:
         super().__init__("; ".join(f"{p.where}: {p.error}" for p in problems))
         self.problems = list(problems)
 
@@ -47,20 +52,26 @@ class PortRange:
     first: int
     last: int
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.last - self.first + 1
 
-    def __str__(self):
+    def __str__(self) -> str:
         return str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
 
-    def overlaps(self, other):
+    def overlaps(self, other: "PortRange") -> bool:
         return self.first <= other.last and other.first <= self.last
 
 
-MISSING = object()
+class _Missing(enum.Enum):
+    """The type of MISSING (an enum member, so that a type checker tells it from a default value)."""
+
+    MISSING = "missing"
 
 
-def _describe(value):
+MISSING: Final = _Missing.MISSING  # a field's default: the field is required
+
+
+def _describe(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -68,28 +79,28 @@ def _describe(value):
 class Fields:
     """Reads the fields of one JSON object; every bad or unknown field becomes a Problem."""
 
-    def __init__(self, data, where, problems):
+    def __init__(self, data: object, where: str, problems: list[Problem]) -> None:
         self.where = where
         self.problems = problems
         self.start = len(problems)
         if not isinstance(data, dict):
             self.problem(where or "document", f"must be an object, got {_describe(data)}")
             data = {}
-        self.data = data
-        self.read = set()
+        self.data: dict[str, Any] = data
+        self.read: set[str] = set()
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         """True when no problem was recorded since this object started being read."""
         return len(self.problems) == self.start
 
-    def problem(self, where, message):
+    def problem(self, where: str, message: str) -> None:
         self.problems.append(Problem(where, message))
 
-    def _path(self, name):
+    def _path(self, name: str) -> str:
         return f"{self.where}.{name}" if self.where else name
 
-    def _take(self, name, default):
+    def _take(self, name: str, default: object) -> Any:
         self.read.add(name)
         value = self.data.get(name)
         if value is None:
@@ -98,57 +109,90 @@ class Fields:
             return MISSING
         return value
 
-    def _convert(self, name, default, convert):
+    def _convert(self, name: str, default: T | None | _Missing, convert: Callable[[Any], T]) -> T | None:
         value = self._take(name, default)
         if value is MISSING:
-            return None if default is MISSING else default
+            return None if isinstance(default, _Missing) else default
         try:
             return convert(value)
         except (ValueError, TypeError) as err:
             self.problem(self._path(name), str(err))
             return None
 
-    def finish(self):
+    def finish(self) -> bool:
         """Record unknown fields and tell whether the whole object was valid."""
         for name in sorted(set(self.data) - self.read):
             self.problem(self._path(str(name)[:64]), "is not a known field")
         return self.ok
 
-    def text(self, name, *, pattern=None, max_len=255, default=MISSING, what="text"):
+    def text(
+        self,
+        name: str,
+        *,
+        pattern: re.Pattern[str] | None = None,
+        max_len: int = 255,
+        default: str | None | _Missing = MISSING,
+        what: str = "text",
+    ) -> str | None:
         return self._convert(name, default, lambda v: text(v, pattern=pattern, max_len=max_len, what=what))
 
-    def choice(self, name, options, default=MISSING):
+    def choice(self, name: str, options: Sequence[str], default: str | None | _Missing = MISSING) -> str | None:
         return self._convert(name, default, lambda v: choice(v, options))
 
-    def integer(self, name, low, high, default=MISSING):
+    def integer(self, name: str, low: int, high: int, default: int | None | _Missing = MISSING) -> int | None:
         return self._convert(name, default, lambda v: integer(v, low, high))
 
-    def boolean(self, name, default=MISSING):
+    def boolean(self, name: str, default: bool | None | _Missing = MISSING) -> bool | None:
         return self._convert(name, default, boolean)
 
-    def address(self, name, default=MISSING):
+    def address(self, name: str, default: None | _Missing = MISSING) -> ipaddress.IPv4Address | None:
         return self._convert(name, default, address)
 
-    def interface(self, name, default=MISSING):
+    def interface(self, name: str, default: None | _Missing = MISSING) -> ipaddress.IPv4Interface | None:
         return self._convert(name, default, interface)
 
-    def network(self, name, default=MISSING):
+    def network(self, name: str, default: None | _Missing = MISSING) -> ipaddress.IPv4Network | None:
         return self._convert(name, default, network)
 
-    def ports(self, name, default=MISSING):
+    def ports(self, name: str, default: None | _Missing = MISSING) -> "PortRange | None":
         return self._convert(name, default, ports)
 
-    def mac(self, name, default=MISSING):
+    def mac(self, name: str, default: None | _Missing = MISSING) -> str | None:
         return self._convert(name, default, mac)
 
-    def base64(self, name, max_bytes, default=MISSING):
+    def base64(self, name: str, max_bytes: int, default: None | _Missing = MISSING) -> bytes | None:
         return self._convert(name, default, lambda v: decode_base64(v, max_bytes))
 
-    def items(self, name, convert, *, default=(), max_items=100_000):
+    @overload
+    def items(
+        self,
+        name: str,
+        convert: Callable[[Any, str, list[Problem]], T | None],
+        *,
+        default: tuple[T, ...] | _Missing = (),
+        max_items: int = 100_000,
+    ) -> tuple[T, ...]: ...
+    @overload
+    def items(
+        self,
+        name: str,
+        convert: Callable[[Any, str, list[Problem]], T | None],
+        *,
+        default: None,
+        max_items: int = 100_000,
+    ) -> tuple[T, ...] | None: ...
+    def items(
+        self,
+        name: str,
+        convert: Callable[[Any, str, list[Problem]], T | None],
+        *,
+        default: tuple[T, ...] | None | _Missing = (),
+        max_items: int = 100_000,
+    ) -> tuple[T, ...] | None:
         """A list whose items are converted by `convert(value, where, problems)`; bad items are dropped."""
         value = self._take(name, default)
         if value is MISSING:
-            return () if default is MISSING else default
+            return () if isinstance(default, _Missing) else default
         where = self._path(name)
         if not isinstance(value, list):
             self.problem(where, f"must be a list, got {_describe(value)}")
@@ -159,16 +203,38 @@ class Fields:
         converted = (convert(item, f"{where}[{i}]", self.problems) for i, item in enumerate(value))
         return tuple(item for item in converted if item is not None)
 
-    def object(self, name, parse):
+    def object(self, name: str, parse: Callable[[Any, str, list[Problem]], T | None]) -> T | None:
         """An optional nested object, read by `parse(value, where, problems)`."""
         value = self._take(name, None)
         return None if value is MISSING else parse(value, self._path(name), self.problems)
 
-    def values(self, name, convert, *, default=(), max_items=64):
+    @overload
+    def values(
+        self,
+        name: str,
+        convert: Callable[[Any], T],
+        *,
+        default: tuple[T, ...] | _Missing = (),
+        max_items: int = 64,
+    ) -> tuple[T, ...]: ...
+    @overload
+    def values(
+        self, name: str, convert: Callable[[Any], T], *, default: None, max_items: int = 64
+    ) -> tuple[T, ...] | None: ...
+    def values(
+        self,
+        name: str,
+        convert: Callable[[Any], T],
+        *,
+        default: tuple[T, ...] | None | _Missing = (),
+        max_items: int = 64,
+    ) -> tuple[T, ...] | None:
         """A list of plain values (addresses, CIDRs, strings), each converted by `convert(value)`."""
         return self.items(name, _plain(convert), default=default, max_items=max_items)
 
-    def mapping(self, name, key_pattern, convert, *, max_items=64):
+    def mapping(
+        self, name: str, key_pattern: re.Pattern[str], convert: Callable[[Any], T], *, max_items: int = 64
+    ) -> dict[str, T]:
         """An object of name -> value, names matching key_pattern, values converted by `convert`."""
         value = self._take(name, {})
         if value is MISSING or value == {}:
@@ -177,7 +243,7 @@ class Fields:
         if not isinstance(value, dict) or len(value) > max_items:
             self.problem(where, f"must be an object of at most {max_items} entries")
             return {}
-        result = {}
+        result: dict[str, T] = {}
         for key, item in value.items():
             if not isinstance(key, str) or not key_pattern.fullmatch(key):
                 self.problem(f"{where}.{str(key)[:64]}", f"is not a valid name (must match {key_pattern.pattern})")
@@ -189,8 +255,8 @@ class Fields:
         return result
 
 
-def _plain(convert):
-    def convert_item(value, where, problems):
+def _plain(convert: Callable[[Any], T]) -> Callable[[Any, str, list[Problem]], T | None]:
+    def convert_item(value: Any, where: str, problems: list[Problem]) -> T | None:
         try:
             return convert(value)
         except (ValueError, TypeError) as err:
@@ -200,7 +266,7 @@ def _plain(convert):
     return convert_item
 
 
-def text(value, *, pattern=None, max_len=255, what="text"):
+def text(value: object, *, pattern: re.Pattern[str] | None = None, max_len: int = 255, what: str = "text") -> str:
     if not isinstance(value, str):
         raise TypeError(f"must be a string, got {_describe(value)}")
     if not value or len(value) > max_len:
@@ -212,13 +278,13 @@ def text(value, *, pattern=None, max_len=255, what="text"):
     return value
 
 
-def choice(value, options):
+def choice(value: object, options: Sequence[str]) -> str:
     if value not in options:
         raise ValueError(f"{_describe(value)} is not one of {', '.join(options)}")
-    return value
+    return cast(str, value)  # one of the options
 
 
-def integer(value, low, high):
+def integer(value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"must be a whole number, got {_describe(value)}")
     if not low <= value <= high:
@@ -226,33 +292,33 @@ def integer(value, low, high):
     return value
 
 
-def boolean(value):
+def boolean(value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"must be true or false, got {_describe(value)}")
     return value
 
 
-def _ip_text(value, kind):
+def _ip_text(value: object, kind: str) -> str:
     if not isinstance(value, str) or len(value) > 18:
         raise TypeError(f"must be an IPv4 {kind} string, got {_describe(value)}")
     return value
 
 
-def address(value):
+def address(value: object) -> ipaddress.IPv4Address:
     return _address(_ip_text(value, "address"))
 
 
 # Cached: a VM's address recurs in its DHCP, metadata and NAT entries, a CIDR such as 0.0.0.0/0 in many
 # rules; one object per value also lets the persisted pickle store (and rebuild) each value once.
 @functools.lru_cache(maxsize=65536)
-def _address(text):
+def _address(text: str) -> ipaddress.IPv4Address:
     try:
         return ipaddress.IPv4Address(text)
     except ipaddress.AddressValueError as err:
         raise ValueError(f"{_describe(text)} is not an IPv4 address") from err
 
 
-def interface(value):
+def interface(value: object) -> ipaddress.IPv4Interface:
     """An address with its prefix, like 10.1.1.1/24."""
     if "/" not in _ip_text(value, "address/prefix"):
         raise ValueError(f"{_describe(value)} needs a prefix length, like 10.1.1.1/24")
@@ -262,26 +328,26 @@ def interface(value):
         raise ValueError(f"{_describe(value)} is not an IPv4 address/prefix") from err
 
 
-def network(value):
+def network(value: object) -> ipaddress.IPv4Network:
     """A CIDR whose host bits are zero, like 10.1.1.0/24; a bare address means /32."""
     return _network(_ip_text(value, "CIDR"))
 
 
 @functools.lru_cache(maxsize=65536)
-def _network(text):
+def _network(text: str) -> ipaddress.IPv4Network:
     try:
         return ipaddress.IPv4Network(text)
     except ValueError as err:
         raise ValueError(f"{_describe(text)} is not an IPv4 CIDR with zero host bits") from err
 
 
-def ports(value):
+def ports(value: object) -> PortRange:
     """A port (80, "80") or an inclusive range ("8000-8010")."""
     if isinstance(value, int) and not isinstance(value, bool):
         first = last = value
     elif isinstance(value, str) and re.fullmatch(r"\d{1,5}(-\d{1,5})?", value):
-        first, _, last = value.partition("-")
-        first, last = int(first), int(last or first)
+        low, _, high = value.partition("-")
+        first, last = int(low), int(high or low)
     else:
         raise ValueError(f"{_describe(value)} is not a port or a port range like 8000-8010")
     if not 1 <= first <= last <= 65535:
@@ -289,13 +355,13 @@ def ports(value):
     return PortRange(first, last)
 
 
-def mac(value):
+def mac(value: object) -> str:
     if not isinstance(value, str) or not MAC.fullmatch(value.lower()):
         raise ValueError(f"{_describe(value)} is not a MAC address like 02:00:0a:01:01:05")
     return value.lower()
 
 
-def decode_base64(value, max_bytes):
+def decode_base64(value: object, max_bytes: int) -> bytes:
     if not isinstance(value, str):
         raise TypeError(f"must be a base64 string, got {_describe(value)}")
     if len(value) > (max_bytes // 3 + 2) * 4 + 64:

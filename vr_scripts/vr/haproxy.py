@@ -3,23 +3,32 @@ balancers, checked with `haproxy -c`, and taken into use with a seamless reload 
 haproxy runs only while there is something to balance.
 """
 
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .layout import Layout
+from .model import RouterState
 from .render import render as render_template
 from .run import run
 
 NAME = "haproxy"
 SERVICE = "haproxy"
 
+if TYPE_CHECKING:
+    from .apply import Activation  # apply imports this module
 
-def render(state, layout):
+
+def render(state: RouterState, layout: Layout) -> dict[Path, str]:
     config = render_template("haproxy.cfg.j2", balancers=state.load_balancer, stats_socket=layout.haproxy_socket)
     return {layout.haproxy_cfg: config}
 
 
-def check(staged, change):
+def check(staged: Mapping[Path, Path], change: "Activation") -> None:
     run(["haproxy", "-c", "-q", "-f", str(staged[change.layout.haproxy_cfg])])
 
 
-def activate(change):
+def activate(change: "Activation") -> str | None:
     services = change.services
     if not change.new.load_balancer:
         return services.stop(SERVICE) if services.is_active(SERVICE) else None

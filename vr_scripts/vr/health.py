@@ -10,12 +10,16 @@ import random
 import socket
 import struct
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import __version__, contract, dnsmasq, haproxy, metadata, nftables
-from .model import SECTIONS
+from .layout import Layout
+from .model import SECTIONS, RouterState
 from .run import CommandFailed, run
+from .services import Services
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 PROBE_TIMEOUT = 2.0  # seconds one probe of a service may take
@@ -30,11 +34,11 @@ class Check:
     status: str  # OK, WARN or FAIL
     message: str
 
-    def to_json(self):
+    def to_json(self) -> dict[str, str]:
         return {"name": self.name, "status": self.status, "message": self.message}
 
 
-def report(layout, services, state):
+def report(layout: Layout, services: Services, state: RouterState) -> dict[str, Any]:
     live = live_counts()
     checks = run_checks(layout, services, state, live)
     failed = [c for c in checks if c.status == FAIL]
@@ -52,7 +56,7 @@ def report(layout, services, state):
     }
 
 
-def live_counts():
+def live_counts() -> dict[str, int] | None:
     """Elements per set and map of the loaded table, or None when the table is not loaded."""
     try:
         return nftables.counts()
@@ -60,13 +64,13 @@ def live_counts():
         return None
 
 
-def needed_services(state):
+def needed_services(state: RouterState) -> dict[str, bool]:
     """The services this state needs running: none on a router without guests or load balancers."""
     guests = bool(state.interfaces.guests)
     return {dnsmasq.SERVICE: guests, metadata.SERVICE: guests, haproxy.SERVICE: bool(state.load_balancer)}
 
 
-def run_checks(layout, services, state, live):
+def run_checks(layout: Layout, services: Services, state: RouterState, live: Mapping[str, int] | None) -> list[Check]:
     checks = [service_check(name, services) for name, needed in needed_services(state).items() if needed]
     down = {c.name for c in checks if c.status != OK}
     if state.interfaces.guests and dnsmasq.SERVICE not in down:
@@ -86,12 +90,12 @@ def run_checks(layout, services, state, live):
     return checks
 
 
-def service_check(name, services):
+def service_check(name: str, services: Services) -> Check:
     up = services.is_active(name)
     return Check(name, OK if up else FAIL, "active" if up else "not running")
 
 
-def dns_check(state):
+def dns_check(state: RouterState) -> Check:
     """dnsmasq answers on the first guest gateway: with the address of a known DHCP entry, or (on a
     network without VMs) with any answer at all, even "no such name"."""
     server = str(state.interfaces.guests[0].gateway.ip)
@@ -108,7 +112,7 @@ def dns_check(state):
     return Check("dns", OK, f"{server}:53 answers {name} with {entry.ip}")
 
 
-def dns_query(server, name, timeout=PROBE_TIMEOUT):
+def dns_query(server: str, name: str, timeout: float = PROBE_TIMEOUT) -> list[str]:
     """The IPv4 addresses of an A query for name; OSError when no answer comes (a reply that is not
     NOERROR is an answer with no address)."""
     query_id = random.randrange(1 << 16)
@@ -124,9 +128,10 @@ def dns_query(server, name, timeout=PROBE_TIMEOUT):
                 return parse_addresses(reply, len(packet))
 
 
-def parse_addresses(reply, answers_at):
+def parse_addresses(reply: bytes, answers_at: int) -> list[str]:
     """The A records of a DNS reply to our one question (its answers start at answers_at: the reply
     repeats the question first; dnsmasq compresses answer names to a 2-byte pointer)."""
+    found: list[str]
     count, offset, found = struct.unpack("!H", reply[6:8])[0], answers_at, []
     for _ in range(count):
         offset = _skip_name(reply, offset)
@@ -138,7 +143,7 @@ def parse_addresses(reply, answers_at):
     return found
 
 
-def _skip_name(data, offset):
+def _skip_name(data: bytes, offset: int) -> int:
     while data[offset]:
         if data[offset] & 0xC0 == 0xC0:
             return offset + 2
@@ -146,7 +151,7 @@ def _skip_name(data, offset):
     return offset + 1
 
 
-def metadata_check(layout):
+def metadata_check(layout: Layout) -> Check:
     """The metadata service answers HTTP on its first address (any status: it answers by source address)."""
     listen = json.loads(layout.metadata.read_text())["listen"] if layout.metadata.exists() else []
     if not listen:
@@ -164,7 +169,7 @@ def metadata_check(layout):
     return Check("metadata-http", OK, f"{url} answers {status}")
 
 
-def haproxy_check(layout):
+def haproxy_check(layout: Layout) -> Check:
     """haproxy's stats socket answers; the message gives each backend's state (a backend whose VMs are
     down is the VMs' problem, not the router's, so it does not fail the check)."""
     try:
@@ -175,7 +180,7 @@ def haproxy_check(layout):
     return Check("haproxy-stats", OK, ", ".join(backends) or "no backends")
 
 
-def haproxy_stats(layout):
+def haproxy_stats(layout: Layout) -> list[dict[str, str]]:
     """`show stat` from haproxy's stats socket, one dict per proxy and server (haproxy's CSV columns)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(PROBE_TIMEOUT)
@@ -191,7 +196,7 @@ def haproxy_stats(layout):
     return [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line]
 
 
-def nftables_check(layout, state, live):
+def nftables_check(layout: Layout, state: RouterState, live: Mapping[str, int] | None) -> Check:
     """The router's table is loaded and each set and map holds as many elements as the persisted state
     renders to (a flushed ruleset or a hand-edited set shows here)."""
     if not layout.state.exists():
@@ -207,7 +212,7 @@ def nftables_check(layout, state, live):
     return Check("nftables", OK, f"{len(expected)} sets and maps as the state says")
 
 
-def last_apply(layout):
+def last_apply(layout: Layout) -> tuple[float, dict[str, Any]] | None:
     """The last line of the apply log: (its time as a Unix timestamp, its JSON summary), or None."""
     try:
         with open(layout.log, "rb") as log:
@@ -222,7 +227,7 @@ def last_apply(layout):
     return None
 
 
-def apply_line(line):
+def apply_line(line: str) -> tuple[float, dict[str, Any]] | None:
     """(timestamp, summary) of one apply log line ("2026-12-01 13:00:00,123 {json}"), or None."""
     stamp, _, text = line.partition(",")
     try:
@@ -232,7 +237,7 @@ def apply_line(line):
         return None
 
 
-def last_apply_check(layout):
+def last_apply_check(layout: Layout) -> Check:
     """A failed apply left the previous state in force: worth a warning, not a broken router."""
     found = last_apply(layout)
     if found is None:
@@ -246,11 +251,11 @@ def last_apply_check(layout):
     return Check("last-apply", WARN, f"{kind} {age} was refused: {reason}")
 
 
-def headroom_status(free, fail_below, warn_below):
+def headroom_status(free: float, fail_below: float, warn_below: float) -> str:
     return FAIL if free < fail_below else WARN if free < warn_below else OK
 
 
-def disk_check(layout):
+def disk_check(layout: Layout) -> Check:
     path = layout.state.parent if layout.state.parent.exists() else layout.root
     stat = os.statvfs(path)
     free = stat.f_bavail / stat.f_blocks if stat.f_blocks else 1.0
@@ -258,8 +263,8 @@ def disk_check(layout):
     return Check("disk", status, f"{free:.0%} free on {path} ({stat.f_bavail * stat.f_frsize >> 20} MiB)")
 
 
-def memory_check(meminfo=Path("/proc/meminfo")):
-    values = {}
+def memory_check(meminfo: Path = Path("/proc/meminfo")) -> Check:
+    values: dict[str, int] = {}
     for line in meminfo.read_text().splitlines():
         key, _, rest = line.partition(":")
         values[key] = int(rest.split()[0])
@@ -268,10 +273,10 @@ def memory_check(meminfo=Path("/proc/meminfo")):
     return Check("memory", status, f"{free:.0%} available ({values['MemAvailable'] >> 10} MiB)")
 
 
-def code_check(proc=Path("/proc")):
+def code_check(proc: Path = Path("/proc")) -> Check:
     """No process runs code that an upgrade replaced: a mapped file shown "(deleted)" is an old library
     or binary still in use until that process restarts."""
-    stale = {}
+    stale: dict[str, str] = {}
     for maps in proc.glob("[0-9]*/maps"):
         try:
             text = maps.read_text()
@@ -286,9 +291,9 @@ def code_check(proc=Path("/proc")):
     return Check("code", WARN, f"restart needed: {shown}")
 
 
-def stale_files(maps_text):
+def stale_files(maps_text: str) -> list[str]:
     """The replaced executables and libraries among the lines of one /proc/PID/maps."""
-    found = []
+    found: list[str] = []
     for line in maps_text.splitlines():
         if line.endswith(" (deleted)"):
             path = line.split(None, 5)[-1].removesuffix(" (deleted)")
@@ -297,22 +302,22 @@ def stale_files(maps_text):
     return found
 
 
-def _command_name(pid_dir):
+def _command_name(pid_dir: Path) -> str:
     try:
         return (pid_dir / "comm").read_text().strip()
     except OSError:
         return pid_dir.name
 
 
-def reboot_check(layout):
+def reboot_check(layout: Layout) -> Check:
     if (layout.root / REBOOT_REQUIRED).exists():
         return Check("reboot", WARN, "a reboot is required (/run/reboot-required)")
     return Check("reboot", OK, "no reboot required")
 
 
-def tool_versions():
+def tool_versions() -> dict[str, str | None]:
     """The engine's version and the first line each tool prints about its own version."""
-    versions = {contract.ENGINE_PACKAGE: __version__}
+    versions: dict[str, str | None] = {contract.ENGINE_PACKAGE: __version__}
     for name, argv in (
         ("nftables", ["nft", "--version"]),
         ("dnsmasq", ["dnsmasq", "--version"]),

@@ -9,6 +9,9 @@ many elements is split into shards of about SHARD_SIZE: loading then costs linea
 import heapq
 import ipaddress
 import zlib
+from collections.abc import Iterable, Sequence
+
+from .fields import PortRange
 
 # Bounds on what one state may render, checked with the rest of the state before anything changes.
 MAX_LAYERS = 32  # port ranges nested deeper than this on one address and protocol are refused
@@ -16,10 +19,12 @@ MAX_CIDRS = 100_000  # CIDR entries over all firewall rules
 SHARD_SIZE = 1024  # 10,000 elements in one set load in 0.8 s, 20,000 in 3 s; in sets of 1,024 about 0.1 s
 
 
-def layers(ranges):
+def layers(ranges: Iterable[PortRange]) -> dict[PortRange, int]:
     """A layer number for each distinct PortRange in `ranges`, such that ranges sharing a layer do not
     overlap; as few layers as the ranges nest deep (greedy interval colouring, by first port)."""
-    ending, free, layer = [], [], {}  # ending: (last port, layer) of the range each busy layer ends with
+    free: list[int] = []
+    layer: dict[PortRange, int] = {}
+    ending: list[tuple[int, int]] = []  # ending: (last port, layer) of the range each busy layer ends with
     for ports in sorted(set(ranges), key=bounds):
         while ending and ending[0][0] < ports.first:
             heapq.heappush(free, heapq.heappop(ending)[1])
@@ -29,23 +34,23 @@ def layers(ranges):
     return layer
 
 
-def bounds(ports):
+def bounds(ports: PortRange) -> tuple[int, int]:
     return ports.first, ports.last  # a plain tuple sorts in C; the dataclass's own order runs Python code
 
 
-def collapse(networks):
+def collapse(networks: Sequence[ipaddress.IPv4Network]) -> list[ipaddress.IPv4Network]:
     if len(networks) == 1:  # the common case, and collapse_addresses is slow even for one
         return list(networks)
     return list(ipaddress.collapse_addresses(networks))
 
 
-def shards(elements):
+def shards(elements: Sequence[str]) -> list[list[str]]:
     """`elements` spread over as few sets as keep each near SHARD_SIZE (a power of two of them, so the
     count changes rarely); an element's shard follows from its text alone, so an element update stays one."""
     count = 1
     while len(elements) > count * SHARD_SIZE:
         count *= 2
-    spread = [[] for _ in range(count)]
+    spread: list[list[str]] = [[] for _ in range(count)]
     for element in elements:
         spread[zlib.crc32(element.encode()) % count].append(element)
     return spread

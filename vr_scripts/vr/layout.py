@@ -6,6 +6,7 @@ routers can share one machine in tests.
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 
 @dataclass(frozen=True)
@@ -13,85 +14,85 @@ class Layout:
     root: Path
 
     @classmethod
-    def from_env(cls):
+    def from_env(cls) -> Self:
         return cls(Path(os.environ.get("VR_ROOT", "/")))
 
-    def _at(self, path):
+    def _at(self, path: str) -> Path:
         return self.root / path
 
     @property
-    def nftables(self):
+    def nftables(self) -> Path:
         return self._at("etc/vr/nftables.nft")
 
     @property
-    def dnsmasq_conf(self):
+    def dnsmasq_conf(self) -> Path:
         return self._at("etc/dnsmasq.d/vr.conf")
 
     @property
-    def dhcp_hosts(self):
+    def dhcp_hosts(self) -> Path:
         return self._at("etc/vr/dhcp-hosts")
 
     @property
-    def dhcp_options(self):
+    def dhcp_options(self) -> Path:
         return self._at("etc/vr/dhcp-options")
 
     @property
-    def dns_hosts(self):
+    def dns_hosts(self) -> Path:
         return self._at("etc/vr/hosts")
 
     @property
-    def leases(self):
+    def leases(self) -> Path:
         return self._at("var/lib/misc/dnsmasq.leases")
 
     @property
-    def haproxy_cfg(self):
+    def haproxy_cfg(self) -> Path:
         return self._at("etc/haproxy/haproxy.cfg")
 
     @property
-    def haproxy_socket(self):
+    def haproxy_socket(self) -> Path:
         return self._at("run/haproxy-vr.sock")  # haproxy's stats socket (vr-health, vr-metrics)
 
     @property
-    def metadata(self):
+    def metadata(self) -> Path:
         return self._at("var/lib/vr/metadata.json")
 
     @property
-    def passwords_served(self):
+    def passwords_served(self) -> Path:
         return self._at("var/lib/vr/passwords-served.json")
 
     @property
-    def state(self):
+    def state(self) -> Path:
         return self._at("var/lib/vr/state.json")
 
     @property
-    def journal(self):
+    def journal(self) -> Path:
         return self._at("var/lib/vr/state.journal")
 
     @property
-    def state_cache(self):
+    def state_cache(self) -> Path:
         return self._at("var/lib/vr/state.cache")
 
     @property
-    def applied(self):
+    def applied(self) -> Path:
         return self._at("var/lib/vr/applied.json")
 
     @property
-    def log(self):
+    def log(self) -> Path:
         return self._at("var/log/vr/apply.log")
 
     @property
-    def engine_socket(self):
+    def engine_socket(self) -> Path:
         return self._at("run/vr/engine.sock")
 
     @property
-    def lock(self):
+    def lock(self) -> Path:
         return self._at("run/vr/apply.lock")
 
-    def make_directories(self):
+    def make_directories(self) -> None:
         """The directories the engine writes into; a fresh router root has none of them."""
         files = (self.nftables, self.dnsmasq_conf, self.leases, self.haproxy_cfg, self.state, self.log, self.lock)
         for path in files:
             path.parent.mkdir(parents=True, exist_ok=True)
 
-    def pid_file(self, service):
+    def pid_file(self, service: str) -> Path:
         return self._at(f"run/vr/{service}.pid")

@@ -5,12 +5,21 @@ restarts it unless the guest gateways it listens on change).
 
 import base64
 import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .layout import Layout
+from .model import RouterState, VmData
 
 NAME = "metadata"
 SERVICE = "vr-metadata"
 
+if TYPE_CHECKING:
+    from .apply import Activation  # apply imports this module
 
-def render(state, layout):
+
+def render(state: RouterState, layout: Layout) -> dict[Path, str]:
     macs = {str(e.ip): e.mac for e in state.dhcp}
     vms = {str(vm.vm_ip): _vm(vm, macs.get(str(vm.vm_ip))) for vm in state.vm_data}
     document = {"listen": [str(g.gateway.ip) for g in state.interfaces.guests], "vms": vms}
@@ -18,8 +27,8 @@ def render(state, layout):
     return {layout.metadata: json.dumps(document, sort_keys=True, separators=(",", ":")) + "\n"}
 
 
-def _vm(vm, mac):
-    entry = {"meta-data": dict(vm.metadata), "public-keys": list(vm.public_keys), "mac": mac}
+def _vm(vm: VmData, mac: str | None) -> dict[str, object]:
+    entry: dict[str, object] = {"meta-data": dict(vm.metadata), "public-keys": list(vm.public_keys), "mac": mac}
     if vm.user_data is not None:
         entry["user-data"] = base64.b64encode(vm.user_data).decode()
     if vm.password is not None:
@@ -27,11 +36,11 @@ def _vm(vm, mac):
     return entry
 
 
-def check(staged, change):
+def check(staged: Mapping[Path, Path], change: "Activation") -> None:
     """Nothing to check: the file is JSON this module just wrote from validated data."""
 
 
-def activate(change):
+def activate(change: "Activation") -> str | None:
     services = change.services
     listening = [g.gateway for g in change.new.interfaces.guests]
     if not listening:

@@ -10,9 +10,11 @@ import json
 import logging
 import socketserver
 import threading
+from collections.abc import Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, cast
 
 from . import persist
 from .layout import Layout
@@ -23,13 +25,13 @@ log = logging.getLogger("vr.metadata")
 class MetadataStore:
     """The rendered metadata file, re-read when its mtime changes, and the record of served passwords."""
 
-    def __init__(self, layout):
+    def __init__(self, layout: Layout) -> None:
         self.layout = layout
         self.lock = threading.Lock()
-        self.mtime = None
-        self.document = {"listen": [], "vms": {}}
+        self.mtime: int | None = None
+        self.document: dict[str, Any] = {"listen": [], "vms": {}}
 
-    def current(self):
+    def current(self) -> dict[str, Any]:
         with self.lock:
             try:
                 mtime = self.layout.metadata.stat().st_mtime_ns
@@ -40,7 +42,7 @@ class MetadataStore:
                 self.mtime = mtime
             return self.document
 
-    def take_password(self, vm_ip, password):
+    def take_password(self, vm_ip: str, password: str) -> str | None:
         """The password the first time it is asked for; None once it has been served."""
         digest = hashlib.sha256(f"{vm_ip}\0{password}".encode()).hexdigest()
         with self.lock:
@@ -53,7 +55,7 @@ class MetadataStore:
             return password
 
 
-def neighbour_mac(ip):
+def neighbour_mac(ip: str) -> str | None:
     """The MAC the kernel has learnt for `ip`, from the ARP table of this network namespace."""
     for line in Path("/proc/net/arp").read_text().splitlines()[1:]:
         fields = line.split()
@@ -62,7 +64,7 @@ def neighbour_mac(ip):
     return None
 
 
-def answer(vm, path, store, vm_ip):
+def answer(vm: Mapping[str, Any], path: str, store: MetadataStore, vm_ip: str) -> tuple[HTTPStatus, bytes]:
     """(status, body) for one request of a known VM."""
     meta = vm["meta-data"]
     if path in ("/latest/meta-data", "/latest/meta-data/"):
@@ -80,11 +82,11 @@ def answer(vm, path, store, vm_ip):
     return HTTPStatus.NOT_FOUND, b"not found\n"
 
 
-def make_handler(store):
+def make_handler(store: MetadataStore) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "vr-metadata"
 
-        def do_GET(self):
+        def do_GET(self) -> None:
             vm_ip = self.client_address[0]
             vm = store.current()["vms"].get(vm_ip)
             if vm is None:
@@ -99,7 +101,7 @@ def make_handler(store):
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, fmt, *args):
+        def log_message(self, fmt: str, *args: object) -> None:
             log.info("%s %s", self.client_address[0], fmt % args)
 
     return Handler
@@ -108,14 +110,14 @@ def make_handler(store):
 class Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def server_bind(self):
+    def server_bind(self) -> None:
         # HTTPServer.server_bind looks up the address's DNS name: a query to a resolver the router may
         # not reach, which stalls start-up. The name is never used, so bind without it.
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        self.server_name, self.server_port = cast(tuple[str, int], self.server_address)[:2]  # an AF_INET server's
 
 
-def serve(layout, port):
+def serve(layout: Layout, port: int) -> None:
     store = MetadataStore(layout)
     handler = make_handler(store)
     servers = [Server((address, port), handler) for address in store.current()["listen"]]
@@ -126,7 +128,7 @@ def serve(layout, port):
     threading.Event().wait()
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="vr-metadata", description="Serve VM metadata on the guest gateways.")
     parser.add_argument("--port", type=int, default=80)
     args = parser.parse_args(argv)

@@ -8,11 +8,16 @@ import contextlib
 import json
 import os
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
 
 from . import __version__, health
-from .model import SECTIONS
+from .layout import Layout
+from .model import SECTIONS, RouterState
 from .run import CommandFailed, run
+from .services import Services
 
 # Apply durations: from an unchanged state (milliseconds) to a 10,000-VM state (seconds).
 APPLY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -27,11 +32,11 @@ class Family:
     kind: str  # "gauge", "counter" or "histogram"
     help: str
     labels: tuple[str, ...] = ()
-    samples: list = field(default_factory=list)
-    buckets: list = field(default_factory=list)  # histogram: (upper bound, cumulative count), +Inf last
+    samples: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
+    buckets: list[tuple[str, int]] = field(default_factory=list)  # histogram: (upper bound, cumulative count), +Inf
     total: float = 0.0  # histogram: sum of the observations
 
-    def add(self, value, *labels):
+    def add(self, value: float, *labels: str) -> Self:
         self.samples.append((labels, value))
         return self
 
@@ -40,23 +45,27 @@ class ApplyLog:
     """Counts and times the applies of the apply log, reading only what was appended since the last call
     (a rotated log starts again from its new file). Counters start at what the current file holds."""
 
-    def __init__(self, path):
+    inode: int | None
+    offset: int
+    partial: bytes  # the start of a line not yet written whole
+
+    def __init__(self, path: Path) -> None:
         self.path = path
         self.lock = threading.Lock()
         self.inode, self.offset, self.partial = None, 0, b""
-        self.outcomes = {}  # (kind, outcome) -> count
+        self.outcomes: dict[tuple[str, str], int] = {}  # (kind, outcome) -> count
         self.durations = [0] * (len(APPLY_BUCKETS) + 1)
         self.seconds = 0.0
-        self.last = None  # (timestamp, ok) of the newest apply
+        self.last: tuple[float, bool] | None = None  # (timestamp, ok) of the newest apply
 
-    def update(self):
+    def update(self) -> None:
         with self.lock:
             for line in self._new_lines():
                 parsed = health.apply_line(line)
                 if parsed is not None:
                     self.observe(*parsed)
 
-    def _new_lines(self):
+    def _new_lines(self) -> list[str]:
         try:
             with open(self.path, "rb") as log:
                 stat = os.fstat(log.fileno())
@@ -70,7 +79,7 @@ class ApplyLog:
         *lines, self.partial = data.split(b"\n")
         return [line.decode("utf-8", "replace") for line in lines]
 
-    def observe(self, when, summary):
+    def observe(self, when: float, summary: Mapping[str, Any]) -> None:
         kind = summary.get("kind", "unknown")
         outcome = apply_outcome(summary)
         self.outcomes[kind, outcome] = self.outcomes.get((kind, outcome), 0) + 1
@@ -81,7 +90,7 @@ class ApplyLog:
                 self.durations[i] += 1
         self.last = (when, bool(summary.get("ok")))
 
-    def families(self):
+    def families(self) -> list[Family]:
         with self.lock:
             applies = Family("vr_applies", "counter", "Applies by kind and outcome", ("kind", "outcome"))
             for (kind, outcome), count in sorted(self.outcomes.items()):
@@ -98,7 +107,7 @@ class ApplyLog:
             return families
 
 
-def apply_outcome(summary):
+def apply_outcome(summary: Mapping[str, Any]) -> str:
     if summary.get("unchanged"):
         return "unchanged"
     if summary.get("ok"):
@@ -106,7 +115,7 @@ def apply_outcome(summary):
     return "invalid" if "problems" in summary else "failed"
 
 
-def collect(layout, services, state, apply_log):
+def collect(layout: Layout, services: Services, state: RouterState, apply_log: ApplyLog) -> list[Family]:
     """Every family, read now."""
     live = health.live_counts()
     checks = health.run_checks(layout, services, state, live)
@@ -128,14 +137,14 @@ def collect(layout, services, state, apply_log):
     return families
 
 
-def check_family(checks):
+def check_family(checks: Iterable[health.Check]) -> Family:
     family = Family("vr_health_check_status", "gauge", "Each health check: 0 ok, 1 warn, 2 fail", ("check",))
     for check in checks:
         family.add(CHECK_VALUES[check.status], check.name)
     return family
 
 
-def state_family(state):
+def state_family(state: RouterState) -> Family:
     family = Family("vr_state_items", "gauge", "Items per section of the persisted state", ("section",))
     for name, section in SECTIONS.items():
         if section.key_fields:
@@ -143,14 +152,14 @@ def state_family(state):
     return family
 
 
-def lease_count(path):
+def lease_count(path: Path) -> int:
     try:
         return sum(1 for line in path.read_text().splitlines() if line.strip())
     except FileNotFoundError:
         return 0
 
 
-def haproxy_families(rows):
+def haproxy_families(rows: Iterable[Mapping[str, str]]) -> list[Family]:
     """Up/down and sessions of each frontend, backend and server, from haproxy's `show stat` rows."""
     labels = ("proxy", "server")
     up = Family("vr_haproxy_up", "gauge", "1 if the proxy or server is UP (or OPEN)", labels)
@@ -164,27 +173,27 @@ def haproxy_families(rows):
     return [up, current, total]
 
 
-def _number(text):
+def _number(text: str | None) -> float:
     try:
-        return float(text)
+        return float(text)  # type: ignore[arg-type]  # None (a column not in the row) is caught below
     except (TypeError, ValueError):
         return 0.0
 
 
-def _table_listing():
+def _table_listing() -> dict[str, Any]:
     try:
         return json.loads(run(["nft", "-j", "list", "table", "inet", "vr"]))
     except CommandFailed:
         return {}
 
 
-def nftables_families(listing):
+def nftables_families(listing: Mapping[str, Any]) -> list[Family]:
     """The counters of the router's own chains (`counter drop` at a chain's end counts what it refused),
     from `nft -j list table inet vr`, by chain and verdict."""
     labels = ("chain", "verdict")
     packets = Family("vr_nftables_packets", "counter", "Packets counted by the router's rules", labels)
     octets = Family("vr_nftables_bytes", "counter", "Bytes counted by the router's rules", labels)
-    sums = {}
+    sums: dict[tuple[str, str], tuple[int, int]] = {}
     for entry in listing.get("nftables", []):
         rule = entry.get("rule")
         if not rule:

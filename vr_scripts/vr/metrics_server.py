@@ -7,7 +7,9 @@ import argparse
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, NoReturn
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -17,6 +19,9 @@ from . import contract, persist, services
 from .layout import Layout
 from .metrics import ApplyLog, collect
 
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
 log = logging.getLogger("vr.metrics")
 REBIND_SECONDS = 5  # how soon a new or changed control address is served
 KINDS = {"gauge": GaugeMetricFamily, "counter": CounterMetricFamily}
@@ -25,15 +30,15 @@ KINDS = {"gauge": GaugeMetricFamily, "counter": CounterMetricFamily}
 class RouterCollector:
     """A prometheus_client collector: reads every family afresh on each scrape."""
 
-    def __init__(self, layout):
+    def __init__(self, layout: Layout) -> None:
         self.layout = layout
         self.services = services.for_layout(layout)
         self.apply_log = ApplyLog(layout.log)
 
-    def collect(self):
+    def collect(self) -> "Iterator[Metric]":
         for family in collect(self.layout, self.services, persist.read(self.layout), self.apply_log):
             if family.kind == "histogram":
-                metric = HistogramMetricFamily(family.name, family.help, buckets=family.buckets,
+                metric: Metric = HistogramMetricFamily(family.name, family.help, buckets=family.buckets,
                                                sum_value=family.total)
             else:
                 metric = KINDS[family.kind](family.name, family.help, labels=family.labels)
@@ -42,9 +47,9 @@ class RouterCollector:
             yield metric
 
 
-def handler(registry):
+def handler(registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
             if self.path.split("?")[0] not in ("/", "/metrics"):
                 self.send_error(404, "the metrics are at /metrics")
                 return
@@ -56,13 +61,13 @@ def handler(registry):
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format, *args):
+        def log_message(self, format: str, *args: object) -> None:
             log.debug(format, *args)
 
     return Handler
 
 
-def control_address(layout):
+def control_address(layout: Layout) -> str | None:
     """The router's control address from the persisted state, or None before the first apply."""
     if not layout.state.exists():
         return None
@@ -70,9 +75,12 @@ def control_address(layout):
     return str(control.address.ip) if control else None
 
 
-def serve(layout, port):
+def serve(layout: Layout, port: int) -> NoReturn:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RouterCollector(layout))
+    bound: str | None
+    server: ThreadingHTTPServer | None
+    state_mtime: int | None
     bound, server, state_mtime = None, None, None
     while True:
         mtime = layout.state.stat().st_mtime_ns if layout.state.exists() else None
@@ -96,7 +104,7 @@ def serve(layout, port):
         time.sleep(REBIND_SECONDS)
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> NoReturn:
     parser = argparse.ArgumentParser(prog="vr-metrics", description=__doc__)
     parser.add_argument("--port", type=int, default=contract.METRICS_PORT, help="TCP port on the control address")
     args = parser.parse_args(argv)

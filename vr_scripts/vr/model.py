@@ -4,13 +4,16 @@ Each `parse_*` reads one JSON object through `fields.Fields` and returns None wh
 """
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from .fields import DEVICE, DOMAIN, HOSTNAME, NAME, Fields, PortRange, integer, text
+from .fields import DEVICE, DOMAIN, HOSTNAME, NAME, Fields, PortRange, Problem, integer, text
 from .fields import address as _address
 from .fields import interface as _interface
 from .fields import network as _network
 
+T = TypeVar("T")
 PROTOCOLS = ("tcp", "udp")
 FIREWALL_PROTOCOLS = ("tcp", "udp", "icmp", "all")
 USER_DATA_MAX = 32 * 1024
@@ -55,7 +58,7 @@ class Interfaces:
     public: tuple[PublicInterface, ...] = ()
 
     @property
-    def public_addresses(self):
+    def public_addresses(self) -> set[ipaddress.IPv4Address]:
         return {a.ip for p in self.public for a in p.addresses}
 
 
@@ -99,13 +102,13 @@ class DhcpEntry:
     mac: str
     ip: ipaddress.IPv4Address
     hostname: str
-    options: dict = field(default_factory=dict)  # dnsmasq option name -> tuple of checked values
+    options: dict[str, tuple[str, ...]] = field(default_factory=dict)  # dnsmasq option name -> tuple of checked values
 
 
 @dataclass(frozen=True)
 class VmData:
     vm_ip: ipaddress.IPv4Address
-    metadata: dict = field(default_factory=dict)  # key -> value, served under /latest/meta-data/
+    metadata: dict[str, str] = field(default_factory=dict)  # key -> value, served under /latest/meta-data/
     public_keys: tuple[str, ...] = ()
     user_data: bytes | None = None
     password: str | None = None
@@ -150,58 +153,59 @@ class RouterState:
     load_balancer: tuple[LoadBalancer, ...] = ()
 
 
-def _parsed(fields, build):
-    """Finish reading an object; build the dataclass only when every field was valid."""
-    return build() if fields.finish() else None
+def _parsed(fields: Fields, build: Callable[..., T], *values: object) -> T | None:
+    """Finish reading an object; build the dataclass from `values` only when every field was valid (a field
+    that was not is None, which the dataclass's types do not allow: hence the untyped `build`)."""
+    return build(*values) if fields.finish() else None
 
 
-def parse_control(data, where, problems):
+def parse_control(data: object, where: str, problems: list[Problem]) -> ControlInterface | None:
     f = Fields(data, where, problems)
     device, address = f.text("device", pattern=DEVICE, what="device name"), f.interface("address")
-    return _parsed(f, lambda: ControlInterface(device, address))
+    return _parsed(f, ControlInterface, device, address)
 
 
-def parse_guest(data, where, problems):
+def parse_guest(data: object, where: str, problems: list[Problem]) -> GuestNetwork | None:
     f = Fields(data, where, problems)
     device = f.text("device", pattern=DEVICE, what="device name")
     gateway = f.interface("gateway")
     dns = f.values("dns", _address, max_items=4)
     domain = f.text("domain", pattern=DOMAIN, what="domain", default="cloud.internal")
     lease = f.integer("lease_seconds", 120, 365 * 86400, default=86400)
-    return _parsed(f, lambda: GuestNetwork(device, gateway, dns, domain, lease))
+    return _parsed(f, GuestNetwork, device, gateway, dns, domain, lease)
 
 
-def parse_public(data, where, problems):
+def parse_public(data: object, where: str, problems: list[Problem]) -> PublicInterface | None:
     f = Fields(data, where, problems)
     device = f.text("device", pattern=DEVICE, what="device name")
     addresses = f.values("addresses", _interface, default=None, max_items=256)
     gateway = f.address("gateway", default=None)
     if addresses == ():
         f.problem(f"{where}.addresses", "needs at least one address")
-    return _parsed(f, lambda: PublicInterface(device, addresses, gateway))
+    return _parsed(f, PublicInterface, device, addresses, gateway)
 
 
-def parse_interfaces(data, where, problems):
+def parse_interfaces(data: object, where: str, problems: list[Problem]) -> Interfaces | None:
     f = Fields(data, where, problems)
     control = f.object("control", parse_control)
     guests = f.items("guests", parse_guest, max_items=16)
     public = f.items("public", parse_public, max_items=16)
-    return _parsed(f, lambda: Interfaces(control, guests, public))
+    return _parsed(f, Interfaces, control, guests, public)
 
 
-def parse_egress_policy(data, where, problems):
+def parse_egress_policy(data: object, where: str, problems: list[Problem]) -> EgressPolicy | None:
     f = Fields(data, where, problems)
     default = f.choice("default", ("allow", "deny"))
-    return _parsed(f, lambda: EgressPolicy(default))
+    return _parsed(f, EgressPolicy, default)
 
 
-def parse_source_nat(data, where, problems):
+def parse_source_nat(data: object, where: str, problems: list[Problem]) -> SourceNat | None:
     f = Fields(data, where, problems)
     cidr, public_ip = f.network("guest_cidr"), f.address("public_ip")
-    return _parsed(f, lambda: SourceNat(cidr, public_ip))
+    return _parsed(f, SourceNat, cidr, public_ip)
 
 
-def parse_firewall(data, where, problems):
+def parse_firewall(data: object, where: str, problems: list[Problem]) -> FirewallRule | None:
     f = Fields(data, where, problems)
     direction = f.choice("direction", ("ingress", "egress"))
     protocol = f.choice("protocol", FIREWALL_PROTOCOLS)
@@ -216,36 +220,36 @@ def parse_firewall(data, where, problems):
         f.problem(f"{where}.ports", f"is required for protocol {protocol}")
     if protocol in ("icmp", "all") and ports is not None:
         f.problem(f"{where}.ports", f"does not apply to protocol {protocol}")
-    return _parsed(f, lambda: FirewallRule(direction, protocol, cidrs, ports, public_ip))
+    return _parsed(f, FirewallRule, direction, protocol, cidrs, ports, public_ip)
 
 
-def parse_port_forward(data, where, problems):
+def parse_port_forward(data: object, where: str, problems: list[Problem]) -> PortForward | None:
     f = Fields(data, where, problems)
     public_ip, protocol = f.address("public_ip"), f.choice("protocol", PROTOCOLS)
     public_ports, vm_ip, vm_ports = f.ports("public_ports"), f.address("vm_ip"), f.ports("vm_ports")
     if public_ports and vm_ports and len(public_ports) != len(vm_ports):
         f.problem(f"{where}.vm_ports", f"range {vm_ports} is not as long as public_ports {public_ports}")
-    return _parsed(f, lambda: PortForward(public_ip, protocol, public_ports, vm_ip, vm_ports))
+    return _parsed(f, PortForward, public_ip, protocol, public_ports, vm_ip, vm_ports)
 
 
-def parse_static_nat(data, where, problems):
+def parse_static_nat(data: object, where: str, problems: list[Problem]) -> StaticNat | None:
     f = Fields(data, where, problems)
     public_ip, vm_ip = f.address("public_ip"), f.address("vm_ip")
-    return _parsed(f, lambda: StaticNat(public_ip, vm_ip))
+    return _parsed(f, StaticNat, public_ip, vm_ip)
 
 
-def parse_dhcp(data, where, problems):
+def parse_dhcp(data: object, where: str, problems: list[Problem]) -> DhcpEntry | None:
     f = Fields(data, where, problems)
     mac, ip = f.mac("mac"), f.address("ip")
     hostname = f.text("hostname", pattern=HOSTNAME, what="hostname")
     options = f.mapping("options", HOSTNAME, lambda v: v, max_items=len(DHCP_OPTION_NAMES))
     options = {name: _dhcp_option(f, f"{where}.options.{name}", name, v) for name, v in options.items()}
-    return _parsed(f, lambda: DhcpEntry(mac, ip, hostname, options))
+    return _parsed(f, DhcpEntry, mac, ip, hostname, options)
 
 
-def _dhcp_option(f, where, name, value):
+def _dhcp_option(f: Fields, where: str, name: str, value: object) -> tuple[str, ...]:
     """Option values are kept as a tuple of checked strings, the form they are persisted in."""
-    kind = DHCP_OPTION_NAMES.get(name)
+    kind = DHCP_OPTION_NAMES.get(name, "")  # "": not a supported option
     values = value if isinstance(value, list) else [value]
     check = {
         "addresses": lambda v: str(_address(v)),
@@ -264,33 +268,33 @@ def _dhcp_option(f, where, name, value):
         return ()
 
 
-def parse_vm_data(data, where, problems):
+def parse_vm_data(data: object, where: str, problems: list[Problem]) -> VmData | None:
     f = Fields(data, where, problems)
     vm_ip = f.address("vm_ip")
     metadata = f.mapping("metadata", METADATA_KEY, lambda v: text(v, max_len=4096))
     keys = f.values("public_keys", lambda v: text(v, max_len=16384, what="public key"), max_items=32)
     user_data = f.base64("user_data", USER_DATA_MAX, default=None)
     password = f.text("password", max_len=128, default=None)
-    return _parsed(f, lambda: VmData(vm_ip, metadata, keys, user_data, password))
+    return _parsed(f, VmData, vm_ip, metadata, keys, user_data, password)
 
 
-def parse_backend(data, where, problems):
+def parse_backend(data: object, where: str, problems: list[Problem]) -> Backend | None:
     f = Fields(data, where, problems)
     ip, port = f.address("ip"), f.integer("port", 1, 65535)
-    return _parsed(f, lambda: Backend(ip, port))
+    return _parsed(f, Backend, ip, port)
 
 
-def parse_health_check(data, where, problems):
+def parse_health_check(data: object, where: str, problems: list[Problem]) -> HealthCheck | None:
     f = Fields(data, where, problems)
     interval = f.integer("interval_ms", 100, 3_600_000, default=2000)
     rise, fall = f.integer("rise", 1, 100, default=2), f.integer("fall", 1, 100, default=3)
     path = f.text("http_path", max_len=1024, default=None)
     if path is not None and (not path.startswith("/") or any(c in path for c in " \t\"'\\#")):
         f.problem(f"{where}.http_path", "must start with / and contain no spaces, quotes, # or backslashes")
-    return _parsed(f, lambda: HealthCheck(interval, rise, fall, path))
+    return _parsed(f, HealthCheck, interval, rise, fall, path)
 
 
-def parse_load_balancer(data, where, problems):
+def parse_load_balancer(data: object, where: str, problems: list[Problem]) -> LoadBalancer | None:
     f = Fields(data, where, problems)
     name = f.text("name", pattern=NAME, what="name (letters, digits, _ and -)")
     public_ip, port = f.address("public_ip"), f.integer("port", 1, 65535)
@@ -301,10 +305,7 @@ def parse_load_balancer(data, where, problems):
     sticky = f.boolean("sticky", default=False)
     if backends == ():
         f.problem(f"{where}.backends", "needs at least one backend")
-    return _parsed(
-        f,
-        lambda: LoadBalancer(name, public_ip, port, backends, mode, algorithm, health, sticky),
-    )
+    return _parsed(f, LoadBalancer, name, public_ip, port, backends, mode, algorithm, health, sticky)
 
 
 @dataclass(frozen=True)
@@ -313,11 +314,11 @@ class Section:
     (none for a section that is one object rather than a list), and which subsystems it feeds."""
 
     name: str
-    parse: object
+    parse: Callable[[Any, str, list[Problem]], object]  # (JSON value, where, problems) -> item or None
     key_fields: tuple[str, ...]
     subsystems: tuple[str, ...]
 
-    def key(self, item):
+    def key(self, item: object) -> tuple[object, ...]:
         return tuple(getattr(item, name) for name in self.key_fields)
 
 

@@ -4,24 +4,38 @@ sets), so neither a packet nor an apply costs more per rule. Swapped in with one
 the whole table, or only the changed elements when nothing but set and map elements changed.
 """
 
+import ipaddress
 import json
 from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from . import contract
+from .fields import PortRange
 from .intervals import bounds, collapse, layers, shards
+from .layout import Layout
+from .model import FirewallRule, PortForward, RouterState
 from .render import Lines
 from .render import render as render_template
 from .run import CommandFailed, run, succeeds
 
 NAME = "nftables"
 TABLE = ("inet", "vr")
+Items = TypeVar("Items")
+Built = TypeVar("Built")
+Sets = list[tuple[str, list[str]]]  # (set name, its elements), per shard
+Key = tuple[ipaddress.IPv4Address | str | None, ...]  # what a firewall element starts with: (public address,) protocol
+
+if TYPE_CHECKING:
+    from .apply import Activation  # apply imports this module
 
 
-def render(state, layout):
+def render(state: RouterState, layout: Layout) -> dict[Path, str]:
     return {layout.nftables: render_template("nftables.nft.j2", **_context(state))}
 
 
-def _context(state):
+def _context(state: RouterState) -> dict[str, object]:
     interfaces = state.interfaces
     deny_by_default = state.egress_policy.default == "deny"
     return {
@@ -49,17 +63,17 @@ def _context(state):
 _last: dict[str, tuple[object, object]] = {}
 
 
-def _reused(section, items, build):
+def _reused(section: str, items: Items, build: Callable[[Items], Built]) -> Built:
     if section not in _last or _last[section][0] is not items:
         _last[section] = (items, build(items))
-    return _last[section][1]
+    return cast(Built, _last[section][1])
 
 
-def _forward_elements(forwards):
+def _forward_elements(forwards: Sequence[PortForward]) -> list[str]:
     return [element for elements in _forwards.pieces(forwards) for element in elements]
 
 
-def _forward(pf, _):
+def _forward(pf: PortForward, _: object) -> list[str]:
     return [
         f"{pf.public_ip} . {pf.protocol} . {port} : {pf.vm_ip} . {port - pf.public_ports.first + pf.vm_ports.first}"
         for port in range(pf.public_ports.first, pf.public_ports.last + 1)
@@ -69,21 +83,23 @@ def _forward(pf, _):
 _forwards = Lines(_forward)
 
 
-def _firewall_sets(rules):
+def _firewall_sets(rules: Sequence[FirewallRule]) -> dict[str, Sets]:
     ingress = [r for r in rules if r.direction == "ingress"]
     egress = [r for r in rules if r.direction == "egress"]
     return {**_firewall_elements("ingress", ingress), **_firewall_elements("egress", egress)}
 
 
-def _quoted(device):
+def _quoted(device: str) -> str:
     return f'"{device}"'
 
 
-def _firewall_elements(direction, rules):
+def _firewall_elements(direction: str, rules: Sequence[FirewallRule]) -> dict[str, Sets]:
     """The sets of one direction: rules with ports (in layers, see intervals.py), protocol-only rules (icmp),
     protocol all. Ingress elements read public address . protocol [. port] . source; egress destination .
     protocol [. port]."""
-    with_ports, protocol_only, any_protocol = defaultdict(dict), defaultdict(list), defaultdict(list)
+    with_ports: defaultdict[Key, dict[PortRange, list[ipaddress.IPv4Network]]] = defaultdict(dict)
+    protocol_only: defaultdict[Key, list[ipaddress.IPv4Network]] = defaultdict(list)
+    any_protocol: defaultdict[Key, list[ipaddress.IPv4Network]] = defaultdict(list)
     for rule in rules:
         address = (rule.public_ip,) if direction == "ingress" else ()
         if rule.protocol == "all":
@@ -93,11 +109,11 @@ def _firewall_elements(direction, rules):
         else:
             with_ports[(*address, rule.protocol)].setdefault(rule.ports, []).extend(rule.cidrs)
 
-    def element(key, cidr, *ports):
+    def element(key: Key, cidr: ipaddress.IPv4Network, *ports: PortRange) -> str:
         parts = (*key, *ports, cidr) if direction == "ingress" else (cidr, *key, *ports)
         return " . ".join(map(str, parts))
 
-    port_layers = defaultdict(list)
+    port_layers: defaultdict[int, list[str]] = defaultdict(list)
     for key, by_ports in sorted(with_ports.items()):
         layer = layers(by_ports)
         for ports in sorted(by_ports, key=bounds):
@@ -116,11 +132,11 @@ def _firewall_elements(direction, rules):
     }
 
 
-def _named(prefix, elements):
+def _named(prefix: str, elements: Sequence[str]) -> Sets:
     return [(f"{prefix}_{i}", part) for i, part in enumerate(shards(elements))]
 
 
-def check(staged, change):
+def check(staged: Mapping[Path, Path], change: "Activation") -> None:
     """Check the whole table, or, when only set and map elements changed, the element update alone against
     the live table (and keep it for activate)."""
     path = change.layout.nftables
@@ -135,7 +151,7 @@ def check(staged, change):
     run(["nft", "-c", "-f", str(staged[path])])
 
 
-def activate(change):
+def activate(change: "Activation") -> str | None:
     """Load the rendered table, or only its changed elements; a state document or a re-apply loads it
     whole even when the file is unchanged."""
     path = change.layout.nftables
@@ -156,7 +172,7 @@ def activate(change):
     return "removed"
 
 
-def element_update(before, after):
+def element_update(before: str | None, after: str) -> str | None:
     """An nft transaction taking the table of file `before` to that of file `after` by deleting and adding
     set and map elements, or None when anything else differs (a set, a rule, a policy). Both are files this
     module rendered: one element per line, inside an `elements = {` block."""
@@ -166,7 +182,8 @@ def element_update(before, after):
     shape_after, new = _parsed(after)
     if shape_before != shape_after:
         return None
-    deletes, adds = [], []
+    deletes: list[str] = []
+    adds: list[str] = []
     for name, elements in new.items():
         kept, wanted = set(old[name]), set(elements)
         gone = [e.split(" : ")[0] for e in old[name] if e not in wanted]  # a map's element is deleted by key
@@ -180,15 +197,17 @@ def element_update(before, after):
 _last_parsed: dict[str, object] = {}  # the file parsed last and its parse: the next apply's `before` is that very file
 
 
-def _parsed(text):
+def _parsed(text: str) -> tuple[list[str], dict[str, list[str]]]:
     if _last_parsed.get("text") != text:
         _last_parsed.update(text=text, parse=_elements(text))
-    return _last_parsed["parse"]
+    return cast(tuple[list[str], dict[str, list[str]]], _last_parsed["parse"])
 
 
-def _elements(text):
+def _elements(text: str) -> tuple[list[str], dict[str, list[str]]]:
     """The file's lines other than set elements, and each set's or map's elements in order."""
-    shape, elements, name, inside = [], {}, None, False
+    shape: list[str] = []
+    elements: dict[str, list[str]] = {}
+    name, inside = "", False  # the set or map whose elements follow
     for line in text.splitlines():
         words = line.split()
         if inside:
@@ -206,15 +225,15 @@ def _elements(text):
     return shape, elements
 
 
-def loaded():
+def loaded() -> bool:
     """Whether the router's table is in the kernel (terse: without listing its elements)."""
     return succeeds(["nft", "-t", "list", "table", *TABLE])
 
 
-def counts():
+def counts() -> dict[str, int]:
     """Elements per set and map of the router's table, for vr-health."""
     listing = json.loads(run(["nft", "-j", "list", "table", *TABLE]))
-    result = {}
+    result: dict[str, int] = {}
     for entry in listing.get("nftables", []):
         for kind in ("set", "map"):
             if kind in entry:

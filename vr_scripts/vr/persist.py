@@ -12,16 +12,19 @@ import hashlib
 import json
 import os
 import pickle
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import SCHEMA_VERSION, __version__
 from .document import load_state, parse_document, state_document
+from .layout import Layout
 from .model import RouterState
 
 JOURNAL_LIMIT = 500  # commands in the journal before the state is written whole again
 
 
-def read(layout):
+def read(layout: Layout) -> RouterState:
     """The persisted state: the snapshot, with the journal's batches replayed on top."""
     snapshot = _read_bytes(layout.state)
     base = digest(snapshot)
@@ -34,14 +37,14 @@ def read(layout):
     return state
 
 
-def _read_bytes(path):
+def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
         return b""
 
 
-def _snapshot(layout, text, base):
+def _snapshot(layout: Layout, text: bytes, base: str) -> RouterState:
     try:
         version, cached_digest, state = pickle.loads(layout.state_cache.read_bytes())
         if (version, cached_digest) == (__version__, base):
@@ -51,9 +54,9 @@ def _snapshot(layout, text, base):
     return load_state(json.loads(text))
 
 
-def _journal(layout, base):
+def _journal(layout: Layout, base: str) -> list[Any]:
     """The commands of the journal lines that follow the snapshot with digest `base`, in order."""
-    commands = []
+    commands: list[Any] = []
     for line in _read_bytes(layout.journal).splitlines():
         try:
             entry = json.loads(line)
@@ -64,21 +67,21 @@ def _journal(layout, base):
     return commands
 
 
-def write(layout, state, document=None):
+def write(layout: Layout, state: RouterState, document: object = None) -> None:
     """Persist `state` whole: a new snapshot (and its pickle), the journal emptied. The snapshot of a state
     document is the document itself in canonical form, which reads back as exactly `state` and is much
     cheaper to write than `state` turned back into JSON."""
     text = canonical(document) if document is not None else json.dumps(state_document(state), separators=(",", ":"))
-    text = text.encode()
-    write_atomically(layout.state, text)
-    cache = pickle.dumps((__version__, digest(text), state), protocol=pickle.HIGHEST_PROTOCOL)
+    data = text.encode()
+    write_atomically(layout.state, data)
+    cache = pickle.dumps((__version__, digest(data), state), protocol=pickle.HIGHEST_PROTOCOL)
     write_atomically(layout.state_cache, cache)
     # Had a crash come before this, the journal's lines name the old snapshot and no longer apply (or, for
     # a snapshot byte for byte the old one, rebuild the state from before this apply: still a whole state).
     layout.journal.unlink(missing_ok=True)
 
 
-def append(layout, state, commands):
+def append(layout: Layout, state: RouterState, commands: Sequence[Any]) -> None:
     """Persist a batch that led to `state`: its commands appended to the journal and fsynced, or the whole
     state once the journal is long."""
     base = digest(_read_bytes(layout.state))
@@ -93,12 +96,12 @@ def append(layout, state, commands):
         os.fsync(journal.fileno())
 
 
-def fingerprint(layout):
+def fingerprint(layout: Layout) -> str:
     """A digest of everything persisted: the snapshot and the journal."""
     return digest(_read_bytes(layout.state) + b"\0" + _read_bytes(layout.journal))
 
 
-def write_durably(path, data):
+def write_durably(path: Path, data: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
         f.write(data.encode() if isinstance(data, str) else data)
@@ -107,25 +110,25 @@ def write_durably(path, data):
     os.chmod(path, 0o644)
 
 
-def write_atomically(path, data):
+def write_atomically(path: Path, data: str | bytes) -> None:
     """Write, fsync, rename: a crash leaves the old file or the new one, never half of one."""
     staged = Path(path).with_name(f".{Path(path).name}.new")
     write_durably(staged, data)
     os.replace(staged, path)
 
 
-def canonical(document):
+def canonical(document: object) -> str:
     return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
 
-def digest(data):
+def digest(data: object) -> str:
     """The sha256 of a file's text, or of a document in canonical form."""
     if not isinstance(data, str | bytes):
         data = canonical(data)
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
-def record_applied(layout, files, services):
+def record_applied(layout: Layout, files: Mapping[Path, str | None], services: list[str]) -> None:
     """After a state document was applied and persisted as the snapshot (see `write`): what it was, the files
     it rendered and the services it left running."""
     record = {
@@ -138,7 +141,7 @@ def record_applied(layout, files, services):
     write_atomically(layout.applied, json.dumps(record))
 
 
-def applied(layout, document):
+def applied(layout: Layout, document: object) -> dict[str, Any] | None:
     """The record of the last state document if `document` is that one and nothing it made has changed
     since: the persisted state and every rendered file still have the digests it wrote down."""
     try:

@@ -3,14 +3,21 @@ engine, undefined names are errors, and nothing is escaped because every value w
 `Lines` keeps the lines of the items it last rendered, so the resident engine formats only new items.
 """
 
+from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    import jinja2
 
 TEMPLATES = Path(__file__).parent / "templates"
+Item = TypeVar("Item")
+Piece = TypeVar("Piece")
 
 
 @cache
-def environment():
+def environment() -> "jinja2.Environment":
     import jinja2  # here, not at the top: a command that renders no template does not pay for importing it
 
     return jinja2.Environment(
@@ -21,25 +28,27 @@ def environment():
     )
 
 
-def render(template, **context):
+def render(template: str, **context: object) -> str:
     return environment().get_template(template).render(**context)
 
 
-class Lines:
+class Lines(Generic[Item, Piece]):
     """Text made of one piece per item by `format(item, context)`. The pieces of the last call are kept
     by item identity (and for the same context): items a batch did not touch are not formatted again."""
 
-    def __init__(self, format):
-        self.format, self.context, self.last = format, None, {}
+    def __init__(self, format: Callable[[Item, Any], Piece]) -> None:
+        self.format = format
+        self.context: object = None  # whatever its format takes: the dnsmasq names file's domains, or None
+        self.last: dict[int, tuple[Item, Piece]] = {}
 
-    def pieces(self, items, context=None):
+    def pieces(self, items: Iterable[Item], context: object = None) -> list[Piece]:
         last = self.last if context == self.context else {}
-        pieces = {}
+        pieces: dict[int, tuple[Item, Piece]] = {}
         for item in items:
             hit = last.get(id(item))
             pieces[id(item)] = hit if hit is not None and hit[0] is item else (item, self.format(item, context))
         self.context, self.last = context, pieces
         return [piece for _, piece in pieces.values()]
 
-    def __call__(self, items, context=None):
+    def __call__(self: "Lines[Item, str]", items: Iterable[Item], context: object = None) -> str:
         return "".join(self.pieces(items, context))

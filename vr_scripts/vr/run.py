@@ -5,18 +5,19 @@ and logged, with its stderr kept so a failure can say what the tool said.
 import logging
 import subprocess
 import time
+from collections.abc import Sequence
 
 log = logging.getLogger("vr")
 
 
 class CommandFailed(Exception):
-    def __init__(self, argv, returncode, stderr):
+    def __init__(self, argv: Sequence[str], returncode: int | str, stderr: str) -> None:
         self.argv, self.returncode, self.stderr = argv, returncode, stderr.strip()
         outcome = "timed out" if returncode == "timeout" else f"exited with {returncode}"
         super().__init__(f"{argv[0]} {outcome}: {self.stderr[-2000:] or 'no message'}")
 
 
-def run(argv, *, input=None, check=True, timeout=60):
+def run(argv: Sequence[str], *, input: str | None = None, check: bool = True, timeout: float = 60) -> str:
     """Run argv; return its stdout. Raise CommandFailed (with stderr) when it fails and check is set."""
     started = time.monotonic()
     try:
@@ -30,6 +31,6 @@ def run(argv, *, input=None, check=True, timeout=60):
     return proc.stdout
 
 
-def succeeds(argv, timeout=60):
+def succeeds(argv: Sequence[str], timeout: float = 60) -> bool:
     """Whether argv exits 0: for questions such as `systemctl is-active`, where failing is an answer."""
     return subprocess.run(argv, capture_output=True, timeout=timeout, check=False).returncode == 0

@@ -11,8 +11,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Protocol
 
+from .layout import Layout
 from .run import CommandFailed, run, succeeds
+
+
+class Services(Protocol):
+    """What the engine asks of service control; each action returns what it did ("restarted")."""
+
+    def is_active(self, name: str) -> bool: ...
+    def start(self, name: str) -> str: ...
+    def stop(self, name: str) -> str: ...
+    def restart(self, name: str) -> str: ...
+    def reload(self, name: str) -> str: ...
+
 
 PAST = {"start": "started", "stop": "stopped", "restart": "restarted", "reload": "reloaded"}
 
@@ -20,10 +33,10 @@ PAST = {"start": "started", "stop": "stopped", "restart": "restarted", "reload":
 class SystemdServices:
     """On a router: systemd units. Debian's dnsmasq unit reloads with SIGHUP, haproxy's with a seamless USR2."""
 
-    def is_active(self, name):
+    def is_active(self, name: str) -> bool:
         return succeeds(["systemctl", "is-active", "--quiet", f"{name}.service"])
 
-    def _systemctl(self, verb, name):
+    def _systemctl(self, verb: str, name: str) -> str:
         try:
             run(["systemctl", verb, f"{name}.service"])
         except CommandFailed:
@@ -35,16 +48,16 @@ class SystemdServices:
             run(["systemctl", verb, f"{name}.service"])
         return PAST[verb]
 
-    def start(self, name):
+    def start(self, name: str) -> str:
         return self._systemctl("start", name)
 
-    def stop(self, name):
+    def stop(self, name: str) -> str:
         return self._systemctl("stop", name)
 
-    def restart(self, name):
+    def restart(self, name: str) -> str:
         return self._systemctl("restart", name)
 
-    def reload(self, name):
+    def reload(self, name: str) -> str:
         return self._systemctl("reload", name)
 
 
@@ -54,10 +67,10 @@ class ProcessServices:
 
     RELOAD_SIGNALS = {"dnsmasq": signal.SIGHUP, "haproxy": signal.SIGUSR2, "vr-metadata": signal.SIGHUP}
 
-    def __init__(self, layout):
+    def __init__(self, layout: Layout) -> None:
         self.layout = layout
 
-    def _argv(self, name):
+    def _argv(self, name: str) -> list[str]:
         layout, pid_file = self.layout, self.layout.pid_file(name)
         return {
             "dnsmasq": ["dnsmasq", f"--conf-file={layout.dnsmasq_conf}", f"--pid-file={pid_file}", "--user=root"],
@@ -65,17 +78,17 @@ class ProcessServices:
             "vr-metadata": [sys.executable, "-m", "vr.metadata_server"],
         }[name]
 
-    def _pid(self, name):
+    def _pid(self, name: str) -> int | None:
         try:
             pid = int(self.layout.pid_file(name).read_text().split()[0])
         except (FileNotFoundError, IndexError, ValueError):
             return None
         return pid if _alive(pid) else None
 
-    def is_active(self, name):
+    def is_active(self, name: str) -> bool:
         return self._pid(name) is not None
 
-    def start(self, name):
+    def start(self, name: str) -> str:
         pid_file = self.layout.pid_file(name)
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         if name == "vr-metadata":
@@ -88,7 +101,7 @@ class ProcessServices:
             run(self._argv(name))
         return PAST["start"]
 
-    def stop(self, name):
+    def stop(self, name: str) -> str:
         pid = self._pid(name)
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
@@ -96,17 +109,19 @@ class ProcessServices:
         self.layout.pid_file(name).unlink(missing_ok=True)
         return PAST["stop"]
 
-    def restart(self, name):
+    def restart(self, name: str) -> str:
         self.stop(name)
         self.start(name)
         return PAST["restart"]
 
-    def reload(self, name):
-        os.kill(self._pid(name), self.RELOAD_SIGNALS[name])
+    def reload(self, name: str) -> str:
+        pid = self._pid(name)
+        assert pid is not None, f"{name} is not running"  # subsystems reload only a service that is active
+        os.kill(pid, self.RELOAD_SIGNALS[name])
         return PAST["reload"]
 
 
-def _alive(pid):
+def _alive(pid: int) -> bool:
     """Whether pid runs. `kill -0` also succeeds on a zombie (dead, not yet reaped by its parent), so
     read its state from /proc: Z (zombie) and X (dead) are down."""
     try:
@@ -116,7 +131,7 @@ def _alive(pid):
     return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
-def _wait_gone(pid, timeout=10.0):
+def _wait_gone(pid: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not _alive(pid):
@@ -125,7 +140,7 @@ def _wait_gone(pid, timeout=10.0):
     raise TimeoutError(f"process {pid} did not stop within {timeout:.0f}s")
 
 
-def _wait_listening(layout, port=80, timeout=5.0):
+def _wait_listening(layout: Layout, port: int = 80, timeout: float = 5.0) -> None:
     """Wait until the metadata service accepts connections, so an apply reports a service that works."""
     addresses = json.loads(layout.metadata.read_text())["listen"]
     deadline = time.monotonic() + timeout
@@ -138,7 +153,7 @@ def _wait_listening(layout, port=80, timeout=5.0):
     raise TimeoutError(f"the metadata service did not listen on {addresses[0]}:{port} within {timeout:.0f}s")
 
 
-def for_layout(layout):
+def for_layout(layout: Layout) -> Services:
     kind = os.environ.get("VR_SERVICES", "systemd")
     if kind not in ("systemd", "process"):
         raise ValueError(f"VR_SERVICES={kind!r}: must be systemd or process")
