@@ -49,6 +49,9 @@ def ensure_bridge(host_ns: str | None, bridge: str) -> bool:
 def plug(host_ns: str | None, bridge: str, host_end: str, ns: str, device: str, mac: str | None = None) -> None:
     """A veth pair: `device` (with `mac` if given) in namespace `ns`, `host_end` in the host's `bridge`."""
     ensure_bridge(host_ns, bridge)
+    # The kernel frees a deleted namespace's veth pairs in the background: a router destroyed a moment ago
+    # (recreate) may still have its host end here, under the name that is the router's own.
+    remove_link(host_ns, host_end)
     into_host = ["netns", host_ns] if host_ns is not None else []
     argv = ["ip", "link", "add", host_end, *into_host, "type", "veth", "peer", "name", device]
     run([*argv, *(["address", mac] if mac else []), "netns", ns])
