@@ -45,7 +45,9 @@ EXAMPLES = """examples:
   vrpipe config                                   # every setting, its value and where it came from
 """
 DEVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
-READ_ONLY = ("list", "state", "health", "config", "completion")
+# Commands that only read: on a machine without a store yet they answer without making one. (`watch` writes
+# health records, but only about routers, of which there are none yet.)
+READ_ONLY = ("list", "state", "health", "watch")
 
 
 def plural(count: int, noun: str) -> str:
@@ -249,8 +251,7 @@ def _health_columns(health: Health) -> dict[str, Any]:
 
 def _watch(args: argparse.Namespace, manager: Manager, out: Output) -> tuple[bool, str]:
     options = WatchOptions(args.interval, args.unhealthy_after, args.parallel, args.timeout, args.action)
-    for name in args.names:
-        manager.store.router(name)  # an unknown name fails here
+    manager.store.check_known(args.names)
     names = args.names or None
     out.progress(f"watching {'every running router' if names is None else ', '.join(names)} "
                  f"every {options.interval:g}s (unhealthy after {plural(options.unhealthy_after, 'failed check')})")
@@ -281,8 +282,7 @@ def _each(args: argparse.Namespace, manager: Manager, out: Output) -> tuple[bool
         "recreate": lambda n: manager.recreate(n, out.progress),
         "replay": manager.replay,
     }[args.command]
-    for name in args.names:
-        manager.store.router(name)  # an unknown name fails here, before any router is touched
+    manager.store.check_known(args.names)
     with log.progress(len(args.names), f"vrpipe: {args.command}") as done:
         results = for_each(args.names, action, args.parallel, done)
     failed = {name: error for name, error in results.items() if error}
@@ -342,11 +342,12 @@ def _config(config: ManagerConfig, out: Output) -> tuple[bool, str]:
 
 def _without_store(args: argparse.Namespace, config: ManagerConfig, out: Output) -> tuple[bool, str]:
     """A read-only command on a machine with no store yet: answer without creating one."""
-    if args.command == "list":
-        out.result([], "")
-        return True, f"no routers (no store yet at {config.sqlite_file})"
-    raise NotFound(f"no router named {args.name!r}: there is no store yet at {config.sqlite_file}",
-                   hint="create a router first (vrpipe create)")
+    named = [args.name] if "name" in args else getattr(args, "names", [])
+    if named:
+        raise NotFound(f"no router named {named[0]!r}: there is no store yet at {config.sqlite_file}",
+                       hint="create a router first (vrpipe create)")
+    out.result([], "")
+    return True, f"no routers (no store yet at {config.sqlite_file})"
 
 
 def _run(args: argparse.Namespace, out: Output) -> tuple[bool, str]:

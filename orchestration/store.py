@@ -212,6 +212,14 @@ class Store:
         with self._session() as session:
             return _router(self._row(session, name))
 
+    def check_known(self, names: Sequence[str]) -> None:
+        """NotFound for the first of these names that has no router: said before any router is touched."""
+        with self._session() as session:
+            known = set(session.scalars(select(RouterRow.name).where(RouterRow.name.in_(names))))
+        for name in names:
+            if name not in known:
+                raise NotFound(f"no router named {name!r} in the store")
+
     def routers(self) -> list[Router]:
         with self._session() as session:
             return [_router(row) for row in session.scalars(select(RouterRow).order_by(RouterRow.id))]

@@ -63,8 +63,7 @@ def add_reboot_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 def reboot(args: argparse.Namespace, manager: Manager, out: "Output") -> tuple[bool, str]:
     """Do `vrpipe reboot`; return (ok, summary)."""
-    for name in args.names:
-        manager.store.router(name)  # an unknown name fails here, before any router is touched
+    manager.store.check_known(args.names)
     batch = args.batch if args.rolling else "100%"
     with log.progress(len(args.names), "vrpipe: reboot") as done:
         outcomes, stopped = reboot_fleet(manager, args.names, batch, args.timeout, done)
@@ -97,8 +96,7 @@ def run(args: argparse.Namespace, manager: Manager, out: "Output") -> tuple[bool
     """Do `vrpipe upgrade`; return (ok, summary)."""
     config, policy = config_from(args)
     names = args.names or [r.name for r in manager.store.routers()]
-    for name in names:
-        manager.store.router(name)  # an unknown name fails here, before any router is touched
+    manager.store.check_known(names)
     routers = "1 router" if len(names) == 1 else f"{len(names)} routers"
     target = f" to {config.to_version}" if config.to_version else ""
     out.progress(f"{'planning' if args.dry_run else 'upgrading'} {routers}{target} from {config.repo_url}")

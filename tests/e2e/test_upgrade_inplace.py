@@ -21,7 +21,6 @@ from orchestration.upgrade.inplace import read_versions, upgrade_fleet
 from orchestration.upgrade.records import records
 from orchestration.upgrade.rollout import RolloutPolicy
 from repo import signing
-from vrpipe.run import run
 
 from ..unit.test_upgrade_logic import refuses_older_releases
 from .engine_fixtures import http_get, wait_for
@@ -195,16 +194,10 @@ def test_ssh_cut_mid_upgrade_fails_cleanly_and_a_retry_completes(lab):
         target=lambda: result.update(report=upgrade_fleet(lab.manager, ["r1"], lab.config(), RolloutPolicy()))
     )
     thread.start()
-    cut = ["nft", "add", "rule", "inet", "vrtestcut", "out", "ip", "daddr", router.control_address, "drop"]
-    try:
+    with lab.ssh_cut() as cut:
         wait_for(started.exists, "the upgrade's postinst to start", timeout=60)
-        run(["nft", "add", "table", "inet", "vrtestcut"], ns=lab.lab.host)
-        hook = "{ type filter hook output priority 0; }"
-        run(["nft", "add", "chain", "inet", "vrtestcut", "out", hook], ns=lab.lab.host)
-        run(cut, ns=lab.lab.host)
+        cut(router.control_address)
         thread.join(timeout=120)
-    finally:
-        run(["nft", "delete", "table", "inet", "vrtestcut"], ns=lab.lab.host, check=False)
     (outcome,) = result["report"].outcomes
     assert outcome.status == "failed" and "connection lost while upgrading" in outcome.error, outcome.line()
     assert_forwards(lab, 1, "r1")

@@ -11,7 +11,6 @@ import pytest
 from orchestration.upgrade.checks import GOOD_SNAPSHOT
 from orchestration.upgrade.inplace import upgrade_fleet
 from orchestration.upgrade.rollout import RolloutPolicy
-from vrpipe.run import run
 
 from .engine_fixtures import wait_for
 from .upgrade_fixtures import POSTINST_SLOW, POSTINST_STARTED, base_version, publish_version, upgrade_lab, version
@@ -69,16 +68,10 @@ def test_the_next_run_checks_the_router_against_its_state_before_an_unfinished_u
     router = lab.manager.store.router("r1")
     started = postinst_started(lab)
     thread, result = upgrade_in_background(lab)
-    cut = ["nft", "add", "rule", "inet", "hsecut", "out", "ip", "daddr", router.control_address, "drop"]
-    try:
+    with lab.ssh_cut() as cut:
         wait_postinst(started, thread, result)
-        run(["nft", "add", "table", "inet", "hsecut"], ns=lab.lab.host)
-        hook = "{ type filter hook output priority 0; }"
-        run(["nft", "add", "chain", "inet", "hsecut", "out", hook], ns=lab.lab.host)
-        run(cut, ns=lab.lab.host)
+        cut(router.control_address)
         thread.join(timeout=180)
-    finally:
-        run(["nft", "delete", "table", "inet", "hsecut"], ns=lab.lab.host, check=False)
     (outcome,) = result["report"].outcomes
     assert outcome.status == "failed" and "connection lost" in outcome.error, outcome.line()
     wait_for(lambda: lab.versions("r1")["vr-scripts"] == version(2), "dpkg to finish on the router", timeout=60)

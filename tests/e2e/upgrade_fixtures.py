@@ -119,6 +119,22 @@ class UpgradeLab:
         finally:
             _point(public, published)
 
+    @contextlib.contextmanager
+    def ssh_cut(self):
+        """Yields cut(address): from then on the hypervisor host drops what it sends to that address (the
+        manager's SSH to a router, as a network failure would); the cut goes when the block ends."""
+        host = self.lab.host
+
+        def cut(address):
+            run(["nft", "add", "table", "inet", "vrtestcut"], ns=host)
+            run(["nft", "add", "chain", "inet", "vrtestcut", "out", "{ type filter hook output priority 0; }"], ns=host)
+            run(["nft", "add", "rule", "inet", "vrtestcut", "out", "ip", "daddr", address, "drop"], ns=host)
+
+        try:
+            yield cut
+        finally:
+            run(["nft", "delete", "table", "inet", "vrtestcut"], ns=host, check=False)
+
     def execute(self, name, argv):
         status, out = self.manager.transport(name).execute(argv)
         assert status == 0, f"{name}: {argv} exited with {status}: {out}"

@@ -127,6 +127,7 @@ def test_a_router_turns_unhealthy_after_n_failures_in_a_row_and_healthy_at_once(
 
 
 def test_vrpipe_watch_on_an_empty_store_ends_after_its_rounds(tmp_path, capsys):
+    Store(f"sqlite:///{tmp_path / 'vrpipe.db'}").close()  # a store without routers (no store: nothing is made)
     assert cli_main(["--state-dir", str(tmp_path), "watch", "--rounds", "1", "--interval", "0.1"]) == 0
     assert "watch: 0/0 routers healthy" in capsys.readouterr().err
     with pytest.raises(SystemExit) as refused:

@@ -23,7 +23,12 @@ def test_read_only_commands_create_nothing(tmp_path, capsys):
     assert status == 0 and "no routers" in err
     status, _, err = vrpipe(capsys, "--state-dir", str(state), "state", "r1")
     assert status == 1 and "no router named 'r1'" in err and "NotFound" not in err
-    for command in (["health", "r1"], ["config"], ["upgrade", "--dry-run"]):
+    for command in (["upgrade", "--dry-run"], ["watch", "--rounds", "1"]):
+        status, _, err = vrpipe(capsys, "--state-dir", str(state), *command)
+        assert status == 0 and "no routers (no store yet" in err, err
+    status, _, err = vrpipe(capsys, "--state-dir", str(state), "upgrade", "--dry-run", "r1")
+    assert status == 1 and "no router named 'r1'" in err
+    for command in (["health", "r1"], ["config"]):
         vrpipe(capsys, "--state-dir", str(state), *command)
     assert not state.exists()
 
