@@ -18,7 +18,10 @@ class Timeout(Exception):
     """The lock stayed held by others past the timeout."""
 
 
-def _next_ticket(folder: Path) -> int:
+@contextlib.contextmanager
+def _ticket(folder: Path) -> Iterator[Path]:
+    """A new ticket, flock held: numbered and made visible under the counter's flock, so that whoever draws
+    a higher number afterwards already sees it (were it visible only later, the two would both hold the lock)."""
     with open(folder / ".counter", "a+") as counter:
         fcntl.flock(counter, fcntl.LOCK_EX)
         counter.seek(0)
@@ -27,7 +30,17 @@ def _next_ticket(folder: Path) -> int:
         counter.truncate()
         counter.write(f"{number}\n")
         counter.flush()
-        return number
+        mine = folder / f"{number:012d}.ticket"
+        pending = folder / f".{number:012d}.{os.getpid()}"
+        handle = open(pending, "w")  # noqa: SIM115 - held until the lock is let go
+        # Locked before it is visible: nobody may take a ticket in the making for a dead one.
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        pending.rename(mine)
+    try:
+        yield mine
+    finally:
+        mine.unlink(missing_ok=True)
+        handle.close()
 
 
 def _alive(ticket: Path) -> bool:
@@ -48,19 +61,10 @@ def _alive(ticket: Path) -> bool:
 def fair_lock(folder: Path, timeout: float) -> Iterator[None]:
     """Hold the lock of `folder` (made if missing); raise Timeout after `timeout` seconds of waiting."""
     folder.mkdir(parents=True, exist_ok=True)
-    number = _next_ticket(folder)
-    mine = folder / f"{number:012d}.ticket"
-    pending = folder / f".{number:012d}.{os.getpid()}"
-    with open(pending, "w") as handle:
-        # Locked before it is visible: nobody may take a ticket in the making for a dead one.
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        pending.rename(mine)
-        try:
-            deadline = time.monotonic() + timeout
-            while any(_alive(t) for t in sorted(folder.glob("*.ticket")) if t.name < mine.name):
-                if time.monotonic() > deadline:
-                    raise Timeout(f"held by others for {timeout:.0f}s")
-                time.sleep(POLL)
-            yield
-        finally:
-            mine.unlink(missing_ok=True)
+    with _ticket(folder) as mine:
+        deadline = time.monotonic() + timeout
+        while any(_alive(t) for t in sorted(folder.glob("*.ticket")) if t.name < mine.name):
+            if time.monotonic() > deadline:
+                raise Timeout(f"held by others for {timeout:.0f}s")
+            time.sleep(POLL)
+        yield

@@ -60,3 +60,52 @@ def test_a_killed_waiter_does_not_block_and_a_timeout_is_raised(tmp_path):
     with fair_lock(tmp_path, timeout=10):
         assert time.monotonic() - started < 5
     holder.join(10)
+
+
+def test_a_ticket_is_visible_before_a_later_number_can_be_drawn(tmp_path, monkeypatch):
+    """Two processes once both held a router's lock (one vrpipe's batch file then overwrote the other's):
+    the first drew its number, the second drew the next and saw no lower ticket yet. A ticket must be
+    made visible while the counter is still locked."""
+    import fcntl
+    from pathlib import Path
+
+    rename = Path.rename
+    counter_was_free = []
+
+    def checked_rename(self, target):
+        with open(tmp_path / ".counter") as other:  # a second open file: flock conflicts with our own
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                counter_was_free.append(True)
+            except BlockingIOError:
+                counter_was_free.append(False)
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", checked_rename)
+    with fair_lock(tmp_path, timeout=1):
+        pass
+    assert counter_was_free == [False]
+
+
+def _exclusive(folder, rounds, failures):
+    marker = folder / "holder"
+    for _ in range(rounds):
+        with fair_lock(folder, timeout=60):
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                failures.put(os.getpid())
+                continue
+            os.close(fd)
+            marker.unlink()
+
+
+def test_only_one_process_holds_the_lock_at_a_time(tmp_path):
+    failures = multiprocessing.Queue()
+    workers = [multiprocessing.Process(target=_exclusive, args=(tmp_path, 40, failures)) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    assert failures.empty()
