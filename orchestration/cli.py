@@ -31,7 +31,7 @@ from orchestration.store import Health, Network, NotFound, Router
 from orchestration.upgrade import cli as upgrade_cli
 from orchestration.watch import ACTIONS, Watcher, WatchOptions
 from vrpipe import log
-from vrpipe.errors import VrpipeError
+from vrpipe.errors import VrpipeError, shown
 
 EXAMPLES = """examples:
   vrpipe --rootfs build/template/rootfs create r1 --network eth1=g-r1 --network eth2=pub --start
@@ -58,14 +58,14 @@ def _network(value: str) -> Network:
     device, sep, bridge = value.partition("=")
     if not sep or not DEVICE.fullmatch(device) or not DEVICE.fullmatch(bridge):
         raise argparse.ArgumentTypeError(
-            f"{value!r} is not DEVICE=BRIDGE (interface names: letters, digits, _ . -, at most 15)"
+            f"{shown(value)} is not DEVICE=BRIDGE (interface names: letters, digits, _ . -, at most 15)"
         )
     return Network(device, bridge)
 
 
 def _positive(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number >= 1")
+        raise argparse.ArgumentTypeError(f"{shown(value)} is not a whole number >= 1")
     return int(value)
 
 
@@ -75,7 +75,7 @@ def _seconds(value: str) -> float:
     except ValueError:
         seconds = 0.0
     if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds above 0")
+        raise argparse.ArgumentTypeError(f"{shown(value)} is not a number of seconds above 0")
     return seconds
 
 
@@ -344,7 +344,7 @@ def _without_store(args: argparse.Namespace, config: ManagerConfig, out: Output)
     """A read-only command on a machine with no store yet: answer without creating one."""
     named = [args.name] if "name" in args else getattr(args, "names", [])
     if named:
-        raise NotFound(f"no router named {named[0]!r}: there is no store yet at {config.sqlite_file}",
+        raise NotFound(f"no router named {shown(named[0])}: there is no store yet at {config.sqlite_file}",
                        hint="create a router first (vrpipe create)")
     out.result([], "")
     return True, f"no routers (no store yet at {config.sqlite_file})"

@@ -12,7 +12,7 @@ from vr import SCHEMA_VERSION, contract
 from vr.document import CheckedCommand, Invalid, load_state, parse_document
 from vr.model import SECTIONS, RouterState
 
-from vrpipe.errors import VrpipeError
+from vrpipe.errors import VrpipeError, shown
 
 OPS = ("add", "remove")
 
@@ -29,9 +29,9 @@ class Command:
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
-            raise BadCommand(f"op {self.op!r} is not one of {', '.join(OPS)}")
+            raise BadCommand(f"op {shown(self.op)} is not one of {', '.join(OPS)}")
         if self.type not in SECTIONS:
-            raise BadCommand(f"type {self.type!r} is not one of {', '.join(SECTIONS)}")
+            raise BadCommand(f"type {shown(self.type)} is not one of {', '.join(SECTIONS)}")
         if not isinstance(self.data, dict):
             raise BadCommand(f"{self.type} {self.op}: data must be a JSON object")
 
@@ -49,8 +49,14 @@ class Command:
 
     def describe(self) -> str:
         key_fields = SECTIONS[self.type].key_fields
-        key = ", ".join(f"{k}={self.data.get(k)}" for k in key_fields if k in self.data)
+        key = ", ".join(f"{k}={_plain(self.data.get(k))}" for k in key_fields if k in self.data)
         return f"{self.type} {self.op}" + (f" ({key})" if key else "")
+
+
+def _plain(value: object) -> str:
+    """A key value as it reads (10.1.1.5), quoted and clipped only when it is long or not printable."""
+    text = str(value)
+    return text if text.isprintable() and len(text) <= 60 else shown(value)
 
 
 class Query(enum.Enum):

@@ -26,7 +26,7 @@ from orchestration.resource import Answer, ApplyOutcome, RoutingResource
 from orchestration.settings import ManagerConfig
 from orchestration.store import Network, Router, Store
 from orchestration.transports import JumpHost, SshConnections, SshTarget, SshTransport, TransportError, ensure_key
-from vrpipe.errors import SettingsError, VrpipeError
+from vrpipe.errors import SettingsError, VrpipeError, shown
 
 log = logging.getLogger("vrpipe.manager")
 
@@ -100,7 +100,7 @@ class Manager:
                 Path(settings["pool_dir"]), accel=settings.get("accel", "tcg"),
             )
             return LibvirtDeployer(libvirt, self.transport)
-        raise SettingsError(f"unknown deployer {kind!r}: use {' or '.join(DEPLOYERS)}")
+        raise SettingsError(f"unknown deployer {shown(kind)}: use {' or '.join(DEPLOYERS)}")
 
     def _deployer_settings(self, kind: str, host: str | None = None) -> dict[str, str]:
         """What a new router of this kind is made from (and, through libvirt, on which host), checked now
@@ -129,7 +129,7 @@ class Manager:
                 "accel": config.accel,
             }
         else:
-            raise SettingsError(f"unknown deployer {kind!r}: use {' or '.join(DEPLOYERS)}")
+            raise SettingsError(f"unknown deployer {shown(kind)}: use {' or '.join(DEPLOYERS)}")
         self._make_deployer(kind, settings)  # a missing rootfs or image fails here, before the store changes
         return settings
 
@@ -147,7 +147,7 @@ class Manager:
         is the libvirt URI of the host a libvirt router runs on (reached through it unless `jump_host`)."""
         if not ROUTER_NAME.fullmatch(name):
             raise SettingsError(
-                f"router name {name!r} is not valid",
+                f"router name {shown(name)} is not valid",
                 hint="1-24 lower-case letters, digits and '-', starting with a letter or digit (it is the hostname)",
             )
         settings = self._deployer_settings(deployer, host)

@@ -33,7 +33,7 @@ from vr.document import CheckedCommand, to_json
 from vr.model import SECTIONS
 
 from orchestration.locks import Timeout, fair_lock
-from vrpipe.errors import VrpipeError
+from vrpipe.errors import VrpipeError, shown
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -175,7 +175,7 @@ class Store:
     def _row(self, session: Session, name: str) -> RouterRow:
         row = session.scalars(select(RouterRow).where(RouterRow.name == name)).one_or_none()
         if row is None:
-            raise NotFound(f"no router named {name!r} in the store")
+            raise NotFound(f"no router named {shown(name)} in the store")
         return row
 
     # routers
@@ -193,7 +193,7 @@ class Store:
         is called in the same transaction, so that managers creating routers at once never share one."""
         with self._session() as session:
             if session.scalars(select(RouterRow.id).where(RouterRow.name == name)).first() is not None:
-                raise VrpipeError(f"a router named {name!r} already exists", hint="choose another name")
+                raise VrpipeError(f"a router named {shown(name)} already exists", hint="choose another name")
             row = RouterRow(
                 name=name,
                 deployer=deployer,
@@ -218,7 +218,7 @@ class Store:
             known = set(session.scalars(select(RouterRow.name).where(RouterRow.name.in_(names))))
         for name in names:
             if name not in known:
-                raise NotFound(f"no router named {name!r} in the store")
+                raise NotFound(f"no router named {shown(name)} in the store")
 
     def routers(self) -> list[Router]:
         with self._session() as session:
@@ -327,7 +327,7 @@ class Store:
                 connection.execute(text("SELECT pg_advisory_lock(hashtext(:name))"), {"name": name})
             except OperationalError as err:
                 raise LockTimeout(
-                    f"router {name!r} stayed locked by another vrpipe for {timeout:.0f}s",
+                    f"router {shown(name)} stayed locked by another vrpipe for {timeout:.0f}s",
                     hint="wait for it to finish, or raise lock_timeout",
                 ) from err
             try:
@@ -347,6 +347,6 @@ class Store:
                 yield
         except Timeout:
             raise LockTimeout(
-                f"router {name!r} stayed locked by another vrpipe for {timeout:.0f}s",
+                f"router {shown(name)} stayed locked by another vrpipe for {timeout:.0f}s",
                 hint="wait for it to finish, or raise lock_timeout",
             ) from None

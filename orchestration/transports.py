@@ -20,7 +20,7 @@ from typing import Protocol
 from vr import contract
 
 from orchestration.render import render
-from vrpipe.errors import CommandError, VrpipeError
+from vrpipe.errors import CommandError, VrpipeError, shown
 from vrpipe.run import run
 
 log = logging.getLogger("vrpipe.transport")
@@ -61,7 +61,7 @@ class JumpHost:
         user, _, rest = text.rpartition("@")
         host, _, port = rest.partition(":")
         if not host or (port and not port.isdigit()):
-            raise ValueError(f"jump host {text!r} is not [user@]host[:port]")
+            raise ValueError(f"jump host {shown(text)} is not [user@]host[:port]")
         return cls(host, int(port or 22), user or "root")
 
     def __str__(self) -> str:

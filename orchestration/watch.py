@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from orchestration.commands import Query
 from orchestration.manager import Manager
 from orchestration.store import Health
-from vrpipe.errors import SettingsError, VrpipeError
+from vrpipe.errors import SettingsError, VrpipeError, shown
 
 ACTIONS = ("none", "recreate")
 
@@ -32,7 +32,7 @@ class WatchOptions:
         if self.unhealthy_after < 1 or self.parallel < 1:
             raise SettingsError("--unhealthy-after and --parallel must be 1 or more")
         if self.action not in ACTIONS:
-            raise SettingsError(f"unknown action {self.action!r}: use {' or '.join(ACTIONS)}")
+            raise SettingsError(f"unknown action {shown(self.action)}: use {' or '.join(ACTIONS)}")
 
 
 @dataclass(frozen=True)

@@ -26,3 +26,12 @@ class CommandError(VrpipeError):
 
 class SettingsError(VrpipeError, ValueError):
     """A setting or argument is wrong; the message names it and says what is wrong with it."""
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """`value` quoted for a message, control characters escaped, clipped when long: a hostile or mistaken
+    input of megabytes must not become a megabyte of error."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(str(value))} characters)"

@@ -22,7 +22,7 @@ from orchestration.deployers.hostnet import CONTROL_BRIDGE, ensure_bridge, ensur
 from orchestration.render import render
 from orchestration.store import Network, Router
 from orchestration.transports import Transport, TransportError
-from vrpipe.errors import SettingsError, VrpipeError
+from vrpipe.errors import SettingsError, VrpipeError, shown
 
 log = logging.getLogger("vrpipe.libvirt")
 DEFAULT_URI = "qemu:///system"
@@ -76,9 +76,9 @@ class LibvirtConfig:
 
     def __post_init__(self) -> None:
         if self.accel not in DOMAIN_TYPES:
-            raise SettingsError(f"accel {self.accel!r} is not one of {', '.join(DOMAIN_TYPES)}")
+            raise SettingsError(f"accel {shown(self.accel)} is not one of {', '.join(DOMAIN_TYPES)}")
         if not self.uri.startswith("qemu"):
-            raise SettingsError(f"libvirt URI {self.uri!r} is not a qemu one", hint=f"e.g. {DEFAULT_URI}")
+            raise SettingsError(f"libvirt URI {shown(self.uri)} is not a qemu one", hint=f"e.g. {DEFAULT_URI}")
         # A remote host's template is checked by libvirt, when the first overlay is made over it.
         if is_local(self.uri) and not Path(self.image).is_file():
             raise SettingsError(f"{self.image} is not a file: a libvirt router needs the template's qcow2")
@@ -137,7 +137,7 @@ class LibvirtDeployer(Deployer):
         nics = self._nics(router)
         if self._domain(router) is not None:
             raise LibvirtError(
-                f"{self.config.uri} already has a domain named {router.name!r}",
+                f"{self.config.uri} already has a domain named {shown(router.name)}",
                 hint="choose another router name, or undefine that domain (virsh undefine)",
             )
         pool = self._pool()
@@ -211,7 +211,7 @@ class LibvirtDeployer(Deployer):
     def _existing(self, router: Router) -> libvirt.virDomain:
         domain = self._domain(router)
         if domain is None:
-            raise LibvirtError(f"{self.config.uri} has no domain named {router.name!r}",
+            raise LibvirtError(f"{self.config.uri} has no domain named {shown(router.name)}",
                                hint="recreate the router (vrpipe recreate)")
         return domain
 
@@ -230,7 +230,7 @@ class LibvirtDeployer(Deployer):
     def _index(self, network: Network) -> int:
         match = VM_DEVICE.fullmatch(network.device)
         if match is None:
-            raise SettingsError(f"device {network.device!r}: a VM's NICs are named eth0, eth1, ...")
+            raise SettingsError(f"device {shown(network.device)}: a VM's NICs are named eth0, eth1, ...")
         return int(match[1])
 
     def _nic(self, router: Router, network: Network) -> dict[str, str]:

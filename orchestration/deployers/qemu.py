@@ -20,7 +20,7 @@ from orchestration.deployers.base import CONTROL_DEVICE, Boot, Deployer
 from orchestration.deployers.hostnet import CONTROL_BRIDGE, ensure_host, nic_mac, remove_link, tap
 from orchestration.store import Network, Router
 from orchestration.transports import Transport, TransportError
-from vrpipe.errors import SettingsError
+from vrpipe.errors import SettingsError, shown
 from vrpipe.run import run
 
 log = logging.getLogger("vrpipe.qemu")
@@ -40,7 +40,7 @@ class QemuConfig:
         if not Path(self.image).is_file():
             raise SettingsError(f"{self.image} is not a file: a qemu router needs the template's qcow2")
         if self.accel not in ACCELERATORS:
-            raise SettingsError(f"accel {self.accel!r} is not one of {', '.join(ACCELERATORS)}")
+            raise SettingsError(f"accel {shown(self.accel)} is not one of {', '.join(ACCELERATORS)}")
 
 
 class QemuDeployer(Deployer):

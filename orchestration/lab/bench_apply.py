@@ -23,7 +23,7 @@ from orchestration.lab.libvirt_host import remove_pool, start_libvirt, stop_libv
 from orchestration.manager import Manager
 from orchestration.resource import ApplyOutcome
 from orchestration.store import Router
-from vrpipe.errors import VrpipeError
+from vrpipe.errors import VrpipeError, shown
 
 PREFIX = "vrbench-"
 Result = TypeVar("Result")
@@ -59,7 +59,9 @@ def bench_apply(
     """Print the measurements; return False if any apply or replay failed. `prefix` names the lab's
     namespaces (and storage pool), so that two runs on one machine never meet."""
     if deployer not in ("container", "libvirt"):
-        raise VrpipeError(f"deployer {deployer!r}: bench-apply compares container routers, or a libvirt one with one")
+        raise VrpipeError(
+            f"deployer {shown(deployer)}: bench-apply compares container routers, or a libvirt one with one"
+        )
     state_dir = tempfile.mkdtemp(prefix="vrpipe-bench-")
     try:
         config = lab_config(rootfs, state_dir, prefix)

@@ -15,7 +15,7 @@ from debian.deb822 import Release as Deb822Release
 from vr import contract
 
 from orchestration.render import render
-from vrpipe.errors import SettingsError
+from vrpipe.errors import SettingsError, shown
 
 SOURCES_DIR = "/etc/vr/upgrade/sources.list.d"
 SOURCES_FILE = f"{SOURCES_DIR}/vrpipe-upgrade.sources"
@@ -44,11 +44,11 @@ class AptSource:
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")) or not self.url.endswith("/"):
-            raise SettingsError(f"apt source {self.url!r}: must be an http(s) URL ending in /")
+            raise SettingsError(f"apt source {shown(self.url)}: must be an http(s) URL ending in /")
         if not self.suites or any(not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", s) for s in self.suites):
-            raise SettingsError(f"apt source {self.url}: suites {self.suites!r} must be Debian codenames")
+            raise SettingsError(f"apt source {self.url}: suites {shown(self.suites)} must be Debian codenames")
         if not self.keyring.startswith("/"):
-            raise SettingsError(f"apt source {self.url}: keyring {self.keyring!r} must be an absolute path")
+            raise SettingsError(f"apt source {self.url}: keyring {shown(self.keyring)} must be an absolute path")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from orchestration.transports import Transport, TransportError
 from orchestration.upgrade import apt, checks
 from orchestration.upgrade.records import note_release, record
 from orchestration.upgrade.rollout import SUCCESS, RolloutPolicy, roll_out
-from vrpipe.errors import SettingsError
+from vrpipe.errors import SettingsError, shown
 
 log = logging.getLogger("vrpipe.upgrade")
 DEBIAN_VERSION = re.compile(r"^(?:[0-9]+:)?[0-9][A-Za-z0-9.+~-]*$")
@@ -64,7 +64,7 @@ class UpgradeConfig:
         if self.min_free_mib < 0 or self.lock_timeout <= 0:
             raise SettingsError("min_free_mib must be >= 0 and lock_timeout > 0")
         if self.to_version is not None and not DEBIAN_VERSION.match(self.to_version):
-            raise SettingsError(f"--to {self.to_version!r} is not a Debian version like 1.0.2")
+            raise SettingsError(f"--to {shown(self.to_version)} is not a Debian version like 1.0.2")
 
     @property
     def needs_release(self) -> bool:

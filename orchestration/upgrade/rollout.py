@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from orchestration.fleet import for_each
-from vrpipe.errors import SettingsError, VrpipeError
+from vrpipe.errors import SettingsError, VrpipeError, shown
 
 BATCH = re.compile(r"^(?P<size>[1-9][0-9]*)(?P<percent>%?)$")
 # A router that got the new version and failed with it: the version is suspect, nobody else gets it.
@@ -43,7 +43,7 @@ class RolloutPolicy:
     def __post_init__(self) -> None:
         found = BATCH.match(self.batch)
         if not found or (found["percent"] and int(found["size"]) > 100):
-            raise SettingsError(f"batch {self.batch!r} must be a count like 5 or a percentage like 25%")
+            raise SettingsError(f"batch {shown(self.batch)} must be a count like 5 or a percentage like 25%")
         if self.failure_budget < 0:
             raise SettingsError(f"failure budget {self.failure_budget} must not be negative")
 
@@ -61,7 +61,7 @@ def waves(names: Iterable[str], policy: RolloutPolicy) -> list[list[str]]:
         return []
     canary = policy.canary or names[0]
     if canary not in names:
-        raise SettingsError(f"canary {canary!r} is not one of the routers to upgrade")
+        raise SettingsError(f"canary {shown(canary)} is not one of the routers to upgrade")
     rest = [n for n in names if n != canary]
     size = policy.batch_size(len(rest)) if rest else 1
     return [[canary], *(rest[i : i + size] for i in range(0, len(rest), size))]
