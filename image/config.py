@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from vrpipe.errors import SettingsError
+from vrpipe.errors import SettingsError, shown
 from vrpipe.run import run
 from vrpipe.settings import Resolved, Setting, Table, count, text
 
@@ -87,11 +87,11 @@ def _last_commit_time() -> int:
 
 def _validate(config: TemplateConfig) -> TemplateConfig:
     if config.suite not in SUITES:
-        raise SettingsError(f"template.suite: {config.suite!r} is not one of {', '.join(SUITES)}")
+        raise SettingsError(f"template.suite: {shown(config.suite)} is not one of {', '.join(SUITES)}")
     for name in ("mirror", "security_mirror"):
         url = urlparse(getattr(config, name))
         if url.scheme not in ("http", "https") or not url.netloc:
-            raise SettingsError(f"template.{name}: {getattr(config, name)!r} is not an http(s) URL")
+            raise SettingsError(f"template.{name}: {shown(getattr(config, name))} is not an http(s) URL")
     if config.source_date_epoch <= 0:
         raise SettingsError(f"SOURCE_DATE_EPOCH: {config.source_date_epoch} is not seconds after 1970")
     if not 64 <= config.esp_size_mib <= config.disk_size_mib // 4:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vrpipe.errors import VrpipeError
+from vrpipe.errors import VrpipeError, shown
 from vrpipe.settings import Resolved, Setting, Table, text
 
 from .render import PROJECT
@@ -52,15 +52,15 @@ class RepoConfig:
             raise VrpipeError("repo.channels: name at least one channel")
         for channel in self.channels:
             if not CODENAME.match(channel) or HISTORY_NAME.search(channel):
-                raise VrpipeError(f"repo.channels: {channel!r} is not a codename like 'stable'")
+                raise VrpipeError(f"repo.channels: {shown(channel)} is not a codename like 'stable'")
         valid_days(self.valid_for)
         if isinstance(self.keep, bool) or not isinstance(self.keep, int) or not 2 <= self.keep <= MAX_KEEP:
             raise VrpipeError(
-                f"repo.keep: {self.keep!r} is not a number of versions from 2 (the current one and the one "
+                f"repo.keep: {shown(self.keep)} is not a number of versions from 2 (the current one and the one "
                 f"a rollback takes) to {MAX_KEEP}"
             )
         if not self.url.startswith(("http://", "https://")) or not self.url.endswith("/"):
-            raise VrpipeError(f"repo.url: {self.url!r} must be an http(s) URL ending in /")
+            raise VrpipeError(f"repo.url: {shown(self.url)} must be an http(s) URL ending in /")
         listen_address(self.listen)
 
     @property
@@ -85,7 +85,7 @@ class RepoConfig:
         if name is None:
             return self.channels[0]
         if name not in self.channels:
-            raise VrpipeError(f"channel {name!r} is not one of {', '.join(self.channels)}")
+            raise VrpipeError(f"channel {shown(name)} is not one of {', '.join(self.channels)}")
         return name
 
 
@@ -93,11 +93,11 @@ def valid_days(valid_for: str) -> int:
     """The days a Release stays valid ('7d', '1m 2d'); refuses 0 (reprepro would then write no
     Valid-Until at all, and apt trust a frozen copy forever) and more than MAX_VALID_DAYS."""
     if not VALID_FOR.match(valid_for):
-        raise VrpipeError(f"repo.valid_for: {valid_for!r} is not like 7d, 1m or 1y")
+        raise VrpipeError(f"repo.valid_for: {shown(valid_for)} is not like 7d, 1m or 1y")
     days = sum(int(n) * DAYS[unit] for n, unit in VALID_FOR_PART.findall(valid_for))
     if not 0 < days <= MAX_VALID_DAYS:
         raise VrpipeError(
-            f"repo.valid_for: {valid_for!r} is {days} days; choose 1 to {MAX_VALID_DAYS} days "
+            f"repo.valid_for: {shown(valid_for)} is {days} days; choose 1 to {MAX_VALID_DAYS} days "
             "(and re-sign in time with publish-repo --refresh)"
         )
     return days
@@ -107,7 +107,7 @@ def listen_address(text: str) -> tuple[str, int]:
     """'127.0.0.1:8080' or '[::1]:8080' -> (host, port); port 0 picks a free port."""
     found = ADDRESS.match(text)
     if not found or not 0 <= int(found["port"]) < 65536:
-        raise VrpipeError(f"repo.listen: {text!r} is not HOST:PORT")
+        raise VrpipeError(f"repo.listen: {shown(text)} is not HOST:PORT")
     return found["host"].strip("[]"), int(found["port"])
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from debian.deb822 import Deb822
 from vr import contract
 
-from vrpipe.errors import VrpipeError
+from vrpipe.errors import VrpipeError, shown
 from vrpipe.log import step
 from vrpipe.run import run
 
@@ -67,7 +67,7 @@ def engine_version() -> str:
 def check_version(version: str) -> str:
     """Refuse a version dpkg would not accept (or that would make a non-native package)."""
     if not DEBIAN_VERSION.match(version):
-        raise VrpipeError(f"version {version!r} is not a Debian version like 1.2.3 (digits first, no '-' or ':')")
+        raise VrpipeError(f"version {shown(version)} is not a Debian version like 1.2.3 (digits first, no '-' or ':')")
     return version
 
 
@@ -78,7 +78,7 @@ def source_date_epoch() -> int:
         or run(["git", "-C", PROJECT, "log", "-1", "--format=%ct"]).stdout.strip()
     )
     if not value.isdigit():
-        raise VrpipeError(f"SOURCE_DATE_EPOCH must be seconds since 1970, not {value!r}")
+        raise VrpipeError(f"SOURCE_DATE_EPOCH must be seconds since 1970, not {shown(value)}")
     return int(value)
 
 

@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from vrpipe.errors import VrpipeError
+from vrpipe.errors import VrpipeError, shown
 from vrpipe.run import run
 
 DEV_KEY_UID = "vrpipe development archive key <archive@vrpipe.example.org>"
@@ -80,7 +80,7 @@ def production_key(gnupghome: Path, fingerprint: str) -> str:
     """Check that the key named by fingerprint can sign from gnupghome."""
     fingerprint = fingerprint.replace(" ", "").upper()
     if not FINGERPRINT.match(fingerprint):
-        raise VrpipeError(f"archive key {fingerprint!r} is not a 40-hex-digit fingerprint")
+        raise VrpipeError(f"archive key {shown(fingerprint)} is not a 40-hex-digit fingerprint")
     if fingerprint not in secret_keys(gnupghome):
         raise VrpipeError(f"no secret key {fingerprint} in {gnupghome}: import it (repo.key_file) first")
     return fingerprint

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import SettingsError
+from .errors import SettingsError, shown
 
 DEFAULT, FILE, ENV, CLI = "default", "config file", "environment", "command line"
 
@@ -67,11 +67,12 @@ class Setting:
         try:
             converted = self.parse(value)
         except (TypeError, ValueError) as e:
-            message = f"{prefix}{self.name}: {value!r} is not valid: {e} ({origin})"
+            message = f"{prefix}{self.name}: {shown(value)} is not valid: {e} ({origin})"
             raise SettingsError(message, hint=self.help) from None
         if self.choices and converted not in self.choices:
             raise SettingsError(
-                f"{prefix}{self.name}: {value!r} is not one of {', '.join(self.choices)} ({origin})", hint=self.help
+                f"{prefix}{self.name}: {shown(value)} is not one of {', '.join(self.choices)} ({origin})",
+                hint=self.help,
             )
         return converted
 
