@@ -19,6 +19,7 @@ from vrpipe.errors import VrpipeError
 
 PREFIX = "vrwatch-"
 TICKS = os.sysconf("SC_CLK_TCK")
+MEMORY_RESERVE = 2 << 30  # bytes left to the rest of the machine: no router starts below it
 
 
 def bench_watch(routers: int = 20, seconds: float = 60.0, rootfs: Path | str | None = None) -> bool:
@@ -28,8 +29,17 @@ def bench_watch(routers: int = 20, seconds: float = 60.0, rootfs: Path | str | N
         return _run(manager, lab, routers, seconds)
 
 
+def _available_memory() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def _bring_up(manager: Manager, lab: Lab, name: str) -> None:
     index = int(name[1:])
+    if _available_memory() < MEMORY_RESERVE:
+        raise VrpipeError(f"not started: less than {MEMORY_RESERVE >> 30} GiB of memory left (about 85 MB per router)")
     manager.start(name)
     vm = {"mac": f"02:00:00:{index:02x}:00:10", "ip": "10.1.1.10", "hostname": "vm0"}
     outcome = manager.apply(name, [*lab.network_commands(index), Command("add", "dhcp", vm)])
