@@ -19,12 +19,17 @@ def for_each(
     results, started = {}, time.monotonic()
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(names)))) as pool:
         futures = {pool.submit(action, name): name for name in names}
-        for future in as_completed(futures):
-            name, error = futures[future], future.exception()
-            results[name] = _text(error) if error else None
-            progress(
-                f"[{len(results)}/{len(names)}] {name}: {results[name] or 'ok'} ({time.monotonic() - started:.1f}s)"
-            )
+        try:
+            for future in as_completed(futures):
+                name, error = futures[future], future.exception()
+                results[name] = _text(error) if error else None
+                progress(
+                    f"[{len(results)}/{len(names)}] {name}: {results[name] or 'ok'} ({time.monotonic() - started:.1f}s)"
+                )
+        except BaseException:
+            # Ctrl-C: routers not begun are left alone (those begun finish) instead of all being worked through.
+            pool.shutdown(cancel_futures=True)
+            raise
     return {name: results[name] for name in names}
 
 

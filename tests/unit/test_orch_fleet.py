@@ -2,6 +2,8 @@
 
 import threading
 
+import pytest
+
 from orchestration.fleet import for_each
 
 
@@ -30,3 +32,15 @@ def test_at_most_parallel_actions_run_at_once():
 
     for_each([f"r{i}" for i in range(8)], action, 3)
     assert peak[0] <= 3
+
+
+def test_an_interrupt_leaves_the_routers_not_begun_alone():
+    """Ctrl-C in `vrpipe upgrade` or a 200-router bench used to work through every queued router first."""
+    begun = []
+
+    def progress(message):
+        raise KeyboardInterrupt  # the operator's Ctrl-C, arriving in the main thread after the first router
+
+    with pytest.raises(KeyboardInterrupt):
+        for_each([f"r{i}" for i in range(50)], begun.append, 1, progress)
+    assert len(begun) < 5
