@@ -40,9 +40,9 @@ class Check:
 
 def report(layout: Layout, services: Services, state: RouterState) -> dict[str, Any]:
     live = live_counts()
-    checks = run_checks(layout, services, state, live)
+    running = running_services(services, state)
+    checks = run_checks(layout, running, state, live)
     failed = [c for c in checks if c.status == FAIL]
-    running = {name: services.is_active(name) for name in needed_services(state)}
     return {
         "ok": not failed,
         "problems": [f"{c.name}: {c.message}" for c in failed],
@@ -70,8 +70,15 @@ def needed_services(state: RouterState) -> dict[str, bool]:
     return {dnsmasq.SERVICE: guests, metadata.SERVICE: guests, haproxy.SERVICE: bool(state.load_balancer)}
 
 
-def run_checks(layout: Layout, services: Services, state: RouterState, live: Mapping[str, int] | None) -> list[Check]:
-    checks = [service_check(name, services) for name, needed in needed_services(state).items() if needed]
+def running_services(services: Services, state: RouterState) -> dict[str, bool]:
+    """Whether each service a router can need is active (asked once per report: a systemctl run each)."""
+    return {name: services.is_active(name) for name in needed_services(state)}
+
+
+def run_checks(
+    layout: Layout, running: Mapping[str, bool], state: RouterState, live: Mapping[str, int] | None
+) -> list[Check]:
+    checks = [service_check(name, running[name]) for name, needed in needed_services(state).items() if needed]
     down = {c.name for c in checks if c.status != OK}
     if state.interfaces.guests and dnsmasq.SERVICE not in down:
         checks.append(dns_check(state))
@@ -90,8 +97,7 @@ def run_checks(layout: Layout, services: Services, state: RouterState, live: Map
     return checks
 
 
-def service_check(name: str, services: Services) -> Check:
-    up = services.is_active(name)
+def service_check(name: str, up: bool) -> Check:
     return Check(name, OK if up else FAIL, "active" if up else "not running")
 
 

@@ -88,6 +88,10 @@ class Layout:
     def lock(self) -> Path:
         return self._at("run/vr/apply.lock")
 
+    @property
+    def template_cache(self) -> Path:
+        return self._at("run/vr/templates")  # compiled Jinja2 templates, for this boot
+
     def make_directories(self) -> None:
         """The directories the engine writes into; a fresh router root has none of them."""
         files = (self.nftables, self.dnsmasq_conf, self.leases, self.haproxy_cfg, self.state, self.log, self.lock)

@@ -3,10 +3,13 @@ engine, undefined names are errors, and nothing is escaped because every value w
 `Lines` keeps the lines of the items it last rendered, so the resident engine formats only new items.
 """
 
+import os
 from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from .layout import Layout
 
 if TYPE_CHECKING:
     import jinja2
@@ -25,7 +28,23 @@ def environment() -> "jinja2.Environment":
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
+        bytecode_cache=_bytecode_cache(Layout.from_env().template_cache),
     )
+
+
+def _bytecode_cache(directory: Path) -> "jinja2.BytecodeCache | None":
+    """Compiled templates kept between processes: compiling nftables.nft.j2 cost vr-health 0.7 s of its 1 s.
+    What it holds is run as code, so it is used only in a directory of our own that nobody else can write."""
+    import jinja2
+
+    try:
+        directory.mkdir(mode=0o700, exist_ok=True)  # in run/vr, made by the first apply: never on a build host
+        info = directory.stat()
+    except OSError:
+        return None
+    if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        return None
+    return jinja2.FileSystemBytecodeCache(str(directory))
 
 
 def render(template: str, **context: object) -> str:
