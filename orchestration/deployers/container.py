@@ -17,6 +17,7 @@ from pathlib import Path
 
 from vr import contract
 
+from orchestration.deployers import cgroup
 from orchestration.deployers.base import CONTROL_DEVICE, Boot, Deployer
 from orchestration.deployers.hostnet import CONTROL_BRIDGE, ensure_host, kill_processes_in, nic_mac, plug, remove_link
 from orchestration.store import Network, Router
@@ -119,8 +120,11 @@ class ContainerDeployer(Deployer):
     def _boot(self, router: Router, netns: str, merged: Path) -> None:
         """systemd as PID 1 of new mount/PID/UTS namespaces, rooted in the overlay; `container=` tells it
         so. It outlives this process: its pid is kept in a file."""
+        own = cgroup.make(netns)
         argv = ["ip", "netns", "exec", netns, "unshare", "--mount", "--pid", "--uts", "--fork"]
+        argv += ["--cgroup"] if own else []
         argv += ["--propagation", "private", f"--root={merged}", "--mount-proc", "/lib/systemd/systemd", "--system"]
+        argv = cgroup.launcher(own, argv) if own else argv
         env = {"container": "vrpipe", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
         proc = spawn(argv, env=env, output=self._dir(router) / "console.log", append=True, new_session=True)
         self._pid_file(router).write_text(f"{proc.pid}\n")
@@ -138,6 +142,7 @@ class ContainerDeployer(Deployer):
                     os.kill(init, signal.SIGKILL)  # PID 1 of its namespace: takes every process in it along
                 _wait_gone(pid, 10)
         self._pid_file(router).unlink(missing_ok=True)
+        cgroup.remove(self.netns(router))  # what outlived its PID 1 (none, normally), then the cgroups
         merged = self._merged(router)
         if os.path.ismount(merged):
             run(["umount", str(merged)])
