@@ -45,9 +45,19 @@ def bounds(ports: PortRange) -> tuple[int, int]:
 
 
 def collapse(networks: Sequence[ipaddress.IPv4Network]) -> list[ipaddress.IPv4Network]:
-    if len(networks) == 1:  # the common case, and collapse_addresses is slow even for one
+    """The networks sorted, with overlaps removed and sibling halves merged, as ipaddress.collapse_addresses
+    gives them; which is slow (10 CIDRs: 0.2 ms), so networks that are already disjoint and have no two
+    halves of one larger network are only sorted."""
+    if len(networks) == 1:  # the common case
         return list(networks)
-    return list(ipaddress.collapse_addresses(networks))
+    spans = sorted((int(n.network_address), n.num_addresses, n) for n in networks)
+    starts = {(start, size) for start, size, _ in spans}
+    end = -1
+    for start, size, _ in spans:
+        if start <= end or (start ^ size, size) in starts and size < 1 << 32:
+            return list(ipaddress.collapse_addresses(networks))
+        end = start + size - 1
+    return [n for _, _, n in spans]
 
 
 def shards(elements: Sequence[str]) -> list[list[str]]:
