@@ -114,6 +114,9 @@ def test_the_vpc_state_applies(net):
     result = apply(net, net.state)
     assert result["sections"]["network_acls"] == {"ok": True, "items": 3}
     assert f"{CUSTOMER_LAN} via 172.16.0.2" in run(["ip", "-4", "route"], ns=net.router).stdout
+    health = json.loads(net.engine("vr-health").stdout)
+    checks = {c["name"]: c for c in health["checks"]}
+    assert checks["nftables"]["status"] == "ok", checks["nftables"]
 
 
 def test_allowed_traffic_between_tiers_passes_and_denied_is_dropped(net):

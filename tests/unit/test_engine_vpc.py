@@ -205,3 +205,13 @@ def test_a_remove_names_its_item_by_key_alone():
     ]
     state = parse_document(batch(*commands), current).state
     assert state.static_routes == () and len(state.private_gateways) == 1
+
+
+def test_removing_the_private_gateway_a_route_needs_is_refused_naming_the_remove():
+    current = parsed(vpc_state())
+    remove = {"op": "remove", "type": "private_gateways", "data": {"device": "eth4"}}
+    found = problems(batch(remove), current)
+    assert found == {"commands[0].data.device": "static routes 192.168.50.0/24 via 172.16.0.2 would have no "
+                     "network left; remove them first"}
+    route = {"op": "remove", "type": "static_routes", "data": {"cidr": "192.168.50.0/24"}}
+    assert parse_document(batch(route, remove), current).state.private_gateways == ()

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from .fields import PortRange, Problem
 from .intervals import MAX_CIDRS, MAX_LAYERS, bounds, layers
-from .model import SECTIONS, AclRule, FirewallRule, Interfaces, LoadBalancer, PortForward, RouterState
+from .model import SECTIONS, AclRule, FirewallRule, Interfaces, LoadBalancer, PortForward, RouterState, StaticRoute
 
 ALL = frozenset(SECTIONS)
 VPC_SECTIONS = frozenset(("interfaces", "network_acls", "private_gateways", "static_routes"))
@@ -233,8 +233,6 @@ def _check_vpc(state: RouterState, report: Report, new: New, whole: bool) -> Non
         overlapping = next((net for net in others if net.overlaps(gateway.address.network)), None)
         if overlapping is not None:
             report("private_gateways", gateway, f"{gateway.address.network} overlaps {overlapping}", "address")
-    connected = [*networks, *(a.network for p in interfaces.public for a in p.addresses)]
-    connected += [g.address.network for g in state.private_gateways]
     own = {g.gateway.ip for g in interfaces.guests} | interfaces.public_addresses
     own |= {g.address.ip for g in state.private_gateways}
     routes = state.static_routes if whole or new("private_gateways") else new("static_routes")
@@ -242,20 +240,33 @@ def _check_vpc(state: RouterState, report: Report, new: New, whole: bool) -> Non
         if route.next_hop in own:
             error = f"next hop {route.next_hop} is one of the router's own addresses"
             report("static_routes", route, error, "next_hop")
-        elif not any(route.next_hop in net for net in connected):
-            shown = ", ".join(map(str, connected)) or "none configured"
+        elif _unreachable(state, route):
+            shown = ", ".join(map(str, _connected(state))) or "none configured"
             report("static_routes", route, f"next hop {route.next_hop} is not in any network ({shown})", "next_hop")
+
+
+def _connected(state: RouterState) -> list[ipaddress.IPv4Network]:
+    interfaces = state.interfaces
+    connected = [g.gateway.network for g in interfaces.guests]
+    connected += [a.network for p in interfaces.public for a in p.addresses]
+    return connected + [g.address.network for g in state.private_gateways]
+
+
+def _unreachable(state: RouterState, route: StaticRoute) -> bool:
+    return not any(route.next_hop in net for net in _connected(state))
 
 
 def check_removals(state: RouterState, removed: Sequence[tuple[str, str, tuple[object, ...]]]) -> list[Problem]:
     """Removes of a batch, as (where, section, key), that would leave a name dangling: a network ACL list
-    that a tier or a private gateway of the resulting `state` still names."""
+    that a tier or a private gateway of the resulting `state` still names, a private gateway that the next
+    hop of a static route needs."""
     users: defaultdict[str, list[str]] = defaultdict(list)  # list name -> what names it
     for guest in state.interfaces.guests:
         if guest.acl is not None:
             users[guest.acl].append(f"tier {guest.device}")
     for gateway in state.private_gateways:
         users[gateway.acl].append(f"private gateway {gateway.device}")
+    stranded = [r for r in state.static_routes if _unreachable(state, r)]
     problems = []
     for where, section, key in removed:
         name = str(key[0])
@@ -263,6 +274,10 @@ def check_removals(state: RouterState, removed: Sequence[tuple[str, str, tuple[o
             used = ", ".join(users[name])
             error = f"network ACL list {name} is still used by {used}; move them to another list first"
             problems.append(Problem(f"{where}.data.name", error))
+        if section == "private_gateways" and stranded:
+            routes = ", ".join(f"{r.cidr} via {r.next_hop}" for r in stranded)
+            error = f"static routes {routes} would have no network left; remove them first"
+            problems.append(Problem(f"{where}.data.device", error))
     return problems
 
 
