@@ -83,7 +83,9 @@ def test_a_list_replaced_per_command_changes_traffic_at_once(lab):
     answer = manager.apply(ROUTER, [Command("add", "network_acls", app)], aggregate=False)[0]
     assert answer.ok, answer.error
     assert connect(lab_.web.ns, APP, 7001) == f"app1 from {WEB}"
-    assert manager.store.state(ROUTER)["network_acls"][1] == app
+    stored = manager.store.state(ROUTER)["network_acls"][1]  # the engine's normal form: ports as text
+    summary = [(r["number"], r["action"], r["ports"]) for r in stored["rules"]]
+    assert summary == [(20, "allow", "7000-7001"), (30, "deny", "7001")]
 
 
 def test_removing_a_list_a_tier_uses_is_refused_before_anything_is_sent(lab):
