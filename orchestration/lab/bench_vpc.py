@@ -67,13 +67,14 @@ def _connections_per_second(client: str, server_ip: str) -> tuple[float, int]:
     return (result["attempts"] - result["failed"]) / elapsed, result["failed"]
 
 
-def _apply(net: RouterNet, document: dict[str, Any]) -> float:
+def _apply(net: RouterNet, document: dict[str, Any]) -> tuple[float, str]:
+    """The wall time of one apply, and the engine's phases."""
     started = time.perf_counter()
     code, result = net.apply(document)
     seconds = time.perf_counter() - started
     if code != 0:
         raise SystemExit(f"vpc benchmark: the apply failed: {json.dumps(result)[:2000]}")
-    return seconds
+    return seconds, " ".join(f"{k}={v:.3f}" for k, v in result["timings"].items())
 
 
 def bench_vpc() -> bool:
@@ -95,11 +96,11 @@ def bench_vpc() -> bool:
         for _ in range(ROUNDS):
             for document in documents:
                 rules = _rules(document)
-                seconds[rules] = _apply(net, document)
+                seconds[rules], timings = _apply(net, document)
                 rate, errors = _connections_per_second(client.ns, server.ip)
                 rates[rules].append(rate)
                 failed += errors
-                print(f"{rules:>5} rules: applied in {seconds[rules]:.3f} s, {rate:.0f} connections/s")
+                print(f"{rules:>5} rules: applied in {seconds[rules]:.3f} s ({timings}), {rate:.0f} connections/s")
         large = documents[1]
         cidrs = sum(len(r["cidrs"]) for acl in large["state"]["network_acls"] for r in acl["rules"])
         print(f"vpc: {TIERS} tiers, {_rules(large)} rules, {cidrs} CIDR entries; {failed} connections failed")

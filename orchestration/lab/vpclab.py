@@ -43,7 +43,7 @@ def bench_acls(tiers: int, rules: int, cidrs: int) -> list[dict[str, Any]]:
     for t in range(tiers):
         items = []
         for r in range(rules):
-            action = "deny" if r < rules // 5 else "allow"
+            action = "deny" if r < max(1, rules // 5) else "allow"
             sources = [f"100.{64 + t}.{r}.{c * 24}/29" for c in range(cidrs)]  # none adjacent: nothing merges
             traffic_type = ("ingress", "egress")[r % 2]
             items.append(rule(r + 1, action, "tcp", traffic_type, sources, 1000 + r))
