@@ -4,6 +4,9 @@ stop and start giving a full replay of every section (the same ruleset and route
 Tests run in file order on one router.
 """
 
+import json
+from pathlib import Path
+
 import pytest
 
 from orchestration.commands import BadCommand, Command
@@ -107,3 +110,24 @@ def test_stop_and_start_replays_every_section(lab):
     answered = wait_for(lambda: connect(lab_.web.ns, CUSTOMER_HOST, 7000, timeout=1), "the customer after replay")
     assert answered == "cust from 172.16.0.1"
     assert connect(lab_.web.ns, APP, 7001) == f"app1 from {WEB}"
+
+
+def test_the_readme_vpc_example_applies_replays_and_is_destroyed(lab):
+    """The README's walk-through of examples/vpc-3-tier.json, through the manager: a router with the NICs it
+    names, the example aggregated, db's list replaced per command, a replay, the router destroyed."""
+    manager, _ = lab
+    nics = {"eth1": "g-web", "eth2": "pub", "eth3": "g-app", "eth4": "g-db", "eth5": "g-cust"}
+    manager.create("vpc1", [Network(device, bridge) for device, bridge in nics.items()])
+    manager.start("vpc1")
+    example = Path(__file__).resolve().parents[2] / "examples" / "vpc-3-tier.json"
+    outcome = manager.apply("vpc1", [Command.from_json(c) for c in json.loads(example.read_text())])
+    assert outcome.ok and all(a.ok for a in outcome.answers), outcome.error
+    db = {"name": "db", "rules": [rule(10, "allow", "tcp", "ingress", ["10.1.2.0/25"], 5432)]}
+    answer = manager.apply("vpc1", [Command("add", "network_acls", db)], aggregate=False)[0]
+    assert answer.ok, answer.error
+    assert manager.replay("vpc1").ok
+    router = manager.store.router("vpc1")
+    status, table = manager.deployer(router).execute(router, ["nft", "list", "chain", "inet", "vr", "acl/db/ingress"])
+    assert status == 0 and "acl/db/ingress/0/ports_0_0 return" in table, table
+    manager.destroy("vpc1")
+    assert "vpc1" not in [r.name for r in manager.store.routers()]
