@@ -12,7 +12,17 @@ from typing import Any, Protocol
 
 from .fields import PortRange, Problem
 from .intervals import MAX_CIDRS, MAX_LAYERS, bounds, layers
-from .model import SECTIONS, AclRule, FirewallRule, Interfaces, LoadBalancer, PortForward, RouterState, StaticRoute
+from .model import (
+    SECTIONS,
+    AclRule,
+    FirewallRule,
+    Interfaces,
+    LoadBalancer,
+    PortForward,
+    PrivateGateway,
+    RouterState,
+    StaticRoute,
+)
 
 ALL = frozenset(SECTIONS)
 VPC_SECTIONS = frozenset(("interfaces", "network_acls", "private_gateways", "static_routes"))
@@ -222,6 +232,15 @@ def _check_vpc(state: RouterState, report: Report, new: New, whole: bool) -> Non
         if guest.acl is not None and guest.acl not in lists:
             report("interfaces", interfaces, f"network ACL list {guest.acl} does not exist", f"guests[{i}].acl")
     gateways = state.private_gateways if whole else new("private_gateways")
+    _check_private_gateways(state, gateways, lists, report)
+    # A new private gateway may be what a persisted route's next hop lies in (or no longer lies in).
+    _check_routes(state, state.static_routes if whole or gateways else new("static_routes"), report)
+
+
+def _check_private_gateways(
+    state: RouterState, gateways: Sequence[PrivateGateway], lists: Set[str], report: Report
+) -> None:
+    interfaces = state.interfaces
     devices = {i.device for i in (interfaces.control, *interfaces.guests, *interfaces.public) if i}
     networks = [g.gateway.network for g in interfaces.guests]
     for gateway in gateways:
@@ -233,9 +252,12 @@ def _check_vpc(state: RouterState, report: Report, new: New, whole: bool) -> Non
         overlapping = next((net for net in others if net.overlaps(gateway.address.network)), None)
         if overlapping is not None:
             report("private_gateways", gateway, f"{gateway.address.network} overlaps {overlapping}", "address")
+
+
+def _check_routes(state: RouterState, routes: Sequence[StaticRoute], report: Report) -> None:
+    interfaces = state.interfaces
     own = {g.gateway.ip for g in interfaces.guests} | interfaces.public_addresses
     own |= {g.address.ip for g in state.private_gateways}
-    routes = state.static_routes if whole or new("private_gateways") else new("static_routes")
     for route in routes:
         if route.next_hop in own:
             error = f"next hop {route.next_hop} is one of the router's own addresses"
