@@ -121,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     for op in ("add", "remove"):
         rule = command(op, f"{op} one rule (one router run: per-command mode)")
         rule.add_argument("name", help="the router")
-        rule.add_argument("type", help="dhcp, vm_data, port_forwarding, firewall, interfaces, ... (see README)")
+        rule.add_argument("type", help="dhcp, port_forwarding, firewall, interfaces, network_acls, ... (see README)")
         rule.add_argument("data", help="the rule as a JSON object (a remove needs its key fields only)")
     apply = command("apply", "apply a file of commands, aggregated: one copy and one run on the router")
     apply.add_argument("name", help="the router")

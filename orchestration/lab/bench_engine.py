@@ -49,7 +49,7 @@ def _vr_cmd(net: RouterNet, command: Mapping[str, Any]) -> tuple[int, dict[str, 
     return proc.returncode, json.loads(proc.stdout)
 
 
-def _start_engine(net: RouterNet) -> None:
+def start_engine(net: RouterNet) -> None:
     """vr-engine in the router namespace (the namespace's removal stops it); waits for its socket."""
     argv = ["env", f"VR_ROOT={net.root}", "VR_SERVICES=process", str(VR_SCRIPTS / "bin" / "vr-engine")]
     spawn(argv, ns=net.router, new_session=True)
@@ -65,7 +65,7 @@ def measure(vms: int, resident: bool = True) -> Figures:
     with Namespaces("vrb") as namespaces:
         net = make_router_net(namespaces)
         if resident:
-            _start_engine(net)
+            start_engine(net)
         state = {"schema": 1, "kind": "state", "state": fleet_state(vms)}
         mode = "resident engine" if resident else "in-process"
         print(f"engine benchmark: {vms} VMs ({vms} DHCP entries, vm_data sets, port forwards, firewall rules), {mode}")

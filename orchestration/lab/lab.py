@@ -87,6 +87,16 @@ class Lab:
         plug(self.host, f"g-{router}"[:15], f"{self.prefix[:4]}{router_index}v{vm_index}"[:15], name, "eth0", mac)
         return Vm(name, name, mac, f"10.1.1.{vm_index + 10}")
 
+    def add_host(self, name: str, bridge: str, mac: str, address: str, gateway: str) -> Vm:
+        """A namespace on a host bridge with a fixed address/prefix and `gateway` as its default route: a VM
+        of a VPC tier, or a customer's router behind a private gateway."""
+        ns = f"{self.prefix}{name}"
+        self._add_namespace(ns)
+        plug(self.host, bridge, f"{self.prefix[:4]}{name}"[:15], ns, "eth0", mac)
+        run(["ip", "address", "add", address, "dev", "eth0"], ns=ns)
+        run(["ip", "route", "add", "default", "via", gateway], ns=ns)
+        return Vm(name, ns, mac, address.split("/")[0])
+
     def vm_commands(self, vm: Vm, router_index: int, vm_index: int) -> list[Command]:
         """What one VM needs on its router: DHCP, metadata, a port forward and the firewall rule for it."""
         port = 2200 + vm_index

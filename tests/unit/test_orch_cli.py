@@ -3,10 +3,12 @@ read-only commands create nothing, a bad setting or database is one clear line, 
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
 from orchestration.cli import _parser, main
+from orchestration.commands import Command, validate
 from orchestration.deployers.hostnet import control_address
 from orchestration.store import Store
 
@@ -106,3 +108,25 @@ def test_version_config_and_completion(tmp_path, capsys):
 def test_the_lock_timeout_is_the_routers_and_the_dpkg_timeout_apts():
     args = _parser().parse_args(["--lock-timeout", "5", "upgrade", "--dry-run"])
     assert (args.lock_timeout, args.dpkg_timeout) == ("5", 120)
+
+
+def test_vpc_commands_that_the_engine_refuses_are_named_and_change_nothing(tmp_path, capsys):
+    """`vrpipe add/remove` of VPC sections are checked against the stored VPC before any router is reached."""
+    store = Store(f"sqlite:///{tmp_path / 'vrpipe.db'}")
+    store.add_router("r1", "container", control_address, settings={"rootfs": "/nonexistent"})
+    example = Path(__file__).resolve().parents[2] / "examples" / "vpc-3-tier.json"
+    store.record("r1", validate([Command.from_json(c) for c in json.loads(example.read_text())], {}))
+    store.close()
+    before = vrpipe(capsys, "--state-dir", str(tmp_path), "state", "r1")[1]
+    twice = {"name": "db", "rules": [{"number": 10, "action": "deny", "protocol": "all", "traffic_type": "ingress",
+                                      "cidrs": ["0.0.0.0/0"]}] * 2}
+    refused = [
+        (["add", "r1", "network_acls", json.dumps(twice)], "commands[0].data.rules[1].number: 10 is already"),
+        (["remove", "r1", "network_acls", '{"name": "db"}'], "network ACL list db is still used by tier eth4"),
+        (["add", "r1", "static_routes", '{"cidr": "10.9.0.0/16", "next_hop": "172.17.0.1"}'], "not in any network"),
+        (["add", "r1", "static_routes", '{"cidr": "2001:db8::/64", "next_hop": "172.16.0.2"}'], "is IPv6"),
+    ]
+    for argv, complaint in refused:
+        status, _, err = vrpipe(capsys, "--state-dir", str(tmp_path), *argv)
+        assert status == 1 and complaint in err, err
+    assert vrpipe(capsys, "--state-dir", str(tmp_path), "state", "r1")[1] == before

@@ -1,8 +1,12 @@
 """The desired state store on an SQLite file: migrations, routers, rules in order, pinned keys, the lock."""
 
-import pytest
+import json
+from pathlib import Path
 
-from orchestration.commands import Command, validate
+import pytest
+from vr.document import load_state
+
+from orchestration.commands import BadCommand, Command, state_document, validate
 from orchestration.deployers.hostnet import control_address
 from orchestration.store import LockTimeout, Network, NotFound, Store, StoreError
 from vrpipe.errors import VrpipeError
@@ -86,3 +90,24 @@ def _not_a_database(folder):
     path = folder / "notes.txt"
     path.write_text("this is not a database\n" * 100)
     return path
+
+
+def test_a_vpc_is_recorded_section_by_section_and_replays_as_one_state(store):
+    """The example VPC (three tiers, four lists, a private gateway, a static route): each of its sections is
+    kept by key, a list replaced whole by name, a route removed by its CIDR, and the stored state is a state
+    document the engine takes as it is (what a full replay sends)."""
+    examples = Path(__file__).resolve().parents[2] / "examples" / "vpc-3-tier.json"
+    commands = [Command.from_json(c) for c in json.loads(examples.read_text())]
+    record(store, commands)
+    state = store.state("r1")
+    assert [a["name"] for a in state["network_acls"]] == ["web", "app", "db", "customer"]
+    assert [g["acl"] for g in state["interfaces"]["guests"]] == ["web", "app", "db"]
+    db = {"name": "db", "rules": [{"number": 5, "action": "deny", "protocol": "all", "traffic_type": "ingress",
+                                   "cidrs": ["0.0.0.0/0"]}]}
+    record(store, [Command("add", "network_acls", db), Command("remove", "static_routes", {"cidr": "192.168.50.0/24"})])
+    state = store.state("r1")
+    assert state["network_acls"][2]["rules"] == [{**db["rules"][0], "number": 5}] and state["static_routes"] == []
+    assert load_state(state_document(state)).private_gateways[0].source_nat
+    with pytest.raises(BadCommand, match=r"command 0 \(network_acls remove \(name=app\)\): commands\[0\].data.name: "
+                                         r"network ACL list app is still used by tier eth3"):
+        validate([Command("remove", "network_acls", {"name": "app"})], state)

@@ -12,9 +12,20 @@ from typing import Any, Protocol
 
 from .fields import PortRange, Problem
 from .intervals import MAX_CIDRS, MAX_LAYERS, bounds, layers
-from .model import SECTIONS, FirewallRule, Interfaces, LoadBalancer, PortForward, RouterState
+from .model import (
+    SECTIONS,
+    AclRule,
+    FirewallRule,
+    Interfaces,
+    LoadBalancer,
+    PortForward,
+    PrivateGateway,
+    RouterState,
+    StaticRoute,
+)
 
 ALL = frozenset(SECTIONS)
+VPC_SECTIONS = frozenset(("interfaces", "network_acls", "private_gateways", "static_routes"))
 
 PERSISTED = "persisted state"
 Origin = Callable[[str, Any], str]  # (section name, item of that section) -> where the document wrote it
@@ -67,6 +78,10 @@ def check_state(
         _check_port_conflicts(state, report)
     if "firewall" in touched:
         _check_firewall_size(state, report)
+    if touched & VPC_SECTIONS:
+        _check_vpc(state, report, new, whole=brought is None)
+    if "network_acls" in touched:
+        _check_acl_size(state, report)
     return problems
 
 
@@ -205,3 +220,105 @@ def _check_firewall_size(state: RouterState, report: Report) -> None:
             on = f"{public_ip}/{protocol}" if public_ip else f"{direction} {protocol}"
             error = f"port ranges on {on} overlap more than {MAX_LAYERS} deep; merge overlapping rules"
             report("firewall", too_deep, error, "ports")
+
+
+def _check_vpc(state: RouterState, report: Report, new: New, whole: bool) -> None:
+    """Tiers and private gateways name lists that exist; a private gateway has a device and a network of its
+    own; a static route's next hop is on one of the router's networks. A batch that removes a list still in
+    use is refused by check_removals, naming the remove."""
+    lists = {acl.name for acl in state.network_acls}
+    interfaces = state.interfaces
+    for i, guest in enumerate(interfaces.guests if whole else ()):
+        if guest.acl is not None and guest.acl not in lists:
+            report("interfaces", interfaces, f"network ACL list {guest.acl} does not exist", f"guests[{i}].acl")
+    gateways = state.private_gateways if whole else new("private_gateways")
+    _check_private_gateways(state, gateways, lists, report)
+    # A new private gateway may be what a persisted route's next hop lies in (or no longer lies in).
+    _check_routes(state, state.static_routes if whole or gateways else new("static_routes"), report)
+
+
+def _check_private_gateways(
+    state: RouterState, gateways: Sequence[PrivateGateway], lists: Set[str], report: Report
+) -> None:
+    interfaces = state.interfaces
+    devices = {i.device for i in (interfaces.control, *interfaces.guests, *interfaces.public) if i}
+    networks = [g.gateway.network for g in interfaces.guests]
+    for gateway in gateways:
+        if gateway.acl not in lists:
+            report("private_gateways", gateway, f"network ACL list {gateway.acl} does not exist", "acl")
+        if gateway.device in devices:
+            report("private_gateways", gateway, f"device {gateway.device} is already an interface", "device")
+        others = networks + [g.address.network for g in state.private_gateways if g is not gateway]
+        overlapping = next((net for net in others if net.overlaps(gateway.address.network)), None)
+        if overlapping is not None:
+            report("private_gateways", gateway, f"{gateway.address.network} overlaps {overlapping}", "address")
+
+
+def _check_routes(state: RouterState, routes: Sequence[StaticRoute], report: Report) -> None:
+    interfaces = state.interfaces
+    own = {g.gateway.ip for g in interfaces.guests} | interfaces.public_addresses
+    own |= {g.address.ip for g in state.private_gateways}
+    for route in routes:
+        if route.next_hop in own:
+            error = f"next hop {route.next_hop} is one of the router's own addresses"
+            report("static_routes", route, error, "next_hop")
+        elif _unreachable(state, route):
+            shown = ", ".join(map(str, _connected(state))) or "none configured"
+            report("static_routes", route, f"next hop {route.next_hop} is not in any network ({shown})", "next_hop")
+
+
+def _connected(state: RouterState) -> list[ipaddress.IPv4Network]:
+    interfaces = state.interfaces
+    connected = [g.gateway.network for g in interfaces.guests]
+    connected += [a.network for p in interfaces.public for a in p.addresses]
+    return connected + [g.address.network for g in state.private_gateways]
+
+
+def _unreachable(state: RouterState, route: StaticRoute) -> bool:
+    return not any(route.next_hop in net for net in _connected(state))
+
+
+def check_removals(state: RouterState, removed: Sequence[tuple[str, str, tuple[object, ...]]]) -> list[Problem]:
+    """Removes of a batch, as (where, section, key), that would leave a name dangling: a network ACL list
+    that a tier or a private gateway of the resulting `state` still names, a private gateway that the next
+    hop of a static route needs."""
+    users: defaultdict[str, list[str]] = defaultdict(list)  # list name -> what names it
+    for guest in state.interfaces.guests:
+        if guest.acl is not None:
+            users[guest.acl].append(f"tier {guest.device}")
+    for gateway in state.private_gateways:
+        users[gateway.acl].append(f"private gateway {gateway.device}")
+    stranded = [r for r in state.static_routes if _unreachable(state, r)]
+    problems = []
+    for where, section, key in removed:
+        name = str(key[0])
+        if section == "network_acls" and users.get(name):
+            used = ", ".join(users[name])
+            error = f"network ACL list {name} is still used by {used}; move them to another list first"
+            problems.append(Problem(f"{where}.data.name", error))
+        if section == "private_gateways" and stranded:
+            routes = ", ".join(f"{r.cidr} via {r.next_hop}" for r in stranded)
+            error = f"static routes {routes} would have no network left; remove them first"
+            problems.append(Problem(f"{where}.data.device", error))
+    return problems
+
+
+def _check_acl_size(state: RouterState, report: Report) -> None:
+    """Bound what the lists render, as for the firewall: CIDR entries in all, and how deep port ranges nest."""
+    entries = 0
+    for acl in state.network_acls:
+        entries += sum(len(rule.cidrs) for rule in acl.rules)
+        if entries > MAX_CIDRS:
+            error = f"the network ACL lists hold more than {MAX_CIDRS} CIDR entries in all"
+            report("network_acls", acl, error, "rules")
+            return
+        by_kind: defaultdict[tuple[str, str], list[AclRule]] = defaultdict(list)
+        for rule in acl.rules:
+            if rule.ports is not None:
+                by_kind[(rule.traffic_type, rule.protocol)].append(rule)
+        for (traffic_type, protocol), rules in by_kind.items():
+            layer = layers(r.ports for r in rules if r.ports is not None)
+            if max(layer.values()) >= MAX_LAYERS:
+                deep = f"overlap more than {MAX_LAYERS} deep; merge overlapping rules"
+                error = f"{traffic_type} {protocol} port ranges {deep}"
+                report("network_acls", acl, error, "rules")

@@ -10,8 +10,8 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from . import SCHEMA_VERSION
-from .checks import Origin, check_state
-from .fields import MISSING, NAME, Fields, Invalid, PortRange, Problem
+from .checks import Origin, check_removals, check_state
+from .fields import DEVICE, MISSING, NAME, Fields, Invalid, PortRange, Problem
 from .model import PROTOCOLS, SECTIONS, RouterState, Section
 
 MAX_COMMANDS = 100_000
@@ -69,6 +69,7 @@ def parse_document(data: Any, current: RouterState, check: bool = True) -> Parse
         if problems:
             raise Invalid(problems)
         state, written, brought = apply_commands(current, commands, problems)
+        problems.extend(check_removals(state, [(c.where, c.section, c.key) for c in commands if c.op == "remove"]))
         origin = lambda s, i: written.get((s, SECTIONS[s].key(i)), f"persisted state.{s}")  # noqa: E731
         return _checked(Parsed("batch", state, commands), problems, origin, check, brought)
     f.finish()
@@ -163,6 +164,8 @@ KEY_READERS = {
     "public_ports": "ports",
     "protocol": "protocol",
     "name": "name",
+    "cidr": "network",
+    "device": "device",
 }
 
 
@@ -176,6 +179,7 @@ def _read_key(section: Section, data: object, where: str, problems: list[Problem
         "ports": f.ports,
         "protocol": lambda name: f.choice(name, PROTOCOLS),
         "name": lambda name: f.text(name, pattern=NAME, what="name"),
+        "device": lambda name: f.text(name, pattern=DEVICE, what="device name"),
     }
     return tuple(readers[KEY_READERS[name]](name) for name in section.key_fields)
 

@@ -299,6 +299,8 @@ def boolean(value: object) -> bool:
 
 
 def _ip_text(value: object, kind: str) -> str:
+    if isinstance(value, str) and ":" in value:
+        raise ValueError(f"{_describe(value)} is IPv6; this field takes an IPv4 {kind}")
     if not isinstance(value, str) or len(value) > 18:
         raise TypeError(f"must be an IPv4 {kind} string, got {_describe(value)}")
     return value

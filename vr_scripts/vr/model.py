@@ -17,6 +17,8 @@ T = TypeVar("T")
 PROTOCOLS = ("tcp", "udp")
 FIREWALL_PROTOCOLS = ("tcp", "udp", "icmp", "all")
 USER_DATA_MAX = 32 * 1024
+MAX_ACL_NUMBER = 65535  # rule numbers of a network ACL list
+MAX_ACL_RULES = 5000  # rules in one list
 METADATA_KEY = HOSTNAME  # instance-id, local-hostname, availability-zone, ...
 DHCP_OPTION_NAMES = {
     # dnsmasq option name -> kind of value, so nothing but checked addresses and names reaches its files
@@ -42,6 +44,7 @@ class GuestNetwork:
     dns: tuple[ipaddress.IPv4Address, ...] = ()  # upstream resolvers dnsmasq forwards to
     domain: str = "cloud.internal"
     lease_seconds: int = 86400
+    acl: str | None = None  # the network ACL list of a VPC tier; None: a guest network of a non-VPC router
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,43 @@ class LoadBalancer:
 
 
 @dataclass(frozen=True)
+class AclRule:
+    """One numbered rule of a network ACL list. Ingress is traffic into the network the list is attached
+    to (cidrs are its sources), egress traffic out of it (cidrs are its destinations)."""
+
+    number: int
+    action: str  # allow or deny
+    protocol: str
+    traffic_type: str
+    cidrs: tuple[ipaddress.IPv4Network, ...]
+    ports: PortRange | None = None  # tcp/udp; None: every port
+    icmp_type: int | None = None  # icmp; None: every type
+    icmp_code: int | None = None  # icmp with a type; None: every code
+
+
+@dataclass(frozen=True)
+class NetworkAcl:
+    name: str
+    rules: tuple[AclRule, ...] = ()  # in number order
+
+
+@dataclass(frozen=True)
+class StaticRoute:
+    cidr: ipaddress.IPv4Network
+    next_hop: ipaddress.IPv4Address
+
+
+@dataclass(frozen=True)
+class PrivateGateway:
+    """A VPC router's interface towards a customer's own network, filtered by its own ACL list."""
+
+    device: str
+    address: ipaddress.IPv4Interface
+    acl: str
+    source_nat: bool = False  # traffic from the tiers leaves with the gateway's address
+
+
+@dataclass(frozen=True)
 class RouterState:
     interfaces: Interfaces = Interfaces()
     egress_policy: EgressPolicy = EgressPolicy()
@@ -151,6 +191,9 @@ class RouterState:
     dhcp: tuple[DhcpEntry, ...] = ()
     vm_data: tuple[VmData, ...] = ()
     load_balancer: tuple[LoadBalancer, ...] = ()
+    network_acls: tuple[NetworkAcl, ...] = ()
+    static_routes: tuple[StaticRoute, ...] = ()
+    private_gateways: tuple[PrivateGateway, ...] = ()
 
 
 def _parsed(fields: Fields, build: Callable[..., T], *values: object) -> T | None:
@@ -172,7 +215,8 @@ def parse_guest(data: object, where: str, problems: list[Problem]) -> GuestNetwo
     dns = f.values("dns", _address, max_items=4)
     domain = f.text("domain", pattern=DOMAIN, what="domain", default="cloud.internal")
     lease = f.integer("lease_seconds", 120, 365 * 86400, default=86400)
-    return _parsed(f, GuestNetwork, device, gateway, dns, domain, lease)
+    acl = f.text("acl", pattern=NAME, what="ACL list name", default=None)
+    return _parsed(f, GuestNetwork, device, gateway, dns, domain, lease, acl)
 
 
 def parse_public(data: object, where: str, problems: list[Problem]) -> PublicInterface | None:
@@ -188,7 +232,7 @@ def parse_public(data: object, where: str, problems: list[Problem]) -> PublicInt
 def parse_interfaces(data: object, where: str, problems: list[Problem]) -> Interfaces | None:
     f = Fields(data, where, problems)
     control = f.object("control", parse_control)
-    guests = f.items("guests", parse_guest, max_items=16)
+    guests = f.items("guests", parse_guest, max_items=64)
     public = f.items("public", parse_public, max_items=16)
     return _parsed(f, Interfaces, control, guests, public)
 
@@ -308,6 +352,56 @@ def parse_load_balancer(data: object, where: str, problems: list[Problem]) -> Lo
     return _parsed(f, LoadBalancer, name, public_ip, port, backends, mode, algorithm, health, sticky)
 
 
+def parse_acl_rule(data: object, where: str, problems: list[Problem]) -> AclRule | None:
+    f = Fields(data, where, problems)
+    number = f.integer("number", 1, MAX_ACL_NUMBER)
+    action = f.choice("action", ("allow", "deny"))
+    protocol = f.choice("protocol", FIREWALL_PROTOCOLS)
+    traffic_type = f.choice("traffic_type", ("ingress", "egress"))
+    cidrs = f.values("cidrs", _network, default=None, max_items=256)
+    ports = f.ports("ports", default=None)
+    icmp_type = f.integer("icmp_type", 0, 255, default=None)
+    icmp_code = f.integer("icmp_code", 0, 255, default=None)
+    if ports is not None and protocol not in PROTOCOLS:
+        f.problem(f"{where}.ports", f"does not apply to protocol {protocol}")
+    for name, value in (("icmp_type", icmp_type), ("icmp_code", icmp_code)):
+        if value is not None and protocol != "icmp":
+            f.problem(f"{where}.{name}", f"does not apply to protocol {protocol}")
+    if icmp_code is not None and icmp_type is None:
+        f.problem(f"{where}.icmp_code", "needs an icmp_type")
+    if cidrs == () and f.ok:
+        f.problem(f"{where}.cidrs", "needs at least one CIDR (0.0.0.0/0 for any)")
+    return _parsed(f, AclRule, number, action, protocol, traffic_type, cidrs, ports, icmp_type, icmp_code)
+
+
+def parse_network_acl(data: object, where: str, problems: list[Problem]) -> NetworkAcl | None:
+    f = Fields(data, where, problems)
+    name = f.text("name", pattern=NAME, what="name (letters, digits, _ and -)")
+    rules = f.items("rules", parse_acl_rule, max_items=MAX_ACL_RULES)
+    first: dict[int, int] = {}  # rule number -> index of the rule that has it
+    for i, rule in enumerate(rules):
+        if rule.number in first:
+            error = f"{rule.number} is already the number of rules[{first[rule.number]}]"
+            f.problem(f"{where}.rules[{i}].number", error)
+        first.setdefault(rule.number, i)
+    return _parsed(f, NetworkAcl, name, tuple(sorted(rules, key=lambda r: r.number)))
+
+
+def parse_static_route(data: object, where: str, problems: list[Problem]) -> StaticRoute | None:
+    f = Fields(data, where, problems)
+    cidr, next_hop = f.network("cidr"), f.address("next_hop")
+    return _parsed(f, StaticRoute, cidr, next_hop)
+
+
+def parse_private_gateway(data: object, where: str, problems: list[Problem]) -> PrivateGateway | None:
+    f = Fields(data, where, problems)
+    device = f.text("device", pattern=DEVICE, what="device name")
+    address = f.interface("address")
+    acl = f.text("acl", pattern=NAME, what="ACL list name")
+    source_nat = f.boolean("source_nat", default=False)
+    return _parsed(f, PrivateGateway, device, address, acl, source_nat)
+
+
 @dataclass(frozen=True)
 class Section:
     """One kind of thing in the state: how to parse an item, which fields identify it for add/remove
@@ -335,5 +429,8 @@ SECTIONS = {
         Section("dhcp", parse_dhcp, ("mac",), ("dnsmasq",)),
         Section("vm_data", parse_vm_data, ("vm_ip",), ("metadata",)),
         Section("load_balancer", parse_load_balancer, ("name",), ("haproxy", "nftables")),
+        Section("network_acls", parse_network_acl, ("name",), ("nftables",)),
+        Section("static_routes", parse_static_route, ("cidr",), ("interfaces",)),
+        Section("private_gateways", parse_private_gateway, ("device",), ("interfaces", "nftables")),
     )
 }

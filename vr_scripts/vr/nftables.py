@@ -11,9 +11,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from . import contract
+from . import acls, contract
 from .fields import PortRange
-from .intervals import bounds, collapse, layers, shards
+from .intervals import Key, Sets, flat_sets, layered_sets
 from .layout import Layout
 from .model import FirewallRule, PortForward, RouterState
 from .render import Lines
@@ -24,8 +24,6 @@ NAME = "nftables"
 TABLE = ("inet", "vr")
 Items = TypeVar("Items")
 Built = TypeVar("Built")
-Sets = list[tuple[str, list[str]]]  # (set name, its elements), per shard
-Key = tuple[ipaddress.IPv4Address | str | None, ...]  # what a firewall element starts with: (public address,) protocol
 
 if TYPE_CHECKING:
     from .apply import Activation  # apply imports this module
@@ -54,10 +52,12 @@ def _context(state: RouterState) -> dict[str, object]:
         "static_nat_out": [f"{s.vm_ip} : {s.public_ip}" for s in state.static_nat],
         "source_nat": [f"{s.guest_cidr} : {s.public_ip}" for s in state.source_nat],
         "load_balancers": [f"{lb.public_ip} . {lb.port}" for lb in state.load_balancer],
+        **acls.context(state),
+        "acl_chains": _reused("network_acls", state.network_acls, acls.chains),
     }
 
 
-# The elements of the two big sections as last rendered, by section, with the very items they came from.
+# The elements of the three big sections as last rendered, by section, with the very items they came from.
 # A batch keeps the sections it does not touch as the same tuples, so the resident engine renders a
 # port forward without redoing 10,000 firewall elements; compared by identity, never by value.
 _last: dict[str, tuple[object, object]] = {}
@@ -113,27 +113,12 @@ def _firewall_elements(direction: str, rules: Sequence[FirewallRule]) -> dict[st
         parts = (*key, *ports, cidr) if direction == "ingress" else (cidr, *key, *ports)
         return " . ".join(map(str, parts))
 
-    port_layers: defaultdict[int, list[str]] = defaultdict(list)
-    for key, by_ports in sorted(with_ports.items()):
-        layer = layers(by_ports)
-        for ports in sorted(by_ports, key=bounds):
-            port_layers[layer[ports]].extend(element(key, cidr, ports) for cidr in collapse(by_ports[ports]))
-    protocols = [element(key, cidr) for key, cidrs in sorted(protocol_only.items()) for cidr in collapse(cidrs)]
-    anything = [element(key, cidr) for key, cidrs in sorted(any_protocol.items()) for cidr in collapse(cidrs)]
     return {
         # Always a layer 0 and a shard 0, so the table's set names do not depend on the rules.
-        f"{direction}_ports": [
-            (f"{direction}_ports_{n}_{i}", part)
-            for n in range(max(port_layers, default=0) + 1)
-            for i, part in enumerate(shards(port_layers[n]))
-        ],
-        f"{direction}_protocols": _named(f"{direction}_protocols", protocols),
-        f"{direction}_any": _named(f"{direction}_any", anything),
+        f"{direction}_ports": layered_sets(f"{direction}_ports", with_ports, element),
+        f"{direction}_protocols": flat_sets(f"{direction}_protocols", protocol_only, element),
+        f"{direction}_any": flat_sets(f"{direction}_any", any_protocol, element),
     }
-
-
-def _named(prefix: str, elements: Sequence[str]) -> Sets:
-    return [(f"{prefix}_{i}", part) for i, part in enumerate(shards(elements))]
 
 
 def check(staged: Mapping[Path, Path], change: "Activation") -> None:
