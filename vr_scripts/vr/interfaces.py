@@ -1,6 +1,7 @@
 """The router's addresses: brings its devices up, puts the control, guest gateway and public addresses
 on them, removes the addresses an earlier state put there and this one dropped, sets the default route
-through the public gateway, and turns on IP forwarding. One `ip -batch` run does it all.
+through the public gateway, and turns on IP forwarding. One `ip -batch` run does it all. A member of a
+redundant pair holds the guest gateways and public addresses only while it is MASTER (vr/redundancy.py).
 """
 
 import ipaddress
@@ -9,8 +10,9 @@ from collections.abc import Mapping, Set
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import redundancy
 from .layout import Layout
-from .model import Interfaces, RouterState
+from .model import RouterState
 from .run import run
 
 NAME = "interfaces"
@@ -28,11 +30,17 @@ def check(staged: Mapping[Path, Path], change: "Activation") -> None:
     """Nothing to check before the swap: every address and device name was validated."""
 
 
-def _addresses(interfaces: Interfaces) -> list[tuple[str, ipaddress.IPv4Interface]]:
+def _addresses(state: RouterState, layout: Layout, holding: bool) -> list[tuple[str, ipaddress.IPv4Interface]]:
+    """The addresses this router should have now; `holding`: the virtual ones too (MASTER, or no pair)."""
+    interfaces = state.interfaces
     pairs = [(interfaces.control.device, interfaces.control.address)] if interfaces.control else []
-    pairs += [(g.device, g.gateway) for g in interfaces.guests]
-    pairs += [(p.device, a) for p in interfaces.public for a in p.addresses]
-    return pairs
+    pairs += redundancy.own_addresses(state, layout)
+    return pairs + (redundancy.virtual_addresses(interfaces) if holding else [])
+
+
+def _devices(state: RouterState, layout: Layout) -> list[str]:
+    """Every device the router uses, up also on a BACKUP, which holds no address on most of them."""
+    return list(dict.fromkeys(device for device, _ in _addresses(state, layout, True)))
 
 
 def live_addresses() -> set[tuple[str, ipaddress.IPv4Interface]]:
@@ -45,21 +53,31 @@ def live_addresses() -> set[tuple[str, ipaddress.IPv4Interface]]:
     }
 
 
-def commands(old: Interfaces, new: Interfaces, live: Set[tuple[str, ipaddress.IPv4Interface]]) -> list[str]:
-    """The `ip -batch` lines that take the kernel from the old interfaces to the new ones."""
-    wanted = _addresses(new)
-    dropped = [pair for pair in _addresses(old) if pair not in wanted and pair in live]
+def commands(
+    old: RouterState, new: RouterState, layout: Layout, live: Set[tuple[str, ipaddress.IPv4Interface]]
+) -> list[str]:
+    """The `ip -batch` lines that take the kernel from the old state's addresses to the new one's."""
+    holding = redundancy.holds_virtual_addresses(new, layout)
+    wanted = _addresses(new, layout, holding)
+    dropped = [pair for pair in _addresses(old, layout, True) if pair not in wanted and pair in live]
     lines = [f"address del {address} dev {device}" for device, address in dropped]
-    lines += [f"link set dev {device} up" for device in dict.fromkeys(device for device, _ in wanted)]
+    lines += [f"link set dev {device} up" for device in _devices(new, layout)]
     lines += [f"address replace {address} dev {device}" for device, address in wanted]
-    lines += [f"route replace default via {p.gateway} dev {p.device}" for p in new.public[:1] if p.gateway]
+    # onlink: a BACKUP has no address on the public network, and the route must hold the moment it has one
+    onlink = " onlink" if new.redundancy else ""
+    gateways = [p for p in new.interfaces.public[:1] if p.gateway]
+    lines += [f"route replace default via {p.gateway} dev {p.device}{onlink}" for p in gateways]
     return lines
 
 
 def activate(change: "Activation") -> str | None:
-    if change.old.interfaces == change.new.interfaces and not change.force:
+    old, new = change.old, change.new
+    if (old.interfaces, old.redundancy) == (new.interfaces, new.redundancy) and not change.force:
         return None
     Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
-    lines = commands(change.old.interfaces, change.new.interfaces, live_addresses())
-    run(["ip", "-batch", "-"], input="\n".join(lines) + "\n")
+    # A BACKUP's haproxy and metadata service listen on addresses it does not hold yet.
+    Path("/proc/sys/net/ipv4/ip_nonlocal_bind").write_text("1\n" if new.redundancy else "0\n")
+    with redundancy.role_locked(change.layout):
+        lines = commands(old, new, change.layout, live_addresses())
+        run(["ip", "-batch", "-"], input="\n".join(lines) + "\n")
     return "configured"
