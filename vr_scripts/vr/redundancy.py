@@ -90,7 +90,8 @@ def render(state: RouterState, layout: Layout) -> dict[Path, str]:
         peer=other,
         advert_s=f"{redundancy.advert_ms / 1000:.2f}",
         layout=layout,
-        notify=contract.command("vr-vrrp"),
+        # keepalived resolves the vr-vrrp link to the launcher, which then takes the command's name first
+        notify=f"{contract.command('vr')} vr-vrrp",
     )
     control = state.interfaces.control
     ignored = ["127.0.0.1", member.sync_address.ip, other.sync_address.ip, *([control.address.ip] if control else [])]

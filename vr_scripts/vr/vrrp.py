@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import ipaddress
 import json
+import os
 import socket
 import struct
 import sys
@@ -91,13 +92,20 @@ def send_garp(device: str, ip: ipaddress.IPv4Address) -> None:
 
 
 def follow(layout: Layout, fifo: str) -> int:
-    """keepalived's notify FIFO: one event per line, in order (`INSTANCE "vr" MASTER 200`)."""
-    with open(fifo) as events:
+    """keepalived's notify FIFO: one event per line, in order (`INSTANCE "vr" MASTER 200`). A failed
+    event is reported and the next one still handled: this reader ending would end every failover.
+    Opened for writing too, so that it never reads an end of file between keepalived's writes; it ends
+    with keepalived's unit (whose ExecStopPost releases)."""
+    with os.fdopen(os.open(fifo, os.O_RDWR), "r") as events:
         for line in events:
             words = line.split()
-            if len(words) >= 3 and words[0] == "INSTANCE":
+            if len(words) < 3 or words[0] != "INSTANCE":
+                continue
+            try:
                 take(layout) if words[2] == MASTER else release(layout)
-    return 0  # keepalived closed the FIFO: it stopped, and its unit's ExecStopPost releases
+            except Exception as error:  # noqa: BLE001 - any failure: say it (the journal), keep reading
+                print(f"vr-vrrp: {words[2]} failed: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+    return 0
 
 
 def set_handover(layout: Layout, on: bool) -> None:
@@ -115,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("handover", help="give mastership to the peer (until resume)")
     sub.add_parser("resume", help="be eligible for mastership again")
     args = parser.parse_args(argv)
+    os.environ.setdefault("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")  # keepalived starts us with none
     layout = Layout.from_env()
     if args.action == "fifo":
         return follow(layout, args.path)
