@@ -15,18 +15,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vr import contract
-
 from orchestration.commands import Command
 from orchestration.lab.lab import GUEST_DEVICE, PROJECT, PUBLIC_GATEWAY, Lab, public_ip
 from orchestration.lab.netlab import Vm
 from orchestration.manager import Manager
 from orchestration.store import Network
+from orchestration.upgrade import pairs
 from vrpipe.errors import VrpipeError
 from vrpipe.run import run, spawn
 
 SYNC_DEVICE = "eth3"
 PUBLIC_PORT, VM_PORT, OUTSIDE_PORT = 2200, 7000, 9000  # the port forward (lab.vm_commands), the outside echo
+CONNECT_PORT, CONNECT_VM_PORT = 2300, 7100  # a second port forward, for new connections
 PROBE_INTERVAL = 0.1
 ADVERT_MS = 500
 NO_REPORT = '{"error": "ended without a report"}'
@@ -42,15 +42,22 @@ class Pair:
 
 
 @dataclass(frozen=True)
-class Failover:
-    """What one failover cost, as measured from the VM and the outside."""
+class Traffic:
+    """What the VM and the outside saw while something happened to the pair."""
 
-    seconds: float  # from the first unanswered probe to the first answered one
+    seconds: float  # the longest cut: from the first unanswered probe to the first answered one
     pings_lost: int
     pings_sent: int
     flows_kept: int
     flows: int
     errors: tuple[str, ...]  # each flow that broke, and how
+    connections_failed: int  # new connections through the port forward, one every 100 ms
+    connections: int
+
+
+@dataclass(frozen=True)
+class Failover:
+    traffic: Traffic
     master_before: str
     master_after: str
 
@@ -68,6 +75,10 @@ def pair_commands(lab: Lab, name: str, vm: Vm) -> list[Command]:
     commands = lab.network_commands(0)
     commands.append(Command("add", "redundancy", redundancy(name)))
     commands.append(Command("add", "source_nat", {"guest_cidr": "10.1.1.0/24", "public_ip": public_ip(0)}))
+    forward = {"public_ip": public_ip(0), "protocol": "tcp", "public_ports": str(CONNECT_PORT), "vm_ip": vm.ip}
+    commands.append(Command("add", "port_forwarding", {**forward, "vm_ports": str(CONNECT_VM_PORT)}))
+    rule = {"direction": "ingress", "public_ip": public_ip(0), "protocol": "tcp", "cidrs": ["0.0.0.0/0"]}
+    commands.append(Command("add", "firewall", {**rule, "ports": str(CONNECT_PORT)}))
     return commands + lab.vm_commands(vm, 0, 0)
 
 
@@ -84,10 +95,11 @@ def create_pair(manager: Manager, lab: Lab, name: str) -> Pair:
         if not outcome.ok:
             raise VrpipeError(f"{member} refused the pair's state: {outcome.error}")
     pair = Pair(name, members, vm)
-    wait_for_master(manager, pair)
+    pairs.wait_for_master(manager, members)
     if not lab.dhcp(vm):
         raise VrpipeError(f"{vm.name} got no lease from the pair")
     _python(vm.ns, "orchestration.lab.flows", "echo", str(VM_PORT))
+    _python(vm.ns, "orchestration.lab.traffic", "serve", str(CONNECT_VM_PORT), vm.name)
     _python(lab.public, "orchestration.lab.flows", "echo", str(OUTSIDE_PORT))
     return pair
 
@@ -101,54 +113,41 @@ def _talk(ns: str, target: str) -> subprocess.Popen[str]:
     return _python(ns, "orchestration.lab.flows", "talk", target, str(PROBE_INTERVAL), pipe=True)
 
 
-def role(manager: Manager, member: str) -> str:
-    """MASTER, BACKUP, or `down` when the member does not answer."""
-    with contextlib.suppress(Exception):  # a member cut off or stopped: that is what `down` says
-        status, out = manager.transport(member).execute([contract.command("vr-vrrp"), "status"], timeout=5)
-        if status == 0:
-            return str(json.loads(out)["role"])
-    return "down"
-
-
-def roles(manager: Manager, pair: Pair) -> dict[str, str]:
-    return {member: role(manager, member) for member in pair.members}
-
-
-def wait_for_master(manager: Manager, pair: Pair, timeout: float = 30, other_than: str | None = None) -> str:
-    """The member that is MASTER once exactly one is (and it is not `other_than`)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        now = roles(manager, pair)
-        masters = [m for m, r in now.items() if r == "MASTER"]
-        if len(masters) == 1 and masters[0] != other_than:
-            return masters[0]
-        if time.monotonic() > deadline:
-            raise VrpipeError(f"pair {pair.name}: no single MASTER within {timeout:.0f}s ({now})")
-        time.sleep(0.2)
-
-
-def failover(manager: Manager, lab: Lab, pair: Pair, breaks: Callable[[str], None], settle: float = 4) -> Failover:
-    """Flows and the probe running, `breaks(master)`, then wait for the other member to serve and `settle`
-    seconds more; what the VM and the outside saw."""
-    master = wait_for_master(manager, pair)
+def under_traffic(manager: Manager, lab: Lab, pair: Pair, action: Callable[[], None]) -> Traffic:
+    """Flows, a new connection through the port forward every 100 ms and the ping probe running while
+    `action()` runs; what the VM and the outside saw."""
     ping = spawn(["ping", "-n", "-D", "-O", "-i", str(PROBE_INTERVAL), PUBLIC_GATEWAY], ns=pair.vm.ns, pipe=True)
     talks = {
         "source NAT": _talk(pair.vm.ns, f"{PUBLIC_GATEWAY}:{OUTSIDE_PORT}"),
         "port forward": _talk(lab.public, f"{public_ip(0)}:{PUBLIC_PORT}"),
     }
+    target = f"{public_ip(0)}:{CONNECT_PORT}"
+    connects = _python(lab.public, "orchestration.lab.traffic", "loop", "3600", str(PROBE_INTERVAL), target, pipe=True)
     try:
         time.sleep(3)  # the flows established, and their entries synced to the BACKUP
-        breaks(master)
-        after = wait_for_master(manager, pair, other_than=master)
-        time.sleep(settle)
+        action()
     finally:
         ping.send_signal(signal.SIGINT)
-        for talk in talks.values():
-            talk.terminate()
+        for process in (*talks.values(), connects):
+            process.terminate()
     seconds, lost, sent = probe_gap(ping.communicate(timeout=10)[0])
     results = {what: json.loads(talk.communicate(timeout=10)[0] or NO_REPORT) for what, talk in talks.items()}
     errors = tuple(f"{what}: {r['error']}" for what, r in results.items() if r.get("error"))
-    return Failover(seconds, lost, sent, len(talks) - len(errors), len(talks), errors, master, after)
+    loop = json.loads(connects.communicate(timeout=10)[0] or '{"attempts": 0, "failed": -1}')
+    return Traffic(seconds, lost, sent, len(talks) - len(errors), len(talks), errors, loop["failed"], loop["attempts"])
+
+
+def failover(manager: Manager, lab: Lab, pair: Pair, breaks: Callable[[str], None], settle: float = 4) -> Failover:
+    """`breaks(master)` under traffic, then wait for the other member to serve and `settle` seconds more."""
+    master = pairs.wait_for_master(manager, pair.members)
+    after: list[str] = []
+
+    def action() -> None:
+        breaks(master)
+        after.append(pairs.wait_for_master(manager, pair.members, other_than=master))
+        time.sleep(settle)
+
+    return Failover(under_traffic(manager, lab, pair, action), master, after[0] if after else "none")
 
 
 def probe_gap(output: str) -> tuple[float, int, int]:
@@ -164,6 +163,11 @@ def probe_gap(output: str) -> tuple[float, int, int]:
     return round(longest * PROBE_INTERVAL, 2), sent - len(answered & set(range(1, sent + 1))), sent
 
 
+def host_end(manager: Manager, member: str, device: str) -> str:
+    """The host end of a member's NIC in the lab's host namespace: pulling it is pulling the cable."""
+    return f"vr{manager.store.router(member).id}{device}"[:15]  # the container deployer's naming
+
+
 def kill_keepalived(manager: Manager) -> Callable[[str], None]:
     def breaks(master: str) -> None:
         manager.transport(master).execute(["systemctl", "kill", "--signal=KILL", "vr-keepalived.service"])
@@ -175,9 +179,8 @@ def pull_the_plug(manager: Manager, lab: Lab) -> Callable[[str], None]:
     """The MASTER stops outright: its cables pulled and every process of it killed at once (no goodbye)."""
 
     def breaks(master: str) -> None:
-        router = manager.store.router(master)
-        for network in router.networks:
-            run(["ip", "link", "set", f"vr{router.id}{network.device}"[:15], "down"], ns=lab.host)
+        for network in manager.store.router(master).networks:
+            run(["ip", "link", "set", host_end(manager, master, network.device), "down"], ns=lab.host)
         netns = f"{manager.config.netns_prefix}{master}"
         pids = run(["ip", "netns", "pids", netns], check=False).stdout.split()
         for pid in pids:

@@ -1,7 +1,8 @@
 """A redundant pair of container routers under traffic: the MASTER stopped outright, and only its
 keepalived killed; the BACKUP takes over in under 3 s with every long-lived flow (source NAT and port
 forward) kept, DHCP and metadata working on the new MASTER; the old MASTER coming back stays BACKUP
-(no preemption) and a handover fails back with the same guarantees."""
+(no preemption) and a handover fails back with the same guarantees; a rolling reboot of the pair with no
+failed connection; the sync link cut (split brain) and healed."""
 
 import json
 import sys
@@ -10,6 +11,7 @@ import pytest
 from vr import contract
 
 from orchestration.lab import pair_lab
+from orchestration.upgrade import pairs
 from vrpipe.run import run
 
 from .orch_fixtures import close_lab, open_lab
@@ -27,11 +29,12 @@ def pair(tmp_path_factory):
 
 
 def _assert_kept(result):
-    print(f"failover {result.master_before} -> {result.master_after}: {result}")
+    print(f"failover {result.master_before} -> {result.master_after}: {result.traffic}")
     assert result.master_after != result.master_before
-    assert result.seconds < 3.0, result
-    assert result.flows_kept == result.flows, result.errors
-    assert result.pings_lost < result.pings_sent / 2, result
+    traffic = result.traffic
+    assert traffic.seconds < 3.0, traffic
+    assert traffic.flows_kept == traffic.flows, traffic.errors
+    assert traffic.pings_lost < traffic.pings_sent / 2, traffic
 
 
 def _metadata(lab, vm):
@@ -42,7 +45,7 @@ def _metadata(lab, vm):
 
 def test_both_members_take_the_same_state_and_one_is_master(pair):
     manager, lab, ha = pair
-    roles = pair_lab.roles(manager, ha)
+    roles = pairs.roles(manager, ha.members)
     assert sorted(roles.values()) == ["BACKUP", "MASTER"], roles
     for member in ha.members:
         status, out = manager.transport(member).execute([contract.command("vr-health")])
@@ -56,7 +59,7 @@ def test_killing_the_masters_keepalived_fails_over_keeping_every_flow(pair):
     result = pair_lab.failover(manager, lab, ha, pair_lab.kill_keepalived(manager))
     _assert_kept(result)
     # systemd restarts the killed keepalived: it comes back as BACKUP, without taking over again
-    assert pair_lab.wait_for_master(manager, ha) == result.master_after
+    assert pairs.wait_for_master(manager, ha.members) == result.master_after
 
 
 def test_stopping_the_master_outright_fails_over_keeping_every_flow(pair):
@@ -69,12 +72,12 @@ def test_stopping_the_master_outright_fails_over_keeping_every_flow(pair):
 
 def test_a_member_back_stays_backup_and_a_handover_fails_back(pair):
     manager, lab, ha = pair
-    master = pair_lab.wait_for_master(manager, ha)
+    master = pairs.wait_for_master(manager, ha.members)
     down = next(m for m in ha.members if m != master)
-    if pair_lab.role(manager, down) == "down":
+    if pairs.role(manager, down) == "down":
         manager.stop(down)
         assert manager.start(down).ok
-    assert pair_lab.roles(manager, ha) == {master: "MASTER", down: "BACKUP"}  # no preemption
+    assert pairs.roles(manager, ha.members) == {master: "MASTER", down: "BACKUP"}  # no preemption
 
     def hand_over(current):
         manager.transport(current).execute([contract.command("vr-vrrp"), "handover"])
@@ -83,3 +86,45 @@ def test_a_member_back_stays_backup_and_a_handover_fails_back(pair):
     manager.transport(master).execute([contract.command("vr-vrrp"), "resume"])
     _assert_kept(result)
     assert result.master_after == down
+
+
+def test_a_rolling_reboot_of_the_pair_fails_no_connection(pair):
+    manager, lab, ha = pair
+    outcomes = []
+
+    def reboot():
+        outcomes.append(pairs.reboot_pair(manager, ha.members, 180, print))
+
+    traffic = pair_lab.under_traffic(manager, lab, ha, reboot)
+    print(f"rolling reboot: {traffic}")
+    (done, stopped), = outcomes
+    assert stopped is None and all(o.ok for o in done), [o.line() for o in done]
+    assert traffic.connections_failed == 0 and traffic.connections > 100, traffic
+    assert traffic.flows_kept == traffic.flows, traffic.errors
+
+
+def test_a_cut_sync_link_gives_two_masters_with_the_same_answers_and_heals(pair):
+    manager, lab, ha = pair
+    master = pairs.wait_for_master(manager, ha.members)
+    backup = next(m for m in ha.members if m != master)
+    sync_end = pair_lab.host_end(manager, backup, pair_lab.SYNC_DEVICE)
+    run(["ip", "link", "set", sync_end, "down"], ns=lab.host)
+    try:
+        split = {}
+        for _ in range(50):
+            split = pairs.roles(manager, ha.members)
+            if set(split.values()) == {"MASTER"}:
+                break
+        print(f"sync link cut: {split}")
+        assert set(split.values()) == {"MASTER"}
+        # both answer DHCP, alike: the lease is the VM's one address from the shared state
+        assert lab.dhcp(ha.vm)
+        leased = run(["ip", "-4", "-br", "address", "show", "eth0"], ns=ha.vm.ns).stdout
+        assert f"{ha.vm.ip}/24" in leased
+    finally:
+        run(["ip", "link", "set", sync_end, "up"], ns=lab.host)
+    healed = pairs.wait_for_master(manager, ha.members)
+    print(f"sync link back: {healed} is MASTER")
+    other = next(m for m in ha.members if m != healed)
+    status, out = manager.transport(other).execute(["ip", "-4", "-br", "address"])
+    assert "10.1.1.1/" not in out and "203.0.113.10/" not in out, out
