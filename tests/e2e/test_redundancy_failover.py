@@ -6,6 +6,7 @@ failed connection; the sync link cut (split brain) and healed."""
 
 import json
 import sys
+import time
 
 import pytest
 from vr import contract
@@ -115,6 +116,7 @@ def test_a_cut_sync_link_gives_two_masters_with_the_same_answers_and_heals(pair)
             split = pairs.roles(manager, ha.members)
             if set(split.values()) == {"MASTER"}:
                 break
+            time.sleep(0.2)
         print(f"sync link cut: {split}")
         assert set(split.values()) == {"MASTER"}
         # both answer DHCP, alike: the lease is the VM's one address from the shared state
