@@ -12,6 +12,7 @@ from collections.abc import Callable
 from vr import contract
 
 from orchestration.manager import Manager
+from orchestration.upgrade.inplace import UpgradeConfig, UpgradeOutcome, upgrade_fleet
 from orchestration.upgrade.reboot import RebootOutcome, reboot_one
 from orchestration.upgrade.rollout import OutcomeT, RolloutPolicy, roll_out
 from vrpipe.errors import VrpipeError
@@ -89,3 +90,18 @@ def reboot_pair(
         return RebootOutcome(name, status, error)
 
     return rolling(manager, members, lambda name: reboot_one(manager, name, timeout), make_outcome, progress)
+
+
+def upgrade_pair(
+    manager: Manager, members: tuple[str, str], config: UpgradeConfig, progress: Callable[[str], None]
+) -> tuple[list[UpgradeOutcome], str | None]:
+    """A rolling in-place upgrade of a pair, each member with the checks and rollback of a single router
+    (its packages' maintainer scripts then restart keepalived and conntrackd only on a BACKUP)."""
+
+    def one(name: str) -> UpgradeOutcome:
+        return upgrade_fleet(manager, [name], config, RolloutPolicy(), progress=progress).outcomes[0]
+
+    def make_outcome(name: str, status: str, error: str) -> UpgradeOutcome:
+        return UpgradeOutcome(name, status, error=error)
+
+    return rolling(manager, members, one, make_outcome, progress)

@@ -166,3 +166,14 @@ def test_garp_frame_announces_the_address_from_itself():
     assert frame[20:22] == b"\x00\x01"  # request
     assert frame[28:32] == frame[38:42] == bytes([203, 0, 113, 10])
     assert len(frame) == 42
+
+
+def test_only_role_events_move_the_addresses(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(vrrp, "take", lambda layout: seen.append("take"))
+    monkeypatch.setattr(vrrp, "release", lambda layout: seen.append("release"))
+    fifo = tmp_path / "events"
+    lines = ['INSTANCE "vr" BACKUP 200', 'INSTANCE "vr" MASTER 200', 'INSTANCE "vr" MASTER_RX_LOWER_PRI 200']
+    fifo.write_text("\n".join([*lines, 'INSTANCE "vr" FAULT 200', "GROUP x MASTER 1"]) + "\n")
+    vrrp.follow(Layout(tmp_path), str(fifo))
+    assert seen == ["release", "take", "release"]

@@ -20,6 +20,7 @@ from .redundancy import BACKUP, MASTER, role, role_locked
 from .run import CommandFailed, run
 
 Address = tuple[str, ipaddress.IPv4Interface]
+ROLE_EVENTS = (MASTER, BACKUP, "FAULT", "STOP")
 GARP_ROUNDS = 3  # a neighbour that misses one announcement takes the next
 GARP_GAP = 0.2  # seconds between rounds
 
@@ -99,7 +100,8 @@ def follow(layout: Layout, fifo: str) -> int:
     with os.fdopen(os.open(fifo, os.O_RDWR), "r") as events:
         for line in events:
             words = line.split()
-            if len(words) < 3 or words[0] != "INSTANCE":
+            # Other events (MASTER_RX_LOWER_PRI: a MASTER heard a lower priority) change no role.
+            if len(words) < 3 or words[0] != "INSTANCE" or words[2] not in ROLE_EVENTS:
                 continue
             try:
                 take(layout) if words[2] == MASTER else release(layout)
