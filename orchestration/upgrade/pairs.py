@@ -98,8 +98,8 @@ def upgrade_pair(
     """A rolling in-place upgrade of a pair, each member with the checks and rollback of a single router
     (its packages' maintainer scripts then restart keepalived and conntrackd only on a BACKUP)."""
 
-    def one(name: str) -> UpgradeOutcome:
-        return upgrade_fleet(manager, [name], config, RolloutPolicy(), progress=progress).outcomes[0]
+    def one(name: str) -> UpgradeOutcome:  # a rollout of one: the pair's rollout says how it went
+        return upgrade_fleet(manager, [name], config, RolloutPolicy()).outcomes[0]
 
     def make_outcome(name: str, status: str, error: str) -> UpgradeOutcome:
         return UpgradeOutcome(name, status, error=error)

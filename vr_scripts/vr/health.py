@@ -69,7 +69,7 @@ def needed_services(state: RouterState) -> dict[str, bool]:
     """The services this state needs running: none on a router without guests or load balancers."""
     guests, pair = bool(state.interfaces.guests), state.redundancy is not None
     needed = {dnsmasq.SERVICE: guests, metadata.SERVICE: guests, haproxy.SERVICE: bool(state.load_balancer)}
-    return {**needed, **dict.fromkeys(redundancy.SERVICES, pair)}
+    return {**needed, **dict.fromkeys(redundancy.SERVICES if pair else (), True)}
 
 
 def run_checks(layout: Layout, services: Services, state: RouterState, live: Mapping[str, int] | None) -> list[Check]:
