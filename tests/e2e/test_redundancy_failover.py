@@ -104,6 +104,16 @@ def test_a_rolling_reboot_of_the_pair_fails_no_connection(pair):
     assert traffic.flows_kept == traffic.flows, traffic.errors
 
 
+def test_a_member_recreated_from_the_template_rejoins_as_backup_while_the_other_serves(pair):
+    manager, lab, ha = pair
+    master = pairs.wait_for_master(manager, ha.members)
+    backup = next(m for m in ha.members if m != master)
+    traffic = pair_lab.under_traffic(manager, lab, ha, lambda: manager.recreate(backup))
+    print(f"{backup} recreated: {traffic}")
+    assert pairs.roles(manager, ha.members) == {master: "MASTER", backup: "BACKUP"}
+    assert traffic.connections_failed == 0 and traffic.flows_kept == traffic.flows, traffic
+
+
 def test_a_cut_sync_link_gives_two_masters_with_the_same_answers_and_heals(pair):
     manager, lab, ha = pair
     master = pairs.wait_for_master(manager, ha.members)
