@@ -248,6 +248,14 @@ def bench_upgrade(c, routers=20, batch="25%"):
     _call("bench-upgrade", main, routers=routers, batch=batch, root=True)
 
 
+@task(help={"rootfs": "router rootfs (default: the built template's, build/template/rootfs)"})
+def bench_failover(c, rootfs=None):
+    """A redundant pair under traffic: the MASTER stopped outright, its keepalived killed, a rolling reboot."""
+    from orchestration.lab.bench_failover import bench_failover as main
+
+    _call("bench-failover", main, rootfs=rootfs, root=True)
+
+
 @task(
     help={
         "routers": "routers watched (default 20; the issue's fleet figure is 200)",

@@ -22,6 +22,10 @@ KEYRING = Path(contract.ARCHIVE_KEYRING)
 FILES = Path(__file__).parent / "files"
 # Jobs that would change a router behind its operator's back; its manager upgrades it (vrpipe).
 MASKED_UNITS = (
+    # Debian's own units would run keepalived and conntrackd with Debian's files at every boot; a redundant
+    # router runs them as vr-keepalived and vr-conntrackd, with the engine's files, when its state says so
+    "conntrackd.service",
+    "keepalived.service",
     "apt-daily.timer",
     "apt-daily-upgrade.timer",
     "dpkg-db-backup.timer",

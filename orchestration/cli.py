@@ -206,7 +206,8 @@ def run_command(args: argparse.Namespace, manager: Manager, out: Output) -> tupl
     if args.command == "health":
         report = manager.query(args.name, Query.HEALTH)
         out.result(report, json.dumps(report, indent=1))
-        return bool(report.get("ok")), f"{args.name}: {'healthy' if report.get('ok') else 'unhealthy'}"
+        role = f" (VRRP {report['vrrp']})" if report.get("vrrp") else ""  # a member of a redundant pair
+        return bool(report.get("ok")), f"{args.name}: {'healthy' if report.get('ok') else 'unhealthy'}{role}"
     if args.command == "upgrade":
         return upgrade_cli.run(args, manager, out)
     if args.command == "watch":

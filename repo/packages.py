@@ -30,9 +30,11 @@ MAINTAINER = "vrpipe maintainers <maintainers@vrpipe.example.org>"
 VR_BASE_DEPENDS = (
     "ca-certificates",
     "conntrack",
+    "conntrackd",  # redundant pairs: connection table sync (vr/redundancy.py)
     "dnsmasq",
     "haproxy",
     "iproute2",
+    "keepalived",  # redundant pairs: VRRP
     "logrotate",
     "nftables",
     "openssh-server",

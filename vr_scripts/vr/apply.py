@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import __version__, dnsmasq, haproxy, interfaces, metadata, nftables, persist
+from . import __version__, dnsmasq, haproxy, interfaces, metadata, nftables, persist, redundancy
 from .document import CheckedCommand, Parsed, parse_document
 from .fields import Invalid
 from .layout import Layout
@@ -26,9 +26,10 @@ from .services import Services
 if TYPE_CHECKING:
     from .engine import Memory  # the resident engine's; importing it here would cost every apply
 
-# Activation order matters: addresses before the rules and daemons that bind to them.
-SUBSYSTEMS: "tuple[Subsystem, ...]" = (interfaces, nftables, dnsmasq, haproxy, metadata)
-SERVICES = (dnsmasq.SERVICE, haproxy.SERVICE, metadata.SERVICE)
+# Activation order matters: addresses before the rules and daemons that bind to them; the rules before
+# keepalived and conntrackd, whose traffic they let in.
+SUBSYSTEMS: "tuple[Subsystem, ...]" = (interfaces, nftables, redundancy, dnsmasq, haproxy, metadata)
+SERVICES = (dnsmasq.SERVICE, haproxy.SERVICE, metadata.SERVICE, *redundancy.SERVICES)
 
 
 @dataclass
@@ -197,7 +198,7 @@ def converge(
 def _check(subsystem: Subsystem, staged: dict[Path, Path], change: Activation) -> None:
     try:
         subsystem.check(_StagedView(staged), change)
-    except CommandFailed as err:
+    except (CommandFailed, ValueError) as err:  # ValueError: the state does not fit this router
         raise ApplyFailed("check", subsystem.NAME, err) from err
 
 

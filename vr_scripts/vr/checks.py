@@ -69,6 +69,8 @@ def check_state(
 
     if "interfaces" in touched:
         _check_interfaces(state.interfaces, report)
+    if touched & {"interfaces", "redundancy"} and state.redundancy:
+        _check_sync_link(state, report)
     guests = [g.gateway.network for g in state.interfaces.guests]
     public = state.interfaces.public_addresses
     _check_vm_addresses(state, guests, report, new)
@@ -100,6 +102,22 @@ def _check_interfaces(interfaces: Interfaces, report: Report) -> None:
     addresses = [a.ip for p in interfaces.public for a in p.addresses]
     for ip in {a for a in addresses if addresses.count(a) > 1}:
         report("interfaces", interfaces, f"public address {ip} is listed twice", "public")
+
+
+def _check_sync_link(state: RouterState, report: Report) -> None:
+    """The sync link is a device and a network of its own: sharing one with traffic would let a guest
+    speak VRRP or feed the connection table."""
+    interfaces, pair = state.interfaces, state.redundancy
+    assert pair is not None  # checked by the caller
+    devices = {i.device for i in (interfaces.control, *interfaces.guests, *interfaces.public) if i}
+    if pair.sync_device in devices:
+        report("redundancy", pair, f"{pair.sync_device} is already one of the router's interfaces", "sync_device")
+    sync = pair.members[0].sync_address.network
+    used = [g.gateway.network for g in interfaces.guests] + [a.network for p in interfaces.public for a in p.addresses]
+    used += [interfaces.control.address.network] if interfaces.control else []
+    for net in used:
+        if net.overlaps(sync):
+            report("redundancy", pair, f"sync network {sync} overlaps {net}", "members")
 
 
 def _guest_address_error(ip: ipaddress.IPv4Address, guests: Sequence[ipaddress.IPv4Network]) -> str | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__, contract, dnsmasq, haproxy, metadata, nftables
+from . import __version__, contract, dnsmasq, haproxy, metadata, nftables, redundancy
 from .layout import Layout
 from .model import SECTIONS, RouterState
 from .run import CommandFailed, run
@@ -53,6 +53,7 @@ def report(layout: Layout, services: Services, state: RouterState) -> dict[str, 
         "services": {name: "active" if up else "inactive" for name, up in running.items()},
         "state": {name: len(getattr(state, name)) for name, s in SECTIONS.items() if s.key_fields},
         "nftables": live or {},
+        "vrrp": redundancy.role(layout) if state.redundancy else None,
     }
 
 
@@ -66,8 +67,9 @@ def live_counts() -> dict[str, int] | None:
 
 def needed_services(state: RouterState) -> dict[str, bool]:
     """The services this state needs running: none on a router without guests or load balancers."""
-    guests = bool(state.interfaces.guests)
-    return {dnsmasq.SERVICE: guests, metadata.SERVICE: guests, haproxy.SERVICE: bool(state.load_balancer)}
+    guests, pair = bool(state.interfaces.guests), state.redundancy is not None
+    needed = {dnsmasq.SERVICE: guests, metadata.SERVICE: guests, haproxy.SERVICE: bool(state.load_balancer)}
+    return {**needed, **dict.fromkeys(redundancy.SERVICES if pair else (), True)}
 
 
 def running_services(services: Services, state: RouterState) -> dict[str, bool]:
@@ -80,6 +82,9 @@ def run_checks(
 ) -> list[Check]:
     checks = [service_check(name, running[name]) for name, needed in needed_services(state).items() if needed]
     down = {c.name for c in checks if c.status != OK}
+    if not redundancy.holds_virtual_addresses(state, layout):
+        # A BACKUP holds none of the addresses its services answer on: probing them would fail.
+        down |= {dnsmasq.SERVICE, metadata.SERVICE, haproxy.SERVICE}
     if state.interfaces.guests and dnsmasq.SERVICE not in down:
         checks.append(dns_check(state))
     if state.interfaces.guests and metadata.SERVICE not in down:

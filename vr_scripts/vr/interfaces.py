@@ -1,7 +1,8 @@
 """The router's addresses and routes: brings its devices up, puts the control, guest gateway, public and
 private gateway addresses on them, removes the addresses and static routes an earlier state put there and
 this one dropped, sets the default route through the public gateway and the static routes, and turns on
-IP forwarding. One `ip -batch` run does it all.
+IP forwarding. One `ip -batch` run does it all. A member of a redundant pair holds the guest gateways,
+public and private gateway addresses only while it is MASTER (vr/redundancy.py).
 """
 
 import ipaddress
@@ -10,6 +11,7 @@ from collections.abc import Mapping, Set
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import redundancy
 from .layout import Layout
 from .model import RouterState
 from .run import run
@@ -29,13 +31,17 @@ def check(staged: Mapping[Path, Path], change: "Activation") -> None:
     """Nothing to check before the swap: every address and device name was validated."""
 
 
-def _addresses(state: RouterState) -> list[tuple[str, ipaddress.IPv4Interface]]:
+def _addresses(state: RouterState, layout: Layout, holding: bool) -> list[tuple[str, ipaddress.IPv4Interface]]:
+    """The addresses this router should have now; `holding`: the virtual ones too (MASTER, or no pair)."""
     interfaces = state.interfaces
     pairs = [(interfaces.control.device, interfaces.control.address)] if interfaces.control else []
-    pairs += [(g.device, g.gateway) for g in interfaces.guests]
-    pairs += [(p.device, a) for p in interfaces.public for a in p.addresses]
-    pairs += [(g.device, g.address) for g in state.private_gateways]
-    return pairs
+    pairs += redundancy.own_addresses(state, layout)
+    return pairs + (redundancy.virtual_addresses(state) if holding else [])
+
+
+def _devices(state: RouterState, layout: Layout) -> list[str]:
+    """Every device the router uses, up also on a BACKUP, which holds no address on most of them."""
+    return list(dict.fromkeys(device for device, _ in _addresses(state, layout, True)))
 
 
 def live_addresses() -> set[tuple[str, ipaddress.IPv4Interface]]:
@@ -57,31 +63,48 @@ def live_routes() -> set[ipaddress.IPv4Network]:
 def commands(
     old: RouterState,
     new: RouterState,
+    layout: Layout,
     live: Set[tuple[str, ipaddress.IPv4Interface]],
     routes: Set[ipaddress.IPv4Network],
 ) -> list[str]:
-    """The `ip -batch` lines that take the kernel from the old addresses and routes to the new ones."""
-    wanted = _addresses(new)
+    """The `ip -batch` lines that take the kernel from the old state's addresses and routes to the new one's."""
+    holding = redundancy.holds_virtual_addresses(new, layout)
+    wanted = _addresses(new, layout, holding)
     kept = {r.cidr for r in new.static_routes}
     lines = [f"route del {r.cidr}" for r in old.static_routes if r.cidr not in kept and r.cidr in routes]
-    dropped = [pair for pair in _addresses(old) if pair not in wanted and pair in live]
+    dropped = [pair for pair in _addresses(old, layout, True) if pair not in wanted and pair in live]
     lines += [f"address del {address} dev {device}" for device, address in dropped]
-    lines += [f"link set dev {device} up" for device in dict.fromkeys(device for device, _ in wanted)]
+    lines += [f"link set dev {device} up" for device in _devices(new, layout)]
     lines += [f"address replace {address} dev {device}" for device, address in wanted]
-    public = new.interfaces.public
-    lines += [f"route replace default via {p.gateway} dev {p.device}" for p in public[:1] if p.gateway]
-    lines += [f"route replace {r.cidr} via {r.next_hop}" for r in new.static_routes]
+    # onlink: a BACKUP has no address on the public network, and the route must hold the moment it has one
+    onlink = " onlink" if new.redundancy else ""
+    gateways = [p for p in new.interfaces.public[:1] if p.gateway]
+    lines += [f"route replace default via {p.gateway} dev {p.device}{onlink}" for p in gateways]
+    lines += [f"route replace {r.cidr} via {r.next_hop} dev {_device_of(new, r.next_hop)}{onlink}"
+              for r in new.static_routes]
     return lines
 
 
+def _device_of(state: RouterState, address: ipaddress.IPv4Address) -> str:
+    """The device of the network a next hop is on (validated: there is one)."""
+    networks = [(g.device, g.gateway.network) for g in state.interfaces.guests]
+    networks += [(p.device, a.network) for p in state.interfaces.public for a in p.addresses]
+    networks += [(g.device, g.address.network) for g in state.private_gateways]
+    return next(device for device, network in networks if address in network)
+
+
 def _kernel_state(state: RouterState) -> tuple[object, ...]:
-    return state.interfaces, state.private_gateways, state.static_routes
+    return state.interfaces, state.redundancy, state.private_gateways, state.static_routes
 
 
 def activate(change: "Activation") -> str | None:
-    if _kernel_state(change.old) == _kernel_state(change.new) and not change.force:
+    old, new = change.old, change.new
+    if _kernel_state(old) == _kernel_state(new) and not change.force:
         return None
     Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
-    lines = commands(change.old, change.new, live_addresses(), live_routes())
-    run(["ip", "-batch", "-"], input="\n".join(lines) + "\n")
+    # A BACKUP's haproxy and metadata service listen on addresses it does not hold yet.
+    Path("/proc/sys/net/ipv4/ip_nonlocal_bind").write_text("1\n" if new.redundancy else "0\n")
+    with redundancy.role_locked(change.layout):
+        lines = commands(old, new, change.layout, live_addresses(), live_routes())
+        run(["ip", "-batch", "-"], input="\n".join(lines) + "\n")
     return "configured"

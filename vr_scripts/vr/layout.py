@@ -92,6 +92,46 @@ class Layout:
     def template_cache(self) -> Path:
         return self._at("run/vr/templates")  # compiled Jinja2 templates, for this boot
 
+    @property
+    def hostname(self) -> Path:
+        return self._at("etc/hostname")  # written by vr-boot: names this router's member of a redundant pair
+
+    @property
+    def keepalived_conf(self) -> Path:
+        return self._at("etc/vr/keepalived.conf")
+
+    @property
+    def conntrackd_conf(self) -> Path:
+        return self._at("etc/vr/conntrackd.conf")
+
+    @property
+    def conntrackd_socket(self) -> Path:
+        return self._at("run/vr/conntrackd.ctl")
+
+    @property
+    def conntrackd_lock(self) -> Path:
+        return self._at("run/vr/conntrackd.lock")
+
+    @property
+    def vrrp_addresses(self) -> Path:
+        return self._at("etc/vr/vrrp.json")  # what the MASTER holds, for vr-vrrp
+
+    @property
+    def vrrp_state(self) -> Path:
+        return self._at("run/vr/vrrp-state")  # MASTER or BACKUP, as vr-vrrp last made it
+
+    @property
+    def vrrp_lock(self) -> Path:
+        return self._at("run/vr/vrrp.lock")  # held while the virtual addresses are taken or given up
+
+    @property
+    def vrrp_handover(self) -> Path:
+        return self._at("run/vr/vrrp-handover")  # keepalived's track file: 1 gives mastership away
+
+    @property
+    def vrrp_fifo(self) -> Path:
+        return self._at("run/vr/keepalived.fifo")
+
     def make_directories(self) -> None:
         """The directories the engine writes into; a fresh router root has none of them."""
         files = (self.nftables, self.dnsmasq_conf, self.leases, self.haproxy_cfg, self.state, self.log, self.lock)

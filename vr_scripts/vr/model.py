@@ -181,6 +181,34 @@ class PrivateGateway:
 
 
 @dataclass(frozen=True)
+class Member:
+    """One router of a redundant pair: its host name (how a router finds itself), its address on the sync
+    link, and its VRRP priority."""
+
+    name: str
+    sync_address: ipaddress.IPv4Interface
+    priority: int
+
+
+@dataclass(frozen=True)
+class Redundancy:
+    """A redundant pair: both members run the same state; the guest gateways and public addresses are
+    VRRP virtual addresses held by the MASTER alone (see vr/redundancy.py)."""
+
+    router_id: int  # the VRRP virtual router id, unique among pairs sharing a link
+    sync_device: str  # the link between the two members: VRRP adverts and conntrackd sync
+    members: tuple[Member, Member]
+    advert_ms: int = 500
+
+    @property
+    def master_address(self) -> ipaddress.IPv4Interface:
+        """The MASTER's address on the sync link: its highest host. keepalived holds it (it wants at least
+        one address of its own); the addresses that carry traffic are moved by vr-vrrp."""
+        network = self.members[0].sync_address.network
+        return ipaddress.IPv4Interface(f"{network.broadcast_address - 1}/{network.prefixlen}")
+
+
+@dataclass(frozen=True)
 class RouterState:
     interfaces: Interfaces = Interfaces()
     egress_policy: EgressPolicy = EgressPolicy()
@@ -194,6 +222,7 @@ class RouterState:
     network_acls: tuple[NetworkAcl, ...] = ()
     static_routes: tuple[StaticRoute, ...] = ()
     private_gateways: tuple[PrivateGateway, ...] = ()
+    redundancy: Redundancy | None = None
 
 
 def _parsed(fields: Fields, build: Callable[..., T], *values: object) -> T | None:
@@ -402,6 +431,45 @@ def parse_private_gateway(data: object, where: str, problems: list[Problem]) -> 
     return _parsed(f, PrivateGateway, device, address, acl, source_nat)
 
 
+def parse_member(data: object, where: str, problems: list[Problem]) -> Member | None:
+    f = Fields(data, where, problems)
+    name = f.text("name", pattern=HOSTNAME, what="host name")
+    sync_address, priority = f.interface("sync_address"), f.integer("priority", 1, 254)
+    return _parsed(f, Member, name, sync_address, priority)
+
+
+def parse_redundancy(data: object, where: str, problems: list[Problem]) -> Redundancy | None:
+    f = Fields(data, where, problems)
+    router_id = f.integer("router_id", 1, 255)
+    sync_device = f.text("sync_device", pattern=DEVICE, what="device name")
+    members = f.items("members", parse_member, default=None)
+    # keepalived counts adverts in centiseconds; below 100 ms a busy router misses them and flaps
+    advert_ms = f.integer("advert_ms", 100, 10_000, default=500)
+    if advert_ms is not None and advert_ms % 10:
+        f.problem(f"{where}.advert_ms", f"{advert_ms} is not a multiple of 10 ms")
+    if members is not None and len(members) != 2 and f.ok:
+        f.problem(f"{where}.members", f"a pair has two members, got {len(members)}")
+    if members and len(members) == 2 and f.ok:
+        _check_members(f, f"{where}.members[1]", *members)
+    return _parsed(f, Redundancy, router_id, sync_device, members, advert_ms)
+
+
+def _check_members(f: Fields, where: str, first: Member, second: Member) -> None:
+    """The second member is the one named: it is the one that clashes with the first."""
+    if first.name == second.name:
+        f.problem(f"{where}.name", f"{second.name} is the name of both members")
+    if first.sync_address.ip == second.sync_address.ip:
+        f.problem(f"{where}.sync_address", f"{second.sync_address.ip} is the sync address of both members")
+    elif first.sync_address.network != second.sync_address.network:
+        f.problem(f"{where}.sync_address", f"{second.sync_address} is not in {first.sync_address.network}")
+    for at, member in ((where.replace("[1]", "[0]"), first), (where, second)):
+        if member.sync_address.ip >= member.sync_address.network.broadcast_address - 1:
+            taken = "the highest host of the sync network is the MASTER's"
+            f.problem(f"{at}.sync_address", f"{member.sync_address.ip} is taken: {taken}")
+    if first.priority == second.priority:
+        f.problem(f"{where}.priority", f"{second.priority} is the priority of both members (VRRP needs two)")
+
+
 @dataclass(frozen=True)
 class Section:
     """One kind of thing in the state: how to parse an item, which fields identify it for add/remove
@@ -416,7 +484,7 @@ class Section:
         return tuple(getattr(item, name) for name in self.key_fields)
 
 
-ALL_SUBSYSTEMS = ("interfaces", "nftables", "dnsmasq", "haproxy", "metadata")
+ALL_SUBSYSTEMS = ("interfaces", "nftables", "redundancy", "dnsmasq", "haproxy", "metadata")
 SECTIONS = {
     s.name: s
     for s in (
@@ -432,5 +500,6 @@ SECTIONS = {
         Section("network_acls", parse_network_acl, ("name",), ("nftables",)),
         Section("static_routes", parse_static_route, ("cidr",), ("interfaces",)),
         Section("private_gateways", parse_private_gateway, ("device",), ("interfaces", "nftables")),
+        Section("redundancy", parse_redundancy, (), ("interfaces", "nftables", "redundancy")),
     )
 }

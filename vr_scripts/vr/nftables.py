@@ -16,6 +16,7 @@ from .fields import PortRange
 from .intervals import Key, Sets, flat_sets, layered_sets
 from .layout import Layout
 from .model import FirewallRule, PortForward, RouterState
+from .redundancy import SYNC_PORT
 from .render import Lines
 from .render import render as render_template
 from .run import CommandFailed, run, succeeds
@@ -54,7 +55,16 @@ def _context(state: RouterState) -> dict[str, object]:
         "load_balancers": [f"{lb.public_ip} . {lb.port}" for lb in state.load_balancer],
         **acls.context(state),
         "acl_chains": _reused("network_acls", state.network_acls, acls.chains),
+        "sync": _sync(state),
     }
+
+
+def _sync(state: RouterState) -> dict[str, object] | None:
+    """A pair's sync link: VRRP and conntrackd from either member (the peer's, and our own looped back)."""
+    if state.redundancy is None:
+        return None
+    members = ", ".join(str(m.sync_address.ip) for m in state.redundancy.members)
+    return {"device": _quoted(state.redundancy.sync_device), "members": members, "port": SYNC_PORT}
 
 
 # The elements of the three big sections as last rendered, by section, with the very items they came from.
