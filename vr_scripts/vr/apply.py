@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import __version__, dnsmasq, haproxy, interfaces, metadata, nftables, persist
+from . import __version__, dnsmasq, haproxy, interfaces, metadata, nftables, persist, vpn
 from .document import CheckedCommand, Parsed, parse_document
 from .fields import Invalid
 from .layout import Layout
@@ -26,9 +26,10 @@ from .services import Services
 if TYPE_CHECKING:
     from .engine import Memory  # the resident engine's; importing it here would cost every apply
 
-# Activation order matters: addresses before the rules and daemons that bind to them.
-SUBSYSTEMS: "tuple[Subsystem, ...]" = (interfaces, nftables, dnsmasq, haproxy, metadata)
-SERVICES = (dnsmasq.SERVICE, haproxy.SERVICE, metadata.SERVICE)
+# Activation order matters: addresses before the rules and daemons that bind to them; vpn last, since
+# the certificate files it removes are not put back by a rollback.
+SUBSYSTEMS: "tuple[Subsystem, ...]" = (interfaces, nftables, dnsmasq, haproxy, metadata, vpn)
+SERVICES = (dnsmasq.SERVICE, haproxy.SERVICE, metadata.SERVICE, vpn.SERVICE)
 
 
 @dataclass

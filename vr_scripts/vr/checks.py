@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence, Set
 from typing import Any, Protocol
 
+from . import vpn
 from .fields import PortRange, Problem
 from .intervals import MAX_CIDRS, MAX_LAYERS, bounds, layers
 from .model import SECTIONS, FirewallRule, Interfaces, LoadBalancer, PortForward, RouterState
@@ -67,6 +68,8 @@ def check_state(
         _check_port_conflicts(state, report)
     if "firewall" in touched:
         _check_firewall_size(state, report)
+    if touched & {"interfaces", "vpn_gateways", "remote_access"}:
+        vpn.check_state(state, report)
     return problems
 
 

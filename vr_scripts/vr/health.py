@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__, contract, dnsmasq, haproxy, metadata, nftables
+from . import __version__, contract, dnsmasq, haproxy, metadata, nftables, vpn
 from .layout import Layout
 from .model import SECTIONS, RouterState
 from .run import CommandFailed, run
@@ -67,7 +67,12 @@ def live_counts() -> dict[str, int] | None:
 def needed_services(state: RouterState) -> dict[str, bool]:
     """The services this state needs running: none on a router without guests or load balancers."""
     guests = bool(state.interfaces.guests)
-    return {dnsmasq.SERVICE: guests, metadata.SERVICE: guests, haproxy.SERVICE: bool(state.load_balancer)}
+    return {
+        dnsmasq.SERVICE: guests,
+        metadata.SERVICE: guests,
+        haproxy.SERVICE: bool(state.load_balancer),
+        vpn.SERVICE: vpn.needed(state),
+    }
 
 
 def run_checks(layout: Layout, services: Services, state: RouterState, live: Mapping[str, int] | None) -> list[Check]:
@@ -79,6 +84,10 @@ def run_checks(layout: Layout, services: Services, state: RouterState, live: Map
         checks.append(metadata_check(layout))
     if state.load_balancer and haproxy.SERVICE not in down:
         checks.append(haproxy_check(layout))
+    if state.vpn_gateways and vpn.SERVICE not in down:
+        checks += [
+            Check(f"vpn {name}", OK if up else FAIL, message) for name, up, message in vpn.tunnel_status(layout, state)
+        ]
     checks += [
         nftables_check(layout, state, live),
         last_apply_check(layout),

@@ -12,6 +12,16 @@ from .fields import DEVICE, DOMAIN, HOSTNAME, NAME, Fields, PortRange, Problem, 
 from .fields import address as _address
 from .fields import interface as _interface
 from .fields import network as _network
+from .vpn_model import (
+    IpsecSettings,
+    RemoteAccess,
+    VpnGateway,
+    VpnUser,
+    parse_gateway,
+    parse_ipsec,
+    parse_remote_access,
+    parse_user,
+)
 
 T = TypeVar("T")
 PROTOCOLS = ("tcp", "udp")
@@ -151,6 +161,10 @@ class RouterState:
     dhcp: tuple[DhcpEntry, ...] = ()
     vm_data: tuple[VmData, ...] = ()
     load_balancer: tuple[LoadBalancer, ...] = ()
+    ipsec: IpsecSettings = IpsecSettings()
+    vpn_gateways: tuple[VpnGateway, ...] = ()
+    remote_access: RemoteAccess = RemoteAccess()
+    vpn_users: tuple[VpnUser, ...] = ()
 
 
 def _parsed(fields: Fields, build: Callable[..., T], *values: object) -> T | None:
@@ -322,7 +336,7 @@ class Section:
         return tuple(getattr(item, name) for name in self.key_fields)
 
 
-ALL_SUBSYSTEMS = ("interfaces", "nftables", "dnsmasq", "haproxy", "metadata")
+ALL_SUBSYSTEMS = ("interfaces", "nftables", "dnsmasq", "haproxy", "metadata", "vpn")
 SECTIONS = {
     s.name: s
     for s in (
@@ -335,5 +349,9 @@ SECTIONS = {
         Section("dhcp", parse_dhcp, ("mac",), ("dnsmasq",)),
         Section("vm_data", parse_vm_data, ("vm_ip",), ("metadata",)),
         Section("load_balancer", parse_load_balancer, ("name",), ("haproxy", "nftables")),
+        Section("ipsec", parse_ipsec, (), ("vpn", "nftables")),
+        Section("vpn_gateways", parse_gateway, ("name",), ("vpn", "nftables")),
+        Section("remote_access", parse_remote_access, (), ("vpn", "nftables")),
+        Section("vpn_users", parse_user, ("name",), ("vpn",)),
     )
 }

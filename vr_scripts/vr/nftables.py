@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from . import contract
+from . import contract, vpn
 from .fields import PortRange
 from .intervals import bounds, collapse, layers, shards
 from .layout import Layout
@@ -54,6 +54,7 @@ def _context(state: RouterState) -> dict[str, object]:
         "static_nat_out": [f"{s.vm_ip} : {s.public_ip}" for s in state.static_nat],
         "source_nat": [f"{s.guest_cidr} : {s.public_ip}" for s in state.source_nat],
         "load_balancers": [f"{lb.public_ip} . {lb.port}" for lb in state.load_balancer],
+        **vpn.nft_context(state),
     }
 
 
