@@ -32,13 +32,17 @@ VR_BASE_DEPENDS = (
     "conntrack",
     "dnsmasq",
     "haproxy",
+    "charon-systemd",  # strongSwan's IKE daemon (vr.vpn); Debian's unit is strongswan.service
     "iproute2",
+    "libcharon-extauth-plugins",  # eap-mschapv2, for remote-access users
+    "libcharon-extra-plugins",  # kernel-libipsec, for routers without the kernel's ESP (containers)
     "logrotate",
     "nftables",
     "openssh-server",
     "python3",
     "python3-jinja2",
     "python3-prometheus-client",  # vr-metrics
+    "strongswan-swanctl",
 )
 
 
