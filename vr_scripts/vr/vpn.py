@@ -185,11 +185,16 @@ def _remove_stale(layout: Layout, keep: set[Path]) -> None:
 
 def _end_sessions(old: RouterState, new: RouterState) -> None:
     """Close what the new state no longer allows: tunnels of removed gateways, and the sessions of
-    removed users (or users whose password changed). Changed gateways charon restarts by itself."""
-    kept = {conn_name(gw) for gw in new.vpn_gateways}
+    removed users (or users whose password changed). A changed gateway is closed and started again:
+    charon keeps an established tunnel when only its key changed, and a new key must be proven."""
+    kept = {conn_name(gw): gw for gw in new.vpn_gateways}
     for gw in old.vpn_gateways:
-        if conn_name(gw) not in kept:
+        now = kept.get(conn_name(gw))
+        if now != gw:
             _terminate(["--ike", conn_name(gw)])
+        if now is not None and now != gw:
+            # --timeout: return soon, the negotiation goes on in charon (its outcome shows in vr-health)
+            run(["swanctl", "--initiate", "--child", conn_name(gw), "--timeout", "1"], check=False)
     users = set(new.vpn_users) if new.remote_access.enabled else set()
     gone = {u.name for u in old.vpn_users if u not in users}
     if gone:
