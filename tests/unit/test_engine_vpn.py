@@ -150,7 +150,8 @@ def test_nftables_lets_tunnel_traffic_through_and_skips_source_nat_for_it(tmp_pa
     assert "10.1.2.0/24 . 10.2.0.0/16" not in text  # site-b reaches eth1 only
     assert 'oifname "ipsec0" ip saddr . ip daddr @vpn_routes accept' in text
     assert "ip saddr . ip daddr @vpn_routes return" in text
-    assert "udp dport { 500, 4500 } accept" in text and "esp accept" not in text
+    assert "ip daddr @vpn_addresses udp dport { 500, 4500 } accept" in text and "esp accept" not in text
+    assert "type ipv4_addr;\n\t\telements = {\n\t\t\t203.0.113.10\n" in text  # vpn_addresses
     kernel = parsed({**vpn_state(), "ipsec": {"backend": "kernel"}})
     text = nftables.render(kernel, Layout(tmp_path))[tmp_path / "etc/vr/nftables.nft"]
     assert "rt ipsec exists ip saddr . ip daddr @vpn_routes accept" in text and "meta l4proto esp accept" in text
@@ -167,7 +168,7 @@ remote-access: #7, ESTABLISHED, IKEv2, 5f1e2d3c4b5a6978_i 0123456789abcdef_r*
     remote 10.99.0.1/32
 remote-access: #8, ESTABLISHED, IKEv2, 1111111111111111_i 2222222222222222_r*
   local  'vpn.example.org' @ 203.0.113.10[4500]
-  remote '198.51.100.6' @ 198.51.100.6[4500] EAP: 'bob' [10.99.0.2]
+  remote 'bob' @ 198.51.100.6[4500] [10.99.0.2]
 gw-site-b: #9, CONNECTING, IKEv2, 3333333333333333_i* 0000000000000000_r
   local  '203.0.113.10' @ 203.0.113.10[500]
 """

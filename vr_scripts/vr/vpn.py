@@ -211,18 +211,19 @@ def _terminate(which: list[str]) -> None:
 
 IKE_SA = re.compile(r"^(?P<conn>[^\s:]+): #(?P<id>\d+), (?P<state>[A-Z_]+),", re.MULTILINE)
 CHILD_SA = re.compile(r"^\s+(?P<conn>[^\s:]+): #\d+, reqid \d+, (?P<state>[A-Z_]+),", re.MULTILINE)
-EAP_ID = re.compile(r"^\s+remote .* EAP: '(?P<user>[^']*)'", re.MULTILINE)
+# swanctl shows the EAP identity only where it differs from the IKE identity
+REMOTE_ID = re.compile(r"^\s+remote '(?P<ike>[^']*)' @ \S+(?: EAP: '(?P<eap>[^']*)')?", re.MULTILINE)
 
 
 def sessions(listing: str) -> dict[int, str]:
-    """IKE SA id -> EAP identity of the user, from `swanctl --list-sas` output."""
+    """IKE SA id -> the user (EAP identity) of each session, from `swanctl --list-sas` output."""
     result: dict[int, str] = {}
     starts = list(IKE_SA.finditer(listing))
     for i, sa in enumerate(starts):
         end = starts[i + 1].start() if i + 1 < len(starts) else len(listing)
-        user = EAP_ID.search(listing, sa.end(), end)
-        if user:
-            result[int(sa["id"])] = user["user"]
+        remote = REMOTE_ID.search(listing, sa.end(), end)
+        if remote:
+            result[int(sa["id"])] = remote["eap"] or remote["ike"]
     return result
 
 
@@ -243,9 +244,11 @@ def nft_context(state: RouterState) -> dict[str, object]:
     access = state.remote_access
     if access.enabled and access.pool is not None:
         pairs += [(tiers[d], access.pool) for d in access.tiers if d in tiers]
+    addresses = {gw.local_address for gw in state.vpn_gateways}
+    addresses |= {access.local_address} if access.enabled and access.local_address else set()
     libipsec = state.ipsec.backend == "libipsec"
     return {
-        "vpn": needed(state),
+        "vpn_addresses": sorted(map(str, addresses)),
         "vpn_kernel": not libipsec,
         "vpn_routes": sorted({f"{tier} . {remote}" for tier, remote in pairs}),
         # Policy matching: the kernel's IPsec marks decrypted packets (meta ipsec) and routes that
