@@ -4,7 +4,6 @@ ESP-in-UDP crosses the public bridge; a wrong key shows in the health report; a 
 the tunnel from the full replay; removing the tunnel stops the traffic. Tests run in file order.
 """
 
-import ipaddress
 import json
 import subprocess
 import sys
@@ -14,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from orchestration.commands import BadCommand, Command, Query
-from orchestration.lab.lab import PUBLIC_BRIDGE, PUBLIC_GATEWAY
+from orchestration.lab.lab import PUBLIC_BRIDGE
+from orchestration.lab.vpn_lab import SITES, add_site, gateway_data, site_commands, vm_ip
 from vrpipe.run import run
 
 from .engine_fixtures import connect, serve, wait_for
@@ -22,59 +22,16 @@ from .orch_fixtures import orch_lab  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.e2e
 HERE = Path(__file__).parent
-PSK = "site-to-site-shared-secret"
 MARKER = "VPN-PLAINTEXT-MARKER"
-SITES = {
-    # router: (index, public address, tier gateway, VM address)
-    "r1": (1, "203.0.113.11", "10.1.1.1/24", "10.1.1.10"),
-    "r2": (2, "203.0.113.12", "10.2.1.1/24", "10.2.1.10"),
-}
-
-
-def site_commands(name, peer, psk=PSK):
-    _, public, gateway, _ = SITES[name]
-    _, peer_public, peer_gateway, _ = SITES[peer]
-    tier = str(ipaddress.ip_interface(gateway).network)
-    interfaces = {
-        "guests": [{"device": "eth1", "gateway": gateway}],
-        "public": [{"device": "eth2", "addresses": [f"{public}/24"], "gateway": PUBLIC_GATEWAY}],
-    }
-    return [
-        Command("add", "interfaces", interfaces),
-        Command("add", "source_nat", {"guest_cidr": tier, "public_ip": public}),
-        Command("add", "ipsec", {"backend": "libipsec"}),
-        Command("add", "vpn_gateways", gateway_data(name, peer, psk)),
-    ]
-
-
-def gateway_data(name, peer, psk=PSK):
-    _, public, _, _ = SITES[name]
-    _, peer_public, peer_gateway, _ = SITES[peer]
-    remote = str(ipaddress.ip_interface(peer_gateway).network)
-    return {
-        "name": f"to-{peer}",
-        "local_address": public,
-        "remote_address": peer_public,
-        "remote_cidrs": [remote],
-        "local_tiers": ["eth1"],
-        "psk": psk,
-        "dpd_seconds": 5,
-    }
 
 
 @pytest.fixture(scope="module")
 def sites(orch_lab):  # noqa: F811
     manager, lab = orch_lab
     vms = {}
-    for name, (index, _, gateway, vm_ip) in SITES.items():
-        lab.create_router(name)
-        manager.start(name)
-        vm = lab.add_vm(name, index, 0)
-        run(["ip", "address", "add", f"{vm_ip}/24", "dev", "eth0"], ns=vm.ns)
-        run(["ip", "link", "set", "eth0", "up"], ns=vm.ns)
-        run(["ip", "route", "add", "default", "via", gateway.split("/")[0]], ns=vm.ns)
-        serve(vm.ns, 7000, f"{MARKER}-{name}")
-        vms[name] = vm
+    for name in SITES:
+        vms[name] = add_site(manager, lab, name)
+        serve(vms[name].ns, 7000, f"{MARKER}-{name}")
     return manager, lab, vms
 
 
@@ -90,17 +47,17 @@ def tunnel_check(manager, name):
 
 
 def vm_a_reaches_vm_b(vms, timeout=2):
-    return connect(vms["r1"].ns, SITES["r2"][3], 7000, timeout=timeout)
+    return connect(vms["r1"].ns, vm_ip("r2"), 7000, timeout=timeout)
 
 
 def test_a_vm_at_site_a_reaches_a_vm_at_site_b_by_its_private_address(sites):
     manager, _, vms = sites
-    apply(manager, "r1", site_commands("r1", "r2"))
-    apply(manager, "r2", site_commands("r2", "r1"))
+    apply(manager, "r1", site_commands("r1"))
+    apply(manager, "r2", site_commands("r2"))
     wait_for(lambda: (tunnel_check(manager, "r1") or {}).get("status") == "ok", "the tunnel up", timeout=60)
     answer = wait_for(lambda: vm_a_reaches_vm_b(vms), "VM B through the tunnel", timeout=30)
     # the private source address arrives: no source NAT for traffic that enters the tunnel
-    assert answer == f"{MARKER}-r2 from {SITES['r1'][3]}"
+    assert answer == f"{MARKER}-r2 from {vm_ip('r1')}"
     assert tunnel_check(manager, "r2")["status"] == "ok"
 
 
@@ -135,7 +92,7 @@ def _udp_ports(frame):
 
 def test_a_wrong_key_fails_with_a_clear_status_in_health(sites):
     manager, _, vms = sites
-    apply(manager, "r2", [Command("add", "vpn_gateways", gateway_data("r2", "r1", psk="not-the-same-secret-key"))])
+    apply(manager, "r2", [Command("add", "vpn_gateways", gateway_data("r2", psk="not-the-same-secret-key"))])
     check = wait_for(
         lambda: (c := tunnel_check(manager, "r2")) and c["status"] == "fail" and "authentication" in c["message"] and c,
         "r2's tunnel reported down with the reason",
@@ -145,7 +102,7 @@ def test_a_wrong_key_fails_with_a_clear_status_in_health(sites):
     assert vm_a_reaches_vm_b(vms, timeout=1) == ""
     health = manager.query("r2", Query.HEALTH)
     assert not health["ok"] and any("vpn to-r1" in p for p in health["problems"]), health
-    apply(manager, "r2", [Command("add", "vpn_gateways", gateway_data("r2", "r1"))])
+    apply(manager, "r2", [Command("add", "vpn_gateways", gateway_data("r2"))])
     wait_for(lambda: vm_a_reaches_vm_b(vms, timeout=1), "the tunnel with the right key again", timeout=60)
 
 
@@ -153,9 +110,9 @@ def test_bad_vpn_input_is_refused_naming_the_field_and_nothing_changes(sites):
     manager, _, vms = sites
     before = manager.store.state("r1")
     bad = [
-        ({**gateway_data("r1", "r2"), "remote_cidrs": ["10.1.1.0/25"]}, "remote_cidrs"),
-        ({**gateway_data("r1", "r2"), "ike_proposals": ["aes256-sha999-modp2048"]}, "ike_proposals"),
-        ({**gateway_data("r1", "r2"), "psk": "too-short"}, "psk"),
+        ({**gateway_data("r1"), "remote_cidrs": ["10.1.1.0/25"]}, "remote_cidrs"),
+        ({**gateway_data("r1"), "ike_proposals": ["aes256-sha999-modp2048"]}, "ike_proposals"),
+        ({**gateway_data("r1"), "psk": "too-short"}, "psk"),
     ]
     for data, field in bad:
         with pytest.raises(BadCommand, match=field):

@@ -186,6 +186,7 @@ def test_a_failed_tunnel_says_why_from_charons_log():
             "Dec  1 16:00:01 10[IKE] <gw-site-c|2> retransmit 1 of request with message ID 0",
             "Dec  1 16:00:02 11[ENC] <gw-site-b|1> parsed IKE_AUTH response 1 [ N(AUTH_FAILED) ]",
             "Dec  1 16:00:02 11[IKE] <gw-site-b|1> received AUTHENTICATION_FAILED notify error",
+            "Dec  1 16:00:03 12[IKE] <gw-site-b|2> retransmit 1 of request with message ID 1",
         ]
     )
     assert vpn.failure_reason(log, "gw-site-b").startswith("authentication failed")

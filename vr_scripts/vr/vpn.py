@@ -297,12 +297,11 @@ def _log_tail(path: Path, size: int = 256 * 1024) -> str:
         return ""
 
 
-def failure_reason(log: str, conn: str) -> str:
-    """Why the connection's latest attempt failed, from charon's log lines that name it (<conn|N>)."""
-    for line in reversed(log.splitlines()):
-        if f"<{conn}|" not in line:
-            continue
-        for signs, reason in FAILURES:
-            if any(sign in line for sign in signs):
-                return reason
+def failure_reason(log: str, conn: str, recent: int = 50) -> str:
+    """Why the connection's latest attempts failed, from charon's last log lines that name it (<conn|N>):
+    the weightiest reason among them, since retransmits and a peer's own retries interleave with the cause."""
+    lines = [line for line in log.splitlines() if f"<{conn}|" in line][-recent:]
+    for signs, reason in FAILURES:
+        if any(sign in line for line in lines for sign in signs):
+            return reason
     return "not established yet"

@@ -1,0 +1,108 @@
+"""`invoke bench-vpn`: two lab routers as two sites joined by IPsec (libipsec, as container routers need).
+Measures how long the tunnel takes to carry traffic after both sites are applied, TCP throughput from the
+VM at site A to the one at site B, and the traffic lost (a 10 ms ping through the tunnel) while site A
+upgrades strongSwan in place (its packages installed again with dpkg, maintainer scripts and service
+restart included). Last line: tunnel_up_s=<s> upgrade_outage_s=<s> throughput_mbit=<n>.
+"""
+
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+from orchestration.lab.lab import Lab, throwaway_lab
+from orchestration.lab.upgrade_lab import serve
+from orchestration.lab.vpn_lab import SITES, add_site, site_commands, vm_ip
+from orchestration.manager import Manager
+from vrpipe.errors import VrpipeError
+from vrpipe.run import run, spawn
+
+PROJECT = Path(__file__).resolve().parents[2]
+STRONGSWAN = ("libstrongswan", "strongswan-libcharon", "strongswan-swanctl", "charon-systemd",
+              "libcharon-extra-plugins", "libcharon-extauth-plugins")  # fmt: skip
+PING_INTERVAL = 0.01
+ANSWER_PORT, SINK_PORT = 7000, 7001
+
+
+def bench_vpn(rootfs: Path | str | None = None, seconds: float = 5.0) -> bool:
+    """Run the benchmark; print progress and the summary line; False when anything failed."""
+    with throwaway_lab(rootfs, f"vpb{os.getpid() % 100000}") as (manager, lab):
+        try:
+            figures = _bench(manager, lab, seconds)
+        except VrpipeError as err:
+            print(f"bench-vpn: {err}")
+            return False
+    print(" ".join(f"{name}={value}" for name, value in figures.items()))
+    return True
+
+
+def _bench(manager: Manager, lab: Lab, seconds: float) -> dict[str, str]:
+    vms = {name: add_site(manager, lab, name) for name in SITES}
+    serve(vms["r2"].ns, ANSWER_PORT, "site-b")
+    started = time.monotonic()
+    for name in SITES:
+        outcome = manager.apply(name, site_commands(name))
+        if not outcome.ok:
+            raise VrpipeError(f"router {name}: {outcome.error}")
+    _wait_for_answer(vms["r1"].ns, started + 60)
+    tunnel_up = time.monotonic() - started
+    print(f"tunnel carries traffic {tunnel_up:.2f} s after both sites were applied")
+    throughput = _throughput(vms["r1"].ns, vms["r2"].ns, seconds)
+    print(f"TCP through the tunnel: {throughput:.1f} Mbit/s for {seconds:.0f} s")
+    outage = _upgrade_outage(manager, vms["r1"].ns)
+    return {
+        "tunnel_up_s": f"{tunnel_up:.2f}",
+        "upgrade_outage_s": f"{outage:.2f}",
+        "throughput_mbit": f"{throughput:.0f}",
+    }
+
+
+def _python(*args: str) -> list[str]:
+    return [sys.executable, "-m", *args]
+
+
+def _wait_for_answer(ns: str, deadline: float) -> None:
+    argv = _python("orchestration.lab.traffic", "loop", "0.5", "0", f"{vm_ip('r2')}:{ANSWER_PORT}")
+    while time.monotonic() < deadline:
+        out = run(argv, ns=ns, check=False, cwd=PROJECT, timeout=30).stdout
+        if '"failed": 0' in out:
+            return
+    raise VrpipeError("the VM at site A never reached the VM at site B through the tunnel")
+
+
+def _throughput(sender: str, receiver: str, seconds: float) -> float:
+    spawn(_python("orchestration.lab.vpn_lab", "sink", str(SINK_PORT)), ns=receiver, cwd=PROJECT, new_session=True)
+    time.sleep(0.5)
+    argv = _python("orchestration.lab.vpn_lab", "blast", vm_ip("r2"), str(SINK_PORT), str(seconds))
+    return float(run(argv, ns=sender, cwd=PROJECT, timeout=seconds + 30).stdout.strip())
+
+
+def _upgrade_outage(manager: Manager, ns: str) -> float:
+    """Lost ping time through the tunnel while r1 reinstalls strongSwan's packages and for 10 s after."""
+    router = manager.store.router("r1")
+    deployer = manager.deployer(router)
+    status, listing = deployer.execute(router, ["ls", "/var/cache/apt/archives"])
+    debs = [f"/var/cache/apt/archives/{n}" for n in listing.split() if n.split("_")[0] in STRONGSWAN]
+    if status != 0 or len(debs) < len(STRONGSWAN):
+        raise VrpipeError(f"r1 holds no strongSwan packages in /var/cache/apt/archives to upgrade with: {listing!r}")
+    charon = ["systemctl", "show", "--property=MainPID", "--value", "strongswan"]
+    ping = spawn(["ping", "-n", "-i", str(PING_INTERVAL), "-w", "120", vm_ip("r2")], ns=ns, pipe=True)
+    time.sleep(2)
+    started, before = time.monotonic(), deployer.execute(router, charon)[1].strip()
+    status, out = deployer.execute(router, ["dpkg", "-i", *debs])
+    if status != 0:
+        raise VrpipeError(f"dpkg -i of strongSwan on r1 failed: {out[-500:]}")
+    after = deployer.execute(router, charon)[1].strip()
+    if after == before:
+        raise VrpipeError(f"charon was not restarted by the upgrade (pid {before} before and after)")
+    print(f"strongSwan reinstalled in place on r1 in {time.monotonic() - started:.1f} s (charon {before} -> {after})")
+    time.sleep(10)
+    ping.send_signal(signal.SIGINT)
+    summary = re.search(r"(\d+) packets transmitted, (\d+) received", ping.communicate(timeout=30)[0])
+    if summary is None:
+        raise VrpipeError("ping through the tunnel printed no summary")
+    sent, received = map(int, summary.groups())
+    print(f"ping through the tunnel: {sent - received} of {sent} lost at {PING_INTERVAL * 1000:.0f} ms")
+    return (sent - received) * PING_INTERVAL
