@@ -5,6 +5,7 @@ upgrades strongSwan in place (its packages installed again with dpkg, maintainer
 restart included). Last line: tunnel_up_s=<s> upgrade_outage_s=<s> throughput_mbit=<n>.
 """
 
+import base64
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from image.config import load_config
 from orchestration.lab.lab import Lab, throwaway_lab
 from orchestration.lab.upgrade_lab import serve
 from orchestration.lab.vpn_lab import SITES, add_site, site_commands, vm_ip
@@ -79,14 +81,40 @@ def _throughput(sender: str, receiver: str, seconds: float) -> float:
     return float(run(argv, ns=sender, cwd=PROJECT, timeout=seconds + 30).stdout.strip())
 
 
+def _strongswan_debs(manager: Manager) -> list[Path]:
+    """strongSwan's .debs as the template was built with them: in its rootfs's apt cache, or in the .deb
+    cache the template build keeps (build/cache/debs/SUITE)."""
+    config, rootfs = load_config({}), manager.config.rootfs
+    folders = [rootfs / "var/cache/apt/archives"] if rootfs else []
+    for folder in [*folders, config.cache_dir / config.suite]:
+        debs = sorted(d for d in folder.glob("*.deb") if d.name.split("_")[0] in STRONGSWAN)
+        if len(debs) == len(STRONGSWAN):
+            return debs
+    raise VrpipeError(f"no .debs of {', '.join(STRONGSWAN)} in the rootfs's apt cache or {config.cache_dir}")
+
+
+def _copy_debs(manager: Manager, debs: list[Path]) -> list[str]:
+    """Put the .debs on r1 (base64 through the router's transport, which carries text) under /tmp."""
+    router = manager.store.router("r1")
+    paths = []
+    for deb in debs:
+        path = f"/tmp/{deb.name}"
+        data = base64.b64encode(deb.read_bytes()).decode()
+        status, out = manager.deployer(router).execute(router, [*DECODE, path], input=data)
+        if status != 0:
+            raise VrpipeError(f"copying {deb.name} to r1 failed: {out[-300:]}")
+        paths.append(path)
+    return paths
+
+
+DECODE = ["python3", "-c", "import base64, sys; open(sys.argv[1], 'wb').write(base64.b64decode(sys.stdin.read()))"]
+
+
 def _upgrade_outage(manager: Manager, ns: str) -> float:
     """Lost ping time through the tunnel while r1 reinstalls strongSwan's packages and for 10 s after."""
     router = manager.store.router("r1")
     deployer = manager.deployer(router)
-    status, listing = deployer.execute(router, ["ls", "/var/cache/apt/archives"])
-    debs = [f"/var/cache/apt/archives/{n}" for n in listing.split() if n.split("_")[0] in STRONGSWAN]
-    if status != 0 or len(debs) < len(STRONGSWAN):
-        raise VrpipeError(f"r1 holds no strongSwan packages in /var/cache/apt/archives to upgrade with: {listing!r}")
+    debs = _copy_debs(manager, _strongswan_debs(manager))
     charon = ["systemctl", "show", "--property=MainPID", "--value", "strongswan"]
     ping = spawn(["ping", "-n", "-i", str(PING_INTERVAL), "-w", "120", vm_ip("r2")], ns=ns, pipe=True)
     time.sleep(2)

@@ -93,12 +93,16 @@ def _udp_ports(frame):
 def test_a_wrong_key_fails_with_a_clear_status_in_health(sites):
     manager, _, vms = sites
     apply(manager, "r2", [Command("add", "vpn_gateways", gateway_data("r2", psk="not-the-same-secret-key"))])
-    check = wait_for(
-        lambda: (c := tunnel_check(manager, "r2")) and c["status"] == "fail" and "authentication" in c["message"] and c,
-        "r2's tunnel reported down with the reason",
-        timeout=60,
-    )
-    assert "authentication failed" in check["message"], check
+    seen = []
+
+    def reported_failed():
+        seen.append(tunnel_check(manager, "r2"))
+        return seen[-1]["status"] == "fail" and "authentication failed" in seen[-1]["message"]
+
+    try:
+        wait_for(reported_failed, "r2's tunnel reported down with the reason", timeout=60)
+    except AssertionError:
+        raise AssertionError(f"last seen: {seen[-1]}; r2: {_router(manager, 'r2', 'swanctl', '--list-sas')}") from None
     assert vm_a_reaches_vm_b(vms, timeout=1) == ""
     health = manager.query("r2", Query.HEALTH)
     assert not health["ok"] and any("vpn to-r1" in p for p in health["problems"]), health
@@ -123,6 +127,11 @@ def test_bad_vpn_input_is_refused_naming_the_field_and_nothing_changes(sites):
     assert "vpn_users[1]" in problems and "duplicate" in problems, problems
     assert manager.store.state("r1") == before
     assert vm_a_reaches_vm_b(vms).startswith(MARKER)
+
+
+def _router(manager, name, *argv):
+    router = manager.store.router(name)
+    return manager.deployer(router).execute(router, list(argv))[1]
 
 
 def _engine_refuses(manager, name, state):

@@ -191,7 +191,7 @@ def test_a_failed_tunnel_says_why_from_charons_log():
     )
     assert vpn.failure_reason(log, "gw-site-b").startswith("authentication failed")
     assert vpn.failure_reason(log, "gw-site-c") == "the peer does not answer"
-    assert vpn.failure_reason(log, "gw-site-x") == "not established yet"
+    assert vpn.failure_reason(log, "gw-site-x") == vpn.NOT_YET
 
 
 def test_nft_file_of_a_vpn_state_loads(tmp_path):

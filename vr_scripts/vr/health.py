@@ -85,9 +85,7 @@ def run_checks(layout: Layout, services: Services, state: RouterState, live: Map
     if state.load_balancer and haproxy.SERVICE not in down:
         checks.append(haproxy_check(layout))
     if state.vpn_gateways and vpn.SERVICE not in down:
-        checks += [
-            Check(f"vpn {name}", OK if up else FAIL, message) for name, up, message in vpn.tunnel_status(layout, state)
-        ]
+        checks += [Check(f"vpn {name}", status, message) for name, status, message in vpn.tunnel_status(layout, state)]
     checks += [
         nftables_check(layout, state, live),
         last_apply_check(layout),

@@ -271,20 +271,26 @@ FAILURES = (
 )  # fmt: skip
 
 
-def tunnel_status(layout: Layout, state: RouterState) -> list[tuple[str, bool, str]]:
-    """(gateway name, up, message) for each gateway."""
+NOT_YET = "not established yet"
+
+
+def tunnel_status(layout: Layout, state: RouterState) -> list[tuple[str, str, str]]:
+    """(gateway name, status, message) for each gateway: ok when up, warn while it has not come up yet
+    (just started, say: a replay must not count that against the router), fail with the reason."""
     try:
         up = established(run(["swanctl", "--list-sas"], timeout=SWANCTL_TIMEOUT))
     except (CommandFailed, OSError) as err:
-        return [(gw.name, False, f"charon does not answer ({err})") for gw in state.vpn_gateways]
+        return [(gw.name, "fail", f"charon does not answer ({err})") for gw in state.vpn_gateways]
     log = _log_tail(layout.root / CHARON_LOG)
     result = []
     for gw in state.vpn_gateways:
         conn = conn_name(gw)
+        reason = failure_reason(log, conn)
         if conn in up:
-            result.append((gw.name, True, f"up to {gw.remote_address}"))
+            result.append((gw.name, "ok", f"up to {gw.remote_address}"))
         else:
-            result.append((gw.name, False, f"down to {gw.remote_address}: {failure_reason(log, conn)}"))
+            status = "warn" if reason == NOT_YET else "fail"
+            result.append((gw.name, status, f"down to {gw.remote_address}: {reason}"))
     return result
 
 
@@ -304,4 +310,4 @@ def failure_reason(log: str, conn: str, recent: int = 50) -> str:
     for signs, reason in FAILURES:
         if any(sign in line for line in lines for sign in signs):
             return reason
-    return "not established yet"
+    return NOT_YET
