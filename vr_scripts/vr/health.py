@@ -67,12 +67,8 @@ def live_counts() -> dict[str, int] | None:
 def needed_services(state: RouterState) -> dict[str, bool]:
     """The services this state needs running: none on a router without guests or load balancers."""
     guests = bool(state.interfaces.guests)
-    return {
-        dnsmasq.SERVICE: guests,
-        metadata.SERVICE: guests,
-        haproxy.SERVICE: bool(state.load_balancer),
-        vpn.SERVICE: vpn.needed(state),
-    }
+    needed = {dnsmasq.SERVICE: guests, metadata.SERVICE: guests, haproxy.SERVICE: bool(state.load_balancer)}
+    return {**needed, vpn.SERVICE: True} if vpn.needed(state) else needed  # listed only on a VPN router
 
 
 def run_checks(layout: Layout, services: Services, state: RouterState, live: Mapping[str, int] | None) -> list[Check]:
