@@ -6,11 +6,13 @@ restart included). Last line: tunnel_up_s=<s> upgrade_outage_s=<s> throughput_mb
 """
 
 import base64
+import contextlib
 import os
 import re
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from image.config import load_config
@@ -111,26 +113,49 @@ DECODE = ["python3", "-c", "import base64, sys; open(sys.argv[1], 'wb').write(ba
 
 
 def _upgrade_outage(manager: Manager, ns: str) -> float:
-    """Lost ping time through the tunnel while r1 reinstalls strongSwan's packages and for 10 s after."""
+    """Lost ping time through the tunnel while r1 reinstalls strongSwan's packages (and 10 s after); the
+    same for the engine's part of an upgrade of vr-scripts (its postinst's `vr-apply --reapply`)."""
     router = manager.store.router("r1")
     deployer = manager.deployer(router)
     debs = _copy_debs(manager, _strongswan_debs(manager))
     charon = ["systemctl", "show", "--property=MainPID", "--value", "strongswan"]
-    ping = spawn(["ping", "-n", "-i", str(PING_INTERVAL), "-w", "120", vm_ip("r2")], ns=ns, pipe=True)
-    time.sleep(2)
-    started, before = time.monotonic(), deployer.execute(router, charon)[1].strip()
-    status, out = deployer.execute(router, ["dpkg", "-i", *debs])
+    with _lost_traffic(ns, "strongSwan upgrade") as strongswan:
+        before = deployer.execute(router, charon)[1].strip()
+        _execute(manager, ["dpkg", "-i", *debs])
+        after = deployer.execute(router, charon)[1].strip()
+        if after == before:
+            raise VrpipeError(f"charon was not restarted by the upgrade (pid {before} before and after)")
+        print(f"strongSwan reinstalled in place on r1 (charon {before} -> {after})")
+    with _lost_traffic(ns, "engine re-apply (vr-scripts upgrade)"):
+        _execute(manager, ["/opt/vr/bin/vr-apply", "--reapply"])
+    return strongswan[0]
+
+
+def _execute(manager: Manager, argv: list[str]) -> None:
+    router = manager.store.router("r1")
+    status, out = manager.deployer(router).execute(router, argv)
     if status != 0:
-        raise VrpipeError(f"dpkg -i of strongSwan on r1 failed: {out[-500:]}")
-    after = deployer.execute(router, charon)[1].strip()
-    if after == before:
-        raise VrpipeError(f"charon was not restarted by the upgrade (pid {before} before and after)")
-    print(f"strongSwan reinstalled in place on r1 in {time.monotonic() - started:.1f} s (charon {before} -> {after})")
-    time.sleep(10)
-    ping.send_signal(signal.SIGINT)
-    summary = re.search(r"(\d+) packets transmitted, (\d+) received", ping.communicate(timeout=30)[0])
+        raise VrpipeError(f"{argv[0]} on r1 failed: {out[-500:]}")
+
+
+@contextlib.contextmanager
+def _lost_traffic(ns: str, what: str) -> Iterator[list[float]]:
+    """A 10 ms ping from `ns` to the VM at site B while the block runs and for 10 s after; the seconds of
+    lost pings are put in the list it yields."""
+    lost: list[float] = []
+    ping = spawn(["ping", "-n", "-i", str(PING_INTERVAL), "-w", "300", vm_ip("r2")], ns=ns, pipe=True)
+    time.sleep(2)
+    started = time.monotonic()
+    try:
+        yield lost
+    finally:
+        took = time.monotonic() - started
+        time.sleep(10)
+        ping.send_signal(signal.SIGINT)
+        output = ping.communicate(timeout=30)[0]
+    summary = re.search(r"(\d+) packets transmitted, (\d+) received", output)
     if summary is None:
         raise VrpipeError("ping through the tunnel printed no summary")
     sent, received = map(int, summary.groups())
-    print(f"ping through the tunnel: {sent - received} of {sent} lost at {PING_INTERVAL * 1000:.0f} ms")
-    return (sent - received) * PING_INTERVAL
+    lost.append((sent - received) * PING_INTERVAL)
+    print(f"{what}: {took:.1f} s; ping through the tunnel lost {sent - received} of {sent} ({lost[0]:.2f} s)")
