@@ -205,3 +205,4 @@ def test_nft_file_of_a_vpn_state_loads(tmp_path):
     path.write_text(nftables.render(parsed(), Layout(tmp_path))[tmp_path / "etc/vr/nftables.nft"])
     result = subprocess.run(["nft", "-c", "-f", str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
