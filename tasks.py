@@ -272,6 +272,19 @@ def bench_watch(c, routers=20, seconds=60, rootfs=None):
 
 @task(
     help={
+        "seconds": "how long the throughput run sends (default 5)",
+        "rootfs": "router rootfs (default: the built template's, build/template/rootfs)",
+    }
+)
+def bench_vpn(c, seconds=5, rootfs=None):
+    """Two lab routers as IPsec sites: time to a working tunnel, TCP throughput, traffic lost in an upgrade."""
+    from orchestration.lab.bench_vpn import bench_vpn as main
+
+    _call("bench-vpn", main, rootfs=rootfs, seconds=float(seconds), root=True)
+
+
+@task(
+    help={
         "routers": "routers in the lab (default 2)",
         "vms": "guest VMs per router (default 2)",
         "rootfs": "router rootfs (default: the built template's, build/template/rootfs)",

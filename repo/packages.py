@@ -33,14 +33,18 @@ VR_BASE_DEPENDS = (
     "conntrackd",  # redundant pairs: connection table sync (vr/redundancy.py)
     "dnsmasq",
     "haproxy",
+    "charon-systemd",  # strongSwan's IKE daemon (vr.vpn); Debian's unit is strongswan.service
     "iproute2",
     "keepalived",  # redundant pairs: VRRP
+    "libcharon-extauth-plugins",  # eap-mschapv2, for remote-access users
+    "libcharon-extra-plugins",  # kernel-libipsec, for routers without the kernel's ESP (containers)
     "logrotate",
     "nftables",
     "openssh-server",
     "python3",
     "python3-jinja2",
     "python3-prometheus-client",  # vr-metrics
+    "strongswan-swanctl",
 )
 
 

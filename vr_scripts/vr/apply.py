@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import __version__, dnsmasq, haproxy, interfaces, metadata, nftables, persist, redundancy
+from . import __version__, dnsmasq, haproxy, interfaces, metadata, nftables, persist, redundancy, vpn
 from .document import CheckedCommand, Parsed, parse_document
 from .fields import Invalid
 from .layout import Layout
@@ -27,9 +27,10 @@ if TYPE_CHECKING:
     from .engine import Memory  # the resident engine's; importing it here would cost every apply
 
 # Activation order matters: addresses before the rules and daemons that bind to them; the rules before
-# keepalived and conntrackd, whose traffic they let in.
-SUBSYSTEMS: "tuple[Subsystem, ...]" = (interfaces, nftables, redundancy, dnsmasq, haproxy, metadata)
-SERVICES = (dnsmasq.SERVICE, haproxy.SERVICE, metadata.SERVICE, *redundancy.SERVICES)
+# keepalived and conntrackd, whose traffic they let in; vpn last, since the certificate files it removes
+# are not put back by a rollback.
+SUBSYSTEMS: "tuple[Subsystem, ...]" = (interfaces, nftables, redundancy, dnsmasq, haproxy, metadata, vpn)
+SERVICES = (dnsmasq.SERVICE, haproxy.SERVICE, metadata.SERVICE, *redundancy.SERVICES, vpn.SERVICE)
 
 
 @dataclass

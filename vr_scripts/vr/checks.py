@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence, Set
 from typing import Any, Protocol
 
+from . import vpn
 from .fields import PortRange, Problem
 from .intervals import MAX_CIDRS, MAX_LAYERS, bounds, layers
 from .model import (
@@ -84,6 +85,8 @@ def check_state(
         _check_vpc(state, report, new, whole=brought is None)
     if "network_acls" in touched:
         _check_acl_size(state, report)
+    if touched & {"interfaces", "vpn_gateways", "remote_access"}:
+        vpn.check_state(state, report)
     return problems
 
 

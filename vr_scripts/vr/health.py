@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__, contract, dnsmasq, haproxy, metadata, nftables, redundancy
+from . import __version__, contract, dnsmasq, haproxy, metadata, nftables, redundancy, vpn
 from .layout import Layout
 from .model import SECTIONS, RouterState
 from .run import CommandFailed, run
@@ -69,7 +69,8 @@ def needed_services(state: RouterState) -> dict[str, bool]:
     """The services this state needs running: none on a router without guests or load balancers."""
     guests, pair = bool(state.interfaces.guests), state.redundancy is not None
     needed = {dnsmasq.SERVICE: guests, metadata.SERVICE: guests, haproxy.SERVICE: bool(state.load_balancer)}
-    return {**needed, **dict.fromkeys(redundancy.SERVICES if pair else (), True)}
+    needed |= dict.fromkeys(redundancy.SERVICES if pair else (), True)
+    return {**needed, vpn.SERVICE: True} if vpn.needed(state) else needed  # strongswan: only on a VPN router
 
 
 def running_services(services: Services, state: RouterState) -> dict[str, bool]:
@@ -91,6 +92,8 @@ def run_checks(
         checks.append(metadata_check(layout))
     if state.load_balancer and haproxy.SERVICE not in down:
         checks.append(haproxy_check(layout))
+    if state.vpn_gateways and vpn.SERVICE not in down:
+        checks += [Check(f"vpn {name}", status, message) for name, status, message in vpn.tunnel_status(layout, state)]
     checks += [
         nftables_check(layout, state, live),
         last_apply_check(layout),

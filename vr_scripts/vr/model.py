@@ -12,6 +12,16 @@ from .fields import DEVICE, DOMAIN, HOSTNAME, NAME, Fields, PortRange, Problem, 
 from .fields import address as _address
 from .fields import interface as _interface
 from .fields import network as _network
+from .vpn_model import (
+    IpsecSettings,
+    RemoteAccess,
+    VpnGateway,
+    VpnUser,
+    parse_gateway,
+    parse_ipsec,
+    parse_remote_access,
+    parse_user,
+)
 
 T = TypeVar("T")
 PROTOCOLS = ("tcp", "udp")
@@ -223,6 +233,10 @@ class RouterState:
     static_routes: tuple[StaticRoute, ...] = ()
     private_gateways: tuple[PrivateGateway, ...] = ()
     redundancy: Redundancy | None = None
+    ipsec: IpsecSettings = IpsecSettings()
+    vpn_gateways: tuple[VpnGateway, ...] = ()
+    remote_access: RemoteAccess = RemoteAccess()
+    vpn_users: tuple[VpnUser, ...] = ()
 
 
 def _parsed(fields: Fields, build: Callable[..., T], *values: object) -> T | None:
@@ -484,7 +498,7 @@ class Section:
         return tuple(getattr(item, name) for name in self.key_fields)
 
 
-ALL_SUBSYSTEMS = ("interfaces", "nftables", "redundancy", "dnsmasq", "haproxy", "metadata")
+ALL_SUBSYSTEMS = ("interfaces", "nftables", "redundancy", "dnsmasq", "haproxy", "metadata", "vpn")
 SECTIONS = {
     s.name: s
     for s in (
@@ -501,5 +515,9 @@ SECTIONS = {
         Section("static_routes", parse_static_route, ("cidr",), ("interfaces",)),
         Section("private_gateways", parse_private_gateway, ("device",), ("interfaces", "nftables")),
         Section("redundancy", parse_redundancy, (), ("interfaces", "nftables", "redundancy")),
+        Section("ipsec", parse_ipsec, (), ("vpn", "nftables")),
+        Section("vpn_gateways", parse_gateway, ("name",), ("vpn", "nftables")),
+        Section("remote_access", parse_remote_access, (), ("vpn", "nftables")),
+        Section("vpn_users", parse_user, ("name",), ("vpn",)),
     )
 }

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from . import acls, contract
+from . import acls, contract, vpn
 from .fields import PortRange
 from .intervals import Key, Sets, flat_sets, layered_sets
 from .layout import Layout
@@ -56,6 +56,7 @@ def _context(state: RouterState) -> dict[str, object]:
         **acls.context(state),
         "acl_chains": _reused("network_acls", state.network_acls, acls.chains),
         "sync": _sync(state),
+        **vpn.nft_context(state),
     }
 
 
