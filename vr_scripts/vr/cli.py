@@ -149,6 +149,12 @@ def main_restart_stale(argv: list[str] | None = None) -> int:
     return main(argv)
 
 
+def main_probe(argv: list[str] | None = None) -> int:
+    from .probes import main
+
+    return main(argv)
+
+
 def main_boot() -> int:
     from .boot import main
 
@@ -173,4 +179,5 @@ COMMANDS = {
     "vr-engine": main_engine,
     "vr-metrics": main_metrics,
     "vr-restart-stale": main_restart_stale,
+    "vr-probe": main_probe,
 }

@@ -1,0 +1,98 @@
+"""An upgrade watched while it runs: vr-probe on the router probes what it serves (load balancers, port
+forwards, DNS, DHCP, metadata) and follows its conntrack table from before the install until the restarts
+are done; the counts go into the router's outcome, and more failures than the policy allows fail the upgrade.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from vr import contract
+
+from orchestration.upgrade.checks import CheckFailed, RouterCalls
+from vrpipe.errors import SettingsError
+
+NOT_THERE = 127  # the router's vr-scripts predates vr-probe
+
+
+@dataclass(frozen=True)
+class ProbePolicy:
+    interval: float = 0.2  # seconds between probe rounds; 0 turns probing off
+    failures: int = 0  # failed probes (and conntrack flushes) tolerated during one router's upgrade
+
+    def __post_init__(self) -> None:
+        if self.interval and not 0.05 <= self.interval <= 10:
+            raise SettingsError(f"probe interval {self.interval}: give 0.05 to 10 seconds, or 0 for no probes")
+        if self.failures < 0:
+            raise SettingsError(f"probe failures {self.failures} must not be negative")
+
+
+@dataclass(frozen=True)
+class ProbeCounts:
+    """What vr-probe counted during one router's upgrade."""
+
+    rounds: int
+    failures: int
+    failed: dict[str, int]  # target -> failed probes, for the targets that failed at least once
+    errors: dict[str, str]  # target -> its first error
+    skipped: dict[str, str]  # targets that did not answer before the upgrade: not watched
+    conntrack: dict[str, int] | None  # first, low, high, last entries and flushes
+
+    @classmethod
+    def from_report(cls, report: dict[str, Any]) -> "ProbeCounts":
+        targets = report["targets"]
+        return cls(
+            rounds=report["rounds"],
+            failures=report["failures"],
+            failed={name: t["failed"] for name, t in targets.items() if t["failed"]},
+            errors={name: t["first_error"] for name, t in targets.items() if t["failed"]},
+            skipped=report["skipped"],
+            conntrack=report["conntrack"],
+        )
+
+    def text(self) -> str:
+        failed = ", ".join(f"{name} {n}" for name, n in self.failed.items())
+        parts = [f"probes: {self.rounds} rounds, {self.failures} failed" + (f" ({failed})" if failed else "")]
+        if self.conntrack:
+            c = self.conntrack
+            flushed = f", {c['flushes']} flush{'es' if c['flushes'] != 1 else ''}" if c["flushes"] else ""
+            parts.append(f"conntrack {c['first']} -> {c['last']} entries (low {c['low']}{flushed})")
+        return "; ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rounds": self.rounds, "failures": self.failures, "failed": self.failed, "errors": self.errors,
+            "skipped": self.skipped, "conntrack": self.conntrack,
+        }  # fmt: skip
+
+
+def start(router: RouterCalls, policy: ProbePolicy) -> bool:
+    """Leave vr-probe watching on the router; False when its vr-scripts has no vr-probe."""
+    argv = [contract.command("vr-probe"), "--start", "--interval", str(policy.interval)]
+    status, out = router.status(argv)
+    if status == NOT_THERE:
+        return False
+    if status != 0:
+        raise CheckFailed(f"vr-probe --start failed (exit status {status}): {out.strip()[:200]}")
+    return True
+
+
+def stop(router: RouterCalls) -> ProbeCounts:
+    out = router.output([contract.command("vr-probe"), "--stop"], "vr-probe --stop")
+    try:
+        return ProbeCounts.from_report(json.loads(out))
+    except (ValueError, KeyError, TypeError):
+        raise CheckFailed(f"vr-probe --stop printed no report: {out.strip()[:200]}") from None
+
+
+def problems(counts: ProbeCounts, policy: ProbePolicy) -> list[str]:
+    """The post-check's word on the probes: more failures than the policy tolerates."""
+    if counts.failures <= policy.failures:
+        return []
+    first = "; ".join(f"{name}: {error}" for name, error in list(counts.errors.items())[:3])
+    flushes = counts.conntrack["flushes"] if counts.conntrack else 0
+    flushed = f"; the conntrack table was flushed {flushes}x" if flushes else ""
+    return [
+        f"{counts.failures} probes failed during the upgrade, more than the {policy.failures} allowed "
+        f"({first or 'no target failed'}{flushed})"
+    ]
