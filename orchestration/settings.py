@@ -52,8 +52,10 @@ SETTINGS = Table(
         Setting("lock_timeout", "seconds to wait for a router's lock held by another vrpipe", 120.0, number),
         Setting("upgrade_probe_interval", "seconds between the probes of what a router serves while it upgrades "
                 "(0: not watched)", 0.2, number),
-        Setting("upgrade_probe_failures", "failed probes (and conntrack flushes) tolerated while a router "
-                "upgrades; more fail the upgrade, which is rolled back", 0, count),
+        Setting("upgrade_probe_outage", "seconds any service of a router may stay unanswered while it upgrades; "
+                "longer fails the upgrade, which is rolled back", 1.0, number),
+        Setting("upgrade_probe_flushes", "conntrack flushes tolerated while a router upgrades; more fail it",
+                0, count),
     ],
     env_prefix="VRPIPE_",
 )
@@ -76,7 +78,8 @@ class ManagerConfig:
     netns_prefix: str = "vrp-"
     lock_timeout: float = 120.0
     upgrade_probe_interval: float = 0.2
-    upgrade_probe_failures: int = 0
+    upgrade_probe_outage: float = 1.0
+    upgrade_probe_flushes: int = 0
     ssh: SshOptions = field(default_factory=SshOptions)
     resolved: Resolved | None = field(default=None, compare=False, repr=False)
 

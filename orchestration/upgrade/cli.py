@@ -102,7 +102,9 @@ def config_from(
 def run(args: argparse.Namespace, manager: Manager, out: "Output") -> tuple[bool, str]:
     """Do `vrpipe upgrade`; return (ok, summary)."""
     settings = manager.config
-    config, policy = config_from(args, ProbePolicy(settings.upgrade_probe_interval, settings.upgrade_probe_failures))
+    config, policy = config_from(args, ProbePolicy(
+        settings.upgrade_probe_interval, settings.upgrade_probe_outage, settings.upgrade_probe_flushes
+    ))
     names = args.names or [r.name for r in manager.store.routers()]
     manager.store.check_known(names)
     routers = "1 router" if len(names) == 1 else f"{len(names)} routers"

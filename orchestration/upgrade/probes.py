@@ -1,6 +1,9 @@
 """An upgrade watched while it runs: vr-probe on the router probes what it serves (load balancers, port
 forwards, DNS, DHCP, metadata) and follows its conntrack table from before the install until the restarts
-are done; the counts go into the router's outcome, and more failures than the policy allows fail the upgrade.
+are done; the counts go into the router's outcome, and a target unanswered for longer than the policy allows
+(or a conntrack table flushed more often) fails the upgrade. The policy speaks of outages rather than of
+failed probes: an upgrade of vr-scripts restarts vr-metadata by design, which refuses connections for a few
+tenths of a second.
 """
 
 import json
@@ -18,13 +21,14 @@ NOT_THERE = 127  # the router's vr-scripts predates vr-probe
 @dataclass(frozen=True)
 class ProbePolicy:
     interval: float = 0.2  # seconds between probe rounds; 0 turns probing off
-    failures: int = 0  # failed probes (and conntrack flushes) tolerated during one router's upgrade
+    outage: float = 1.0  # seconds any one target may stay unanswered during one router's upgrade
+    flushes: int = 0  # conntrack flushes tolerated during one router's upgrade
 
     def __post_init__(self) -> None:
         if self.interval and not 0.05 <= self.interval <= 10:
             raise SettingsError(f"probe interval {self.interval}: give 0.05 to 10 seconds, or 0 for no probes")
-        if self.failures < 0:
-            raise SettingsError(f"probe failures {self.failures} must not be negative")
+        if self.outage < 0 or self.flushes < 0:
+            raise SettingsError(f"probe outage {self.outage} and flushes {self.flushes} must not be negative")
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class ProbeCounts:
     rounds: int
     failures: int
     failed: dict[str, int]  # target -> failed probes, for the targets that failed at least once
+    outages: dict[str, float]  # target -> its longest outage in seconds, for the same targets
     errors: dict[str, str]  # target -> its first error
     skipped: dict[str, str]  # targets that did not answer before the upgrade: not watched
     conntrack: dict[str, int] | None  # first, low, high, last entries and flushes
@@ -45,13 +50,14 @@ class ProbeCounts:
             rounds=report["rounds"],
             failures=report["failures"],
             failed={name: t["failed"] for name, t in targets.items() if t["failed"]},
+            outages={name: t["longest_outage"] for name, t in targets.items() if t["failed"]},
             errors={name: t["first_error"] for name, t in targets.items() if t["failed"]},
             skipped=report["skipped"],
             conntrack=report["conntrack"],
         )
 
     def text(self) -> str:
-        failed = ", ".join(f"{name} {n}" for name, n in self.failed.items())
+        failed = ", ".join(f"{name} {n}, {self.outages[name]:.1f}s" for name, n in self.failed.items())
         parts = [f"probes: {self.rounds} rounds, {self.failures} failed" + (f" ({failed})" if failed else "")]
         if self.conntrack:
             c = self.conntrack
@@ -61,7 +67,8 @@ class ProbeCounts:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "rounds": self.rounds, "failures": self.failures, "failed": self.failed, "errors": self.errors,
+            "rounds": self.rounds, "failures": self.failures, "failed": self.failed, "outages": self.outages,
+            "errors": self.errors,
             "skipped": self.skipped, "conntrack": self.conntrack,
         }  # fmt: skip
 
@@ -86,13 +93,15 @@ def stop(router: RouterCalls) -> ProbeCounts:
 
 
 def problems(counts: ProbeCounts, policy: ProbePolicy) -> list[str]:
-    """The post-check's word on the probes: more failures than the policy tolerates."""
-    if counts.failures <= policy.failures:
-        return []
-    first = "; ".join(f"{name}: {error}" for name, error in list(counts.errors.items())[:3])
-    flushes = counts.conntrack["flushes"] if counts.conntrack else 0
-    flushed = f"; the conntrack table was flushed {flushes}x" if flushes else ""
-    return [
-        f"{counts.failures} probes failed during the upgrade, more than the {policy.failures} allowed "
-        f"({first or 'no target failed'}{flushed})"
+    """The post-check's word on the probes: targets down for longer than the policy tolerates, and more
+    conntrack flushes."""
+    found = [
+        f"{name} unanswered for {seconds:.1f}s during the upgrade, more than the {policy.outage:g}s allowed "
+        f"({counts.failed[name]} probes failed: {counts.errors[name]})"
+        for name, seconds in counts.outages.items()
+        if seconds > policy.outage
     ]
+    flushes = counts.conntrack["flushes"] if counts.conntrack else 0
+    if flushes > policy.flushes:
+        found.append(f"the conntrack table was flushed {flushes}x during the upgrade ({policy.flushes} allowed)")
+    return found

@@ -34,7 +34,9 @@ def test_an_outage_during_the_upgrade_fails_it_by_the_probes_and_it_is_rolled_ba
         publish_version(lab.repo, version(1))
         clean = upgrade(lab, ProbePolicy())
         assert clean.status == "upgraded", clean.line()
-        assert clean.probes is not None and clean.probes.failures <= ProbePolicy().failures, clean.probes
+        assert clean.probes is not None, clean.warnings
+        # vr-scripts' postinst restarts vr-metadata: a few tenths of a second, within the policy's 1 s
+        assert all(seconds <= ProbePolicy().outage for seconds in clean.probes.outages.values()), clean.probes
         assert not clean.probes.skipped, clean.probes.skipped  # every target answered before the upgrade
         assert clean.probes.rounds > 10, clean.probes
 
@@ -44,9 +46,10 @@ def test_an_outage_during_the_upgrade_fails_it_by_the_probes_and_it_is_rolled_ba
         probes = watched_out.probes
         assert probes is not None
         balancer = [name for name in probes.failed if name.startswith("load-balancer web ")]
-        assert balancer and probes.failed[balancer[0]] >= 3, probes
+        assert balancer and probes.outages[balancer[0]] >= 1.5 and probes.failed[balancer[0]] >= 3, probes
         assert probes.conntrack and probes.conntrack["flushes"] >= 1, probes.conntrack
-        assert "probes failed during the upgrade" in watched_out.error, watched_out.error
+        assert f"{balancer[0]} unanswered for " in watched_out.error, watched_out.error
+        assert "the conntrack table was flushed" in watched_out.error, watched_out.error
         assert lab.versions("r1") == {"vr-base": version(1), "vr-scripts": version(1)}
         assert lab.health("r1")["ok"]
 

@@ -1,8 +1,9 @@
 """vr-probe: what the router serves, watched while an upgrade runs. `vr-probe --start` probes every target once
 (each load balancer's frontend, each TCP port forward's VM as the router reaches it, DNS on each guest gateway,
 dnsmasq's DHCP socket, the metadata service), then leaves a watcher probing them each interval and following
-the size of the conntrack table; `vr-probe --stop` ends it and prints what it counted, as JSON. A target that
-fails that first probe (before the upgrade changed anything) is reported as such, not watched.
+the size of the conntrack table; `vr-probe --stop` ends it and prints what it counted, as JSON: per target its
+failed probes and its longest outage (from a failed probe to the next that passed). A target that fails that
+first probe (before the upgrade changed anything) is reported as such, not watched.
 """
 
 import argparse
@@ -36,6 +37,24 @@ class Watched:
     probes: int = 0
     failed: int = 0
     first_error: str = ""
+    longest_outage: float = 0.0  # seconds
+    down_since: float | None = None  # time.monotonic() of the failed probe that began the current outage
+
+    def note(self, error: str, now: float) -> None:
+        self.probes += 1
+        if error:
+            self.failed += 1
+            self.first_error = self.first_error or error
+            self.down_since = now if self.down_since is None else self.down_since
+        self.end_outage(now, still_down=bool(error))
+
+    def to_json(self) -> dict[str, object]:
+        return {k: v for k, v in asdict(self).items() if k != "down_since"}
+
+    def end_outage(self, now: float, still_down: bool = False) -> None:
+        if self.down_since is not None:
+            self.longest_outage = round(max(self.longest_outage, now - self.down_since), 2)
+            self.down_since = self.down_since if still_down else None
 
 
 @dataclass
@@ -71,7 +90,7 @@ class Watch:
             "interval": self.interval,
             "rounds": self.rounds,
             "failures": failures,
-            "targets": {name: asdict(t) for name, t in self.targets.items()},
+            "targets": {name: t.to_json() for name, t in self.targets.items()},
             "skipped": self.skipped,
             "conntrack": asdict(self.conntrack) if self.conntrack else None,
         }
@@ -174,16 +193,14 @@ def watch_until_stopped(watch: Watch, probes: dict[str, Probe], deadline: float,
     while not stopped and time.monotonic() < deadline:
         began = time.monotonic()
         for name, probe in probes.items():
-            target, error = watch.targets[name], _error(probe)
-            target.probes += 1
-            if error:
-                target.failed += 1
-                target.first_error = target.first_error or error
+            watch.targets[name].note(_error(probe), time.monotonic())
         count = _conntrack_count()
         if watch.conntrack and count is not None:
             watch.conntrack.note(count)
         watch.rounds += 1
         time.sleep(max(0.0, watch.interval - (time.monotonic() - began)))
+    for target in watch.targets.values():
+        target.end_outage(time.monotonic())  # a target still down at the end: its outage so far
     partial = report.with_name(report.name + ".new")
     partial.write_text(json.dumps(watch.report()))
     os.replace(partial, report)
