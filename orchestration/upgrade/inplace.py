@@ -312,10 +312,8 @@ class RouterUpgrade:
         status, out = self.router.status(apt.install(self.changes, self.config.lock_timeout))
         self._wait_idle()
         renewed, stale = self._restart_stale()
-        if watching:
-            self.probed = probes.stop(self.router)
-            stale += probes.problems(self.probed, self.config.probes)
-        problems = self._post_checks(before, {c.package: c.new for c in self.changes}, status, out) + stale
+        watched = self._stop_probes() if watching else []
+        problems = self._post_checks(before, {c.package: c.new for c in self.changes}, status, out) + stale + watched
         if not problems:
             self.router.output(["rm", "-f", checks.GOOD_SNAPSHOT], "removing the last good snapshot")
             return replace(planned, status="upgraded", **renewed)
@@ -339,6 +337,11 @@ class RouterUpgrade:
             return True
         self.warnings.append("vr-probe is not on the router (vr-scripts too old): the upgrade was not watched")
         return False
+
+    def _stop_probes(self) -> list[str]:
+        """End vr-probe's watch; the problems the policy finds in its counts."""
+        self.probed = probes.stop(self.router)
+        return probes.problems(self.probed, self.config.probes)
 
     def _restart_stale(self) -> tuple[Renewed, list[str]]:
         """Renew the services still running replaced code (vr-restart-stale on the router). Returns the
