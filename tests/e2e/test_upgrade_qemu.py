@@ -70,7 +70,7 @@ def test_a_new_kernel_is_tried_once_and_one_that_cannot_boot_falls_back_by_itsel
         assert fell_back.status == "failed" and stopped, fell_back.line()
         assert f"the router booted its previous kernel {release} by itself" in fell_back.error, fell_back.error
         assert "vr.trial=1" not in lab.execute("q1", ["cat", "/proc/cmdline"])
-        console = (lab.manager.config.state_dir / "q1" / "console.log").read_text(errors="replace")
+        console = (lab.manager.config.state_dir / "vms" / "q1" / "console.log").read_text(errors="replace")
         assert "Kernel panic" in console, console[-2000:]
         assert lab.health("q1")["ok"]
         vm = lab.vms["q1"]
