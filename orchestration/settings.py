@@ -53,7 +53,7 @@ SETTINGS = Table(
         Setting("upgrade_probe_interval", "seconds between the probes of what a router serves while it upgrades "
                 "(0: not watched)", 0.2, number),
         Setting("upgrade_probe_outage", "seconds any service of a router may stay unanswered while it upgrades; "
-                "longer fails the upgrade, which is rolled back", 1.0, number),
+                "longer fails the upgrade, which is rolled back", 2.0, number),
         Setting("upgrade_probe_flushes", "conntrack flushes tolerated while a router upgrades; more fail it",
                 0, count),
     ],
@@ -78,7 +78,7 @@ class ManagerConfig:
     netns_prefix: str = "vrp-"
     lock_timeout: float = 120.0
     upgrade_probe_interval: float = 0.2
-    upgrade_probe_outage: float = 1.0
+    upgrade_probe_outage: float = 2.0
     upgrade_probe_flushes: int = 0
     ssh: SshOptions = field(default_factory=SshOptions)
     resolved: Resolved | None = field(default=None, compare=False, repr=False)

@@ -2,8 +2,8 @@
 forwards, DNS, DHCP, metadata) and follows its conntrack table from before the install until the restarts
 are done; the counts go into the router's outcome, and a target unanswered for longer than the policy allows
 (or a conntrack table flushed more often) fails the upgrade. The policy speaks of outages rather than of
-failed probes: an upgrade of vr-scripts restarts vr-metadata by design, which refuses connections for a few
-tenths of a second.
+failed probes: an upgrade of vr-scripts restarts vr-metadata by design, which refuses connections for up to
+a second or more.
 """
 
 import json
@@ -21,7 +21,9 @@ NOT_THERE = 127  # the router's vr-scripts predates vr-probe
 @dataclass(frozen=True)
 class ProbePolicy:
     interval: float = 0.2  # seconds between probe rounds; 0 turns probing off
-    outage: float = 1.0  # seconds any one target may stay unanswered during one router's upgrade
+    # seconds any one target may stay unanswered during one router's upgrade: vr-metadata's restart by
+    # vr-scripts' postinst took 0.4-1.4 s with 5 routers upgrading at once on a loaded 2-core machine
+    outage: float = 2.0
     flushes: int = 0  # conntrack flushes tolerated during one router's upgrade
 
     def __post_init__(self) -> None:
