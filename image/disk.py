@@ -18,10 +18,13 @@ SECTOR = 512
 MIB = 1024 * 1024
 GPT_BACKUP_SECTORS = 33  # the backup partition table at the end of the disk
 GPTMBR = Path("/usr/lib/syslinux/mbr/gptmbr.bin")
-GRUB_MODULES = ("part_gpt", "fat", "normal", "configfile", "linux", "echo", "serial", "terminal", "efi_gop")
+GRUB_MODULES = ("part_gpt", "fat", "normal", "configfile", "linux", "echo", "serial", "terminal", "efi_gop",
+                "loadenv", "test")  # the last two: a new kernel's one trial boot (grub.cfg.j2)
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 ROOT_TYPE = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"  # Linux root (x86-64), discoverable partitions spec
-KERNEL_ARGS = "rw console=tty0 console=ttyS0,115200 net.ifnames=0 quiet"
+# panic=10: a kernel that fails to come up reboots, into the known good one after a trial (vr-kernel)
+KERNEL_ARGS = "rw console=tty0 console=ttyS0,115200 net.ifnames=0 quiet panic=10"
+GRUBENV_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -79,14 +82,18 @@ def make_esp(layout: DiskLayout, kernel: Path, initrd: Path, image: Path, work: 
     run(["mkfs.vfat", "-C", "-F", "32", "--invariant", "-n", ESP_LABEL, "-h", layout.esp.start,
          image, layout.esp.bytes // 1024], env=env)
     grub_cfg, syslinux_cfg, bootx64 = work / "grub.cfg", work / "syslinux.cfg", work / "BOOTX64.EFI"
+    grubenv = work / "grubenv"
     grub_cfg.write_text(render("grub.cfg.j2", cmdline=layout.kernel_cmdline))
+    block = "# GRUB Environment Block\nvr_trial=0\n"
+    grubenv.write_text(block + "#" * (GRUBENV_SIZE - len(block)))
     syslinux_cfg.write_text(render("syslinux.cfg.j2", cmdline=layout.kernel_cmdline))
     run(["grub-mkimage", "--format=x86_64-efi", "--prefix=/EFI/BOOT", f"--output={bootx64}", *GRUB_MODULES],
         env=env)
     for folder in ("::/EFI", "::/EFI/BOOT", "::/syslinux"):
         run(["mmd", "-i", image, folder], env=env)
     copies = {kernel: "::/vmlinuz", initrd: "::/initrd.img", bootx64: "::/EFI/BOOT/BOOTX64.EFI",
-              grub_cfg: "::/EFI/BOOT/grub.cfg", syslinux_cfg: "::/syslinux/syslinux.cfg"}
+              grub_cfg: "::/EFI/BOOT/grub.cfg", grubenv: "::/EFI/BOOT/grubenv",
+              syslinux_cfg: "::/syslinux/syslinux.cfg"}
     for source, dest in copies.items():
         run(["mcopy", "-i", image, source, dest], env=env)
     run(["syslinux", "--install", "--directory", "/syslinux", image], env=env)

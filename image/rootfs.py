@@ -18,8 +18,9 @@ from .config import TemplateConfig
 from .paths import make_dirs, write_file
 from .render import render
 
-# What the router needs beyond what vr-base depends on: a kernel that boots it and an init.
-BOOT_PACKAGES = ("linux-image-amd64", "initramfs-tools", "systemd-sysv", "udev", "kmod", "netbase")
+# What the router needs beyond what vr-base depends on: a kernel that boots it and an init; extlinux sets
+# syslinux's boot-once for a new kernel's trial boot (files/vr-kernel).
+BOOT_PACKAGES = ("linux-image-amd64", "initramfs-tools", "systemd-sysv", "udev", "kmod", "netbase", "extlinux")
 OUR_PACKAGES = contract.PACKAGES
 # Routers carry no manuals or translations; these dpkg filters also hold for later upgrades.
 DPKG_FILTERS = (

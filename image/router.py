@@ -84,6 +84,7 @@ def configure(root: Path, config: TemplateConfig, source: OurRepository) -> None
     for path, text in files.items():
         write_file(root / path, text)
     _install(FILES / "vr-esp", root / "etc/initramfs/post-update.d/vr-esp", 0o755)
+    _install(FILES / "vr-kernel", root / "usr/local/sbin/vr-kernel", 0o755)
     run(["systemctl", f"--root={root}", "mask", *MASKED_UNITS])
     _mask_generators(root)
 

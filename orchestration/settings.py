@@ -10,7 +10,7 @@ from typing import Any
 
 from orchestration.transports import SshOptions
 from vrpipe.errors import SettingsError
-from vrpipe.settings import Resolved, Setting, Table, number, optional_text, path, text
+from vrpipe.settings import Resolved, Setting, Table, count, number, optional_text, path, text
 
 CONFIG_FILE = "config.json"
 DEFAULT_STATE_DIR = Path("/var/lib/vrpipe")
@@ -50,6 +50,12 @@ SETTINGS = Table(
         Setting("ssh_netns", "network namespace ssh runs in (empty: this host's own)", None, _netns),
         Setting("netns_prefix", "prefix of the container routers' network namespaces", "vrp-", text),
         Setting("lock_timeout", "seconds to wait for a router's lock held by another vrpipe", 120.0, number),
+        Setting("upgrade_probe_interval", "seconds between the probes of what a router serves while it upgrades "
+                "(0: not watched)", 0.2, number),
+        Setting("upgrade_probe_outage", "seconds any service of a router may stay unanswered while it upgrades; "
+                "longer fails the upgrade, which is rolled back", 2.0, number),
+        Setting("upgrade_probe_flushes", "conntrack flushes tolerated while a router upgrades; more fail it",
+                0, count),
     ],
     env_prefix="VRPIPE_",
 )
@@ -71,6 +77,9 @@ class ManagerConfig:
     ssh_netns: str | None = None
     netns_prefix: str = "vrp-"
     lock_timeout: float = 120.0
+    upgrade_probe_interval: float = 0.2
+    upgrade_probe_outage: float = 2.0
+    upgrade_probe_flushes: int = 0
     ssh: SshOptions = field(default_factory=SshOptions)
     resolved: Resolved | None = field(default=None, compare=False, repr=False)
 

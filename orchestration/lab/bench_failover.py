@@ -11,8 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestration.lab import pair_lab
-from orchestration.lab.bench_upgrade import BENCH_KEYRING, installed_version
+from orchestration.lab.bench_upgrade import BENCH_KEYRING
 from orchestration.lab.lab import Lab, throwaway_lab
+from orchestration.lab.security_fix import installed_version
 from orchestration.lab.upgrade_lab import repo_served
 from orchestration.manager import Manager
 from orchestration.upgrade import pairs
@@ -38,7 +39,7 @@ def bench_failover(rootfs: Path | str | None = None) -> bool:
 
 def _bench(manager: Manager, lab: Lab, repo: RepoConfig) -> bool:
     assert manager.config.rootfs is not None  # throwaway_lab always names one
-    base = installed_version(manager.config.rootfs)
+    base = installed_version(manager.config.rootfs, "vr-scripts")
     print(f"bench-failover: a pair of container routers from {manager.config.rootfs} (vr-scripts {base})")
     publish(repo, version=base)  # the version the members have: what a rollback would go back to
     pair = pair_lab.create_pair(manager, lab, "f1")

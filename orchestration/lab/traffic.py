@@ -4,6 +4,7 @@ target in turn, counts a connection as good when it is answered, and when stoppe
 SECONDS prints {"attempts": n, "failed": n, "errors": [...]} as JSON.
 """
 
+import contextlib
 import json
 import signal
 import socket
@@ -16,7 +17,7 @@ def serve(port: str, text: str) -> None:
     server = socket.create_server(("0.0.0.0", int(port)))
     while True:
         conn, (peer, _) = server.accept()
-        with conn:
+        with conn, contextlib.suppress(OSError):  # a client gone first (vr-probe connects and closes at once)
             conn.sendall(f"{text} from {peer}\n".encode())
 
 

@@ -10,6 +10,7 @@ from vr import contract
 from orchestration.manager import Manager
 from orchestration.upgrade import apt
 from orchestration.upgrade.inplace import ROUTER_KEYRING, UpgradeConfig, read_versions, upgrade_fleet
+from orchestration.upgrade.probes import ProbePolicy
 from orchestration.upgrade.reboot import reboot_fleet
 from orchestration.upgrade.records import lagging, records
 from orchestration.upgrade.rollout import RolloutPolicy
@@ -73,7 +74,12 @@ def reboot(args: argparse.Namespace, manager: Manager, out: "Output") -> tuple[b
     return ok, f"reboot: {rebooted} of {len(outcomes)} rebooted" + (f"; stopped: {stopped}" if stopped else "")
 
 
-def config_from(args: argparse.Namespace) -> tuple[UpgradeConfig, RolloutPolicy]:
+DEFAULT_PROBES = ProbePolicy()  # the manager settings' defaults
+
+
+def config_from(
+    args: argparse.Namespace, probes: ProbePolicy = DEFAULT_PROBES
+) -> tuple[UpgradeConfig, RolloutPolicy]:
     security = None
     if not args.no_security:
         url = args.security_url or apt.DEBIAN_SECURITY
@@ -88,13 +94,17 @@ def config_from(args: argparse.Namespace) -> tuple[UpgradeConfig, RolloutPolicy]
         lock_timeout=args.dpkg_timeout,
         to_version=args.to,
         keep=args.keep,
+        probes=probes,
     )
     return config, RolloutPolicy(args.canary, args.batch, args.failure_budget)
 
 
 def run(args: argparse.Namespace, manager: Manager, out: "Output") -> tuple[bool, str]:
     """Do `vrpipe upgrade`; return (ok, summary)."""
-    config, policy = config_from(args)
+    settings = manager.config
+    config, policy = config_from(args, ProbePolicy(
+        settings.upgrade_probe_interval, settings.upgrade_probe_outage, settings.upgrade_probe_flushes
+    ))
     names = args.names or [r.name for r in manager.store.routers()]
     manager.store.check_known(names)
     routers = "1 router" if len(names) == 1 else f"{len(names)} routers"

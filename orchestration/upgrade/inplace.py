@@ -17,7 +17,8 @@ from vr import contract
 from orchestration.fleet import for_each
 from orchestration.manager import Manager
 from orchestration.transports import Transport, TransportError
-from orchestration.upgrade import apt, checks
+from orchestration.upgrade import apt, checks, probes
+from orchestration.upgrade.probes import ProbeCounts, ProbePolicy
 from orchestration.upgrade.records import note_release, record
 from orchestration.upgrade.rollout import SUCCESS, RolloutPolicy, roll_out
 from vrpipe.errors import SettingsError, shown
@@ -52,6 +53,7 @@ class UpgradeConfig:
     packages: tuple[str, ...] = apt.OUR_PACKAGES  # the versions the store keeps per router
     to_version: str | None = None  # install this version of our packages (say, an older one) instead
     keep: int = 3  # versions of each channel the repository keeps (repo.keep): -previous, -previous-2, ...
+    probes: ProbePolicy = ProbePolicy()  # what the router serves, watched while it upgrades
     ours: apt.AptSource = field(init=False)
 
     def __post_init__(self) -> None:
@@ -97,6 +99,7 @@ class UpgradeOutcome:
     warnings: tuple[str, ...] = ()
     seconds: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)
+    probes: ProbeCounts | None = None  # what vr-probe counted while it upgraded
 
     @property
     def ok(self) -> bool:
@@ -106,6 +109,7 @@ class UpgradeOutcome:
         changes = ", ".join(map(str, self.changes)) or "no changes"
         extra = [f"reboot required ({', '.join(self.reboot_required)})"] if self.reboot_required else []
         extra += [f"restarts {', '.join(self.restarts)}"] if self.restarts else []
+        extra += [self.probes.text()] if self.probes else []
         extra += [self.error] if self.error else []
         extra += [f"warning: {w}" for w in self.warnings]
         return f"{self.name}: {self.status}: {'; '.join([changes, *extra])} ({self.seconds:.1f}s)"
@@ -121,6 +125,7 @@ class UpgradeOutcome:
             "warnings": list(self.warnings),
             "seconds": round(self.seconds, 2),
             "versions": self.versions,
+            "probes": self.probes.to_json() if self.probes else None,
         }
 
 
@@ -155,6 +160,7 @@ class RouterUpgrade:
         self.router = checks.RouterCalls(name, transport.execute)
         self.changes: tuple[apt.PackageChange, ...] = ()
         self.warnings: list[str] = []
+        self.probed: ProbeCounts | None = None
 
     def run(self, dry_run: bool) -> UpgradeOutcome:
         started, stage = time.monotonic(), "pre-checks"
@@ -177,7 +183,8 @@ class RouterUpgrade:
 
     def _done(self, outcome: UpgradeOutcome, started: float) -> UpgradeOutcome:
         versions = outcome.versions or self._versions()
-        return replace(outcome, seconds=time.monotonic() - started, versions=versions, warnings=tuple(self.warnings))
+        seconds = time.monotonic() - started
+        return replace(outcome, seconds=seconds, versions=versions, warnings=tuple(self.warnings), probes=self.probed)
 
     def _versions(self) -> dict[str, str]:
         try:
@@ -298,13 +305,15 @@ class RouterUpgrade:
         return tuple(apt.restartable(shown))
 
     def _upgrade(self, before: checks.Snapshot, planned: UpgradeOutcome) -> UpgradeOutcome:
-        """Install the planned versions, renew what still runs old code; on any failed post-check, roll back
-        to the versions before."""
+        """Install the planned versions, renew what still runs old code, all of it watched by the probes; on
+        any failed post-check (the probes' among them), roll back to the versions before."""
         checks.keep_good(self.router, self.transport.copy, before)
+        watching = self._start_probes()
         status, out = self.router.status(apt.install(self.changes, self.config.lock_timeout))
         self._wait_idle()
         renewed, stale = self._restart_stale()
-        problems = self._post_checks(before, {c.package: c.new for c in self.changes}, status, out) + stale
+        watched = self._stop_probes() if watching else []
+        problems = self._post_checks(before, {c.package: c.new for c in self.changes}, status, out) + stale + watched
         if not problems:
             self.router.output(["rm", "-f", checks.GOOD_SNAPSHOT], "removing the last good snapshot")
             return replace(planned, status="upgraded", **renewed)
@@ -319,6 +328,20 @@ class RouterUpgrade:
             raise Failed("rollback-failed", f"{failure}; the rollback failed too: {'; '.join(problems)}")
         self.router.output(["rm", "-f", checks.GOOD_SNAPSHOT], "removing the last good snapshot")
         raise Failed("rolled-back", f"{failure}; rolled back to {', '.join(f'{p} {v}' for p, v in previous.items())}")
+
+    def _start_probes(self) -> bool:
+        """Leave vr-probe watching the router, when the policy asks for it and the router has it."""
+        if not self.config.probes.interval:
+            return False
+        if probes.start(self.router, self.config.probes):
+            return True
+        self.warnings.append("vr-probe is not on the router (vr-scripts too old): the upgrade was not watched")
+        return False
+
+    def _stop_probes(self) -> list[str]:
+        """End vr-probe's watch; the problems the policy finds in its counts."""
+        self.probed = probes.stop(self.router)
+        return probes.problems(self.probed, self.config.probes)
 
     def _restart_stale(self) -> tuple[Renewed, list[str]]:
         """Renew the services still running replaced code (vr-restart-stale on the router). Returns the

@@ -1,12 +1,15 @@
 """One router as a qemu VM (TCG) booted from the template's qcow2, upgraded in place through apt like the
 container routers: the new version runs, and traffic through its port forward and load balancer never
-fails while it upgrades. (Slow: the VM boots in about a minute.)
+fails while it upgrades. A new kernel is booted once as a trial: one that comes up healthy becomes the
+default, one that cannot boot (its initrd broken) panics and the router comes back on its previous kernel by
+itself. (Slow: the VM boots in about a minute, each time.)
 """
 
 import pytest
 
 from orchestration.lab.upgrade_lab import traffic
 from orchestration.upgrade.inplace import upgrade_fleet
+from orchestration.upgrade.reboot import reboot_fleet
 from orchestration.upgrade.rollout import RolloutPolicy
 
 from .orch_rootfs import router_image
@@ -26,5 +29,49 @@ def test_a_vm_router_is_upgraded_in_place_without_dropping_traffic(tmp_path_fact
         assert lab.versions("q1") == {"vr-base": version(1), "vr-scripts": version(1)}
         assert lab.health("q1")["version"] == version(1)
         assert counts["failed_connections"] == 0 and counts["lost_pings"] <= 1, counts
+        vm = lab.vms["q1"]
+        assert [a.split(" from ")[0] for a in lab.forwards(1)] == [vm.name, vm.name]
+
+
+HOOK = "/etc/initramfs/post-update.d/vr-esp"  # what a kernel package's new initrd runs (image/files/vr-esp)
+
+
+def new_kernel(lab, name, initrd=None):
+    """Stage what the router's /vmlinuz and /initrd.img name as a new kernel, as a kernel upgrade does; with
+    initrd (bytes), that initrd instead of the real one: a kernel that cannot come up."""
+    if initrd is None:
+        return lab.execute(name, [HOOK])
+    real = lab.execute(name, ["readlink", "/initrd.img"]).strip()
+    lab.manager.transport(name).copy(initrd.decode(), "/boot/initrd.img-broken")
+    lab.execute(name, ["ln", "-sfn", "boot/initrd.img-broken", "/initrd.img"])
+    try:
+        return lab.execute(name, [HOOK])
+    finally:
+        lab.execute(name, ["ln", "-sfn", real, "/initrd.img"])
+
+
+def test_a_new_kernel_is_tried_once_and_one_that_cannot_boot_falls_back_by_itself(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("kernel-qemu")
+    with upgrade_lab(tmp, ["q1"], tag="k", deployer="qemu", image=router_image()) as lab:
+        release = lab.execute("q1", ["uname", "-r"]).strip()
+        new_kernel(lab, "q1")
+        outcomes, stopped = reboot_fleet(lab.manager, ["q1"], "1", 180.0, print)
+        (good,) = outcomes
+        print(f"\n{good.line()}")
+        assert good.status == "rebooted" and stopped is None, good.line()
+        assert good.kernel == f"{release} (new, now the default)", good.kernel
+        assert "vr.trial=1" in lab.execute("q1", ["cat", "/proc/cmdline"])  # it booted the trial pair
+
+        # an initrd the kernel cannot unpack: no root, a panic, panic=10 reboots into the previous pair
+        new_kernel(lab, "q1", initrd=b"not an initrd\n" * 64)
+        outcomes, stopped = reboot_fleet(lab.manager, ["q1"], "1", 180.0, print)
+        (fell_back,) = outcomes
+        print(f"{fell_back.line()}\nthe router came back by itself in {fell_back.seconds:.0f}s")
+        assert fell_back.status == "failed" and stopped, fell_back.line()
+        assert f"the router booted its previous kernel {release} by itself" in fell_back.error, fell_back.error
+        assert "vr.trial=1" not in lab.execute("q1", ["cat", "/proc/cmdline"])
+        console = (lab.manager.config.state_dir / "vms" / "q1" / "console.log").read_text(errors="replace")
+        assert "Kernel panic" in console, console[-2000:]
+        assert lab.health("q1")["ok"]
         vm = lab.vms["q1"]
         assert [a.split(" from ")[0] for a in lab.forwards(1)] == [vm.name, vm.name]

@@ -7,57 +7,25 @@ takes by default when the repository serves it.
 """
 
 import json
-import os
-import shutil
 from dataclasses import replace
 
 import pytest
 from vr import contract
 
+from orchestration.lab.security_fix import LIBSSL, publish_into, rebuilt_libssl
 from orchestration.lab.upgrade_lab import traffic
 from orchestration.upgrade.apt import DEBIAN_SECURITY, SOURCES_FILE, SecuritySource
 from orchestration.upgrade.inplace import upgrade_fleet
 from orchestration.upgrade.rollout import RolloutPolicy
-from repo import publish
 from repo.mirror import DEBIAN_KEYRING, mirror_security, template_mirror
-from vrpipe.run import run
 
 from .engine_fixtures import wait_for
-from .image_fixtures import shared_template, template_config
+from .image_fixtures import shared_template
 from .orch_rootfs import router_rootfs
 from .test_repo_mirror import debian_reachable
-from .upgrade_fixtures import installed_version, upgrade_lab
+from .upgrade_fixtures import upgrade_lab
 
 pytestmark = pytest.mark.e2e
-LIBSSL = "libssl3t64"
-
-
-def rebuilt_libssl(tmp_path):
-    """The template's libssl .deb with a newer version and touched files: what a security fix looks like."""
-    version = installed_version(router_rootfs(), LIBSSL)
-    cached = template_config().cache_dir / template_config().suite / f"{LIBSSL}_{version.split(':')[-1]}_amd64.deb"
-    assert cached.exists(), f"the template's {LIBSSL} {version} is not in the .deb cache {cached.parent}"
-    tree = tmp_path / "libssl"
-    run(["dpkg-deb", "-R", cached, tree])
-    control = tree / "DEBIAN" / "control"
-    fixed = f"{version}+hse1"
-    control.write_text(control.read_text().replace(f"\nVersion: {version}\n", f"\nVersion: {fixed}\n"))
-    for library in (tree / "usr/lib/x86_64-linux-gnu").glob("lib*.so.*"):
-        os.utime(library)  # new mtimes in the archive: different bytes for the same library
-    deb = tmp_path / f"{LIBSSL}_{fixed}_amd64.deb"
-    run(["dpkg-deb", "-b", tree, deb])
-    shutil.rmtree(tree)
-    return deb, version, fixed
-
-
-def publish_security(config, deb):
-    """Put one .deb into the test repository's `security` channel (what the lab's routers take as
-    Debian's security suite), signed and served like every publish."""
-    with publish.locked(config):
-        archive = publish.archive_keys(config)
-        repo = publish.prepare(config, archive)
-        repo.includedeb("security", deb)
-        publish.export_and_serve(config, repo, archive, ["security"])
 
 
 def old_code(lab, name):
@@ -68,8 +36,8 @@ def old_code(lab, name):
 
 def test_a_libssl_fix_renews_every_daemon_that_mapped_the_old_library(tmp_path):
     with upgrade_lab(tmp_path, ["r1"], tag="s") as lab:
-        deb, old, fixed = rebuilt_libssl(tmp_path)
-        publish_security(lab.repo, deb)
+        deb, old, fixed = rebuilt_libssl(router_rootfs(), tmp_path)
+        publish_into(lab.repo, deb)
         leases = lab.execute("r1", ["cat", contract.LEASES_FILE])
         assert old_code(lab, "r1") == []
         with traffic(lab.lab.public, 1, lab.vms["r1"]) as counts:

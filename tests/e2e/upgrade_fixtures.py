@@ -19,6 +19,7 @@ from unittest import mock
 
 import repo.publish
 from orchestration.lab.lab import Lab, public_ip
+from orchestration.lab.security_fix import installed_version
 from orchestration.lab.upgrade_lab import BALANCED_PORT, FORWARDED_PORT, bring_up, repo_served
 from orchestration.manager import Manager
 from orchestration.settings import ManagerConfig
@@ -40,15 +41,10 @@ POSTINST_SLOW = f"touch /{POSTINST_STARTED}\nsleep 5\n"
 SECURITY_SUITES = ("trixie-security", "bookworm-security")
 
 
-def installed_version(rootfs, package="vr-scripts"):
-    admindir = f"--admindir={rootfs / 'var/lib/dpkg'}"
-    return run(["dpkg-query", admindir, "-W", "-f=${Version}", package]).stdout.strip()
-
-
 @functools.cache
 def base_version():
     """The vr-scripts version the routers start with: the shared template's (built now if needed)."""
-    return installed_version(router_rootfs())
+    return installed_version(router_rootfs(), "vr-scripts")
 
 
 def signed_repo_config(where, plays_debian=True):

@@ -155,6 +155,12 @@ def main_vrrp(argv: list[str] | None = None) -> int:
     return main(argv)
 
 
+def main_probe(argv: list[str] | None = None) -> int:
+    from .probes import main
+
+    return main(argv)
+
+
 def main_boot() -> int:
     from .boot import main
 
@@ -180,4 +186,5 @@ COMMANDS = {
     "vr-metrics": main_metrics,
     "vr-restart-stale": main_restart_stale,
     "vr-vrrp": main_vrrp,
+    "vr-probe": main_probe,
 }

@@ -132,6 +132,14 @@ class Layout:
     def vrrp_fifo(self) -> Path:
         return self._at("run/vr/keepalived.fifo")
 
+    @property
+    def probe_pid(self) -> Path:
+        return self._at("run/vr/probe.pid")  # vr-probe's watcher
+
+    @property
+    def probe_report(self) -> Path:
+        return self._at("run/vr/probe.json")  # what it counted, written when it ends
+
     def make_directories(self) -> None:
         """The directories the engine writes into; a fresh router root has none of them."""
         files = (self.nftables, self.dnsmasq_conf, self.leases, self.haproxy_cfg, self.state, self.log, self.lock)
