@@ -6,10 +6,12 @@ one summary line.
 
 import fcntl
 import hashlib
+import json
 import logging
 import shutil
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +21,9 @@ from repo.config import RepoConfig
 from repo.config import load as load_repo_config
 from vrpipe.errors import VrpipeError
 from vrpipe.log import Steps
+from vrpipe.run import run
 
-from . import disk, formats, manifest, rootfs, router
+from . import base, debs, disk, formats, manifest, rootfs, router
 from .config import PROJECT, TemplateConfig, load_config
 from .paths import make_dirs
 
@@ -53,30 +56,78 @@ class Template:
         return self.folder / "initrd.img"
 
 
+@dataclass(frozen=True)
+class Rebuild:
+    """A build of exactly what a manifest.json lists, offline, from the package cache."""
+
+    manifest: dict
+    text: str  # the manifest's bytes: a faithful rebuild writes them again
+
+    @classmethod
+    def read(cls, path: Path) -> "Rebuild":
+        try:
+            text = path.read_text()
+            data = json.loads(text)
+        except (OSError, ValueError) as e:
+            raise VrpipeError(f"cannot read the manifest {path}: {e}") from e
+        for field in ("suite", "mirror", "security_mirror", "source_date_epoch", "repository", "packages", "outputs"):
+            if field not in data:
+                raise VrpipeError(f"{path}: no '{field}' in it: not a template manifest")
+        if any("sha256" not in p for p in data["packages"]):
+            raise VrpipeError(f"{path}: its packages carry no .deb sha256 (a manifest made before rebuilds were "
+                              "possible): it cannot be rebuilt")
+        return cls(data, text)
+
+    @property
+    def settings(self) -> dict:
+        keys = ("suite", "mirror", "security_mirror", "source_date_epoch")
+        return {key: self.manifest[key] for key in keys}
+
+    def packages(self, ours: bool) -> tuple[dict, ...]:
+        return tuple(p for p in self.manifest["packages"] if (p["name"] in base.OURS) == ours)
+
+
 def build_template(
-    config: TemplateConfig, repo_config: RepoConfig, reuse: bool = False, republish: bool = False
+    config: TemplateConfig, repo_config: RepoConfig, reuse: bool = False, republish: bool = False,
+    rebuild: Rebuild | None = None,
 ) -> Template:
     """Build everything into config.output_dir; with reuse, keep a finished build of the same inputs;
-    with republish, first publish this checkout's packages into a fresh repository (tests do). Builds
-    into one folder take turns, so a second one waiting for the first finds its result."""
+    with republish, first publish this checkout's packages into a fresh repository (tests do); with
+    rebuild, exactly what its manifest lists, offline, checked against its outputs' sha256. Builds into
+    one folder take turns, so a second one waiting for the first finds its result."""
     template = Template(config.output_dir)
-    # one build at a time per output folder, and per .deb cache (each build replaces the cache)
+    # one build at a time per output folder, and per package cache
     with _locked(_lock_file(config.output_dir)), _locked(_lock_file(config.cache_dir)):
-        inputs = inputs_digest(config, repo_config)
+        inputs = "from-manifest\n" if rebuild else inputs_digest(config, repo_config)
         if reuse and is_built(config, repo_config):
             log.info("build-template: reusing %s (same inputs %s)", template.folder, inputs[:12])
             return template
         if republish:
             shutil.rmtree(repo_config.dir, ignore_errors=True)
-        steps = Steps("build-template", total=12)
+        steps = Steps("build-template", total=11)
         _clear(template.folder)
         work = template.folder / ".work"
         work.mkdir(parents=True)
-        _build(config, repo_config, template, work, steps)
+        _build(config, repo_config, template, work, steps, rebuild)
         shutil.rmtree(work)
         (template.folder / STAMP).write_text(inputs)
+    if rebuild:
+        _compare(template, rebuild)
     log.info(steps.summary(f"{NAME} {config.suite} built into {template.folder}"))
     return template
+
+
+def _compare(template: Template, rebuild: Rebuild) -> None:
+    """A rebuild must give the manifest's bytes: every output's sha256 and the manifest itself."""
+    wanted = {o["file"]: o["sha256"] for o in rebuild.manifest["outputs"]}
+    got = {o["file"]: o["sha256"] for o in json.loads((template.folder / "manifest.json").read_text())["outputs"]}
+    differing = sorted(name for name in wanted if got.get(name) != wanted[name])
+    if (template.folder / "manifest.json").read_text() != rebuild.text:
+        differing.append("manifest.json")
+    if differing:
+        raise VrpipeError(f"the rebuild differs from the manifest in: {', '.join(differing)}",
+                          hint="this checkout's image/ code or archive key differ from the build's (README: reproducibility)")
+    log.info("build-template: the rebuild gives the manifest's bytes (%d outputs and manifest.json)", len(wanted))
 
 
 def _lock_file(folder: Path) -> Path:
@@ -91,19 +142,48 @@ def _locked(lock_file: Path) -> Iterator[None]:
         yield
 
 
-def _build(config: TemplateConfig, repo_config: RepoConfig, template: Template, work: Path, steps: Steps):
+def _build(config: TemplateConfig, repo_config: RepoConfig, template: Template, work: Path, steps: Steps,
+           rebuild: Rebuild | None):
     epoch, root = config.source_date_epoch, template.rootfs_dir
-    with steps.step("our signed repository (published now if it has never been)"):
-        if not repo_config.public.exists():
-            log.info("%s is not published yet: publishing this checkout's packages", repo_config.dir)
-            publish.publish(repo_config)
-        channel = repo_config.channel(None)
-    with steps.step(f"install the rootfs ({config.suite}, mmdebstrap)"), _served(repo_config) as url:
-        make_dirs(root)  # the rootfs's own / : its mode goes into the tarball and the ext4 root
-        rootfs.install(config, rootfs.BuildRepo(url, channel, repo_config.keyring), root, work)
+    deb_cache = config.cache_dir / config.suite  # per suite: a bookworm build keeps trixie's .debs
+    if rebuild:
+        with steps.step("the manifest's .debs in the package cache (offline)"):
+            ours: rootfs.BuildRepo | rootfs.CachedDebs = rootfs.CachedDebs(rebuild.packages(ours=True), deb_cache)
+            _check_cached(rebuild, deb_cache)
+            wanted = {p["name"]: p["version"] for p in rebuild.packages(ours=False)}
+            packages = base.package_set(_control_stanzas(rebuild.packages(ours=True), deb_cache))
+            layer = base.find_exact(config, packages, wanted)
+        repository = rebuild.manifest["repository"]
+        lasting = router.OurRepository(repository["url"], tuple(repository["suites"]), repo_config.keyring)
+    else:
+        with steps.step("our signed repository (published now if it has never been)"):
+            if not repo_config.public.exists():
+                log.info("%s is not published yet: publishing this checkout's packages", repo_config.dir)
+                publish.publish(repo_config)
+            channel = repo_config.channel(None)
+            index = repo_config.public / "dists" / channel / "main" / "binary-amd64" / "Packages"
+            packages = base.package_set(index.read_text())
+            layer = base.find_current(config, packages)
+        lasting = router.OurRepository(repo_config.url, repo_config.channels, repo_config.keyring)
+    hit = f"cache hit {layer.key}" if layer else "cache miss: mmdebstrap"
+    with steps.step(f"Debian base layer ({config.suite}, {len(packages)} packages asked): {hit}"):
+        if layer is None:
+            if rebuild:
+                debs.local_repository(list(rebuild.packages(ours=False)), deb_cache, work / "local")
+                sources = work / "local.list"
+                sources.write_text(debs.local_sources((work / "local").resolve()))
+            else:
+                sources = base.debian_sources(config, work)
+            layer = base.make(config, packages, sources, deb_cache)
+            log.info("base layer %s stored (%d packages)", layer.key, len(layer.versions))
+        make_dirs(root)
+        base.restore(config, layer, root)
+    with steps.step("our packages on top (apt in the rootfs)"), _served(repo_config, rebuild is None) as url:
+        if not rebuild:
+            ours = rootfs.BuildRepo(url, channel, repo_config.keyring)
+        rootfs.install_ours(root, ours, deb_cache, epoch)
     with steps.step("router set-up"):
-        source = router.OurRepository(repo_config.url, repo_config.channels, repo_config.keyring)
-        router.configure(root, config, source)
+        router.configure(root, config, lasting)
         router.forget_build(root)
         shutil.copyfile(root / "vmlinuz", template.kernel)
         shutil.copyfile(root / "initrd.img", template.initrd)
@@ -118,29 +198,46 @@ def _build(config: TemplateConfig, repo_config: RepoConfig, template: Template, 
     raw = template.output("raw")
     with steps.step("raw disk image (GPT)"):
         disk.assemble(layout, work / "esp.img", work / "root.img", raw)
-    with steps.step("qcow2"):
-        formats.qcow2(raw, template.output("qcow2"))
-    with steps.step("vhd (fixed)"):
-        formats.vhd(raw, template.output("vhd"), epoch)
-    with steps.step("vmdk (streamOptimized)"):
-        formats.vmdk(raw, template.output("vmdk"), epoch)
+    with steps.step("qcow2, vhd (fixed) and vmdk (streamOptimized), side by side"):
+        _convert(raw, template, epoch)
     with steps.step("ova"):
         formats.ova(template.output("vmdk"), template.output("ova"), epoch, raw.stat().st_size, NAME)
     with steps.step("manifest, SHA256SUMS and signature"):
-        _describe(config, repo_config, template, layout, root)
+        _describe(config, lasting, repo_config, template, layout, root, deb_cache)
 
 
-def _describe(config, repo_config, template, layout, root):
+def _convert(raw: Path, template: Template, epoch: int) -> None:
+    """The three conversions read the raw disk only; the slow one (vmdk, compressed) sets the pace."""
+    jobs = ((formats.vmdk, template.output("vmdk"), epoch), (formats.qcow2, template.output("qcow2")),
+            (formats.vhd, template.output("vhd"), epoch))
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        for done in [pool.submit(job[0], raw, *job[1:]) for job in jobs]:
+            done.result()
+
+
+def _check_cached(rebuild: Rebuild, deb_cache: Path) -> None:
+    missing = debs.missing(list(rebuild.packages(ours=False) + rebuild.packages(ours=True)), deb_cache)
+    if missing:
+        raise VrpipeError(f"cannot rebuild offline: {len(missing)} .deb(s) of the manifest missing:\n  "
+                          + "\n  ".join(missing),
+                          hint="put those .debs into the package cache (a build online with these versions keeps them)")
+
+
+def _control_stanzas(packages: tuple[dict, ...], deb_cache: Path) -> str:
+    """The control stanzas of these cached .debs, as a Packages index would list them."""
+    return "\n".join(run(["dpkg-deb", "--field", deb_cache / debs.file_name(p)]).stdout for p in packages)
+
+
+def _describe(config, lasting, repo_config, template, layout, root, deb_cache):
     kinds = {"tar": "rootfs-tar", "raw": "raw", "qcow2": "qcow2", "vhd": "vpc", "vmdk": "vmdk", "ova": "ova"}
     outputs = [manifest.Output(template.output(suffix), kind) for suffix, kind in kinds.items()]
     outputs += [manifest.Output(template.kernel, "kernel"), manifest.Output(template.initrd, "initrd")]
     extra = {
-        "repository": {"url": repo_config.url, "suites": list(repo_config.channels)},
+        "repository": {"url": lasting.url, "suites": list(lasting.suites)},
         "kernel_cmdline": layout.kernel_cmdline,
     }
-    written = manifest.write_manifest(
-        template.folder / "manifest.json", config, manifest.installed_packages(root), outputs, extra
-    )
+    packages = debs.with_digests(manifest.installed_packages(root), deb_cache)
+    written = manifest.write_manifest(template.folder / "manifest.json", config, packages, outputs, extra)
     sums = template.folder / "SHA256SUMS"
     manifest.write_checksums(sums, [o.path for o in outputs] + [template.folder / "manifest.json"], written)
     manifest.sign(sums, repo_config.gnupghome, publish.archive_key(repo_config))
@@ -163,8 +260,11 @@ def inputs_digest(config: TemplateConfig, repo_config: RepoConfig) -> str:
 
 
 @contextmanager
-def _served(repo_config: RepoConfig) -> Iterator[str]:
-    """Our repository on a free loopback port for the duration of the install."""
+def _served(repo_config: RepoConfig, serve_it: bool = True) -> Iterator[str]:
+    """Our repository on a free loopback port for the duration of the install (nothing when not serve_it)."""
+    if not serve_it:
+        yield ""
+        return
     server = serve.make_server(repo_config.public, "127.0.0.1:0")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -189,8 +289,13 @@ def _clear(folder: Path) -> None:
     folder.mkdir(parents=True)
 
 
-def build_command(template_settings: dict | None, repo_settings: dict | None, **overrides) -> str:
+def build_command(template_settings: dict | None, repo_settings: dict | None, from_manifest: str | None = None,
+                  **overrides) -> str:
     """What `invoke build-template` runs: progress on the log; returns the one-line summary."""
-    template = build_template(load_config(template_settings, **overrides), load_repo_config(repo_settings))
+    rebuild = Rebuild.read(Path(from_manifest)) if from_manifest else None
+    given = {name: value for name, value in overrides.items() if value is not None}
+    settings = {**given, **(rebuild.settings if rebuild else {})}  # a manifest's suite and date are the build's
+    config = load_config(template_settings, **settings)
+    template = build_template(config, load_repo_config(repo_settings), rebuild=rebuild)
     return f"build-template: outputs in {template.folder}: " + ", ".join(sorted(
         p.name for p in template.folder.iterdir() if p.is_file() and not p.name.startswith(".")))
