@@ -46,7 +46,7 @@ def package_set(our_index: str) -> tuple[str, ...]:
     Packages index (the first of alternatives, as apt would choose)."""
     wanted = set(BOOT_PACKAGES)
     for stanza in Packages.iter_paragraphs(our_index, use_apt_pkg=False):
-        if stanza["Package"] in OURS:
+        if stanza["Package"] in OURS and stanza.get("Depends"):
             for alternatives in PkgRelation.parse_relations(stanza.get("Depends", "")):
                 wanted.add(alternatives[0]["name"])
     return tuple(sorted(wanted - set(OURS)))

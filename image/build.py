@@ -25,6 +25,7 @@ from vrpipe.run import run
 
 from . import base, debs, disk, formats, manifest, rootfs, router
 from .config import PROJECT, TemplateConfig, load_config
+from .digests import Digests
 from .paths import make_dirs
 
 log = logging.getLogger("image")
@@ -188,8 +189,20 @@ def _build(config: TemplateConfig, repo_config: RepoConfig, template: Template, 
         shutil.copyfile(root / "vmlinuz", template.kernel)
         shutil.copyfile(root / "initrd.img", template.initrd)
         rootfs.clamp_times(root, epoch)
+    digests = Digests()
+    try:
+        _images(config, lasting, repo_config, template, work, steps, digests, deb_cache)
+    finally:
+        digests.close()
+
+
+def _images(config, lasting, repo_config, template, work, steps, digests, deb_cache):
+    epoch, root = config.source_date_epoch, template.rootfs_dir
+    digests.add(template.kernel)
+    digests.add(template.initrd)
     with steps.step("rootfs tarball"):
         rootfs.pack(root, template.output("tar"), epoch)
+        digests.add(template.output("tar"))
     layout = disk.plan(config)
     with steps.step("boot partition (syslinux, GRUB EFI)"):
         disk.make_esp(layout, template.kernel, template.initrd, work / "esp.img", work, epoch)
@@ -198,21 +211,28 @@ def _build(config: TemplateConfig, repo_config: RepoConfig, template: Template, 
     raw = template.output("raw")
     with steps.step("raw disk image (GPT)"):
         disk.assemble(layout, work / "esp.img", work / "root.img", raw)
-    with steps.step("qcow2, vhd (fixed) and vmdk (streamOptimized), side by side"):
-        _convert(raw, template, epoch)
+        digests.add(raw)
+    with steps.step("qcow2, vhd (fixed) and vmdk (streamOptimized), hashed as they come"):
+        _convert(raw, template, epoch, digests)
+    vmdk = template.output("vmdk")
     with steps.step("ova"):
-        formats.ova(template.output("vmdk"), template.output("ova"), epoch, raw.stat().st_size, NAME)
+        formats.ova(vmdk, template.output("ova"), epoch, raw.stat().st_size, NAME, digests[vmdk])
+        digests.add(template.output("ova"))
     with steps.step("manifest, SHA256SUMS and signature"):
-        _describe(config, lasting, repo_config, template, layout, root, deb_cache)
+        _describe(config, lasting, repo_config, template, layout, root, deb_cache, digests)
 
 
-def _convert(raw: Path, template: Template, epoch: int) -> None:
-    """The three conversions read the raw disk only; the slow one (vmdk, compressed) sets the pace."""
-    jobs = ((formats.vmdk, template.output("vmdk"), epoch), (formats.qcow2, template.output("qcow2")),
-            (formats.vhd, template.output("vhd"), epoch))
-    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        for done in [pool.submit(job[0], raw, *job[1:]) for job in jobs]:
-            done.result()
+def _convert(raw: Path, template: Template, epoch: int, digests: Digests) -> None:
+    """The vmdk (compressed: the slow one) on a thread of its own while qcow2 and vhd are made."""
+    vmdk, qcow2, vhd = (template.output(suffix) for suffix in ("vmdk", "qcow2", "vhd"))
+    with ThreadPoolExecutor(max_workers=1) as side:
+        compressing = side.submit(formats.vmdk, raw, vmdk, epoch)
+        formats.qcow2(raw, qcow2)
+        digests.add(qcow2)
+        formats.vhd(raw, vhd, epoch)
+        digests.add_extension(vhd, raw)  # a fixed VHD: the raw disk, then its footer
+        compressing.result()
+    digests.add(vmdk)
 
 
 def _check_cached(rebuild: Rebuild, deb_cache: Path) -> None:
@@ -228,7 +248,7 @@ def _control_stanzas(packages: tuple[dict, ...], deb_cache: Path) -> str:
     return "\n".join(run(["dpkg-deb", "--field", deb_cache / debs.file_name(p)]).stdout for p in packages)
 
 
-def _describe(config, lasting, repo_config, template, layout, root, deb_cache):
+def _describe(config, lasting, repo_config, template, layout, root, deb_cache, digests):
     kinds = {"tar": "rootfs-tar", "raw": "raw", "qcow2": "qcow2", "vhd": "vpc", "vmdk": "vmdk", "ova": "ova"}
     outputs = [manifest.Output(template.output(suffix), kind) for suffix, kind in kinds.items()]
     outputs += [manifest.Output(template.kernel, "kernel"), manifest.Output(template.initrd, "initrd")]
@@ -237,7 +257,8 @@ def _describe(config, lasting, repo_config, template, layout, root, deb_cache):
         "kernel_cmdline": layout.kernel_cmdline,
     }
     packages = debs.with_digests(manifest.installed_packages(root), deb_cache)
-    written = manifest.write_manifest(template.folder / "manifest.json", config, packages, outputs, extra)
+    written = manifest.write_manifest(template.folder / "manifest.json", config, packages, outputs, extra,
+                                      digests.__getitem__)
     sums = template.folder / "SHA256SUMS"
     manifest.write_checksums(sums, [o.path for o in outputs] + [template.folder / "manifest.json"], written)
     manifest.sign(sums, repo_config.gnupghome, publish.archive_key(repo_config))
