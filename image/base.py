@@ -1,7 +1,8 @@
 """The Debian base layer of the rootfs: minbase, the boot packages and the Debian packages ours depend on,
 installed by mmdebstrap and kept as a tarball in the cache (build/cache/debs/layers), keyed by suite,
-package set and the version of every package in it. A build whose Debian versions are unchanged restores
-it in seconds and installs only our packages on top (rootfs.install_ours).
+package set and the version and archive priority of every package in it (mmdebstrap picks minbase's
+packages by the archive's priorities, which may differ from the .debs'). A build whose Debian packages are
+unchanged restores it in seconds and installs only our packages on top (rootfs.install_ours).
 """
 
 import hashlib
@@ -34,7 +35,7 @@ RELEASED = {"bookworm": 1686355200, "trixie": 1754697600}
 class Layer:
     suite: str
     packages: tuple[str, ...]  # what it was asked to hold
-    versions: tuple[tuple[str, str], ...]  # every package installed in it: (name, version), sorted
+    versions: tuple[tuple[str, str, str], ...]  # every package installed in it: (name, version, priority), sorted
 
     @property
     def key(self) -> str:
@@ -56,13 +57,22 @@ def find_current(config: TemplateConfig, packages: tuple[str, ...]) -> Layer | N
     """The newest kept layer of this suite and package set whose every package is at the version Debian's
     archive has now; None if there is none."""
     layers = _kept(config, packages)
-    now = archive_versions(config, sorted({name for layer in layers for name, _ in layer.versions}))
-    return next((layer for layer in layers if all(now.get(n) == v for n, v in layer.versions)), None)
+    now = archive_versions(config, sorted({name for layer in layers for name, _, _ in layer.versions}))
+    return next((layer for layer in layers if all(now.get(n) == (v, p) for n, v, p in layer.versions)), None)
 
 
-def find_exact(config: TemplateConfig, packages: tuple[str, ...], versions: dict[str, str]) -> Layer | None:
-    """The kept layer of this suite and package set holding exactly these packages at these versions."""
-    return next((layer for layer in _kept(config, packages) if dict(layer.versions) == versions), None)
+def find_exact(config: TemplateConfig, packages: tuple[str, ...], wanted: dict[str, tuple[str, str]]) -> Layer | None:
+    """The kept layer of this suite and package set holding exactly these packages: {name: (version, priority)}."""
+    return next((layer for layer in _kept(config, packages) if _entries(layer) == wanted), None)
+
+
+def priorities(layer: Layer) -> dict[str, str]:
+    """The archive's priority of each package of the layer."""
+    return {name: priority for name, _, priority in layer.versions}
+
+
+def _entries(layer: Layer) -> dict[str, tuple[str, str]]:
+    return {name: (version, priority) for name, version, priority in layer.versions}
 
 
 def make(config: TemplateConfig, packages: tuple[str, ...], sources: Path, deb_cache: Path) -> Layer:
@@ -91,7 +101,10 @@ def make(config: TemplateConfig, packages: tuple[str, ...], sources: Path, deb_c
     )
     debs.keep(staging, deb_cache)
     clamp_times(staging, epoch)
-    versions = tuple((p["name"], p["version"]) for p in installed_packages(staging))
+    names = [p["name"] for p in installed_packages(staging)]
+    # what mmdebstrap's apt saw: the archive's priorities (or the manifest's, in an offline rebuild)
+    shown = _shown(run(["chroot", staging, "apt-cache", "show", "--no-all-versions", *names]).stdout)
+    versions = tuple((name, *shown[name]) for name in names)
     layer = Layer(config.suite, packages, versions)
     tarball = _tarball(config, layer)
     pack(staging, tarball.with_suffix(".new"), epoch)
@@ -117,15 +130,21 @@ def debian_sources(config: TemplateConfig, work: Path) -> Path:
     return sources
 
 
-def archive_versions(config: TemplateConfig, names: list[str]) -> dict[str, str]:
-    """The version apt would install now of each package, from Debian's archive (index kept in the cache:
-    an unchanged archive costs one request per suite)."""
+def archive_versions(config: TemplateConfig, names: list[str]) -> dict[str, tuple[str, str]]:
+    """The version apt would install now of each package, and its priority, from Debian's archive (index
+    kept in the cache: an unchanged archive costs one request per suite)."""
     if not names:
         return {}
     options = _host_apt(config)
     run(["apt-get", *options, "update"], timeout=600)
     shown = run(["apt-cache", *options, "show", "--no-all-versions", *names], check=False, timeout=120).stdout
-    return {s["Package"]: s["Version"] for s in Packages.iter_paragraphs(shown, use_apt_pkg=False)}
+    return _shown(shown)
+
+
+def _shown(text: str) -> dict[str, tuple[str, str]]:
+    """{name: (version, priority)} from `apt-cache show` (a stanza without Priority is optional)."""
+    stanzas = Packages.iter_paragraphs(text, use_apt_pkg=False)
+    return {s["Package"]: (s["Version"], s.get("Priority", "optional")) for s in stanzas}
 
 
 def _host_apt(config: TemplateConfig) -> list[str]:
@@ -161,7 +180,7 @@ def _kept(config: TemplateConfig, packages: tuple[str, ...]) -> list[Layer]:
     layers = []
     for path in described:
         data = json.loads(path.read_text())
-        layer = Layer(data["suite"], tuple(data["packages"]), tuple((n, v) for n, v in data["versions"]))
+        layer = Layer(data["suite"], tuple(data["packages"]), tuple((n, v, p) for n, v, p in data["versions"]))
         if layer.packages == packages and _tarball(config, layer).exists():
             layers.append(layer)
     return layers

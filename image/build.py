@@ -26,7 +26,7 @@ from vrpipe.run import run
 from . import base, debs, disk, formats, manifest, rootfs, router
 from .config import PROJECT, TemplateConfig, load_config
 from .digests import Digests
-from .paths import make_dirs
+from .paths import make_dirs, write_file
 
 log = logging.getLogger("image")
 NAME = "vr-router"
@@ -103,13 +103,15 @@ def build_template(
         if reuse and is_built(config, repo_config):
             log.info("build-template: reusing %s (same inputs %s)", template.folder, inputs[:12])
             return template
+        if rebuild:  # before anything in output_dir is removed
+            _check_cached(rebuild, config.cache_dir / config.suite)
         if republish:
             shutil.rmtree(repo_config.dir, ignore_errors=True)
         steps = Steps("build-template", total=11)
         _clear(template.folder)
         work = template.folder / ".work"
         work.mkdir(parents=True)
-        _build(config, repo_config, template, work, steps, rebuild)
+        _build(Job(config, repo_config, template, work, steps), rebuild)
         shutil.rmtree(work)
         (template.folder / STAMP).write_text(inputs)
     if rebuild:
@@ -127,7 +129,7 @@ def _compare(template: Template, rebuild: Rebuild) -> None:
         differing.append("manifest.json")
     if differing:
         raise VrpipeError(f"the rebuild differs from the manifest in: {', '.join(differing)}",
-                          hint="this checkout's image/ code or archive key differ from the build's (README: reproducibility)")
+                          hint="this checkout's image/ code or archive key differ from the build's (README)")
     log.info("build-template: the rebuild gives the manifest's bytes (%d outputs and manifest.json)", len(wanted))
 
 
@@ -143,71 +145,110 @@ def _locked(lock_file: Path) -> Iterator[None]:
         yield
 
 
-def _build(config: TemplateConfig, repo_config: RepoConfig, template: Template, work: Path, steps: Steps,
-           rebuild: Rebuild | None):
-    epoch, root = config.source_date_epoch, template.rootfs_dir
-    deb_cache = config.cache_dir / config.suite  # per suite: a bookworm build keeps trixie's .debs
-    if rebuild:
-        with steps.step("the manifest's .debs in the package cache (offline)"):
-            ours: rootfs.BuildRepo | rootfs.CachedDebs = rootfs.CachedDebs(rebuild.packages(ours=True), deb_cache)
-            _check_cached(rebuild, deb_cache)
-            wanted = {p["name"]: p["version"] for p in rebuild.packages(ours=False)}
-            packages = base.package_set(_control_stanzas(rebuild.packages(ours=True), deb_cache))
-            layer = base.find_exact(config, packages, wanted)
-        repository = rebuild.manifest["repository"]
-        lasting = router.OurRepository(repository["url"], tuple(repository["suites"]), repo_config.keyring)
-    else:
-        with steps.step("our signed repository (published now if it has never been)"):
-            if not repo_config.public.exists():
-                log.info("%s is not published yet: publishing this checkout's packages", repo_config.dir)
-                publish.publish(repo_config)
-            channel = repo_config.channel(None)
-            index = repo_config.public / "dists" / channel / "main" / "binary-amd64" / "Packages"
-            packages = base.package_set(index.read_text())
-            layer = base.find_current(config, packages)
-        lasting = router.OurRepository(repo_config.url, repo_config.channels, repo_config.keyring)
-    hit = f"cache hit {layer.key}" if layer else "cache miss: mmdebstrap"
-    with steps.step(f"Debian base layer ({config.suite}, {len(packages)} packages asked): {hit}"):
-        if layer is None:
-            if rebuild:
-                debs.local_repository(list(rebuild.packages(ours=False)), deb_cache, work / "local")
-                sources = work / "local.list"
-                sources.write_text(debs.local_sources((work / "local").resolve()))
-            else:
-                sources = base.debian_sources(config, work)
-            layer = base.make(config, packages, sources, deb_cache)
-            log.info("base layer %s stored (%d packages)", layer.key, len(layer.versions))
-        make_dirs(root)
-        base.restore(config, layer, root)
-    with steps.step("our packages on top (apt in the rootfs)"), _served(repo_config, rebuild is None) as url:
-        if not rebuild:
-            ours = rootfs.BuildRepo(url, channel, repo_config.keyring)
-        rootfs.install_ours(root, ours, deb_cache, epoch)
-    with steps.step("router set-up"):
-        router.configure(root, config, lasting)
-        router.forget_build(root)
-        shutil.copyfile(root / "vmlinuz", template.kernel)
-        shutil.copyfile(root / "initrd.img", template.initrd)
-        rootfs.clamp_times(root, epoch)
+@dataclass(frozen=True)
+class Job:
+    """One build under way: what it is made from and where it writes."""
+
+    config: TemplateConfig
+    repo_config: RepoConfig
+    template: Template
+    work: Path
+    steps: Steps
+
+    @property
+    def deb_cache(self) -> Path:
+        return self.config.cache_dir / self.config.suite  # per suite: a bookworm build keeps trixie's .debs
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What goes into the rootfs: the base layer's package set and its kept layer (None: to be made), where
+    our packages come from, and the repository routers use later."""
+
+    packages: tuple[str, ...]
+    layer: base.Layer | None
+    ours: rootfs.BuildRepo | rootfs.CachedDebs | None  # None: our repository, served once the layer is in
+    lasting: router.OurRepository
+
+
+def _build(job: Job, rebuild: Rebuild | None) -> None:
+    plan = _plan_rebuild(job, rebuild) if rebuild else _plan(job)
+    layer = _rootfs(job, plan, rebuild)
     digests = Digests()
     try:
-        _images(config, lasting, repo_config, template, work, steps, digests, deb_cache)
+        _images(job, plan.lasting, layer, digests)
     finally:
         digests.close()
 
 
-def _images(config, lasting, repo_config, template, work, steps, digests, deb_cache):
-    epoch, root = config.source_date_epoch, template.rootfs_dir
+def _plan(job: Job) -> Plan:
+    repo_config = job.repo_config
+    with job.steps.step("our signed repository (published now if it has never been), Debian's versions now"):
+        if not repo_config.public.exists():
+            log.info("%s is not published yet: publishing this checkout's packages", repo_config.dir)
+            publish.publish(repo_config)
+        index = repo_config.public / "dists" / repo_config.channel(None) / "main" / "binary-amd64" / "Packages"
+        packages = base.package_set(index.read_text())
+        layer = base.find_current(job.config, packages)
+    lasting = router.OurRepository(repo_config.url, repo_config.channels, repo_config.keyring)
+    return Plan(packages, layer, None, lasting)
+
+
+def _plan_rebuild(job: Job, rebuild: Rebuild) -> Plan:
+    with job.steps.step("the manifest's packages, from the package cache (offline)"):
+        ours = rootfs.CachedDebs(rebuild.packages(ours=True), job.deb_cache, job.config.suite)
+        packages = base.package_set(_control_stanzas(ours.packages, job.deb_cache))
+        wanted = {p["name"]: (p["version"], p.get("priority", "")) for p in rebuild.packages(ours=False)}
+        layer = base.find_exact(job.config, packages, wanted)
+    repository = rebuild.manifest["repository"]
+    lasting = router.OurRepository(repository["url"], tuple(repository["suites"]), job.repo_config.keyring)
+    return Plan(packages, layer, ours, lasting)
+
+
+def _rootfs(job: Job, plan: Plan, rebuild: Rebuild | None) -> base.Layer:
+    """The base layer (kept or made), our packages on top, the router set-up; returns the layer."""
+    config, root, layer = job.config, job.template.rootfs_dir, plan.layer
+    hit = f"cache hit {layer.key}" if layer else "cache miss: mmdebstrap"
+    with job.steps.step(f"Debian base layer ({config.suite}, {len(plan.packages)} packages asked): {hit}"):
+        if layer is None:
+            layer = base.make(config, plan.packages, _debian_sources(job, rebuild), job.deb_cache)
+            log.info("base layer %s stored (%d packages)", layer.key, len(layer.versions))
+        make_dirs(root)
+        base.restore(config, layer, root)
+    with job.steps.step("our packages on top (apt in the rootfs)"), _served(job.repo_config, plan.ours) as url:
+        ours = plan.ours or rootfs.BuildRepo(url, job.repo_config.channel(None), job.repo_config.keyring)
+        rootfs.install_ours(root, ours, job.deb_cache, config.source_date_epoch)
+    with job.steps.step("router set-up"):
+        router.configure(root, config, plan.lasting)
+        router.forget_build(root)
+        shutil.copyfile(root / "vmlinuz", job.template.kernel)
+        shutil.copyfile(root / "initrd.img", job.template.initrd)
+        rootfs.clamp_times(root, config.source_date_epoch)
+    return layer
+
+
+def _debian_sources(job: Job, rebuild: Rebuild | None) -> Path:
+    """Debian's archive, or offline a local repository of exactly the manifest's Debian packages."""
+    if not rebuild:
+        return base.debian_sources(job.config, job.work)
+    local = (job.work / "local").resolve()
+    debs.local_repository(list(rebuild.packages(ours=False)), job.deb_cache, local, job.config.suite)
+    write_file(job.work / "local.list", debs.local_sources(local))
+    return job.work / "local.list"
+
+
+def _images(job: Job, lasting: router.OurRepository, layer: base.Layer, digests: Digests) -> None:
+    template, work, steps, epoch = job.template, job.work, job.steps, job.config.source_date_epoch
     digests.add(template.kernel)
     digests.add(template.initrd)
     with steps.step("rootfs tarball"):
-        rootfs.pack(root, template.output("tar"), epoch)
+        rootfs.pack(template.rootfs_dir, template.output("tar"), epoch)
         digests.add(template.output("tar"))
-    layout = disk.plan(config)
+    layout = disk.plan(job.config)
     with steps.step("boot partition (syslinux, GRUB EFI)"):
         disk.make_esp(layout, template.kernel, template.initrd, work / "esp.img", work, epoch)
     with steps.step("root filesystem (ext4)"):
-        disk.make_root_fs(layout, root, work / "root.img", epoch)
+        disk.make_root_fs(layout, template.rootfs_dir, work / "root.img", epoch)
     raw = template.output("raw")
     with steps.step("raw disk image (GPT)"):
         disk.assemble(layout, work / "esp.img", work / "root.img", raw)
@@ -219,7 +260,7 @@ def _images(config, lasting, repo_config, template, work, steps, digests, deb_ca
         formats.ova(vmdk, template.output("ova"), epoch, raw.stat().st_size, NAME, digests[vmdk])
         digests.add(template.output("ova"))
     with steps.step("manifest, SHA256SUMS and signature"):
-        _describe(config, lasting, repo_config, template, layout, root, deb_cache, digests)
+        _describe(job, lasting, layer, layout, digests)
 
 
 def _convert(raw: Path, template: Template, epoch: int, digests: Digests) -> None:
@@ -248,7 +289,9 @@ def _control_stanzas(packages: tuple[dict, ...], deb_cache: Path) -> str:
     return "\n".join(run(["dpkg-deb", "--field", deb_cache / debs.file_name(p)]).stdout for p in packages)
 
 
-def _describe(config, lasting, repo_config, template, layout, root, deb_cache, digests):
+def _describe(job: Job, lasting: router.OurRepository, layer: base.Layer, layout: disk.DiskLayout,
+              digests: Digests) -> None:
+    template = job.template
     kinds = {"tar": "rootfs-tar", "raw": "raw", "qcow2": "qcow2", "vhd": "vpc", "vmdk": "vmdk", "ova": "ova"}
     outputs = [manifest.Output(template.output(suffix), kind) for suffix, kind in kinds.items()]
     outputs += [manifest.Output(template.kernel, "kernel"), manifest.Output(template.initrd, "initrd")]
@@ -256,12 +299,15 @@ def _describe(config, lasting, repo_config, template, layout, root, deb_cache, d
         "repository": {"url": lasting.url, "suites": list(lasting.suites)},
         "kernel_cmdline": layout.kernel_cmdline,
     }
-    packages = debs.with_digests(manifest.installed_packages(root), deb_cache)
-    written = manifest.write_manifest(template.folder / "manifest.json", config, packages, outputs, extra,
+    # each package with its .deb's sha256, and the base layer's with the archive's priority: a rebuild needs both
+    archive = base.priorities(layer)
+    packages = [{**p, **({"priority": archive[p["name"]]} if p["name"] in archive else {})}
+                for p in debs.with_digests(manifest.installed_packages(template.rootfs_dir), job.deb_cache)]
+    written = manifest.write_manifest(template.folder / "manifest.json", job.config, packages, outputs, extra,
                                       digests.__getitem__)
     sums = template.folder / "SHA256SUMS"
     manifest.write_checksums(sums, [o.path for o in outputs] + [template.folder / "manifest.json"], written)
-    manifest.sign(sums, repo_config.gnupghome, publish.archive_key(repo_config))
+    manifest.sign(sums, job.repo_config.gnupghome, publish.archive_key(job.repo_config))
 
 
 def is_built(config: TemplateConfig, repo_config: RepoConfig) -> bool:
@@ -281,9 +327,10 @@ def inputs_digest(config: TemplateConfig, repo_config: RepoConfig) -> str:
 
 
 @contextmanager
-def _served(repo_config: RepoConfig, serve_it: bool = True) -> Iterator[str]:
-    """Our repository on a free loopback port for the duration of the install (nothing when not serve_it)."""
-    if not serve_it:
+def _served(repo_config: RepoConfig, instead: object = None) -> Iterator[str]:
+    """Our repository on a free loopback port for the duration of the install (not when another source
+    is given instead)."""
+    if instead is not None:
         yield ""
         return
     server = serve.make_server(repo_config.public, "127.0.0.1:0")
@@ -310,13 +357,17 @@ def _clear(folder: Path) -> None:
     folder.mkdir(parents=True)
 
 
+def config_for(template_settings: dict | None, rebuild: Rebuild | None, **overrides) -> TemplateConfig:
+    """The build's configuration: a manifest's suite, mirrors and date win over settings and options."""
+    given = {name: value for name, value in overrides.items() if value is not None}
+    return load_config(template_settings, **given, **(rebuild.settings if rebuild else {}))
+
+
 def build_command(template_settings: dict | None, repo_settings: dict | None, from_manifest: str | None = None,
                   **overrides) -> str:
     """What `invoke build-template` runs: progress on the log; returns the one-line summary."""
     rebuild = Rebuild.read(Path(from_manifest)) if from_manifest else None
-    given = {name: value for name, value in overrides.items() if value is not None}
-    settings = {**given, **(rebuild.settings if rebuild else {})}  # a manifest's suite and date are the build's
-    config = load_config(template_settings, **settings)
+    config = config_for(template_settings, rebuild, **overrides)
     template = build_template(config, load_repo_config(repo_settings), rebuild=rebuild)
     return f"build-template: outputs in {template.folder}: " + ", ".join(sorted(
         p.name for p in template.folder.iterdir() if p.is_file() and not p.name.startswith(".")))

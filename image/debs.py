@@ -8,6 +8,8 @@ import os
 import shutil
 from pathlib import Path
 
+from debian.deb822 import Packages
+
 from vrpipe.run import run
 
 from .formats import sha256
@@ -35,7 +37,11 @@ def keep(root: Path, cache: Path) -> None:
     archives = root / ARCHIVES
     make_dirs(cache)
     for deb in sorted(archives.glob("*.deb")):
-        shutil.move(deb, cache / deb.name)
+        kept = cache / deb.name
+        if kept.exists() and kept.samefile(deb):  # primed from the cache: a rename would leave both names
+            deb.unlink()
+        else:
+            shutil.move(deb, kept)
     shutil.rmtree(archives / "partial", ignore_errors=True)
     make_dirs(archives / "partial")
     (archives / "lock").unlink(missing_ok=True)
@@ -58,14 +64,29 @@ def missing(packages: list[dict], cache: Path) -> list[str]:
     return lines
 
 
-def local_repository(packages: list[dict], cache: Path, folder: Path) -> None:
-    """A flat repository in folder holding exactly these packages' .debs (check them with missing() first)."""
+def local_repository(packages: list[dict], cache: Path, folder: Path, suite: str) -> None:
+    """A flat repository in folder holding exactly these packages' .debs (check them with missing() first),
+    its Release naming suite (mmdebstrap picks the required packages by it)."""
     shutil.rmtree(folder, ignore_errors=True)
     make_dirs(folder)
     for package in packages:
         _link(cache / file_name(package), folder / file_name(package))
-    index = run(["dpkg-scanpackages", "--multiversion", "."], cwd=folder, timeout=900).stdout
+    scanned = run(["dpkg-scanpackages", "--multiversion", "."], cwd=folder, timeout=900).stdout
+    index = "\n".join(_archive_priority(stanza, packages) for stanza in Packages.iter_paragraphs(scanned))
     (folder / "Packages").write_text(index)
+    size, digest = len(index.encode()), sha256(folder / "Packages")
+    (folder / "Release").write_text(
+        f"Suite: {suite}\nCodename: {suite}\nArchitectures: amd64 all\nSHA256:\n {digest} {size} Packages\n")
+
+
+def _archive_priority(stanza: Packages, packages: list[dict]) -> str:
+    """The stanza with the priority Debian's archive gave the package (recorded in the manifest), which
+    may differ from the one in its .deb: mmdebstrap picks minbase's packages by it."""
+    recorded = {p["name"]: p.get("priority") for p in packages}
+    priority = recorded.get(stanza["Package"])
+    if priority:
+        stanza["Priority"] = priority
+    return str(stanza.dump())
 
 
 def local_sources(folder: Path) -> str:

@@ -64,9 +64,10 @@ class CachedDebs:
 
     packages: tuple[dict, ...]
     cache: Path
+    suite: str
 
     def write_sources(self, folder: Path, seen_as: Path) -> None:
-        debs.local_repository(list(self.packages), self.cache, folder / "local")
+        debs.local_repository(list(self.packages), self.cache, folder / "local", self.suite)
         write_file(folder / "local.list", debs.local_sources(seen_as / "local"))
 
 
