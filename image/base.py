@@ -102,8 +102,10 @@ def make(config: TemplateConfig, packages: tuple[str, ...], sources: Path, deb_c
     debs.keep(staging, deb_cache)
     clamp_times(staging, epoch)
     names = [p["name"] for p in installed_packages(staging)]
-    # what mmdebstrap's apt saw: the archive's priorities (or the manifest's, in an offline rebuild)
-    shown = _shown(run(["chroot", staging, "apt-cache", "show", "--no-all-versions", *names]).stdout)
+    # the priorities of the index mmdebstrap's apt read (the archive's, or the manifest's offline), not those
+    # of the installed .debs: no status file, no cache files written
+    index_only = ["-oDir::State::status=/dev/null", "-oDir::Cache::pkgcache=", "-oDir::Cache::srcpkgcache="]
+    shown = _shown(run(["chroot", staging, "apt-cache", *index_only, "show", "--no-all-versions", *names]).stdout)
     versions = tuple((name, *shown[name]) for name in names)
     layer = Layer(config.suite, packages, versions)
     tarball = _tarball(config, layer)
