@@ -88,8 +88,9 @@ def make(config: TemplateConfig, packages: tuple[str, ...], sources: Path, deb_c
         [
             "mmdebstrap", "--mode=root", "--format=directory", "--variant=minbase",
             f"--include={','.join(packages)}",
-            # the primed cache makes the target non-empty; keep the .debs until they are saved
-            "--skip=check/empty,essential/unlink,cleanup/apt/cache",
+            # the primed cache makes the target non-empty; keep the .debs until they are saved, and the
+            # index until the priorities are read from it
+            "--skip=check/empty,essential/unlink,cleanup/apt/cache,cleanup/apt/lists",
             # after the essential packages, before the kernel (whose installation makes the initrd)
             f"--essential-hook=sync-in {before_kernel} /",
             *(f"--dpkgopt={f}" for f in DPKG_FILTERS),
@@ -106,6 +107,7 @@ def make(config: TemplateConfig, packages: tuple[str, ...], sources: Path, deb_c
     # of the installed .debs: no status file, no cache files written
     index_only = ["-oDir::State::status=/dev/null", "-oDir::Cache::pkgcache=", "-oDir::Cache::srcpkgcache="]
     shown = _shown(run(["chroot", staging, "apt-cache", *index_only, "show", "--no-all-versions", *names]).stdout)
+    _forget_index(staging)
     versions = tuple((name, *shown[name]) for name in names)
     layer = Layer(config.suite, packages, versions)
     tarball = _tarball(config, layer)
@@ -117,6 +119,16 @@ def make(config: TemplateConfig, packages: tuple[str, ...], sources: Path, deb_c
     shutil.rmtree(before_kernel)
     _prune(config, packages)
     return layer
+
+
+def _forget_index(staging: Path) -> None:
+    """Debian's index stays out of the layer (what mmdebstrap's own clean-up would have done)."""
+    lists = staging / "var/lib/apt/lists"
+    for path in sorted(lists.iterdir()):
+        if path.is_file() and path.name != "lock":
+            path.unlink()
+    for binary in (staging / "var/cache/apt").glob("*.bin"):
+        binary.unlink()
 
 
 def restore(config: TemplateConfig, layer: Layer, root: Path) -> None:
