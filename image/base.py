@@ -75,9 +75,11 @@ def _entries(layer: Layer) -> dict[str, tuple[str, str]]:
     return {name: (version, priority) for name, version, priority in layer.versions}
 
 
-def make(config: TemplateConfig, packages: tuple[str, ...], sources: Path, deb_cache: Path) -> Layer:
-    """mmdebstrap the layer from sources (Debian's archive, or a local repository), keep its .debs in
-    deb_cache, and store it; the staging folder is removed."""
+def make(config: TemplateConfig, packages: tuple[str, ...], sources: Path, deb_cache: Path,
+         recorded: dict[str, tuple[str, str]] | None = None) -> Layer:
+    """mmdebstrap the layer from sources (Debian's archive, or a local repository of a manifest's .debs
+    whose versions and priorities are recorded), keep its .debs in deb_cache, and store it; the staging
+    folder is removed."""
     epoch = RELEASED[config.suite]
     staging = _folder(config) / f".{config.suite}-staging"
     shutil.rmtree(staging, ignore_errors=True)
@@ -103,10 +105,7 @@ def make(config: TemplateConfig, packages: tuple[str, ...], sources: Path, deb_c
     debs.keep(staging, deb_cache)
     clamp_times(staging, epoch)
     names = [p["name"] for p in installed_packages(staging)]
-    # the priorities of the index mmdebstrap's apt read (the archive's, or the manifest's offline), not those
-    # of the installed .debs: no status file, no cache files written
-    index_only = ["-oDir::State::status=/dev/null", "-oDir::Cache::pkgcache=", "-oDir::Cache::srcpkgcache="]
-    shown = _shown(run(["chroot", staging, "apt-cache", *index_only, "show", "--no-all-versions", *names]).stdout)
+    shown = recorded or _index_entries(staging, names)
     _forget_index(staging)
     versions = tuple((name, *shown[name]) for name in names)
     layer = Layer(config.suite, packages, versions)
@@ -119,6 +118,13 @@ def make(config: TemplateConfig, packages: tuple[str, ...], sources: Path, deb_c
     shutil.rmtree(before_kernel)
     _prune(config, packages)
     return layer
+
+
+def _index_entries(staging: Path, names: list[str]) -> dict[str, tuple[str, str]]:
+    """Version and priority of each package in the index mmdebstrap's apt read, not in the installed .debs
+    (whose priority may differ): no status file, no cache files written."""
+    index_only = ["-oDir::State::status=/dev/null", "-oDir::Cache::pkgcache=", "-oDir::Cache::srcpkgcache="]
+    return _shown(run(["chroot", staging, "apt-cache", *index_only, "show", "--no-all-versions", *names]).stdout)
 
 
 def _forget_index(staging: Path) -> None:

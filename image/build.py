@@ -87,6 +87,10 @@ class Rebuild:
     def packages(self, ours: bool) -> tuple[dict, ...]:
         return tuple(p for p in self.manifest["packages"] if (p["name"] in base.OURS) == ours)
 
+    def base_entries(self) -> dict[str, tuple[str, str]]:
+        """{name: (version, archive priority)} of the base layer's packages."""
+        return {p["name"]: (p["version"], p.get("priority", "")) for p in self.packages(ours=False)}
+
 
 def build_template(
     config: TemplateConfig, repo_config: RepoConfig, reuse: bool = False, republish: bool = False,
@@ -198,8 +202,7 @@ def _plan_rebuild(job: Job, rebuild: Rebuild) -> Plan:
     with job.steps.step("the manifest's packages, from the package cache (offline)"):
         ours = rootfs.CachedDebs(rebuild.packages(ours=True), job.deb_cache, job.config.suite)
         packages = base.package_set(_control_stanzas(ours.packages, job.deb_cache))
-        wanted = {p["name"]: (p["version"], p.get("priority", "")) for p in rebuild.packages(ours=False)}
-        layer = base.find_exact(job.config, packages, wanted)
+        layer = base.find_exact(job.config, packages, rebuild.base_entries())
     repository = rebuild.manifest["repository"]
     lasting = router.OurRepository(repository["url"], tuple(repository["suites"]), job.repo_config.keyring)
     return Plan(packages, layer, ours, lasting)
@@ -211,7 +214,8 @@ def _rootfs(job: Job, plan: Plan, rebuild: Rebuild | None) -> base.Layer:
     hit = f"cache hit {layer.key}" if layer else "cache miss: mmdebstrap"
     with job.steps.step(f"Debian base layer ({config.suite}, {len(plan.packages)} packages asked): {hit}"):
         if layer is None:
-            layer = base.make(config, plan.packages, _debian_sources(job, rebuild), job.deb_cache)
+            recorded = rebuild.base_entries() if rebuild else None
+            layer = base.make(config, plan.packages, _debian_sources(job, rebuild), job.deb_cache, recorded)
             log.info("base layer %s stored (%d packages)", layer.key, len(layer.versions))
         make_dirs(root)
         base.restore(config, layer, root)
