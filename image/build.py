@@ -228,6 +228,7 @@ def _rootfs(job: Job, plan: Plan, rebuild: Rebuild | None) -> base.Layer:
         shutil.copyfile(root / "vmlinuz", job.template.kernel)
         shutil.copyfile(root / "initrd.img", job.template.initrd)
         rootfs.clamp_times(root, config.source_date_epoch)
+        router.mark_updated(root)
     return layer
 
 

@@ -81,6 +81,8 @@ def test_rootfs_is_set_up_as_a_router_with_nothing_per_machine(template):
     for unit in ("apt-daily.timer", "apt-daily-upgrade.timer", "getty-static.service"):
         assert (root / "etc/systemd/system" / unit).readlink().as_posix() == "/dev/null"
     assert (root / "etc/systemd/system/multi-user.target.wants/vr-boot.service").is_symlink()
+    stamp = f"TIMESTAMP_NSEC={(root / 'usr').stat().st_mtime_ns}\n"
+    assert all((root / f / ".updated").read_text().endswith(stamp) for f in ("etc", "var"))  # no ldconfig at boot
     (boot_pyc,) = (root / "opt/vr/lib/vr/__pycache__").glob("boot.*.pyc")  # no engine compile at first boot
     assert int.from_bytes(boot_pyc.read_bytes()[4:8], "little") == 0b11  # checked against the source's hash
     sources = sorted(p.name for p in (root / "etc/apt/sources.list.d").iterdir())
