@@ -79,7 +79,7 @@ def install_ours(root: Path, source: BuildRepo | CachedDebs, deb_cache: Path, ep
     make_dirs(parts)
     source.write_sources(parts, BUILD_SOURCES)
     debs.prime(deb_cache, root)
-    with _mounted(root):
+    with _mounted(root), _umask(0o022):
         _chroot(root, epoch, "apt-get", *APT_OURS_ONLY, "update")
         _chroot(root, epoch, "apt-get", *APT_OURS_ONLY, "install", "--yes", "--no-install-recommends", *OUR_PACKAGES)
         # Without bytecode, every first boot of a router compiled the engine under vr-boot, vr-engine,
@@ -96,6 +96,17 @@ def _chroot(root: Path, epoch: int, *argv: str) -> None:
     env = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C.UTF-8", "DEBIAN_FRONTEND=noninteractive",
            f"SOURCE_DATE_EPOCH={epoch}"]
     run([*env, "chroot", root, *argv], stream=True, timeout=900)
+
+
+@contextmanager
+def _umask(mask: int) -> Iterator[None]:
+    """The umask Debian's tools expect (mmdebstrap sets it for itself): under the build machine's, apt's
+    state and the engine's bytecode would get other modes (0600 under umask 0077)."""
+    before = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(before)
 
 
 @contextmanager
