@@ -44,11 +44,14 @@ def shared_template() -> Template:
 
 def offline_cache(folder: Path, suite: str = "trixie") -> Path:
     """A package cache holding the shared build's .debs (hard links) but no base layer: a rebuild from it
-    must make its base layer again from the .debs."""
+    must make its base layer again from the .debs. Our packages come from the shared build's repository:
+    the package cache keeps one file per name, and a later build that republishes writes its own bytes
+    under the same version (vr-archive-keyring_1_all.deb)."""
     shutil.rmtree(folder, ignore_errors=True)
     (folder / suite).mkdir(parents=True)
+    ours = {deb.name: deb for deb in (repo_config().public / "pool").rglob("*.deb")}
     for deb in (template_config().cache_dir / suite).glob("*.deb"):
-        os.link(deb, folder / suite / deb.name)
+        os.link(ours.get(deb.name, deb), folder / suite / deb.name)
     return folder
 
 
