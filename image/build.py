@@ -227,8 +227,8 @@ def _rootfs(job: Job, plan: Plan, rebuild: Rebuild | None) -> base.Layer:
         router.forget_build(root)
         shutil.copyfile(root / "vmlinuz", job.template.kernel)
         shutil.copyfile(root / "initrd.img", job.template.initrd)
+        router.mark_updated(root)  # before the clamp: it changes the mtime of /etc and /var
         rootfs.clamp_times(root, config.source_date_epoch)
-        router.mark_updated(root)
     return layer
 
 
