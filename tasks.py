@@ -185,14 +185,16 @@ def serve_repo(c, listen=None):
     help={
         "suite": "Debian suite of the router (default: template.suite in invoke.yaml, trixie)",
         "output": "folder for the outputs (default: template.output_dir, build/template)",
+        "from-manifest": "rebuild exactly the template this manifest.json lists, offline, from the package cache",
     }
 )
-def build_template(c, suite=None, output=None):
+def build_template(c, suite=None, output=None, from_manifest=None):
     """Build the router template: rootfs from our signed repo, raw/qcow2/vhd/vmdk/ova, manifest, SHA256SUMS."""
     from image.build import build_command
 
     settings = c.config.get("template"), c.config.get("repo")
-    _call("build-template", build_command, *settings, suite=suite, output_dir=output, root=True)
+    _call("build-template", build_command, *settings, from_manifest=from_manifest, suite=suite, output_dir=output,
+          root=True)
 
 
 @task

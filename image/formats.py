@@ -84,14 +84,14 @@ def fixed_vmdk_descriptor(area: bytes, epoch: int) -> bytes:
     return patched.ljust(len(area), b"\0")
 
 
-def ova(vmdk_file: Path, out: Path, epoch: int, disk_bytes: int, name: str) -> None:
+def ova(vmdk_file: Path, out: Path, epoch: int, disk_bytes: int, name: str, vmdk_sha256: str) -> None:
     """tar (ustar) of the OVF descriptor, the manifest (SHA256 lines), then the disk, in that order."""
     ovf_name = out.with_suffix(".ovf").name
     ovf = render("template.ovf.j2", name=name, vmdk=vmdk_file.name, vmdk_bytes=vmdk_file.stat().st_size,
                  capacity=disk_bytes).encode()
     mf = "".join(
         f"SHA256({member})= {digest}\n"
-        for member, digest in ((ovf_name, hashlib.sha256(ovf).hexdigest()), (vmdk_file.name, sha256(vmdk_file)))
+        for member, digest in ((ovf_name, hashlib.sha256(ovf).hexdigest()), (vmdk_file.name, vmdk_sha256))
     ).encode()
     with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as tar:
         for member, data in ((ovf_name, ovf), (out.with_suffix(".mf").name, mf)):

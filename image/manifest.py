@@ -5,6 +5,7 @@ the manifest, and SHA256SUMS.sign, a detached signature by the archive key; `ver
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +35,8 @@ def installed_packages(rootdir: Path) -> list[dict]:
     return [{"name": name, "version": version, "architecture": arch} for name, version, arch in rows]
 
 
-def write_manifest(out: Path, config: TemplateConfig, packages: list[dict], outputs: list[Output], extra: dict):
+def write_manifest(out: Path, config: TemplateConfig, packages: list[dict], outputs: list[Output], extra: dict,
+                   digest: Callable[[Path], str] = sha256):
     """Only build inputs go in (the date is SOURCE_DATE_EPOCH), so a rebuild writes the same manifest."""
     versions = {p["name"]: p["version"] for p in packages}
     missing = [name for name in OUR_PACKAGES if name not in versions]
@@ -49,7 +51,7 @@ def write_manifest(out: Path, config: TemplateConfig, packages: list[dict], outp
         "vrpipe_packages": {name: versions[name] for name in OUR_PACKAGES},
         **extra,
         "outputs": [
-            {"file": o.path.name, "format": o.format, "size": o.path.stat().st_size, "sha256": sha256(o.path)}
+            {"file": o.path.name, "format": o.format, "size": o.path.stat().st_size, "sha256": digest(o.path)}
             for o in outputs
         ],
         "packages": packages,

@@ -3,10 +3,11 @@ our signed repository, served on loopback during the build) into a directory, re
 previous build; `pack()` makes the reproducible rootfs tarball from that directory.
 """
 
-import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from vr import contract
 
 from vrpipe.run import run
 
-from .config import TemplateConfig
+from . import debs
 from .paths import make_dirs, write_file
 from .render import render
 
@@ -43,49 +44,88 @@ INITRD_MODULES = (
     "mptspi", "hv_vmbus", "hv_storvsc", "xen_blkfront", "nvme", "ext4", "crc32c_generic",
     "virtio_net", "e1000", "e1000e", "vmxnet3", "hv_netvsc", "xen_netfront",
 )
-ARCHIVES = Path("var/cache/apt/archives")
+BUILD_SOURCES = Path("/tmp/vr-build-sources")  # inside the rootfs while our packages go in
+APT_OURS_ONLY = ("-oDir::Etc::SourceList=/dev/null", f"-oDir::Etc::SourceParts={BUILD_SOURCES}")
 
 
 @dataclass(frozen=True)
 class BuildRepo:
-    """Our signed repository as this build reaches it: served on loopback while mmdebstrap runs."""
+    """Our signed repository as this build reaches it: served on loopback while our packages go in."""
 
     url: str
     suite: str
     keyring: Path  # binary OpenPGP public keyring, as apt's Signed-By reads it
 
-
-def install(config: TemplateConfig, repo: BuildRepo, root: Path, work: Path) -> None:
-    """mmdebstrap the router's packages into the empty directory root, warm .deb cache in and out."""
-    cache = config.cache_dir / config.suite  # per suite: a bookworm build keeps trixie's .debs
-    _cache_in(cache, root / ARCHIVES)
-    sources = work / "build.sources"
-    sources.write_text(render("build.sources.j2", config=config, repo=repo, inline_key=_inline_key(repo.keyring)))
-    before_kernel = _initramfs_settings(work / "before-kernel")
-    run(
-        [
-            "mmdebstrap",
-            "--mode=root",
-            "--format=directory",
-            "--variant=minbase",
-            f"--include={','.join(BOOT_PACKAGES + OUR_PACKAGES)}",
-            # the primed cache makes root non-empty; keep the .debs until they are saved
-            "--skip=check/empty,essential/unlink,cleanup/apt/cache",
-            # after the essential packages, before the kernel (whose installation makes the initrd)
-            f"--essential-hook=sync-in {before_kernel} /",
-            *(f"--dpkgopt={f}" for f in DPKG_FILTERS),
-            config.suite,
-            root,
-            sources,
-        ],
-        env={"SOURCE_DATE_EPOCH": str(config.source_date_epoch)},
-        stream=True,
-        timeout=1800,
-    )
-    _cache_out(root / ARCHIVES, cache)
+    def write_sources(self, folder: Path, seen_as: Path) -> None:
+        write_file(folder / "ours.sources", render("build.sources.j2", repo=self, inline_key=_inline_key(self.keyring)))
 
 
-def _initramfs_settings(tree: Path) -> Path:
+@dataclass(frozen=True)
+class CachedDebs:
+    """Exactly these packages' .debs from the package cache, as a local repository (an offline rebuild)."""
+
+    packages: tuple[dict, ...]
+    cache: Path
+    suite: str
+
+    def write_sources(self, folder: Path, seen_as: Path) -> None:
+        debs.local_repository(list(self.packages), self.cache, folder / "local", self.suite)
+        write_file(folder / "local.list", debs.local_sources(seen_as / "local"))
+
+
+def install_ours(root: Path, source: BuildRepo | CachedDebs, deb_cache: Path, epoch: int) -> None:
+    """apt inside root (the restored base layer) installs our packages from source alone: every
+    Debian package they need is in the base layer already."""
+    parts = root / BUILD_SOURCES.relative_to("/")
+    make_dirs(parts)
+    source.write_sources(parts, BUILD_SOURCES)
+    debs.prime(deb_cache, root)
+    with _mounted(root), _umask(0o022):
+        _chroot(root, epoch, "apt-get", *APT_OURS_ONLY, "update")
+        _chroot(root, epoch, "apt-get", *APT_OURS_ONLY, "install", "--yes", "--no-install-recommends", *OUR_PACKAGES)
+        # Without bytecode, every first boot of a router compiled the engine under vr-boot, vr-engine,
+        # vr-metadata and vr-metrics at once (slow under TCG). Checked-hash .pyc files are the same bytes on
+        # every build, and Python checks them against the source, so a later version never runs old code.
+        _chroot(root, epoch, "python3", "-m", "compileall", "-q", "--invalidation-mode", "checked-hash",
+                contract.LIB_DIR)
+    debs.keep(root, deb_cache)
+    shutil.rmtree(parts)
+
+
+def _chroot(root: Path, epoch: int, *argv: str) -> None:
+    # a clean environment: the build machine's locale, time zone or proxy must not reach the rootfs
+    env = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C.UTF-8", "DEBIAN_FRONTEND=noninteractive",
+           f"SOURCE_DATE_EPOCH={epoch}"]
+    run([*env, "chroot", root, *argv], stream=True, timeout=900)
+
+
+@contextmanager
+def _umask(mask: int) -> Iterator[None]:
+    """The umask Debian's tools expect (mmdebstrap sets it for itself): under the build machine's, apt's
+    state and the engine's bytecode would get other modes (0600 under umask 0077)."""
+    before = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(before)
+
+
+@contextmanager
+def _mounted(root: Path) -> Iterator[None]:
+    """/proc and /dev in root while maintainer scripts run there."""
+    mounts = ((root / "proc", ["mount", "-t", "proc", "proc"]), (root / "dev", ["mount", "--bind", "/dev"]))
+    done: list[Path] = []
+    try:
+        for target, argv in mounts:
+            run([*argv, target])
+            done.append(target)
+        yield
+    finally:
+        for target in reversed(done):
+            run(["umount", target])
+
+
+def initramfs_settings(tree: Path) -> Path:
     """A folder tree of initramfs-tools settings to copy into the rootfs: MODULES=list and the list."""
     write_file(tree / "etc/initramfs-tools/conf.d/vr-modules.conf", render("initramfs-modules.conf.j2"))
     write_file(tree / "usr/share/initramfs-tools/modules.d/vr-router", "\n".join(INITRD_MODULES) + "\n")
@@ -103,33 +143,6 @@ def _inline_key(keyring: Path) -> str:
     if "BEGIN PGP PUBLIC KEY BLOCK" not in key:
         raise ValueError(f"{keyring} holds no public key")
     return "\n".join(f" {line or '.'}" for line in key.strip().splitlines())
-
-
-def _cache_in(cache: Path, archives: Path) -> None:
-    """Hard-link the last build's .debs where apt looks first, so it downloads only what changed
-    (copied when the rootfs is staged on another filesystem, such as a tmpfs)."""
-    make_dirs(archives / "partial")
-    for deb in sorted(cache.glob("*.deb")) if cache.is_dir() else []:
-        try:
-            os.link(deb, archives / deb.name)
-        except OSError as e:
-            if e.errno != errno.EXDEV:
-                raise
-            shutil.copyfile(deb, archives / deb.name)
-
-
-def _cache_out(archives: Path, cache: Path) -> None:
-    """Keep exactly this build's .debs for the next one, and leave no package file in the rootfs."""
-    fresh = cache.with_name(cache.name + ".new")
-    shutil.rmtree(fresh, ignore_errors=True)
-    make_dirs(fresh)
-    for deb in archives.glob("*.deb"):
-        shutil.move(deb, fresh / deb.name)
-    shutil.rmtree(cache, ignore_errors=True)
-    fresh.rename(cache)
-    shutil.rmtree(archives / "partial", ignore_errors=True)
-    make_dirs(archives / "partial")
-    (archives / "lock").unlink(missing_ok=True)
 
 
 def clamp_times(root: Path, epoch: int) -> None:

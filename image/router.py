@@ -3,6 +3,7 @@
 SSH host keys, random seed, logs): each router makes its own on first boot.
 """
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,17 @@ def forget_build(root: Path) -> None:
                 path.unlink()
     # "uninitialized" tells systemd this is a first boot, so it makes and commits a new machine-id.
     write_file(root / "etc/machine-id", "uninitialized\n", mode=0o444)
+
+
+def mark_updated(root: Path) -> None:
+    """Tell systemd that /etc and /var are up to date with /usr (call once times are clamped): otherwise a
+    router's first boot runs ldconfig, systemd-update-done and the other ConditionNeedsUpdate units before
+    vr-boot (15 s under TCG). The files are what systemd-update-done writes: /usr's time, in nanoseconds."""
+    usr = (root / "usr").stat().st_mtime_ns
+    for folder in ("etc", "var"):
+        stamp = root / folder / ".updated"
+        write_file(stamp, f"# written by the template build, as systemd-update-done would\nTIMESTAMP_NSEC={usr}\n")
+        os.utime(stamp, ns=(usr, usr), follow_symlinks=False)
 
 
 def _apt_sources(root: Path, config: TemplateConfig, source: OurRepository) -> None:

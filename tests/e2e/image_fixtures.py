@@ -5,11 +5,12 @@ from a throw-away signed repository that publishes this checkout's packages.
 
 import functools
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
 
-from image.build import Template, build_template
+from image.build import Rebuild, Template, build_template, config_for
 from image.config import PROJECT, load_config
 from repo.config import RepoConfig
 
@@ -41,10 +42,30 @@ def shared_template() -> Template:
     return build_template(template_config(), repo_config(), reuse=True, republish=True)
 
 
+def offline_cache(folder: Path, suite: str = "trixie") -> Path:
+    """A package cache holding the shared build's .debs (hard links) but no base layer: a rebuild from it
+    must make its base layer again from the .debs. Our packages come from the shared build's repository:
+    the package cache keeps one file per name, and a later build that republishes writes its own bytes
+    under the same version (vr-archive-keyring_1_all.deb)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / suite).mkdir(parents=True)
+    ours = {deb.name: deb for deb in (repo_config().public / "pool").rglob("*.deb")}
+    for deb in (template_config().cache_dir / suite).glob("*.deb"):
+        os.link(ours.get(deb.name, deb), folder / suite / deb.name)
+    return folder
+
+
 if __name__ == "__main__":
     # `python image_fixtures.py OUTPUT_DIR`: what a second clone sharing the tests' key does (publish this
     # checkout into a repository of its own next to OUTPUT_DIR, build from it) in a process of its own,
     # so that a test can give it another environment (time zone, locale, umask, working directory).
+    # `python image_fixtures.py OUTPUT_DIR MANIFEST CACHE_DIR`: rebuild MANIFEST's template from CACHE_DIR
+    # (a test runs it in a network namespace with nothing but loopback: offline).
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     output = Path(sys.argv[1])
-    build_template(template_config(output_dir=output), repo_config(output.parent / "repo"), republish=True)
+    if len(sys.argv) == 4:
+        rebuild = Rebuild.read(Path(sys.argv[2]))
+        config = config_for({"cache_dir": sys.argv[3]}, rebuild, output_dir=output)
+        build_template(config, repo_config(), rebuild=rebuild)
+    else:
+        build_template(template_config(output_dir=output), repo_config(output.parent / "repo"), republish=True)

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from image import manifest
-from image.build import NAME
+from image.build import NAME, build_command
 from image.disk import GPTMBR
 from image.formats import sha256
+from vrpipe.errors import VrpipeError
 from vrpipe.run import run
 
 from . import image_fixtures
@@ -80,6 +81,10 @@ def test_rootfs_is_set_up_as_a_router_with_nothing_per_machine(template):
     for unit in ("apt-daily.timer", "apt-daily-upgrade.timer", "getty-static.service"):
         assert (root / "etc/systemd/system" / unit).readlink().as_posix() == "/dev/null"
     assert (root / "etc/systemd/system/multi-user.target.wants/vr-boot.service").is_symlink()
+    stamp = f"TIMESTAMP_NSEC={(root / 'usr').stat().st_mtime_ns}\n"
+    assert all((root / f / ".updated").read_text().endswith(stamp) for f in ("etc", "var"))  # no ldconfig at boot
+    (boot_pyc,) = (root / "opt/vr/lib/vr/__pycache__").glob("boot.*.pyc")  # no engine compile at first boot
+    assert int.from_bytes(boot_pyc.read_bytes()[4:8], "little") == 0b11  # checked against the source's hash
     sources = sorted(p.name for p in (root / "etc/apt/sources.list.d").iterdir())
     assert sources == ["debian.sources", "vrpipe.sources"]
     ours = (root / "etc/apt/sources.list.d/vrpipe.sources").read_text()
@@ -158,6 +163,7 @@ def test_a_build_in_another_environment_gives_the_same_bytes(template, tmp_path)
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         seconds = time.monotonic() - started
         assert child.returncode == 0, child.stdout[-4000:]
+        assert "Debian base layer" in child.stdout and ": cache hit " in child.stdout, child.stdout[-4000:]
         ours, theirs = _checksums(template.folder), _checksums(output)
         assert ours.keys() == theirs.keys()
         differing = [name for name in ours if ours[name] != theirs[name]]
@@ -165,6 +171,49 @@ def test_a_build_in_another_environment_gives_the_same_bytes(template, tmp_path)
     finally:
         run(["umount", mount])
     (TEST_CACHE / "warm-build-seconds").write_text(f"{seconds:.0f}\n")
+
+
+def test_a_rebuild_from_the_manifest_offline_gives_the_same_bytes(template):
+    """`--from-manifest` in a network namespace holding nothing but loopback, from a package cache with the
+    .debs but no base layer: the base layer is made again from the .debs, and every SHA256SUMS line matches
+    the first build's."""
+    work = TEST_CACHE / "from-manifest"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    manifest_file = work / "manifest.json"
+    shutil.copyfile(template.folder / "manifest.json", manifest_file)
+    cache = image_fixtures.offline_cache(work / "cache")
+    ns = f"vrt-offline-{os.getpid()}"
+    run(["ip", "netns", "add", ns])
+    try:
+        run(["ip", "link", "set", "lo", "up"], ns=ns)
+        child = subprocess.run(["ip", "netns", "exec", ns, sys.executable, image_fixtures.__file__,
+                                work / "template", manifest_file, cache],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    finally:
+        run(["ip", "netns", "del", ns])
+    assert child.returncode == 0, child.stdout[-4000:]
+    assert ": cache miss: mmdebstrap" in child.stdout
+    assert "the rebuild gives the manifest's bytes" in child.stdout
+    assert _checksums(work / "template") == _checksums(template.folder)
+
+
+def test_a_rebuild_from_the_manifest_lists_what_the_cache_lacks_and_changes_nothing(template, tmp_path):
+    cache = image_fixtures.offline_cache(tmp_path / "cache")
+    packages = json.loads((template.folder / "manifest.json").read_text())["packages"]
+    gone = [f"{p['name']}_{p['version'].replace(':', '%3a')}_{p['architecture']}.deb"
+            for p in packages if p["name"] in ("libc6", "vr-scripts")]
+    for name in gone:
+        (cache / "trixie" / name).unlink()
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "kept").write_text("in force\n")
+    with pytest.raises(VrpipeError) as failed:
+        build_command({"cache_dir": str(cache)}, None, from_manifest=str(template.folder / "manifest.json"),
+                      output_dir=str(output))
+    assert "2 .deb(s) of the manifest missing" in str(failed.value)
+    assert all(name in str(failed.value) for name in gone)
+    assert (output / "kept").read_text() == "in force\n"
 
 
 def _other(current, first, second):
