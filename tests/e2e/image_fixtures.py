@@ -4,6 +4,8 @@ from a throw-away signed repository that publishes this checkout's packages.
 """
 
 import functools
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -42,16 +44,19 @@ def shared_template() -> Template:
     return build_template(template_config(), repo_config(), reuse=True, republish=True)
 
 
-def offline_cache(folder: Path, suite: str = "trixie") -> Path:
-    """A package cache holding the shared build's .debs (hard links) but no base layer: a rebuild from it
-    must make its base layer again from the .debs. Our packages come from the shared build's repository:
-    the package cache keeps one file per name, and a later build that republishes writes its own bytes
-    under the same version (vr-archive-keyring_1_all.deb)."""
+def offline_cache(folder: Path, manifest: Path, suite: str = "trixie") -> Path:
+    """A package cache holding the .debs of `manifest` (hard links) but no base layer: a rebuild from it
+    must make its base layer again from the .debs. Each .deb is the one with the manifest's digest, from
+    the build's package cache or the shared repository's pool: a later build that republishes writes other
+    bytes under the same name (our packages keep their version while this checkout changes)."""
     shutil.rmtree(folder, ignore_errors=True)
     (folder / suite).mkdir(parents=True)
-    ours = {deb.name: deb for deb in (repo_config().public / "pool").rglob("*.deb")}
-    for deb in (template_config().cache_dir / suite).glob("*.deb"):
-        os.link(ours.get(deb.name, deb), folder / suite / deb.name)
+    candidates = [*(template_config().cache_dir / suite).glob("*.deb"), *(repo_config().public / "pool").rglob("*.deb")]
+    by_digest = {hashlib.sha256(deb.read_bytes()).hexdigest(): deb for deb in candidates}
+    for package in json.loads(manifest.read_text())["packages"]:
+        deb = by_digest.get(package.get("sha256", ""))
+        if deb is not None:
+            os.link(deb, folder / suite / deb.name)
     return folder
 
 

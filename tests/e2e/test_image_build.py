@@ -182,7 +182,7 @@ def test_a_rebuild_from_the_manifest_offline_gives_the_same_bytes(template):
     work.mkdir(parents=True)
     manifest_file = work / "manifest.json"
     shutil.copyfile(template.folder / "manifest.json", manifest_file)
-    cache = image_fixtures.offline_cache(work / "cache")
+    cache = image_fixtures.offline_cache(work / "cache", manifest_file)
     ns = f"vrt-offline-{os.getpid()}"
     run(["ip", "netns", "add", ns])
     try:
@@ -199,7 +199,7 @@ def test_a_rebuild_from_the_manifest_offline_gives_the_same_bytes(template):
 
 
 def test_a_rebuild_from_the_manifest_lists_what_the_cache_lacks_and_changes_nothing(template, tmp_path):
-    cache = image_fixtures.offline_cache(tmp_path / "cache")
+    cache = image_fixtures.offline_cache(tmp_path / "cache", template.folder / "manifest.json")
     packages = json.loads((template.folder / "manifest.json").read_text())["packages"]
     gone = [f"{p['name']}_{p['version'].replace(':', '%3a')}_{p['architecture']}.deb"
             for p in packages if p["name"] in ("libc6", "vr-scripts")]
