@@ -233,8 +233,9 @@ class Store:
         settings: Mapping[str, str] | None = None,
         member_of: tuple[int, str] | None = None,
     ) -> Router:
-        """A new router (`member_of`: as member a or b of the pair with this id). `control_address` is an address, or a function of the router's id giving one: it
-        is called in the same transaction, so that managers creating routers at once never share one."""
+        """A new router (`member_of`: as member a or b of the pair with this id). `control_address` is an
+        address, or a function of the router's id giving one: it is called in the same transaction, so that
+        managers creating routers at once never share one."""
         with self._session() as session:
             self._check_free(session, name)
             row = RouterRow(
@@ -259,17 +260,17 @@ class Store:
         if taken or session.scalars(select(PairRow.id).where(PairRow.name == name)).first() is not None:
             raise VrpipeError(f"a router named {shown(name)} already exists", hint="choose another name")
 
-    def add_pair(self, name: str, sync_bridge: str, sync_network: Callable[[int], str], members: Sequence[str]) -> Pair:
-        """A new pair, before its members (`add_router(..., member_of=(pair.id, "a"))`); `sync_network` is a
-        function of its id, called in the same transaction (as a router's control address)."""
+    def add_pair(self, name: str, members: tuple[str, str], sync: Callable[[int], tuple[str, str]]) -> Pair:
+        """A new pair, before its members (`add_router(..., member_of=(pair.id, "a"))`); `sync` gives its sync
+        bridge and network from its id, in the same transaction (as a router's control address)."""
         with self._session() as session:
             for taken in (name, *members):
                 self._check_free(session, taken)
-            row = PairRow(name=name, sync_bridge=sync_bridge, sync_network="")
+            row = PairRow(name=name, sync_bridge="", sync_network="")
             session.add(row)
             session.flush()
-            row.sync_network = sync_network(row.id)
-            return Pair(row.id, name, (members[0], members[1]), sync_bridge, row.sync_network)
+            row.sync_bridge, row.sync_network = sync(row.id)
+            return Pair(row.id, name, members, row.sync_bridge, row.sync_network)
 
     def pair(self, name: str) -> Pair | None:
         """The pair of this name, or None when there is none."""
