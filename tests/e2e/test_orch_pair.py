@@ -2,7 +2,8 @@
 `create --redundant` gives two members and their sync link; a VM's DHCP entry and a port forward applied to
 the pair reach both members (one apply each) and are recorded once; exactly one member is MASTER and serves;
 the MASTER stopped, the other takes over (`vrpipe health`) and serves; the stopped member recreated from the
-store rejoins as BACKUP with the whole state; `vrpipe watch` finds both healthy; `destroy` removes both.
+store rejoins as BACKUP with the whole state; `vrpipe watch` finds both healthy; `vrpipe reboot` of the pair
+goes BACKUP first, hands over, then the old MASTER; `destroy` removes both.
 One pair is shared by the tests of this file, in order.
 """
 
@@ -144,6 +145,16 @@ def test_watch_finds_both_members_healthy_the_backup_too(lab):
     watched = json.loads(proc.stdout)
     assert {m: watched[m]["health"] for m in MEMBERS} == {m: "healthy" for m in MEMBERS}, watched
     assert "2/2 routers healthy" in proc.stderr
+
+
+def test_a_reboot_of_the_pair_is_rolling_backup_first(lab):
+    state_dir, _, _, _ = lab
+    master = master_of(state_dir)
+    backup = next(m for m in MEMBERS if m != master)
+    proc = vrpipe(state_dir, "reboot", PAIR)
+    assert [line.split(":")[0] for line in proc.stdout.splitlines()] == [backup, master], proc.stdout
+    assert f"{master}: handing over to {backup}" in proc.stderr
+    assert master_of(state_dir) == backup and "2 of 2 rebooted" in proc.stderr
 
 
 def test_destroy_removes_both_members(lab):
