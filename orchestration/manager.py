@@ -409,26 +409,44 @@ class Manager:
         """Check the commands against the desired state, send them to the router, and record those the
         router applied. Aggregated: all or nothing (the ApplyOutcome names a bad command); per command: each
         on its own. Returns the ApplyOutcome (aggregated) or the list of Answers (per command).
-        A pair (or a member's name: its pair) gets the same commands on each running member, the first one's
-        refusal stopping there; what the first applied is recorded once, and a later member that fails is
-        an error naming it (a replay of that member catches it up)."""
+        A pair (or a member's name: its pair) gets the same commands on each running member, each with its own
+        control address: the first member that answers leads (its refusal stops there, nothing recorded),
+        what it applied is recorded once and sent to the other; a member that did not take it is an error
+        naming it, once recorded (a replay of that member catches it up)."""
         name = self._logical(name)
-        targets = self._serving(name)
-        commands = [self._with_control(self.members(name)[0], c) for c in commands]  # as the state keeps it
+        pair = len(self.members(name)) > 1
+        commands = [self._with_control(self.members(name)[0], c) for c in commands]  # as the store keeps them
         with self.store.lock(name, self.config.lock_timeout):
             parsed = cmds.validate(commands, self.store.state(name))
-            first, *others = targets
-            if not aggregate:
-                answers = self._per_command(name, first, commands, parsed)
-                for member in others:
-                    self._catch_up(member, [c for c, a in zip(commands, answers, strict=True) if a.ok], False)
-                return answers
-            outcome = self._aggregated(first, commands)
-            if outcome.ok:
-                self.store.record(name, parsed)
-                for member in others:
-                    self._catch_up(member, commands, True)
-            return outcome
+            targets, missed = list(self._serving(name)), []
+            while True:
+                leader = targets.pop(0)
+                own = [self._with_control(leader, c, replace_given=pair) for c in commands]
+                try:
+                    result = self._lead(name, leader, own, parsed, aggregate)
+                    break
+                except TransportError as err:
+                    if not targets:
+                        raise
+                    missed.append(f"{leader} ({err})")
+            applied = [c for c, a in zip(commands, result, strict=True) if a.ok] if isinstance(result, list) else (
+                commands if result.ok else [])
+            if applied:
+                missed += [m for m in targets if not self._catch_up(m, applied, aggregate)]
+            if missed:
+                raise VrpipeError(f"pair {name}: recorded, but not taken by {', '.join(missed)}",
+                                  hint="vrpipe replay (or recreate) that member once it answers")
+            return result
+
+    def _lead(self, name: str, member: str, commands: Sequence[Command], parsed: Sequence[CheckedCommand],
+              aggregate: bool) -> ApplyOutcome | list[Answer]:
+        """Send to the (first) router and record what it applied."""
+        if not aggregate:
+            return self._per_command(name, member, commands, parsed)
+        outcome = self._aggregated(member, commands)
+        if outcome.ok:
+            self.store.record(name, parsed)
+        return outcome
 
     def _aggregated(self, name: str, commands: Sequence[Command]) -> ApplyOutcome:
         self.resource.start(name)
@@ -442,20 +460,21 @@ class Manager:
         log.info("router %s: %d commands aggregated: %s", name, len(commands), outcome.error or "applied")
         return outcome
 
-    def _catch_up(self, member: str, commands: Sequence[Command], aggregate: bool) -> None:
+    def _catch_up(self, member: str, commands: Sequence[Command], aggregate: bool) -> bool:
         """The other member of a pair takes what the first applied (and the store recorded), with its own
-        control address."""
+        control address; False when it did not (logged)."""
         own = [self._with_control(member, c, replace_given=True) for c in commands]
         try:
             if aggregate:
-                error = self._aggregated(member, own).error
+                outcome = self._aggregated(member, own)
+                error = None if outcome.ok else outcome.error or "refused"
             else:
                 error = next((a.error for a in (self.resource.execute(member, c) for c in own) if not a.ok), None)
         except VrpipeError as err:
             error = str(err)
         if error:
-            raise VrpipeError(f"{member} did not take what its pair recorded: {error}",
-                              hint=f"vrpipe replay {member} (or vrpipe recreate {member})")
+            log.warning("router %s did not take what its pair recorded: %s", member, error)
+        return error is None
 
     def _per_command(self, name: str, member: str, commands: Sequence[Command],
                      parsed: Sequence[CheckedCommand]) -> list[Answer]:

@@ -12,6 +12,7 @@ from orchestration.manager import Manager
 from orchestration.resource import Answer, ApplyOutcome
 from orchestration.settings import ManagerConfig
 from orchestration.store import Network, NotFound, Store
+from orchestration.transports import TransportError
 from orchestration.upgrade import pairs
 from vrpipe.errors import SettingsError, VrpipeError
 
@@ -144,16 +145,39 @@ def test_a_refusal_by_the_first_member_records_nothing_and_spares_the_other(mana
 
 
 def test_a_stopped_member_is_skipped_and_a_failing_second_one_is_named(manager):
-    manager.store.set_status("r1-b", "stopped")
-    assert manager.apply("r1", [DHCP]).ok
-    assert "r1-b" not in manager.resource.sent  # its start replays the whole state
-    manager.store.set_status("r1-b", "running")
+    manager.store.set_status("r1-a", "stopped")
+    assert manager.apply("r1", [GUESTS]).ok
+    assert "r1-a" not in manager.resource.sent  # its start replays the whole state
+    (to_b,) = manager.resource.sent["r1-b"]
+    assert to_b[0].data["control"]["address"] == "169.254.1.3/16"  # its own, though a's is what is kept
+    manager.store.set_status("r1-a", "running")
     manager.resource.refusing.add("r1-b")
-    other = Command("add", "dhcp", {"mac": "02:00:00:00:00:06", "ip": "10.1.1.6", "hostname": "vm6"})
-    with pytest.raises(VrpipeError, match="r1-b did not take what its pair recorded") as raised:
-        manager.apply("r1", [other])
-    assert "vrpipe replay r1-b" in raised.value.hint
-    assert len(manager.store.state("r1")["dhcp"]) == 2  # recorded: member a holds it
+    with pytest.raises(VrpipeError, match="pair r1: recorded, but not taken by r1-b") as raised:
+        manager.apply("r1", [DHCP])
+    assert "vrpipe replay" in raised.value.hint
+    assert hosts(manager.store.state("r1")) == ["vm5"]  # recorded: member a holds it
+
+
+def test_a_member_that_does_not_answer_leaves_the_other_to_lead(manager):
+    def unreachable(router, command):
+        raise TransportError(f"{router}: connection timed out")
+
+    manager.resource.execute = unreachable
+    with pytest.raises(TransportError):  # no member answers: nothing recorded
+        manager.apply("r1", [DHCP], aggregate=False)
+    assert manager.store.state("r1")["dhcp"] == []
+    members = Members()
+    manager.resource = members
+
+    def a_down(router, command):
+        if router == "r1-a":
+            raise TransportError("r1-a: connection timed out")
+        return Members.execute(members, router, command)
+
+    members.execute = a_down
+    with pytest.raises(VrpipeError, match=r"not taken by r1-a \(r1-a: connection timed out\)"):
+        manager.apply("r1", [DHCP], aggregate=False)
+    assert members.sent["r1-b"] == [[DHCP]] and hosts(manager.store.state("r1")) == ["vm5"]
 
 
 def test_members_are_destroyed_and_recreated_one_at_a_time_only(manager):
