@@ -2,9 +2,9 @@
 `create --redundant` gives two members and their sync link; a VM's DHCP entry and a port forward applied to
 the pair reach both members (one apply each) and are recorded once; exactly one member is MASTER and serves;
 the MASTER stopped, the other takes over (`vrpipe health`) and serves; the stopped member recreated from the
-store rejoins as BACKUP with the whole state; `vrpipe watch` finds both healthy; `vrpipe reboot` of the pair
-goes BACKUP first, hands over, then the old MASTER; `destroy` removes both.
-One pair is shared by the tests of this file, in order.
+store rejoins as BACKUP with the whole state (an entry added while it was down too); `vrpipe watch` finds
+both healthy; `vrpipe reboot` of the pair goes BACKUP first, hands over, then the old MASTER; `destroy`
+removes both. One pair is shared by the tests of this file, in order.
 """
 
 import json
@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(sys.platform != "linux", reaso
 PAIR = "p1"
 MEMBERS = ("p1-a", "p1-b")
 FORWARD = 2200  # lab.vm_commands: public_ip(0):2200 -> the VM's port 7000
+LATER = {"mac": "02:00:00:00:00:0b", "ip": "10.1.1.11", "hostname": "vm1"}  # added while a member is down
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +127,7 @@ def test_the_other_member_takes_over_when_the_master_stops(lab):
     assert f"{master} not answering" in summary and f"{backup} healthy (VRRP MASTER)" in summary
     assert lab_.dhcp(vm), "no DHCP renewal from the new MASTER"
     assert forwarded(lab_), "the port forward died with the MASTER"
+    vrpipe(state_dir, "add", PAIR, "dhcp", json.dumps(LATER))  # to the member that serves
 
 
 def test_the_failed_member_recreated_from_the_store_rejoins_as_backup(lab):
@@ -134,7 +136,7 @@ def test_the_failed_member_recreated_from_the_store_rejoins_as_backup(lab):
     serving = next(m for m in MEMBERS if m != down)
     vrpipe(state_dir, "recreate", down)
     assert roles(state_dir) == {serving: "MASTER", down: "BACKUP"}  # no preemption
-    assert [d["mac"] for d in router_state(manager, down)["dhcp"]] == [vm.mac]
+    assert [d["mac"] for d in router_state(manager, down)["dhcp"]] == [vm.mac, LATER["mac"]]
     status, _, summary = health(state_dir)
     assert status == 0, summary
 
