@@ -1,19 +1,25 @@
 """Redundant pairs in the store and the manager, without routers: the sync link and `redundancy` section the
 manager chooses (checked by the engine's own validation), one desired state read and recorded through the
 pair's or either member's name, the same commands sent to each running member with its own control address
-and recorded once, and which named routers `vrpipe upgrade`/`reboot` take through a pair's rolling operation.
-(The routing resource is a stand-in that records what each member was sent.)"""
+and recorded once, and `vrpipe upgrade`/`reboot` taking a pair through its rolling operation after the
+single routers' rollout. (The routing resource and the rollouts are stand-ins that record what they got.)"""
+
+import argparse
 
 import pytest
 
 from orchestration import pairing
+from orchestration.cli import Output, _parser
 from orchestration.commands import Command, validate
 from orchestration.manager import Manager
 from orchestration.resource import Answer, ApplyOutcome
 from orchestration.settings import ManagerConfig
 from orchestration.store import Network, NotFound, Store
 from orchestration.transports import TransportError
+from orchestration.upgrade import cli as upgrade_cli
 from orchestration.upgrade import pairs
+from orchestration.upgrade.inplace import UpgradeOutcome, UpgradeReport
+from orchestration.upgrade.reboot import RebootOutcome
 from vrpipe.errors import SettingsError, VrpipeError
 
 DHCP = Command("add", "dhcp", {"mac": "02:00:00:00:00:05", "ip": "10.1.1.5", "hostname": "vm5"})
@@ -193,3 +199,47 @@ def test_upgrade_and_reboot_take_pairs_through_their_rolling_operation(manager):
     assert pairs.split(manager, ["s1", "r1-b", "r1", "r1-a"]) == (["s1"], [("r1-a", "r1-b")])
     with pytest.raises(NotFound):
         pairs.split(manager, ["nope"])
+
+
+def test_vrpipe_reboot_and_upgrade_roll_a_pair_after_the_single_routers(manager, monkeypatch, capsys):
+    manager.store.add_router("s1", "container", "169.254.1.9")
+    calls = []
+
+    def fleet(manager, names, *rest):
+        calls.append(("fleet", list(names)))
+        return [RebootOutcome(n, "rebooted", "") for n in names], None
+
+    def pair(manager, members, *rest):
+        calls.append(("pair", members))
+        return [RebootOutcome(m, "rebooted", "") for m in members], None
+
+    monkeypatch.setattr(upgrade_cli, "reboot_fleet", fleet)
+    monkeypatch.setattr(pairs, "reboot_pair", pair)
+    args = argparse.Namespace(names=["r1-b", "s1"], rolling=False, batch="1", timeout=5.0)
+    ok, summary = upgrade_cli.reboot(args, manager, Output(False))
+    assert ok and calls == [("fleet", ["s1"]), ("pair", ("r1-a", "r1-b"))] and "3 of 3 rebooted" in summary
+
+    calls.clear()
+
+    def upgrade_fleet(manager, names, config, policy, dry_run, progress):
+        calls.append(("fleet", list(names), dry_run))
+        return UpgradeReport(tuple(UpgradeOutcome(n, "upgraded") for n in names), None, dry_run, 0.0)
+
+    def upgrade_pair(manager, members, config, progress):
+        calls.append(("pair", members))
+        return [UpgradeOutcome(m, "failed", error="gate") for m in members[:1]], "r1-a failed"
+
+    monkeypatch.setattr(upgrade_cli, "upgrade_fleet", upgrade_fleet)
+    monkeypatch.setattr(pairs, "upgrade_pair", upgrade_pair)
+    parsed = upgrade_cli_args(["upgrade"])
+    ok, summary = upgrade_cli.run(parsed, manager, Output(False))  # every router: s1, then the pair
+    assert calls == [("fleet", ["s1"], False), ("pair", ("r1-a", "r1-b"))]
+    assert not ok and "stopped: r1-a failed" in summary
+    calls.clear()
+    ok, _ = upgrade_cli.run(upgrade_cli_args(["upgrade", "--dry-run", "r1"]), manager, Output(False))
+    assert ok and calls == [("fleet", ["r1-a", "r1-b"], True)]  # a plan: each member on its own
+    capsys.readouterr()
+
+
+def upgrade_cli_args(argv):
+    return _parser().parse_args(argv)
