@@ -13,7 +13,7 @@ from vr import contract
 from orchestration.manager import Manager
 from orchestration.upgrade import apt, pairs
 from orchestration.upgrade.inplace import ROUTER_KEYRING, UpgradeConfig, read_versions, upgrade_fleet
-from orchestration.upgrade.reboot import RebootOutcome, reboot_fleet
+from orchestration.upgrade.reboot import reboot_fleet
 from orchestration.upgrade.records import lagging, records
 from orchestration.upgrade.rollout import RolloutPolicy
 from vrpipe import log
@@ -69,11 +69,8 @@ def reboot(args: argparse.Namespace, manager: Manager, out: "Output") -> tuple[b
     manager.store.check_known(args.names)
     batch = args.batch if args.rolling else "100%"
     singles, found = pairs.split(manager, args.names)
-    outcomes: list[RebootOutcome] = []
-    stopped: str | None = None
     with log.progress(len(singles) + 2 * len(found), "vrpipe: reboot") as done:
-        if singles:
-            outcomes, stopped = reboot_fleet(manager, singles, batch, args.timeout, done)
+        outcomes, stopped = reboot_fleet(manager, singles, batch, args.timeout, done)
         for members in found:
             if stopped is None:
                 more, stopped = pairs.reboot_pair(manager, members, args.timeout, done)
