@@ -49,6 +49,7 @@ DEVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
 # Commands that only read: on a machine without a store yet they answer without making one. (`watch` writes
 # health records, but only about routers, of which there are none yet.)
 READ_ONLY = ("list", "state", "health", "watch")
+ROLE_PARALLEL = 16  # members asked for their VRRP role at a time by `vrpipe list`
 
 
 def plural(count: int, noun: str) -> str:
@@ -264,7 +265,9 @@ def _verdict(report: dict[str, Any]) -> str:
 
 
 def _list(manager: Manager, out: Output) -> tuple[bool, str]:
-    rows = upgrade_cli.versions_columns(manager, [_listing(manager, r) for r in manager.store.routers()])
+    routers = manager.store.routers()
+    roles = _roles(manager, [r.name for r in routers if r.pair and r.status == "running"])
+    rows = upgrade_cli.versions_columns(manager, [_listing(manager, r, roles.get(r.name)) for r in routers])
     lines = [
         f"{r['name']:<16} {r['control_address']:<16} {r['status']:<8} {plural(r['rules'], 'rule'):<10} "
         f"{_health_text(r):<24} " + upgrade_cli.version_text(r) + _pair_text(r)
@@ -369,7 +372,14 @@ def _apply(manager: Manager, args: argparse.Namespace, commands: list[Command], 
     return outcome.ok, f"{plural(len(commands), 'command')} {'applied to' if outcome.ok else 'refused by'} {args.name}"
 
 
-def _listing(manager: Manager, router: Router) -> dict[str, Any]:
+def _roles(manager: Manager, members: list[str]) -> dict[str, str]:
+    """The VRRP role of each of these running members of pairs, asked in parallel."""
+    found: dict[str, str] = {}
+    for_each(members, lambda member: found.__setitem__(member, pairs.role(manager, member)), ROLE_PARALLEL)
+    return found
+
+
+def _listing(manager: Manager, router: Router, role: str | None) -> dict[str, Any]:
     return {
         "name": router.name,
         "deployer": router.deployer,
@@ -379,7 +389,7 @@ def _listing(manager: Manager, router: Router) -> dict[str, Any]:
         "rules": manager.rule_count(router.name),
         **_health_columns(router.health),
         "pair": router.pair,
-        "vrrp": pairs.role(manager, router.name) if router.pair and router.status == "running" else None,
+        "vrrp": role,  # MASTER, BACKUP or down; None for a stopped member or a single router
     }
 
 
