@@ -29,6 +29,7 @@ from orchestration.manager import DEPLOYERS, Manager
 from orchestration.settings import CONFIG_FILE, SETTINGS, ManagerConfig
 from orchestration.store import Health, Network, NotFound, Router
 from orchestration.upgrade import cli as upgrade_cli
+from orchestration.upgrade import pairs
 from orchestration.watch import ACTIONS, Watcher, WatchOptions
 from vrpipe import log
 from vrpipe.errors import VrpipeError, shown
@@ -48,6 +49,7 @@ DEVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
 # Commands that only read: on a machine without a store yet they answer without making one. (`watch` writes
 # health records, but only about routers, of which there are none yet.)
 READ_ONLY = ("list", "state", "health", "watch")
+ROLE_PARALLEL = 16  # members asked for their VRRP role at a time by `vrpipe list`
 
 
 def plural(count: int, noun: str) -> str:
@@ -105,11 +107,14 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--host", metavar="URI",
                         help="a libvirt router's host, e.g. qemu+ssh://root@HOST/system (default: libvirt_uri)")
     create.add_argument("--start", action="store_true", help="boot it and give it a full replay")
+    create.add_argument("--redundant", action="store_true",
+                        help="a redundant pair: members NAME-a and NAME-b, a sync link, VRRP (see README)")
     command("list", "list routers: status, rules, package versions")
     for name, text in (
         ("start", "boot routers and give each a full replay of its desired state"),
         ("stop", "stop routers (their desired state stays in the store)"),
-        ("recreate", "replace routers by new ones from the template, replaying their desired state"),
+        ("recreate", "replace routers by new ones from the template, replaying their desired state "
+                     "(a pair: one member at a time, NAME-a or NAME-b, while the other serves)"),
         ("replay", "send routers their whole desired state again"),
     ):
         each = command(name, text)
@@ -185,11 +190,7 @@ class Output:
 def run_command(args: argparse.Namespace, manager: Manager, out: Output) -> tuple[bool, str]:
     """Do one subcommand; return (ok, summary)."""
     if args.command == "create":
-        router = manager.create(args.name, args.network, deployer=args.deployer, jump_host=args.jump, host=args.host)
-        out.result({"name": router.name, "control_address": router.control_address}, f"{router.name} created")
-        if args.start:
-            manager.start(args.name, out.progress)
-        return True, f"created {args.name} at {router.control_address}" + (" and started it" if args.start else "")
+        return _create(args, manager, out)
     if args.command == "list":
         return _list(manager, out)
     if args.command in ("start", "stop", "destroy", "recreate", "replay"):
@@ -204,10 +205,7 @@ def run_command(args: argparse.Namespace, manager: Manager, out: Output) -> tupl
     if args.command == "apply":
         return _apply(manager, args, _read_commands(args.file), out)
     if args.command == "health":
-        report = manager.query(args.name, Query.HEALTH)
-        out.result(report, json.dumps(report, indent=1))
-        role = f" (VRRP {report['vrrp']})" if report.get("vrrp") else ""  # a member of a redundant pair
-        return bool(report.get("ok")), f"{args.name}: {'healthy' if report.get('ok') else 'unhealthy'}{role}"
+        return _health(args.name, manager, out)
     if args.command == "upgrade":
         return upgrade_cli.run(args, manager, out)
     if args.command == "watch":
@@ -221,15 +219,67 @@ def run_command(args: argparse.Namespace, manager: Manager, out: Output) -> tupl
     raise AssertionError(args.command)
 
 
+def _create(args: argparse.Namespace, manager: Manager, out: Output) -> tuple[bool, str]:
+    where = {"deployer": args.deployer, "jump_host": args.jump, "host": args.host}
+    if args.redundant:
+        pair = manager.create_pair(args.name, args.network, **where)
+        members = [manager.store.router(m) for m in pair.members]
+        made = {"name": pair.name, "members": [{"name": m.name, "control_address": m.control_address} for m in members],
+                "sync_bridge": pair.sync_bridge, "sync_network": pair.sync_network}
+        done = f"created the pair {pair.name}: " + ", ".join(f"{m.name} at {m.control_address}" for m in members)
+    else:
+        router = manager.create(args.name, args.network, **where)
+        made = {"name": router.name, "control_address": router.control_address}
+        done = f"created {args.name} at {router.control_address}"
+    out.result(made, f"{args.name} created")
+    if args.start:
+        manager.start(args.name, out.progress)
+    return True, done + (" and started it" if args.start else "")
+
+
+def _health(name: str, manager: Manager, out: Output) -> tuple[bool, str]:
+    """One router's health report; a pair's: each member's, healthy when both are and one is MASTER."""
+    members = manager.members(name)
+    reports = {member: _report(manager, member) for member in members}
+    if len(members) == 1:
+        report = reports[name]
+        out.result(report, json.dumps(report, indent=1))
+        return bool(report.get("ok")), f"{name}: {_verdict(report)}"
+    out.result(reports, json.dumps(reports, indent=1))
+    masters = [m for m, r in reports.items() if r.get("vrrp") == "MASTER"]
+    ok = all(r.get("ok") for r in reports.values()) and len(masters) == 1
+    return ok, f"{name}: " + ", ".join(f"{m} {_verdict(r)}" for m, r in reports.items())
+
+
+def _report(manager: Manager, name: str) -> dict[str, Any]:
+    try:
+        return manager.query(name, Query.HEALTH)
+    except VrpipeError as err:  # a member that does not answer is part of a pair's report, not its end
+        return {"ok": False, "error": str(err)}
+
+
+def _verdict(report: dict[str, Any]) -> str:
+    role = f" (VRRP {report['vrrp']})" if report.get("vrrp") else ""  # a member of a redundant pair
+    said = "healthy" if report.get("ok") else "unhealthy" if "error" not in report else "not answering"
+    return said + role
+
+
 def _list(manager: Manager, out: Output) -> tuple[bool, str]:
-    rows = upgrade_cli.versions_columns(manager, [_listing(manager, r) for r in manager.store.routers()])
+    routers = manager.store.routers()
+    roles = _roles(manager, [r.name for r in routers if r.pair and r.status == "running"])
+    rows = upgrade_cli.versions_columns(manager, [_listing(manager, r, roles.get(r.name)) for r in routers])
     lines = [
         f"{r['name']:<16} {r['control_address']:<16} {r['status']:<8} {plural(r['rules'], 'rule'):<10} "
-        f"{_health_text(r):<24} " + upgrade_cli.version_text(r)
+        f"{_health_text(r):<24} " + upgrade_cli.version_text(r) + _pair_text(r)
         for r in rows
     ]
     out.result(rows, "\n".join(lines))
     return True, plural(len(rows), "router")
+
+
+def _pair_text(row: dict[str, Any]) -> str:
+    """A member's pair and VRRP role, e.g. ` pair r1 MASTER` (`-` while it is not running)."""
+    return f" pair {row['pair']} {row['vrrp'] or '-'}" if row["pair"] else ""
 
 
 def _health_text(row: dict[str, Any]) -> str:
@@ -322,7 +372,14 @@ def _apply(manager: Manager, args: argparse.Namespace, commands: list[Command], 
     return outcome.ok, f"{plural(len(commands), 'command')} {'applied to' if outcome.ok else 'refused by'} {args.name}"
 
 
-def _listing(manager: Manager, router: Router) -> dict[str, Any]:
+def _roles(manager: Manager, members: list[str]) -> dict[str, str]:
+    """The VRRP role of each of these running members of pairs, asked in parallel."""
+    found: dict[str, str] = {}
+    for_each(members, lambda member: found.__setitem__(member, pairs.role(manager, member)), ROLE_PARALLEL)
+    return found
+
+
+def _listing(manager: Manager, router: Router, role: str | None) -> dict[str, Any]:
     return {
         "name": router.name,
         "deployer": router.deployer,
@@ -331,6 +388,8 @@ def _listing(manager: Manager, router: Router) -> dict[str, Any]:
         "status": router.status,
         "rules": manager.rule_count(router.name),
         **_health_columns(router.health),
+        "pair": router.pair,
+        "vrrp": role,  # MASTER, BACKUP or down; None for a stopped member or a single router
     }
 
 

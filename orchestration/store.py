@@ -1,6 +1,8 @@
 """The desired state store: routers, their networks and every rule, in a database through SQLAlchemy
 (SQLite file by default, PostgreSQL when several managers share it), its schema kept by Alembic
 migrations, and the per-router lock that serializes everything sent to one router across processes.
+A redundant pair is one logical router: a pairs row, two member router rows naming it, and one desired
+state, kept with its first member (a) and read and recorded through the pair's or either member's name.
 """
 
 import contextlib
@@ -42,6 +44,16 @@ class Base(DeclarativeBase):
     pass
 
 
+class PairRow(Base):
+    __tablename__ = "pairs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    sync_bridge: Mapped[str] = mapped_column(String(15))
+    sync_network: Mapped[str] = mapped_column(String(18))  # the members' /29 on the sync link
+    members: Mapped[list["RouterRow"]] = relationship(back_populates="pair", order_by="RouterRow.member")
+
+
 class RouterRow(Base):
     __tablename__ = "routers"
 
@@ -58,6 +70,10 @@ class RouterRow(Base):
     health_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     health_failures: Mapped[int] = mapped_column(Integer, default=0)  # failed checks in a row
     health_detail: Mapped[str | None] = mapped_column(Text)  # what the last check found wrong
+    # a member of a redundant pair (migration 0007; no constraint in the database, the store keeps it)
+    pair_id: Mapped[int | None] = mapped_column(ForeignKey("pairs.id"), index=True)
+    member: Mapped[str | None] = mapped_column(String(1))  # a or b
+    pair: Mapped[PairRow | None] = relationship(back_populates="members")
     rules: Mapped[list["RuleRow"]] = relationship(cascade="all, delete-orphan", order_by="RuleRow.id")
 
 
@@ -105,6 +121,18 @@ class Router:
     settings: dict[str, str] = field(default_factory=dict)
     status: str = "created"
     health: Health = Health()
+    pair: str | None = None  # the pair's name, for a member of a redundant pair
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A redundant pair: one logical router of two members (member a first)."""
+
+    id: int
+    name: str
+    members: tuple[str, str]
+    sync_bridge: str
+    sync_network: str
 
 
 class NotFound(VrpipeError):
@@ -119,8 +147,13 @@ def _router(row: RouterRow) -> Router:
     networks = tuple(Network(**n) for n in row.networks or ())
     return Router(
         row.id, row.name, row.deployer, row.control_address, row.jump_host, row.host_key, networks,
-        dict(row.settings or {}), row.status, _health(row),
+        dict(row.settings or {}), row.status, _health(row), row.pair.name if row.pair else None,
     )
+
+
+def _pair(row: PairRow) -> Pair:
+    a, b = (m.name for m in row.members)
+    return Pair(row.id, row.name, (a, b), row.sync_bridge, row.sync_network)
 
 
 def _health(row: RouterRow) -> Health:
@@ -178,6 +211,16 @@ class Store:
             raise NotFound(f"no router named {shown(name)} in the store")
         return row
 
+    def _keeper(self, session: Session, name: str) -> RouterRow:
+        """The row holding the desired state of this router, pair, or member of a pair (member a)."""
+        pair = session.scalars(select(PairRow).where(PairRow.name == name)).one_or_none()
+        if pair is None:
+            row = self._row(session, name)
+            if row.pair is None:
+                return row
+            pair = row.pair
+        return pair.members[0]
+
     # routers
 
     def add_router(
@@ -188,12 +231,13 @@ class Store:
         networks: Iterable[Network] = (),
         jump_host: str | None = None,
         settings: Mapping[str, str] | None = None,
+        member_of: tuple[int, str] | None = None,
     ) -> Router:
-        """A new router. `control_address` is an address, or a function of the router's id giving one: it
-        is called in the same transaction, so that managers creating routers at once never share one."""
+        """A new router (`member_of`: as member a or b of the pair with this id). `control_address` is an
+        address, or a function of the router's id giving one: it is called in the same transaction, so that
+        managers creating routers at once never share one."""
         with self._session() as session:
-            if session.scalars(select(RouterRow.id).where(RouterRow.name == name)).first() is not None:
-                raise VrpipeError(f"a router named {shown(name)} already exists", hint="choose another name")
+            self._check_free(session, name)
             row = RouterRow(
                 name=name,
                 deployer=deployer,
@@ -202,20 +246,61 @@ class Store:
                 networks=[{"device": n.device, "bridge": n.bridge} for n in networks],
                 settings=dict(settings or {}),
                 status="created",
+                pair_id=member_of[0] if member_of else None,
+                member=member_of[1] if member_of else None,
             )
             session.add(row)
             session.flush()
             row.control_address = control_address(row.id) if callable(control_address) else control_address
             return _router(row)
 
+    @staticmethod
+    def _check_free(session: Session, name: str) -> None:
+        taken = session.scalars(select(RouterRow.id).where(RouterRow.name == name)).first() is not None
+        if taken or session.scalars(select(PairRow.id).where(PairRow.name == name)).first() is not None:
+            raise VrpipeError(f"a router named {shown(name)} already exists", hint="choose another name")
+
+    def add_pair(self, name: str, members: tuple[str, str], sync: Callable[[int], tuple[str, str]]) -> Pair:
+        """A new pair, before its members (`add_router(..., member_of=(pair.id, "a"))`); `sync` gives its sync
+        bridge and network from its id, in the same transaction (as a router's control address)."""
+        with self._session() as session:
+            for taken in (name, *members):
+                self._check_free(session, taken)
+            row = PairRow(name=name, sync_bridge="", sync_network="")
+            session.add(row)
+            session.flush()
+            row.sync_bridge, row.sync_network = sync(row.id)
+            return Pair(row.id, name, members, row.sync_bridge, row.sync_network)
+
+    def pair(self, name: str) -> Pair | None:
+        """The pair of this name, or None when there is none."""
+        with self._session() as session:
+            row = session.scalars(select(PairRow).where(PairRow.name == name)).one_or_none()
+            return _pair(row) if row is not None and len(row.members) == 2 else None
+
+    def pairs(self) -> list[Pair]:
+        with self._session() as session:
+            rows = session.scalars(select(PairRow).order_by(PairRow.id))
+            return [_pair(row) for row in rows if len(row.members) == 2]
+
+    def remove_pair(self, name: str) -> None:
+        """The pair, its members and its desired state."""
+        with self._session() as session:
+            row = session.scalars(select(PairRow).where(PairRow.name == name)).one()
+            for member in row.members:
+                session.delete(member)
+            session.delete(row)
+
     def router(self, name: str) -> Router:
         with self._session() as session:
             return _router(self._row(session, name))
 
     def check_known(self, names: Sequence[str]) -> None:
-        """NotFound for the first of these names that has no router: said before any router is touched."""
+        """NotFound for the first of these names that is neither a router nor a pair: said before any router
+        is touched."""
         with self._session() as session:
             known = set(session.scalars(select(RouterRow.name).where(RouterRow.name.in_(names))))
+            known |= set(session.scalars(select(PairRow.name).where(PairRow.name.in_(names))))
         for name in names:
             if name not in known:
                 raise NotFound(f"no router named {shown(name)} in the store")
@@ -264,9 +349,9 @@ class Store:
     # rules
 
     def state(self, name: str) -> dict[str, Any]:
-        """The router's desired state as the `state` object of an engine document."""
+        """The router's (or pair's) desired state as the `state` object of an engine document."""
         with self._session() as session:
-            rows = self._row(session, name).rules
+            rows = self._keeper(session, name).rules
             state: dict[str, Any] = {s: [] for s, section in SECTIONS.items() if section.key_fields}
             for row in rows:
                 if SECTIONS[row.section].key_fields:
@@ -279,7 +364,7 @@ class Store:
         """Make validated engine commands (vr.document.CheckedCommand) part of the desired state, in order."""
         keys = [json.dumps(to_json(list(c.key))) for c in commands]
         with self._session() as session:
-            router_id = self._row(session, name).id
+            router_id = self._keeper(session, name).id
             existing = self._rules(session, router_id, set(keys))
             for c, key in zip(commands, keys, strict=True):
                 row = existing.pop((c.section, key), None)

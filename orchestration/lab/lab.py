@@ -139,7 +139,9 @@ class Lab:
         return run(argv, ns=vm.ns, check=False, timeout=60).returncode == 0
 
     def down(self) -> None:
-        """Destroy every router in the store, then remove the lab's namespaces (and what runs in them)."""
+        """Destroy every pair and router in the store, then remove the lab's namespaces (and what runs in them)."""
+        for pair in self.manager.store.pairs():
+            self.manager.destroy(pair.name)
         for router in self.manager.store.routers():
             self.manager.destroy(router.name)
         for name in reversed(self._namespaces()):

@@ -1,14 +1,17 @@
 """`vrpipe upgrade`: its options (sources, rollout policy, dry run, --to), validated into an UpgradeConfig and
 a RolloutPolicy once, the per-router lines and the report; and the package versions `vrpipe list` shows.
+`vrpipe upgrade` and `reboot` take the single routers through their rollout first, then each redundant pair
+through its rolling operation (pairs.py: BACKUP, handover, old MASTER).
 """
 
 import argparse
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from vr import contract
 
 from orchestration.manager import Manager
-from orchestration.upgrade import apt
+from orchestration.upgrade import apt, pairs
 from orchestration.upgrade.inplace import ROUTER_KEYRING, UpgradeConfig, read_versions, upgrade_fleet
 from orchestration.upgrade.probes import ProbePolicy
 from orchestration.upgrade.reboot import reboot_fleet
@@ -66,8 +69,13 @@ def reboot(args: argparse.Namespace, manager: Manager, out: "Output") -> tuple[b
     """Do `vrpipe reboot`; return (ok, summary)."""
     manager.store.check_known(args.names)
     batch = args.batch if args.rolling else "100%"
-    with log.progress(len(args.names), "vrpipe: reboot") as done:
-        outcomes, stopped = reboot_fleet(manager, args.names, batch, args.timeout, done)
+    singles, found = pairs.split(manager, args.names)
+    with log.progress(len(singles) + 2 * len(found), "vrpipe: reboot") as done:
+        outcomes, stopped = reboot_fleet(manager, singles, batch, args.timeout, done)
+        for members in found:
+            if stopped is None:
+                more, stopped = pairs.reboot_pair(manager, members, args.timeout, done)
+                outcomes += more
     out.result({"stopped": stopped, "routers": [o.to_json() for o in outcomes]}, "\n".join(o.line() for o in outcomes))
     rebooted = sum(o.ok for o in outcomes)
     ok = stopped is None and rebooted == len(outcomes)
@@ -110,8 +118,15 @@ def run(args: argparse.Namespace, manager: Manager, out: "Output") -> tuple[bool
     routers = "1 router" if len(names) == 1 else f"{len(names)} routers"
     target = f" to {config.to_version}" if config.to_version else ""
     out.progress(f"{'planning' if args.dry_run else 'upgrading'} {routers}{target} from {config.repo_url}")
-    with log.progress(len(names), "vrpipe: upgrade") as done:
-        report = upgrade_fleet(manager, names, config, policy, args.dry_run, done)
+    singles, found = pairs.split(manager, names)
+    if args.dry_run:  # a plan changes nothing: each member on its own
+        singles, found = [m for name in names for m in manager.members(name)], []
+    with log.progress(len(singles) + 2 * len(found), "vrpipe: upgrade") as done:
+        report = upgrade_fleet(manager, singles, config, policy, args.dry_run, done)
+        for members in found:
+            if report.stopped is None:
+                more, stopped = pairs.upgrade_pair(manager, members, config, done)
+                report = dataclasses.replace(report, outcomes=(*report.outcomes, *more), stopped=stopped)
     for warning in dict.fromkeys(w for o in report.outcomes for w in o.warnings):
         out.progress(f"warning: {warning}")
     out.result(report.to_json(), "\n".join(o.line() for o in report.outcomes))

@@ -1,13 +1,14 @@
 """Rolling operations on a redundant pair (`vrpipe reboot`/`upgrade` of both members): the BACKUP first,
 then a handover (the MASTER gives mastership away with `vr-vrrp handover` and the BACKUP, synced, takes
 it), then the old MASTER; through the same rollout (first alone, stop on a failure) and per-router gates
-as single routers. Also how the manager reads a member's VRRP role.
+as single routers. Also how the manager reads a member's VRRP role, and which of the routers named to
+`vrpipe upgrade`/`reboot` are pairs.
 """
 
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from vr import contract
 
@@ -28,6 +29,20 @@ def role(manager: Manager, member: str) -> str:
         if status == 0:
             return str(json.loads(out)["role"])
     return "down"
+
+
+def split(manager: Manager, names: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """The single routers among these names, in order, and the pairs (named by the pair's or a member's
+    name), each once."""
+    singles: list[str] = []
+    found: list[tuple[str, str]] = []
+    for name in names:
+        pair = manager.store.pair(name) or manager.store.pair(manager.store.router(name).pair or "")
+        if pair is None:
+            singles.append(name)
+        elif pair.members not in found:
+            found.append(pair.members)
+    return singles, found
 
 
 def roles(manager: Manager, members: tuple[str, str]) -> dict[str, str]:
