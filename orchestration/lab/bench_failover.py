@@ -11,17 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestration.lab import pair_lab
-from orchestration.lab.bench_upgrade import BENCH_KEYRING
 from orchestration.lab.lab import Lab, throwaway_lab
-from orchestration.lab.security_fix import installed_version
-from orchestration.lab.upgrade_lab import repo_served
 from orchestration.manager import Manager
 from orchestration.upgrade import pairs
-from orchestration.upgrade.inplace import UpgradeConfig
-from repo import signing
-from repo.config import RepoConfig
-from repo.publish import publish
-from vrpipe.run import run
 
 PREFIX = "vrfail-"
 REBOOT_TIMEOUT = 180.0
@@ -30,18 +22,11 @@ REBOOT_TIMEOUT = 180.0
 def bench_failover(rootfs: Path | str | None = None) -> bool:
     """Print each measurement and the summary line; False when the pair did not come up as it should."""
     with tempfile.TemporaryDirectory(prefix="vrfail-") as tmp, throwaway_lab(rootfs, PREFIX) as (manager, lab):
-        repo = RepoConfig(dir=Path(tmp) / "repo", gnupghome=Path(tmp) / "gnupg")
-        try:
-            return _bench(manager, lab, repo)
-        finally:
-            signing.stop_agent(repo.gnupghome)
+        return _bench(manager, lab, Path(tmp))
 
 
-def _bench(manager: Manager, lab: Lab, repo: RepoConfig) -> bool:
-    assert manager.config.rootfs is not None  # throwaway_lab always names one
-    base = installed_version(manager.config.rootfs, "vr-scripts")
-    print(f"bench-failover: a pair of container routers from {manager.config.rootfs} (vr-scripts {base})")
-    publish(repo, version=base)  # the version the members have: what a rollback would go back to
+def _bench(manager: Manager, lab: Lab, work: Path) -> bool:
+    print(f"bench-failover: a pair of container routers from {manager.config.rootfs}")
     pair = pair_lab.create_pair(manager, lab, "f1")
     failovers = {"master stopped outright": pair_lab.failover(manager, lab, pair, pair_lab.pull_the_plug(manager, lab))}
     down = next(m for m in pair.members if pairs.role(manager, m) == "down")
@@ -52,12 +37,7 @@ def _bench(manager: Manager, lab: Lab, repo: RepoConfig) -> bool:
         print(f"  {what}: {result.master_before} -> {result.master_after}: {_describe(result.traffic)}")
     rebooted, reboot_ok = _rolling(manager, lab, pair, "rolling reboot", lambda: pairs.reboot_pair(
         manager, pair.members, REBOOT_TIMEOUT, _indented))
-    key = run(["gpg", "--batch", "--homedir", str(repo.gnupghome), "--armor", "--export"]).stdout
-    for member in pair.members:
-        manager.transport(member).copy(key, BENCH_KEYRING)
-    publish(repo, version=f"{base}+pair1")
-    with repo_served(lab.host, repo.public) as url:
-        config = UpgradeConfig(repo_url=url, keyring=BENCH_KEYRING, security=None)
+    with pair_lab.newer_version_served(manager, lab, pair, work) as config:
         upgraded, upgrade_ok = _rolling(manager, lab, pair, "rolling upgrade", lambda: pairs.upgrade_pair(
             manager, pair.members, config, _indented))
     worst = max(r.traffic.seconds for r in failovers.values())

@@ -12,15 +12,23 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from orchestration.commands import Command
+from orchestration.lab.bench_upgrade import BENCH_KEYRING
 from orchestration.lab.lab import GUEST_DEVICE, PROJECT, PUBLIC_GATEWAY, Lab, public_ip
 from orchestration.lab.netlab import Vm
+from orchestration.lab.security_fix import installed_version
+from orchestration.lab.upgrade_lab import repo_served
 from orchestration.manager import Manager
 from orchestration.store import Network
 from orchestration.upgrade import pairs
+from orchestration.upgrade.inplace import UpgradeConfig
+from repo import signing
+from repo.config import RepoConfig
+from repo.publish import publish
 from vrpipe.errors import VrpipeError
 from vrpipe.run import run, spawn
 
@@ -188,3 +196,22 @@ def pull_the_plug(manager: Manager, lab: Lab) -> Callable[[str], None]:
                 os.kill(int(pid), signal.SIGKILL)
 
     return breaks
+
+
+@contextlib.contextmanager
+def newer_version_served(manager: Manager, lab: Lab, pair: Pair, work: Path) -> Iterator[UpgradeConfig]:
+    """This checkout's packages published as a newer version (after the members' own, what a rollback
+    goes back to) in a throw-away repository under `work` whose key the members trust, served to them."""
+    assert manager.config.rootfs is not None  # lab routers are containers from a rootfs
+    base = installed_version(manager.config.rootfs, "vr-scripts")
+    repo = RepoConfig(dir=work / "repo", gnupghome=work / "gnupg")
+    try:
+        publish(repo, version=base)
+        key = run(["gpg", "--batch", "--homedir", str(repo.gnupghome), "--armor", "--export"]).stdout
+        for member in pair.members:
+            manager.transport(member).copy(key, BENCH_KEYRING)
+        publish(repo, version=f"{base}+pair1")
+        with repo_served(lab.host, repo.public) as url:
+            yield UpgradeConfig(repo_url=url, keyring=BENCH_KEYRING, security=None)
+    finally:
+        signing.stop_agent(repo.gnupghome)

@@ -104,6 +104,21 @@ def test_a_rolling_reboot_of_the_pair_fails_no_connection(pair):
     assert traffic.flows_kept == traffic.flows, traffic.errors
 
 
+def test_a_rolling_upgrade_of_the_pair_fails_no_connection(pair, tmp_path):
+    """BACKUP first, a handover, then the old MASTER: each member upgraded in place under traffic."""
+    manager, lab, ha = pair
+    outcomes = []
+    with pair_lab.newer_version_served(manager, lab, ha, tmp_path) as config:
+        traffic = pair_lab.under_traffic(
+            manager, lab, ha, lambda: outcomes.append(pairs.upgrade_pair(manager, ha.members, config, print))
+        )
+    print(f"rolling upgrade: {traffic}")
+    (done, stopped), = outcomes
+    assert stopped is None and [o.ok for o in done] == [True, True], [o.line() for o in done]
+    assert traffic.connections_failed == 0 and traffic.connections > 50, traffic
+    assert traffic.flows_kept == traffic.flows, traffic.errors
+
+
 def test_a_member_recreated_from_the_template_rejoins_as_backup_while_the_other_serves(pair):
     manager, lab, ha = pair
     master = pairs.wait_for_master(manager, ha.members)
