@@ -38,7 +38,7 @@ def test_an_outage_during_the_upgrade_fails_it_by_the_probes_and_it_is_rolled_ba
         # vr-scripts' postinst restarts vr-metadata: about half a second, within the policy's 2 s
         assert all(seconds <= ProbePolicy().outage for seconds in clean.probes.outages.values()), clean.probes
         assert not clean.probes.skipped, clean.probes.skipped  # every target answered before the upgrade
-        assert clean.probes.rounds > 10, clean.probes
+        assert clean.probes.rounds >= 5, clean.probes  # watched for a second at least (0.2 s rounds)
 
         publish_version(lab.repo, version(2), POSTINST_OUTAGE)
         # 1 s allowed rather than the default 2 s: the 2 s stop shows as 2.2-2.9 s, too close to tell apart
