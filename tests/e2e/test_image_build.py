@@ -167,7 +167,8 @@ def test_a_build_in_another_environment_gives_the_same_bytes(template, tmp_path)
         ours, theirs = _checksums(template.folder), _checksums(output)
         assert ours.keys() == theirs.keys()
         differing = [name for name in ours if ours[name] != theirs[name]]
-        assert not differing, f"different bytes from the same inputs: {', '.join(differing)}"
+        assert not differing, f"different bytes from the same inputs: {', '.join(differing)}" + _manifest_diff(
+            template.folder / "manifest.json", output / "manifest.json")
     finally:
         run(["umount", mount])
     (TEST_CACHE / "warm-build-seconds").write_text(f"{seconds:.0f}\n")
@@ -214,6 +215,17 @@ def test_a_rebuild_from_the_manifest_lists_what_the_cache_lacks_and_changes_noth
     assert "2 .deb(s) of the manifest missing" in str(failed.value)
     assert all(name in str(failed.value) for name in gone)
     assert (output / "kept").read_text() == "in force\n"
+
+
+def _manifest_diff(first, second) -> str:
+    """What differs between two manifests, field by field and package by package (for the failure message)."""
+    a, b = json.loads(first.read_text()), json.loads(second.read_text())
+    fields = [k for k in sorted(a.keys() | b.keys()) if k != "packages" and a.get(k) != b.get(k)]
+    packages_a = {p["name"]: p for p in a.get("packages", [])}
+    packages_b = {p["name"]: p for p in b.get("packages", [])}
+    packages = [f"{n}: {packages_a.get(n)} / {packages_b.get(n)}"
+                for n in sorted(packages_a.keys() | packages_b.keys()) if packages_a.get(n) != packages_b.get(n)]
+    return f"; manifest fields {fields}; packages {packages[:5]}"
 
 
 def _other(current, first, second):
