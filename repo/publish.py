@@ -22,7 +22,14 @@ from vrpipe.log import step
 
 from . import keys, mirrors, signing, snapshot, verify
 from .config import PREVIOUS, RepoConfig
-from .packages import KEYRING_PACKAGE, build_keyring_package, build_packages, check_version, engine_version
+from .packages import (
+    KEYRING_PACKAGE,
+    build_keyring_package,
+    build_packages,
+    check_version,
+    engine_version,
+    source_date_epoch,
+)
 from .render import PROJECT, render
 from .reprepro import Reprepro
 
@@ -168,13 +175,16 @@ def archive_keys(config: RepoConfig) -> keys.ArchiveKeys:
 
 def _checked_keys(config: RepoConfig) -> keys.ArchiveKeys:
     recorded = keys.load(config.dir)
+    # The first record's time stamps the keyring package: SOURCE_DATE_EPOCH, not the clock, so that two
+    # repositories made from one key (two clones sharing it) give that package the same bytes.
+    first = source_date_epoch()
     if recorded is None and config.keyring.exists():
         # published before the record existed: the exported keyring is what routers trust
-        recorded = keys.ArchiveKeys(tuple(signing.keyring_fingerprints(config.keyring)), 1, int(time.time()))
+        recorded = keys.ArchiveKeys(tuple(signing.keyring_fingerprints(config.keyring)), 1, first)
         keys.save(config.dir, recorded)
     configured = configured_key(config)
     if recorded is None:
-        recorded = keys.ArchiveKeys((configured or signing.dev_key(config.gnupghome),), 1, int(time.time()))
+        recorded = keys.ArchiveKeys((configured or signing.dev_key(config.gnupghome),), 1, first)
         keys.save(config.dir, recorded)
     if configured and configured not in recorded.signing:
         raise VrpipeError(
