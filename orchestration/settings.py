@@ -56,6 +56,8 @@ SETTINGS = Table(
                 "longer fails the upgrade, which is rolled back", 2.0, number),
         Setting("upgrade_probe_flushes", "conntrack flushes tolerated while a router upgrades; more fail it",
                 0, count),
+        Setting("upgrade_probe_timeout", "seconds one probe waits for its answer; a slower answer counts as none",
+                1.0, number),
     ],
     env_prefix="VRPIPE_",
 )
@@ -80,6 +82,7 @@ class ManagerConfig:
     upgrade_probe_interval: float = 0.2
     upgrade_probe_outage: float = 2.0
     upgrade_probe_flushes: int = 0
+    upgrade_probe_timeout: float = 1.0
     ssh: SshOptions = field(default_factory=SshOptions)
     resolved: Resolved | None = field(default=None, compare=False, repr=False)
 

@@ -111,7 +111,8 @@ def run(args: argparse.Namespace, manager: Manager, out: "Output") -> tuple[bool
     """Do `vrpipe upgrade`; return (ok, summary)."""
     settings = manager.config
     config, policy = config_from(args, ProbePolicy(
-        settings.upgrade_probe_interval, settings.upgrade_probe_outage, settings.upgrade_probe_flushes
+        settings.upgrade_probe_interval, settings.upgrade_probe_outage, settings.upgrade_probe_flushes,
+        settings.upgrade_probe_timeout,
     ))
     names = args.names or [r.name for r in manager.store.routers()]
     manager.store.check_known(names)

@@ -25,12 +25,17 @@ class ProbePolicy:
     # vr-scripts' postinst took 0.4-1.4 s with 5 routers upgrading at once on a loaded 2-core machine
     outage: float = 2.0
     flushes: int = 0  # conntrack flushes tolerated during one router's upgrade
+    # seconds one probe waits: not the interval, since a router busy installing (a TCG VM most of all)
+    # answers in more than 0.2 s while it still serves; a slower answer counts as none
+    timeout: float = 1.0
 
     def __post_init__(self) -> None:
         if self.interval and not 0.05 <= self.interval <= 10:
             raise SettingsError(f"probe interval {self.interval}: give 0.05 to 10 seconds, or 0 for no probes")
         if self.outage < 0 or self.flushes < 0:
             raise SettingsError(f"probe outage {self.outage} and flushes {self.flushes} must not be negative")
+        if not 0.05 <= self.timeout <= 30:
+            raise SettingsError(f"probe timeout {self.timeout}: give 0.05 to 30 seconds")
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class ProbeCounts:
 def start(router: RouterCalls, policy: ProbePolicy) -> bool:
     """Leave vr-probe watching on the router; False when its vr-scripts has no vr-probe."""
     argv = [contract.command("vr-probe"), "--start", "--interval", str(policy.interval)]
+    argv += ["--timeout", str(policy.timeout)]
     status, out = router.status(argv)
     if status == NOT_THERE:
         return False

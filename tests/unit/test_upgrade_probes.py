@@ -52,7 +52,10 @@ def test_counts_name_the_targets_that_failed_and_the_policy_fails_an_outage_or_a
     assert problems(ProbeCounts.from_report(report(failed=2, outage=0.4)), ProbePolicy()) == []
 
 
-@pytest.mark.parametrize("interval, outage, flushes", [(0.01, 1, 0), (11, 1, 0), (0.2, -1, 0), (0.2, 1, -1)])
-def test_a_bad_probe_policy_is_refused(interval, outage, flushes):
+@pytest.mark.parametrize(
+    "interval, outage, flushes, timeout",
+    [(0.01, 1, 0, 1), (11, 1, 0, 1), (0.2, -1, 0, 1), (0.2, 1, -1, 1), (0.2, 1, 0, 0), (0.2, 1, 0, 31)],
+)
+def test_a_bad_probe_policy_is_refused(interval, outage, flushes, timeout):
     with pytest.raises(SettingsError):
-        ProbePolicy(interval, outage, flushes)
+        ProbePolicy(interval, outage, flushes, timeout)

@@ -206,11 +206,11 @@ def watch_until_stopped(watch: Watch, probes: dict[str, Probe], deadline: float,
     os.replace(partial, report)
 
 
-def start(layout: Layout, state: RouterState, interval: float, seconds: float) -> int:
+def start(layout: Layout, state: RouterState, interval: float, timeout: float, seconds: float) -> int:
     stop_running(layout, quiet=True)  # one left by a connection cut during an earlier upgrade
     layout.probe_report.unlink(missing_ok=True)
     watch = Watch(interval)
-    probes = first_round(watch, targets(state, layout, min(interval, 1.0)))
+    probes = first_round(watch, targets(state, layout, timeout))
     sys.stdout.flush()
     pid = os.fork()
     if pid:
@@ -256,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--start", action="store_true", help="probe once, then leave a watcher running")
     action.add_argument("--stop", action="store_true", help="end the watcher and print its counts as JSON")
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between rounds (0.2)")
+    parser.add_argument("--timeout", type=float, default=1.0, help="seconds one probe waits for its answer (1.0)")
     parser.add_argument("--seconds", type=float, default=3600.0, help="the watcher ends by itself after this")
     args = parser.parse_args(argv)
     from . import persist
@@ -265,5 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         return stop_running(layout)
     if not 0.01 <= args.interval <= 60:
         parser.error(f"--interval {args.interval}: give 0.01 to 60 seconds")
+    if not 0.01 <= args.timeout <= 60:
+        parser.error(f"--timeout {args.timeout}: give 0.01 to 60 seconds")
     layout.probe_pid.parent.mkdir(parents=True, exist_ok=True)
-    return start(layout, persist.read(layout), args.interval, args.seconds)
+    return start(layout, persist.read(layout), args.interval, args.timeout, args.seconds)
