@@ -229,6 +229,33 @@ def test_vrpipe_list_shows_health_and_its_age(watched, capsys):
     assert re.search(r"r1 .* healthy \d+s ago", capsys.readouterr().out)
 
 
+def vr_health(manager, name):
+    router = manager.store.router(name)
+    return json.loads(manager.deployer(router).execute(router, [contract.command("vr-health")])[1])
+
+
+def test_the_resident_engine_answers_health_and_follows_each_change(watched):
+    manager, lab = watched
+    report = vr_health(manager, "r1")
+    assert report["ok"] and report.get("resident"), report  # no Python start nor rendering per check
+    forward = {"public_ip": public_ip(1), "protocol": "tcp", "public_ports": "2299", "vm_ip": lab.vm.ip,
+               "vm_ports": "7000"}
+    assert manager.apply("r1", [Command("add", "port_forwarding", forward)]).ok
+    report = vr_health(manager, "r1")  # counts of the state it remembered would differ from the table now
+    assert report["ok"] and report.get("resident"), report["problems"]
+    assert manager.apply("r1", [Command("remove", "port_forwarding", forward)]).ok
+    on_router(manager, "r1", "nft", "flush", "map", "inet", "vr", "port_forwards")
+    report = vr_health(manager, "r1")
+    assert [p for p in report["problems"] if p.startswith("nftables: differs")], report
+    on_router(manager, "r1", contract.command("vr-apply"), "--reapply")  # in its own process: new state files
+    on_router(manager, "r1", "systemctl", "stop", "vr-engine")
+    try:
+        report = vr_health(manager, "r1")
+        assert report["ok"] and "resident" not in report, report  # made in vr-health's own process
+    finally:
+        on_router(manager, "r1", "systemctl", "start", "vr-engine")
+
+
 def test_with_action_recreate_a_broken_router_is_recreated_and_healthy_again(watched):
     manager, lab = watched
     lab.stop_watch()  # one watcher at a time: this one recreates

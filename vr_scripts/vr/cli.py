@@ -122,10 +122,13 @@ def main_state(argv: list[str] | None = None) -> int:
 
 def main_health(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="vr-health", description="Print this router's health as JSON.").parse_args(argv)
-    from . import health, persist
+    layout = Layout.from_env()
+    result = engine.health(layout)
+    if result is None:  # no resident engine to ask: the whole report in this process
+        from . import health, persist
 
-    layout, router_services = _router()
-    result = health.report(layout, router_services, persist.read(layout))
+        layout, router_services = _router()
+        result = health.report(layout, router_services, persist.read(layout))
     json.dump(result, sys.stdout, indent=1)
     sys.stdout.write("\n")
     return EXIT_OK if result["ok"] else EXIT_FAILED

@@ -1,7 +1,8 @@
 """The resident engine (vr-engine): keeps the persisted state in memory and applies the documents that
 vr-apply and vr-cmd hand it over a Unix socket, so one command no longer pays for re-reading the whole
-state and importing the engine. When it does not answer, or runs another engine version, they apply in
-their own process; either way one apply runs at a time (the apply lock) with the same guarantees.
+state and importing the engine; it answers vr-health so too (a manager asks every router every 10 s).
+When it does not answer, or runs another engine version, they do the work in their own process; either
+way one apply runs at a time (the apply lock) with the same guarantees.
 """
 
 import contextlib
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from .model import RouterState
     from .services import Services
 
+HEALTH_WAIT = 5.0  # seconds vr-health waits for the resident engine (an apply may hold it) before working alone
 ABANDONED = {
     "ok": False,
     "error": "the resident engine stopped before it answered; the old or the new state is in force",
@@ -27,13 +29,8 @@ ABANDONED = {
 def send(layout: Layout, document: Any) -> dict[str, Any] | None:
     """Have the resident engine apply `document`: its result, or None when it does not take it (not running,
     another version), and the caller applies it itself."""
-    request = json.dumps({"version": __version__, "document": document}).encode()
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.connect(str(layout.engine_socket))
-            conn.sendall(request)
-            conn.shutdown(socket.SHUT_WR)
-            reply = _receive(conn)
+        reply = _ask(layout, {"version": __version__, "document": document}, timeout=None)
     except (FileNotFoundError, ConnectionRefusedError):
         return None
     except OSError:
@@ -42,6 +39,26 @@ def send(layout: Layout, document: Any) -> dict[str, Any] | None:
         return dict(ABANDONED)
     result = json.loads(reply)
     return None if "refused" in result else result
+
+
+def health(layout: Layout) -> dict[str, Any] | None:
+    """The resident engine's health report, or None when it does not give one (not running, another
+    version, busy with a long apply): the caller then makes it itself."""
+    try:
+        reply = _ask(layout, {"version": __version__, "health": True}, timeout=HEALTH_WAIT)
+        result = json.loads(reply)
+    except (OSError, ValueError):
+        return None
+    return None if not isinstance(result, dict) or "refused" in result else result
+
+
+def _ask(layout: Layout, request: dict[str, Any], timeout: float | None) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        conn.connect(str(layout.engine_socket))
+        conn.sendall(json.dumps(request).encode())
+        conn.shutdown(socket.SHUT_WR)
+        return _receive(conn)
 
 
 def _receive(conn: socket.socket) -> bytes:
@@ -86,8 +103,9 @@ class Memory:
 def serve(layout: Layout, services: "Services", log: Callable[[Layout, dict[str, Any]], None]) -> NoReturn:
     """Answer requests one at a time until stopped; `log(result)` records each apply."""
     from .apply import apply_document
+    from .health import Memo, report
 
-    memory = Memory(layout)
+    memory, memo = Memory(layout), Memo()
     layout.engine_socket.parent.mkdir(parents=True, exist_ok=True)
     layout.engine_socket.unlink(missing_ok=True)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
@@ -105,6 +123,8 @@ def serve(layout: Layout, services: "Services", log: Callable[[Layout, dict[str,
                     continue  # a client gone or not one of ours: nothing was applied
                 if not isinstance(request, dict) or request.get("version") != __version__:
                     reply: dict[str, Any] = {"refused": f"this engine is version {__version__}"}
+                elif request.get("health"):
+                    reply = {**report(layout, services, memory.read(), memo), "resident": True}
                 else:
                     reply = {**apply_document(request.get("document"), layout, services, memory), "resident": True}
                     log(layout, reply)

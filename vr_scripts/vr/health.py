@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import socket
 import struct
 import time
@@ -38,10 +39,32 @@ class Check:
         return {"name": self.name, "status": self.status, "message": self.message}
 
 
-def report(layout: Layout, services: Services, state: RouterState) -> dict[str, Any]:
+class Memo:
+    """What a resident process (vr-engine) keeps from one report to the next: each tool's version while
+    its binary stays the same file, and the element counts of the state while it is the same object
+    (rendering it loads Jinja2 and the templates: most of a report's cost in a process of its own)."""
+
+    def __init__(self) -> None:
+        self.versions: tuple[tuple[tuple[int, int] | None, ...], dict[str, str | None]] | None = None
+        self.counts: tuple[RouterState, dict[str, int]] | None = None
+
+    def tool_versions(self) -> dict[str, str | None]:
+        files = tuple(_file_id(argv[0]) for _, argv in TOOLS)
+        if self.versions is None or self.versions[0] != files:
+            self.versions = (files, tool_versions())
+        return self.versions[1]
+
+    def expected_counts(self, state: RouterState, layout: Layout) -> dict[str, int]:
+        if self.counts is None or self.counts[0] is not state:
+            self.counts = (state, expected_counts(state, layout))
+        return self.counts[1]
+
+
+def report(layout: Layout, services: Services, state: RouterState, memo: Memo | None = None) -> dict[str, Any]:
+    memo = memo or Memo()
     live = live_counts()
     running = running_services(services, state)
-    checks = run_checks(layout, running, state, live)
+    checks = run_checks(layout, running, state, live, memo)
     failed = [c for c in checks if c.status == FAIL]
     return {
         "ok": not failed,
@@ -49,7 +72,7 @@ def report(layout: Layout, services: Services, state: RouterState) -> dict[str, 
         "warnings": [f"{c.name}: {c.message}" for c in checks if c.status == WARN],
         "checks": [c.to_json() for c in checks],
         "version": __version__,
-        "versions": tool_versions(),
+        "versions": memo.tool_versions(),
         "services": {name: "active" if up else "inactive" for name, up in running.items()},
         "state": {name: len(getattr(state, name)) for name, s in SECTIONS.items() if s.key_fields},
         "nftables": live or {},
@@ -74,12 +97,16 @@ def needed_services(state: RouterState) -> dict[str, bool]:
 
 
 def running_services(services: Services, state: RouterState) -> dict[str, bool]:
-    """Whether each service a router can need is active (asked once per report: a systemctl run each)."""
-    return {name: services.is_active(name) for name in needed_services(state)}
+    """Whether each service a router can need is active (one systemctl run per report)."""
+    return services.active(list(needed_services(state)))
 
 
 def run_checks(
-    layout: Layout, running: Mapping[str, bool], state: RouterState, live: Mapping[str, int] | None
+    layout: Layout,
+    running: Mapping[str, bool],
+    state: RouterState,
+    live: Mapping[str, int] | None,
+    memo: Memo | None = None,
 ) -> list[Check]:
     checks = [service_check(name, running[name]) for name, needed in needed_services(state).items() if needed]
     down = {c.name for c in checks if c.status != OK}
@@ -95,7 +122,7 @@ def run_checks(
     if state.vpn_gateways and vpn.SERVICE not in down:
         checks += [Check(f"vpn {name}", status, message) for name, status, message in vpn.tunnel_status(layout, state)]
     checks += [
-        nftables_check(layout, state, live),
+        nftables_check(layout, state, live, memo or Memo()),
         last_apply_check(layout),
         disk_check(layout),
         memory_check(),
@@ -210,20 +237,25 @@ def haproxy_stats(layout: Layout) -> list[dict[str, str]]:
     return [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line]
 
 
-def nftables_check(layout: Layout, state: RouterState, live: Mapping[str, int] | None) -> Check:
+def nftables_check(layout: Layout, state: RouterState, live: Mapping[str, int] | None, memo: Memo) -> Check:
     """The router's table is loaded and each set and map holds as many elements as the persisted state
     renders to (a flushed ruleset or a hand-edited set shows here)."""
     if not layout.state.exists():
         return Check("nftables", OK, "no state applied yet")
     if live is None:
         return Check("nftables", FAIL, "the router's table is not loaded")
-    (text,) = nftables.render(state, layout).values()
-    _, elements = nftables._elements(text)  # the parser of the files nftables.py renders
-    expected = {name: len(items) for name, items in elements.items()}
+    expected = memo.expected_counts(state, layout)
     wrong = [f"{n} holds {live.get(n, 'nothing')}, not {c}" for n, c in sorted(expected.items()) if live.get(n) != c]
     if wrong:
         return Check("nftables", FAIL, "differs from the state: " + "; ".join(wrong[:3]))
     return Check("nftables", OK, f"{len(expected)} sets and maps as the state says")
+
+
+def expected_counts(state: RouterState, layout: Layout) -> dict[str, int]:
+    """Elements per set and map of the table this state renders to."""
+    (text,) = nftables.render(state, layout).values()
+    _, elements = nftables._elements(text)  # the parser of the files nftables.py renders
+    return {name: len(items) for name, items in elements.items()}
 
 
 def last_apply(layout: Layout) -> tuple[float, dict[str, Any]] | None:
@@ -329,16 +361,25 @@ def reboot_check(layout: Layout) -> Check:
     return Check("reboot", OK, "no reboot required")
 
 
+TOOLS = (("nftables", ["nft", "--version"]), ("dnsmasq", ["dnsmasq", "--version"]), ("haproxy", ["haproxy", "-v"]))
+
+
 def tool_versions() -> dict[str, str | None]:
     """The engine's version and the first line each tool prints about its own version."""
     versions: dict[str, str | None] = {contract.ENGINE_PACKAGE: __version__}
-    for name, argv in (
-        ("nftables", ["nft", "--version"]),
-        ("dnsmasq", ["dnsmasq", "--version"]),
-        ("haproxy", ["haproxy", "-v"]),
-    ):
+    for name, argv in TOOLS:
         try:
             versions[name] = run(argv, timeout=10).splitlines()[0].strip()
         except (CommandFailed, OSError, IndexError):
             versions[name] = None
     return versions
+
+
+def _file_id(command: str) -> tuple[int, int] | None:
+    """(inode, mtime) of the command's binary: an upgrade replaces the file, so both change."""
+    path = shutil.which(command)
+    try:
+        info = os.stat(path) if path else None
+    except OSError:
+        return None
+    return (info.st_ino, info.st_mtime_ns) if info else None

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -21,6 +22,7 @@ class Services(Protocol):
     """What the engine asks of service control; each action returns what it did ("restarted")."""
 
     def is_active(self, name: str) -> bool: ...
+    def active(self, names: Sequence[str]) -> dict[str, bool]: ...
     def start(self, name: str) -> str: ...
     def stop(self, name: str) -> str: ...
     def restart(self, name: str) -> str: ...
@@ -35,6 +37,13 @@ class SystemdServices:
 
     def is_active(self, name: str) -> bool:
         return succeeds(["systemctl", "is-active", "--quiet", f"{name}.service"])
+
+    def active(self, names: Sequence[str]) -> dict[str, bool]:
+        """Each unit's state from one systemctl run (it prints a line per unit, exit status aside)."""
+        if not names:
+            return {}
+        lines = run(["systemctl", "is-active", *(f"{n}.service" for n in names)], check=False).split()
+        return {name: index < len(lines) and lines[index] == "active" for index, name in enumerate(names)}
 
     def _systemctl(self, verb: str, name: str) -> str:
         try:
@@ -90,6 +99,9 @@ class ProcessServices:
 
     def is_active(self, name: str) -> bool:
         return self._pid(name) is not None
+
+    def active(self, names: Sequence[str]) -> dict[str, bool]:
+        return {name: self.is_active(name) for name in names}
 
     def start(self, name: str) -> str:
         pid_file = self.layout.pid_file(name)
