@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import SCHEMA_VERSION, engine
+from . import SCHEMA_VERSION, resident
 from .layout import Layout
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def _invalid(message: str) -> int:
 
 
 def apply_document(data: Any) -> int:
-    result = engine.send(Layout.from_env(), data)
+    result = resident.send(data)
     if result is None:
         from .apply import apply_document as apply_here
 
@@ -122,13 +122,10 @@ def main_state(argv: list[str] | None = None) -> int:
 
 def main_health(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="vr-health", description="Print this router's health as JSON.").parse_args(argv)
-    layout = Layout.from_env()
-    result = engine.health(layout)
-    if result is None:  # no resident engine to ask: the whole report in this process
-        from . import health, persist
+    from . import health, persist  # the launcher asked the resident engine first (vr/resident.py)
 
-        layout, router_services = _router()
-        result = health.report(layout, router_services, persist.read(layout))
+    layout, router_services = _router()
+    result = health.report(layout, router_services, persist.read(layout))
     json.dump(result, sys.stdout, indent=1)
     sys.stdout.write("\n")
     return EXIT_OK if result["ok"] else EXIT_FAILED
@@ -175,6 +172,8 @@ def main_engine(argv: list[str] | None = None) -> NoReturn:
         prog="vr-engine", description="Run the resident engine: apply what vr-apply and vr-cmd hand it."
     ).parse_args(argv)
     layout, router_services = _router()
+    from . import engine
+
     engine.serve(layout, router_services, _record)
 
 

@@ -1,8 +1,8 @@
 """The resident engine (vr-engine): keeps the persisted state in memory and applies the documents that
-vr-apply and vr-cmd hand it over a Unix socket, so one command no longer pays for re-reading the whole
-state and importing the engine; it answers vr-health so too (a manager asks every router every 10 s).
-When it does not answer, or runs another engine version, they do the work in their own process; either
-way one apply runs at a time (the apply lock) with the same guarantees.
+vr-apply and vr-cmd hand it over a Unix socket (their side: vr/resident.py), so one command no longer pays
+for re-reading the whole state and importing the engine; it answers vr-health so too (a manager asks every
+router every 10 s). When it does not answer, or runs another engine version, they do the work in their own
+process; either way one apply runs at a time (the apply lock) with the same guarantees.
 """
 
 import contextlib
@@ -14,59 +14,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from .layout import Layout
+from .resident import receive
 
 if TYPE_CHECKING:
     from .model import RouterState
     from .services import Services
-
-HEALTH_WAIT = 5.0  # seconds vr-health waits for the resident engine (an apply may hold it) before working alone
-ABANDONED = {
-    "ok": False,
-    "error": "the resident engine stopped before it answered; the old or the new state is in force",
-}
-
-
-def send(layout: Layout, document: Any) -> dict[str, Any] | None:
-    """Have the resident engine apply `document`: its result, or None when it does not take it (not running,
-    another version), and the caller applies it itself."""
-    try:
-        reply = _ask(layout, {"version": __version__, "document": document}, timeout=None)
-    except (FileNotFoundError, ConnectionRefusedError):
-        return None
-    except OSError:
-        return dict(ABANDONED)  # taken, then the connection broke: the apply may have happened
-    if not reply:
-        return dict(ABANDONED)
-    result = json.loads(reply)
-    return None if "refused" in result else result
-
-
-def health(layout: Layout) -> dict[str, Any] | None:
-    """The resident engine's health report, or None when it does not give one (not running, another
-    version, busy with a long apply): the caller then makes it itself."""
-    try:
-        reply = _ask(layout, {"version": __version__, "health": True}, timeout=HEALTH_WAIT)
-        result = json.loads(reply)
-    except (OSError, ValueError):
-        return None
-    return None if not isinstance(result, dict) or "refused" in result else result
-
-
-def _ask(layout: Layout, request: dict[str, Any], timeout: float | None) -> bytes:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.settimeout(timeout)
-        conn.connect(str(layout.engine_socket))
-        conn.sendall(json.dumps(request).encode())
-        conn.shutdown(socket.SHUT_WR)
-        return _receive(conn)
-
-
-def _receive(conn: socket.socket) -> bytes:
-    chunks = []
-    while chunk := conn.recv(1 << 20):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
 
 class Memory:
     """The state as last read or applied here, trusted only while the persisted files are the ones it saw
@@ -118,7 +70,7 @@ def serve(layout: Layout, services: "Services", log: Callable[[Layout, dict[str,
             _reap()
             with conn:
                 try:
-                    request = json.loads(_receive(conn))
+                    request = json.loads(receive(conn))
                 except (OSError, ValueError):
                     continue  # a client gone or not one of ours: nothing was applied
                 if not isinstance(request, dict) or request.get("version") != __version__:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+from .resident import ENGINE_SOCKET
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -82,7 +84,7 @@ class Layout:
 
     @property
     def engine_socket(self) -> Path:
-        return self._at("run/vr/engine.sock")
+        return self._at(ENGINE_SOCKET)
 
     @property
     def lock(self) -> Path:
