@@ -256,6 +256,46 @@ def test_the_resident_engine_answers_health_and_follows_each_change(watched):
         on_router(manager, "r1", "systemctl", "start", "vr-engine")
 
 
+# Asks the metadata service every 20 ms for `seconds`; prints how many requests were answered, refused, or
+# neither within 5 s.
+ASK_METADATA = """
+import http.client, json, sys, time
+counts = {"answered": 0, "refused": 0, "other": 0, "errors": []}
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    try:
+        connection = http.client.HTTPConnection("10.1.1.1", 80, timeout=5)
+        connection.request("GET", "/latest/meta-data/")
+        connection.getresponse().read()
+        connection.close()
+        counts["answered"] += 1
+    except ConnectionRefusedError:
+        counts["refused"] += 1
+    except OSError as err:
+        counts["other"] += 1
+        counts["errors"].append(repr(err))
+    time.sleep(0.02)
+print(json.dumps(counts))
+"""
+
+
+def test_vr_metadata_restarts_without_refusing_a_request(watched):
+    manager, lab = watched
+    main_pid = ["systemctl", "show", "--property", "MainPID", "--value", "vr-metadata"]
+    before = on_router(manager, "r1", *main_pid).strip()
+    asking = spawn(["python3", "-c", ASK_METADATA, "8"], ns=lab.vm.ns, pipe=True)
+    try:
+        time.sleep(1)
+        for _ in range(3):  # systemd keeps its listening sockets meanwhile: requests wait, none is refused
+            on_router(manager, "r1", "systemctl", "restart", "vr-metadata")
+            time.sleep(0.5)
+        counts = json.loads(asking.communicate(timeout=30)[0])
+    finally:
+        asking.kill()
+    assert on_router(manager, "r1", *main_pid).strip() not in (before, "0")
+    assert counts["refused"] == 0 and counts["other"] == 0 and counts["answered"] > 50, counts
+
+
 def test_with_action_recreate_a_broken_router_is_recreated_and_healthy_again(watched):
     manager, lab = watched
     lab.stop_watch()  # one watcher at a time: this one recreates

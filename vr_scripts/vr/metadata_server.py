@@ -8,6 +8,9 @@ import base64
 import hashlib
 import json
 import logging
+import os
+import signal
+import socket
 import socketserver
 import threading
 from collections.abc import Mapping
@@ -20,6 +23,7 @@ from . import persist
 from .layout import Layout
 
 log = logging.getLogger("vr.metadata")
+LISTEN_FDS_START = 3  # the first file descriptor systemd hands over (sd_listen_fds)
 
 
 class MetadataStore:
@@ -85,6 +89,7 @@ def answer(vm: Mapping[str, Any], path: str, store: MetadataStore, vm_ip: str) -
 def make_handler(store: MetadataStore) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "vr-metadata"
+        timeout = 10  # seconds a client may take to send its request: a stop waits for no idle connection
 
         def do_GET(self) -> None:
             vm_ip = self.client_address[0]
@@ -108,7 +113,8 @@ def make_handler(store: MetadataStore) -> type[BaseHTTPRequestHandler]:
 
 
 class Server(ThreadingHTTPServer):
-    daemon_threads = True
+    daemon_threads = False  # server_close() waits for the requests being answered: a stop cuts none short
+    request_queue_size = 128  # connections waiting while the service restarts (on the socket systemd keeps)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks up the address's DNS name: a query to a resolver the router may
@@ -117,15 +123,68 @@ class Server(ThreadingHTTPServer):
         self.server_name, self.server_port = cast(tuple[str, int], self.server_address)[:2]  # an AF_INET server's
 
 
+def kept_sockets() -> dict[tuple[str, int], socket.socket]:
+    """The listening sockets systemd kept for this service across its restart (its file descriptor store,
+    handed back as LISTEN_FDS), by address: connections made meanwhile wait in them instead of being refused."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return {}
+    kept = {}
+    for fd in range(LISTEN_FDS_START, LISTEN_FDS_START + int(os.environ.get("LISTEN_FDS", "0"))):
+        sock = socket.socket(fileno=fd)
+        kept[cast(tuple[str, int], sock.getsockname())[:2]] = sock
+    return kept
+
+
+def notify(message: str, fds: list[int] | None = None) -> None:
+    """A message to systemd (sd_notify), with file descriptors for its store; nothing outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address:
+        return
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect("\0" + address[1:] if address[0] == "@" else address)  # "@": an abstract address
+            socket.send_fds(sock, [message.encode()], fds or [])
+    except OSError as err:  # without the store a restart refuses requests for a moment; serving goes on
+        log.warning("could not tell systemd %r: %s", message.replace("\n", " "), err)
+
+
+def _fd_name(address: tuple[str, int]) -> str:
+    return f"listen-{address[0]}-{address[1]}"
+
+
+def listeners(addresses: list[str], port: int, handler: type[BaseHTTPRequestHandler]) -> list[Server]:
+    """A server per address, on the socket systemd kept where there is one; a new socket goes into its
+    store, and a kept one no longer wanted is closed and dropped from it."""
+    kept, servers = kept_sockets(), []
+    for address in ((a, port) for a in addresses):
+        sock = kept.pop(address, None)
+        if sock is None:
+            server = Server(address, handler)
+            notify(f"FDSTORE=1\nFDNAME={_fd_name(address)}", [server.socket.fileno()])
+        else:
+            server = Server(address, handler, bind_and_activate=False)
+            server.socket.close()
+            server.socket, (server.server_name, server.server_port) = sock, address
+        servers.append(server)
+    for address, sock in kept.items():
+        notify(f"FDSTOREREMOVE=1\nFDNAME={_fd_name(address)}")
+        sock.close()
+    return servers
+
+
 def serve(layout: Layout, port: int) -> None:
     store = MetadataStore(layout)
-    handler = make_handler(store)
-    servers = [Server((address, port), handler) for address in store.current()["listen"]]
+    servers = listeners(store.current()["listen"], port, make_handler(store))
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
     for thread in threads:
         thread.start()
     log.info("serving metadata on %s port %d", ", ".join(store.current()["listen"]) or "nothing", port)
-    threading.Event().wait()
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    stopping.wait()
+    for server in servers:  # requests not yet taken wait in the sockets systemd keeps, for the next process
+        server.shutdown()
+        server.server_close()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,7 +27,7 @@ WAYS = {
     "haproxy.service": ("reload", "seamless reload: the master re-executes itself, old workers finish connections"),
     "dnsmasq.service": ("restart", "restart: its DHCP leases are kept on disk"),
     "ssh.service": ("restart", "restart: open sessions survive (KillMode=process), new ones get the new code"),
-    "vr-metadata.service": ("restart", "restart: it keeps no state and answers again within a second"),
+    "vr-metadata.service": ("restart", "restart: systemd keeps its sockets, requests wait for the new process"),
     PID1: ("daemon-reexec", "systemctl daemon-reexec: systemd re-executes itself, keeping every unit"),
 }
 RESTART = ("restart", "restart")
