@@ -284,19 +284,12 @@ def _check_routes(state: RouterState, routes: Sequence[StaticRoute], report: Rep
             error = f"next hop {route.next_hop} is one of the router's own addresses"
             report("static_routes", route, error, "next_hop")
         elif _unreachable(state, route):
-            shown = ", ".join(map(str, _connected(state))) or "none configured"
+            shown = ", ".join(str(network) for _, network in state.connected()) or "none configured"
             report("static_routes", route, f"next hop {route.next_hop} is not in any network ({shown})", "next_hop")
 
 
-def _connected(state: RouterState) -> list[ipaddress.IPv4Network]:
-    interfaces = state.interfaces
-    connected = [g.gateway.network for g in interfaces.guests]
-    connected += [a.network for p in interfaces.public for a in p.addresses]
-    return connected + [g.address.network for g in state.private_gateways]
-
-
 def _unreachable(state: RouterState, route: StaticRoute) -> bool:
-    return not any(route.next_hop in net for net in _connected(state))
+    return not any(route.next_hop in network for _, network in state.connected())
 
 
 def check_removals(state: RouterState, removed: Sequence[tuple[str, str, tuple[object, ...]]]) -> list[Problem]:

@@ -87,10 +87,7 @@ def commands(
 
 def _device_of(state: RouterState, address: ipaddress.IPv4Address) -> str:
     """The device of the network a next hop is on (validated: there is one)."""
-    networks = [(g.device, g.gateway.network) for g in state.interfaces.guests]
-    networks += [(p.device, a.network) for p in state.interfaces.public for a in p.addresses]
-    networks += [(g.device, g.address.network) for g in state.private_gateways]
-    return next(device for device, network in networks if address in network)
+    return next(device for device, network in state.connected() if address in network)
 
 
 def _kernel_state(state: RouterState) -> tuple[object, ...]:

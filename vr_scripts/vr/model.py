@@ -238,6 +238,12 @@ class RouterState:
     remote_access: RemoteAccess = RemoteAccess()
     vpn_users: tuple[VpnUser, ...] = ()
 
+    def connected(self) -> list[tuple[str, ipaddress.IPv4Network]]:
+        """(device, network) of every network the router has an address in: where a next hop may be."""
+        networks = [(g.device, g.gateway.network) for g in self.interfaces.guests]
+        networks += [(p.device, a.network) for p in self.interfaces.public for a in p.addresses]
+        return networks + [(g.device, g.address.network) for g in self.private_gateways]
+
 
 def _parsed(fields: Fields, build: Callable[..., T], *values: object) -> T | None:
     """Finish reading an object; build the dataclass from `values` only when every field was valid (a field
