@@ -44,7 +44,9 @@ def health() -> dict[str, Any] | None:
         result = json.loads(_ask({"version": __version__, "health": True}, timeout=HEALTH_WAIT))
     except (OSError, ValueError):
         return None
-    return None if not isinstance(result, dict) or "refused" in result else result
+    # An engine of the same version from before health requests would take this one for an empty document:
+    # only a report with its checks is one.
+    return result if isinstance(result, dict) and isinstance(result.get("checks"), list) else None
 
 
 def _ask(request: dict[str, Any], timeout: float | None) -> bytes:
