@@ -42,6 +42,10 @@ MASKED_UNITS = (
     # the serial console keep theirs), and starting them took 15-25 s of a TCG boot
     "getty-static.service",
 )
+# Enabled in Debian's packaging, but the engine starts them only when a state asks for them (vpn.py: charon
+# runs only on a router with IPsec); at every boot charon and swanctl loading their plugins took 24-27 s under TCG.
+DISABLED_UNITS = ("strongswan.service",)
+PRESET = Path("etc/systemd/system-preset/00-vr.preset")
 # systemd 257.13's ssh generator (sshd on AF_VSOCK, for hosts that offer it) fails on every boot where the VM
 # has the vsock module but no vsock CID ("Failed to query local AF_VSOCK CID"); routers use sshd on port 3922.
 MASKED_GENERATORS = ("systemd-ssh-generator",)
@@ -87,7 +91,23 @@ def configure(root: Path, config: TemplateConfig, source: OurRepository) -> None
     _install(FILES / "vr-esp", root / "etc/initramfs/post-update.d/vr-esp", 0o755)
     _install(FILES / "vr-kernel", root / "usr/local/sbin/vr-kernel", 0o755)
     run(["systemctl", f"--root={root}", "mask", *MASKED_UNITS])
+    run(["systemctl", f"--root={root}", "disable", *DISABLED_UNITS])
     _mask_generators(root)
+    write_file(root / PRESET, render("vr.preset.j2", enabled=enabled_units(root)))
+
+
+def enabled_units(root: Path) -> list[str]:
+    """The preset lines of the units the build left enabled (its .wants links; masked ones left out)."""
+    units = root / "etc/systemd/system"
+    masked = {link.name for link in units.iterdir() if link.is_symlink() and os.readlink(link) == "/dev/null"}
+    return sorted({_preset_line(link.name) for link in units.glob("*.wants/*") if link.name not in masked})
+
+
+def _preset_line(name: str) -> str:
+    """"getty@tty1.service" -> "getty@.service tty1" (a preset names an instance so); others as they are."""
+    stem, _, suffix = name.rpartition(".")
+    template, _, instance = stem.partition("@")
+    return f"{template}@.{suffix} {instance}" if instance else name
 
 
 def _mask_generators(root: Path) -> None:

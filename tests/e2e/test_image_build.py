@@ -81,6 +81,10 @@ def test_rootfs_is_set_up_as_a_router_with_nothing_per_machine(template):
     for unit in ("apt-daily.timer", "apt-daily-upgrade.timer", "getty-static.service"):
         assert (root / "etc/systemd/system" / unit).readlink().as_posix() == "/dev/null"
     assert (root / "etc/systemd/system/multi-user.target.wants/vr-boot.service").is_symlink()
+    # the engine starts charon when a state has IPsec; the first boot enables nothing the build did not
+    assert not (root / "etc/systemd/system/multi-user.target.wants/strongswan.service").exists()
+    preset = (root / "etc/systemd/system-preset/00-vr.preset").read_text().splitlines()
+    assert "enable vr-boot.service" in preset and preset[-1] == "disable *"
     stamp = f"TIMESTAMP_NSEC={(root / 'usr').stat().st_mtime_ns}\n"
     assert all((root / f / ".updated").read_text().endswith(stamp) for f in ("etc", "var"))  # no ldconfig at boot
     (boot_pyc,) = (root / "opt/vr/lib/vr/__pycache__").glob("boot.*.pyc")  # no engine compile at first boot

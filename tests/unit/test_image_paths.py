@@ -1,5 +1,6 @@
 """Modes of what the build creates do not follow the umask: a build under umask 0077 must give the same
-rootfs (and an apt cache the download user can use)."""
+rootfs (and an apt cache the download user can use). And the first boot's preset, read from the links the
+build made."""
 
 import os
 import stat
@@ -45,3 +46,16 @@ def test_router_set_up_under_umask_0077_makes_world_readable_folders(tmp_path, s
         assert mode(root / folder) == 0o755, folder
     assert mode(root / "etc/initramfs/post-update.d/vr-esp") == 0o755
     assert mode(root / "etc/systemd/system/sshd-keygen.service.d/ed25519.conf") == 0o644
+
+
+def test_the_first_boot_preset_enables_exactly_what_the_build_enabled(tmp_path):
+    units = tmp_path / "etc/systemd/system"
+    for wants, name in (("multi-user.target.wants", "dnsmasq.service"), ("getty.target.wants", "getty@tty1.service"),
+                        ("multi-user.target.wants", "keepalived.service")):
+        make_dirs(units / wants)
+        (units / wants / name).symlink_to(f"/usr/lib/systemd/system/{name}")
+    (units / "keepalived.service").symlink_to("/dev/null")  # masked: no preset may enable it
+    assert router.enabled_units(tmp_path) == ["dnsmasq.service", "getty@.service tty1"]
+    preset = router.render("vr.preset.j2", enabled=router.enabled_units(tmp_path)).splitlines()
+    assert [line for line in preset if not line.startswith("#")] == [
+        "enable dnsmasq.service", "enable getty@.service tty1", "disable *"]
