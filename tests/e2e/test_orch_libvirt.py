@@ -2,12 +2,14 @@
 bad input refused whole; a router booted (TCG) from an overlay over the template's qcow2 in a storage pool,
 its boot parameters over fw_cfg, full replay, DHCP and a port forward for a VM; a second guest network
 hot-plugged, used and unplugged live; stop, start and destroy. Then a router on a "remote" host: libvirt
-reached over qemu+ssh through an sshd in the host namespace, the router through that host (jump).
-Tests run in file order, one VM at a time.
+reached over qemu+ssh through an sshd in the host namespace, the router through that host (jump): that one
+boots in a thread alongside the first router (two TCG domains at once), and its test at the end checks it.
+Tests run in file order.
 """
 
 import os
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -37,6 +39,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 PREFIX = f"hlv{os.getpid() % 10000}"
 HOST = f"{PREFIX}hv"
 ROUTER = f"{PREFIX}r1"
+REMOTE_ROUTER = f"{PREFIX}r2"
 SECOND_BRIDGE = f"{PREFIX}g2"
 URI = "qemu:///system"
 
@@ -103,7 +106,8 @@ def test_bad_input_is_refused_with_one_error_and_nothing_left_behind(libvirt_lab
     assert list(manager.config.libvirt_pool_dir.iterdir()) == []
 
 
-def test_a_router_boots_over_fw_cfg_replays_and_serves_dhcp_and_a_port_forward(libvirt_lab):
+def test_a_router_boots_over_fw_cfg_replays_and_serves_dhcp_and_a_port_forward(libvirt_lab, remote_boot):
+    """remote_boot: the remote host's router boots meanwhile."""
     manager, lab = libvirt_lab
     lab.create_router(ROUTER, deployer="libvirt")
     xml = _domain_xml(ROUTER)
@@ -200,19 +204,29 @@ def remote_host(libvirt_lab, tmp_path_factory):
                 sshd.wait()
 
 
-def test_a_router_on_a_remote_host_is_made_there_and_reached_through_it(remote_host):
+@pytest.fixture(scope="module")
+def remote_boot(remote_host):
+    """The remote host's router made there, and its start (boot, wait, replay) begun in a thread; yields
+    (router, the start's future)."""
+    remote, uri, _ = remote_host
+    ensure_bridge(HOST, f"g-{REMOTE_ROUTER}")  # a remote host's bridges are its own
+    router = remote.create(REMOTE_ROUTER, [Network("eth1", f"g-{REMOTE_ROUTER}")], deployer="libvirt", host=uri)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="remote-boot") as pool:
+        started: Future = pool.submit(remote.start, REMOTE_ROUTER)
+        yield router, started
+
+
+def test_a_router_on_a_remote_host_is_made_there_and_reached_through_it(remote_host, remote_boot):
     remote, uri, management = remote_host
-    name = f"{PREFIX}r2"
-    ensure_bridge(HOST, f"g-{name}")  # a remote host's bridges are its own
-    router = remote.create(name, [Network("eth1", f"g-{name}")], deployer="libvirt", host=uri)
+    router, started = remote_boot
     assert router.jump_host == f"root@{HYPERVISOR_IP}"
-    assert remote.store.router(name).settings["host"] == uri
+    assert remote.store.router(REMOTE_ROUTER).settings["host"] == uri
     unreachable = run(["ping", "-c", "1", "-W", "1", router.control_address], ns=management, check=False)
     assert unreachable.returncode != 0, "the management namespace must reach routers only through their host"
-    assert remote.start(name).ok
-    assert remote.query(name, Query.HEALTH)["ok"]
-    remote.destroy(name)
-    assert name not in _defined_domains()
+    assert started.result().ok
+    assert remote.query(REMOTE_ROUTER, Query.HEALTH)["ok"]
+    remote.destroy(REMOTE_ROUTER)
+    assert REMOTE_ROUTER not in _defined_domains()
 
 
 def _defined_domains():
