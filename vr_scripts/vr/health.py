@@ -106,7 +106,7 @@ def run_checks(
     running: Mapping[str, bool],
     state: RouterState,
     live: Mapping[str, int] | None,
-    memo: Memo | None = None,
+    memo: Memo,
 ) -> list[Check]:
     checks = [service_check(name, running[name]) for name, needed in needed_services(state).items() if needed]
     down = {c.name for c in checks if c.status != OK}
@@ -122,7 +122,7 @@ def run_checks(
     if state.vpn_gateways and vpn.SERVICE not in down:
         checks += [Check(f"vpn {name}", status, message) for name, status, message in vpn.tunnel_status(layout, state)]
     checks += [
-        nftables_check(layout, state, live, memo or Memo()),
+        nftables_check(layout, state, live, memo),
         last_apply_check(layout),
         disk_check(layout),
         memory_check(),

@@ -118,7 +118,7 @@ def apply_outcome(summary: Mapping[str, Any]) -> str:
 def collect(layout: Layout, services: Services, state: RouterState, apply_log: ApplyLog) -> list[Family]:
     """Every family, read now."""
     live = health.live_counts()
-    checks = health.run_checks(layout, health.running_services(services, state), state, live)
+    checks = health.run_checks(layout, health.running_services(services, state), state, live, health.Memo())
     families = [
         Family("vr_info", "gauge", "The engine's version", ("version",)).add(1, __version__),
         Family("vr_health_ok", "gauge", "1 if no health check fails").add(int(all(c.status != health.FAIL
