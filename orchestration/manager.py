@@ -519,10 +519,19 @@ class Manager:
         log.info("router %s: full replay in %.2fs: %s", name, time.monotonic() - started, outcome.error or "ok")
         if not outcome.ok:
             raise ReplayFailed(f"router {name}: replay failed: {outcome.error}")
-        health = self.query(name, Query.HEALTH)
+        health = self._healthy_within(name, self.config.replay_health_wait)
         if not health.get("ok"):
             raise ReplayFailed(f"router {name}: unhealthy after replay: {'; '.join(health.get('problems', []))}")
         return outcome
+
+    def _healthy_within(self, name: str, wait: float) -> dict[str, Any]:
+        """The router's health once it is ok, or its last answer after `wait` seconds: dnsmasq binds a
+        new address when the kernel announces it, so a router just booted answers a moment after its apply."""
+        deadline = time.monotonic() + wait
+        while not (health := self.query(name, Query.HEALTH)).get("ok") and time.monotonic() < deadline:
+            log.info("router %s: not yet healthy after replay: %s", name, "; ".join(health.get("problems", [])))
+            time.sleep(1.0)
+        return health
 
     def query(self, name: str, query: Query) -> dict[str, Any]:
         return self.resource.query(name, query)

@@ -58,6 +58,9 @@ SETTINGS = Table(
                 0, count),
         Setting("upgrade_probe_timeout", "seconds one probe waits for its answer; a slower answer counts as none",
                 1.0, number),
+        Setting("replay_health_wait", "seconds a router just replayed may take to pass its health checks (a booting "
+                "router's daemons bind their addresses a little late); still unhealthy then fails the replay",
+                30.0, number),
     ],
     env_prefix="VRPIPE_",
 )
@@ -83,6 +86,7 @@ class ManagerConfig:
     upgrade_probe_outage: float = 2.0
     upgrade_probe_flushes: int = 0
     upgrade_probe_timeout: float = 1.0
+    replay_health_wait: float = 30.0
     ssh: SshOptions = field(default_factory=SshOptions)
     resolved: Resolved | None = field(default=None, compare=False, repr=False)
 

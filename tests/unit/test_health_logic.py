@@ -6,7 +6,7 @@ import socket
 import struct
 
 import pytest
-from vr import health, metrics
+from vr import health, metrics, services
 
 from orchestration.cli import main as cli_main
 from orchestration.deployers.hostnet import control_address
@@ -133,3 +133,10 @@ def test_vrpipe_watch_on_an_empty_store_ends_after_its_rounds(tmp_path, capsys):
     with pytest.raises(SystemExit) as refused:
         cli_main(["--state-dir", str(tmp_path), "watch", "--interval", "0"])
     assert refused.value.code == 2 and "'0' is not a number of seconds above 0" in capsys.readouterr().err
+
+
+def test_a_unit_reloading_counts_as_active_as_systemctls_exit_status_has_it(monkeypatch):
+    printed = "active\nreloading\nfailed\ninactive\n"
+    monkeypatch.setattr(services, "run", lambda argv, check=True: printed)
+    up = services.SystemdServices(None).active(["haproxy", "dnsmasq", "vr-metadata", "strongswan"])
+    assert up == {"haproxy": True, "dnsmasq": True, "vr-metadata": False, "strongswan": False}

@@ -30,6 +30,8 @@ class Services(Protocol):
     def reload(self, name: str) -> str: ...
 
 
+# what `systemctl is-active` prints for a unit its exit status counts as active
+UP_STATES = ("active", "reloading", "refreshing")
 PAST = {"start": "started", "stop": "stopped", "restart": "restarted", "reload": "reloaded"}
 
 
@@ -43,11 +45,12 @@ class SystemdServices:
         return succeeds(["systemctl", "is-active", "--quiet", f"{name}.service"])
 
     def active(self, names: Sequence[str]) -> dict[str, bool]:
-        """Each unit's state from one systemctl run (it prints a line per unit, exit status aside)."""
+        """Each unit's state from one systemctl run (it prints a line per unit, exit status aside); a unit
+        reloading counts as active, as is_active's exit status has it."""
         if not names:
             return {}
         lines = run(["systemctl", "is-active", *(f"{n}.service" for n in names)], check=False).split()
-        return {name: index < len(lines) and lines[index] == "active" for index, name in enumerate(names)}
+        return {name: index < len(lines) and lines[index] in UP_STATES for index, name in enumerate(names)}
 
     def _systemctl(self, verb: str, name: str) -> str:
         try:
