@@ -42,9 +42,10 @@ MASKED_UNITS = (
     # the serial console keep theirs), and starting them took 15-25 s of a TCG boot
     "getty-static.service",
 )
-# Enabled in Debian's packaging, but the engine starts them only when a state asks for them (vpn.py: charon
-# runs only on a router with IPsec); at every boot charon and swanctl loading their plugins took 24-27 s under TCG.
-DISABLED_UNITS = ("strongswan.service",)
+# Enabled in Debian's packaging, but the engine starts them only when a state asks for them (dnsmasq for guest
+# networks, haproxy for load balancers, charon for IPsec): started at every boot besides, Debian's dnsmasq
+# answered DNS with its own defaults until the state's apply, and the three took 15-32 s each of a TCG boot.
+DISABLED_UNITS = ("dnsmasq.service", "haproxy.service", "strongswan.service")
 PRESET = Path("etc/systemd/system-preset/00-vr.preset")
 # systemd 257.13's ssh generator (sshd on AF_VSOCK, for hosts that offer it) fails on every boot where the VM
 # has the vsock module but no vsock CID ("Failed to query local AF_VSOCK CID"); routers use sshd on port 3922.

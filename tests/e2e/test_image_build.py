@@ -81,9 +81,11 @@ def test_rootfs_is_set_up_as_a_router_with_nothing_per_machine(template):
     for unit in ("apt-daily.timer", "apt-daily-upgrade.timer", "getty-static.service"):
         assert (root / "etc/systemd/system" / unit).readlink().as_posix() == "/dev/null"
     assert (root / "etc/systemd/system/multi-user.target.wants/vr-boot.service").is_symlink()
-    # the engine starts charon when a state has IPsec; the first boot enables nothing the build did not
-    assert not (root / "etc/systemd/system/multi-user.target.wants/strongswan.service").exists()
+    # the engine starts the services a state asks for; the first boot enables nothing the build did not
     preset = (root / "etc/systemd/system-preset/00-vr.preset").read_text().splitlines()
+    for unit in ("dnsmasq.service", "haproxy.service", "vr-metadata.service", "strongswan.service"):
+        assert not (root / "etc/systemd/system/multi-user.target.wants" / unit).exists(), unit
+        assert f"enable {unit}" not in preset, unit
     assert "enable vr-boot.service" in preset and preset[-1] == "disable *"
     stamp = f"TIMESTAMP_NSEC={(root / 'usr').stat().st_mtime_ns}\n"
     assert all((root / f / ".updated").read_text().endswith(stamp) for f in ("etc", "var"))  # no ldconfig at boot
