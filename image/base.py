@@ -1,8 +1,8 @@
 """The Debian base layer of the rootfs: minbase, the boot packages and the Debian packages ours depend on,
 installed by mmdebstrap and kept as a tarball in the cache (build/cache/debs/layers), keyed by suite,
-package set and the version and archive priority of every package in it (mmdebstrap picks minbase's
-packages by the archive's priorities, which may differ from the .debs'). A build whose Debian packages are
-unchanged restores it in seconds and installs only our packages on top (rootfs.install_ours).
+package set, the initramfs settings and the version and archive priority of every package in it
+(mmdebstrap picks minbase's packages by the archive's priorities, which may differ from the .debs'). A
+build whose Debian packages are unchanged restores it in seconds and installs only our packages on top (rootfs.install_ours).
 """
 
 import hashlib
@@ -21,7 +21,7 @@ from .config import TemplateConfig
 from .manifest import installed_packages
 from .paths import make_dirs, write_file
 from .render import render
-from .rootfs import BOOT_PACKAGES, DPKG_FILTERS, clamp_times, initramfs_settings, pack
+from .rootfs import BOOT_PACKAGES, DPKG_FILTERS, clamp_times, initramfs_files, initramfs_settings, pack
 
 OURS = (*contract.PACKAGES, contract.KEYRING_PACKAGE)
 KEEP = 3  # layers kept per suite: the newest ones
@@ -39,7 +39,9 @@ class Layer:
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(json.dumps([self.suite, self.packages, self.versions]).encode()).hexdigest()[:16]
+        """The packages' versions and the initramfs settings: the layer's initrd is made from both."""
+        made_from = [self.suite, self.packages, self.versions, sorted(initramfs_files().items())]
+        return hashlib.sha256(json.dumps(made_from).encode()).hexdigest()[:16]
 
 
 def package_set(our_index: str) -> tuple[str, ...]:

@@ -121,15 +121,16 @@ def _mask_generators(root: Path) -> None:
 
 
 def forget_build(root: Path) -> None:
-    """Remove what the build made that must be per router; systemd makes machine-id at first boot."""
+    """Remove what the build made that must be per router; systemd makes machine-id at boot."""
     for pattern in BUILD_LEFTOVERS:
         for path in sorted(root.glob(pattern)):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             else:
                 path.unlink()
-    # "uninitialized" tells systemd this is a first boot, so it makes and commits a new machine-id.
-    write_file(root / "etc/machine-id", "uninitialized\n", mode=0o444)
+    # Empty: systemd makes a new machine-id at boot and commits it, without first-boot semantics ("uninitialized"
+    # would run preset-all, 4 s of a TCG boot, and the units with ConditionFirstBoot): the build's enablement holds.
+    write_file(root / "etc/machine-id", "", mode=0o444)
 
 
 def mark_updated(root: Path) -> None:

@@ -142,6 +142,8 @@ def test_vr_health_is_ok(router, applied):
 def test_first_boot_made_its_own_machine_id_and_one_ed25519_host_key(router):
     machine_id = router.ssh("cat", "/etc/machine-id").strip()
     assert len(machine_id) == 32 and machine_id != "uninitialized"
+    # committed to the disk, no longer systemd's transient bind mount: the next boot keeps it
+    assert router.ssh("sh", "-c", "findmnt --noheadings /etc/machine-id || true").strip() == ""
     keys = router.ssh("sh", "-c", "ls /etc/ssh | grep ^ssh_host_").split()
     assert keys == ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"]
 

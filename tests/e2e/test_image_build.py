@@ -74,7 +74,10 @@ def test_rootfs_is_set_up_as_a_router_with_nothing_per_machine(template):
     assert "-t ed25519" in keygen and "ssh-keygen -A" not in keygen
     assert not (root / "etc/systemd/system/ssh.service.d").exists()
     assert (root / "etc/systemd/system-generators/systemd-ssh-generator").readlink().as_posix() == "/dev/null"
-    assert (root / "etc/machine-id").read_text() == "uninitialized\n"
+    assert (root / "etc/machine-id").read_text() == ""  # a machine-id made at boot, without first-boot presets
+    initrd_hook = root / "etc/initramfs-tools/hooks/vr-router"
+    assert initrd_hook.stat().st_mode & 0o777 == 0o755 and "manual_add_modules virtio_pci " in initrd_hook.read_text()
+    assert (root / "usr/share/initramfs-tools/modules.d/vr-router").read_text() == "ext4\ncrc32c_generic\n"
     assert not (root / "var/lib/systemd/random-seed").exists()
     assert "\nroot:*:" in "\n" + (root / "etc/shadow").read_text()  # locked: no password
     assert "net.ipv4.ip_forward = 1" in (root / "etc/sysctl.d/90-vr-forwarding.conf").read_text()
