@@ -1,8 +1,9 @@
 """The Debian base layer of the rootfs: minbase, the boot packages and the Debian packages ours depend on,
 installed by mmdebstrap and kept as a tarball in the cache (build/cache/debs/layers), keyed by suite,
 package set, the initramfs settings and the version and archive priority of every package in it
-(mmdebstrap picks minbase's packages by the archive's priorities, which may differ from the .debs'). A
-build whose Debian packages are unchanged restores it in seconds and installs only our packages on top (rootfs.install_ours).
+(mmdebstrap picks minbase's packages by the archive's priorities, which may differ from the .debs').
+A build whose Debian packages are unchanged restores it in seconds and installs only our packages on top
+(rootfs.install_ours).
 """
 
 import hashlib
