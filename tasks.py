@@ -213,6 +213,14 @@ def bench_boot(c):
     _call("bench-boot", main, c.config.get("template"), c.config.get("repo"), root=True)
 
 
+@task
+def bench_build(c):
+    """A cold build (no base layer kept), a warm one (layer kept), then boot the warm one's qcow2 and raw."""
+    from image.build_bench import bench_build as main
+
+    _call("bench-build", main, c.config.get("template"), c.config.get("repo"), root=True)
+
+
 @task(
     help={
         "names": "comma-separated routers (default: all)",

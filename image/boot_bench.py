@@ -1,10 +1,11 @@
 """`invoke bench-boot`: boot the template's qcow2 and raw images one after the other (one VM at a time)
 and print each one's boot-to-ready time (qemu start to vr-boot's ready line), when SSH first answered
-(at most 2 s late: it is tried every 2 s), the five slowest units of
-`systemd-analyze blame` and any unit failure shown on the serial console.
+(at most 2 s late: it is tried every 2 s), the five slowest units of `systemd-analyze blame` and any unit
+failure shown on the serial console.
 """
 
 import time
+from pathlib import Path
 
 from repo.config import load as load_repo_config
 from vrpipe.errors import VrpipeError
@@ -25,26 +26,31 @@ def bench_boot(template_settings: dict | None, repo_settings: dict | None) -> bo
         raise VrpipeError(f"no finished template in {template.folder}", hint="run invoke build-template first")
     current = "current" if is_built(config, load_repo_config(repo_settings)) else "NOT current (other inputs)"
     print(f"bench-boot: {template.folder}, {current}")
-    folder = template.folder.parent / "bench-boot"
+    return None not in boot_images(template, template.folder.parent / "bench-boot").values()
+
+
+def boot_images(template: Template, folder: Path) -> dict[str, float | None]:
+    """Boot each of IMAGES, printing its figures; {suffix: seconds to ready, None if it did not boot}."""
     folder.mkdir(exist_ok=True)
     private, public = make_key(folder)
     accel = accelerator(template.kernel)
-    ok = True
+    ready: dict[str, float | None] = {}
     for suffix, fmt in IMAGES:
         params = router_params(public, f"bench-{suffix}")
         try:
             with booted(template.output(suffix), fmt, params, private, folder, accel=accel) as vm:
-                ready = time.monotonic()
+                at_ready = time.monotonic()
                 vm.wait_for_ssh()
-                ssh_s = vm.seconds_to_ready + time.monotonic() - ready
+                ssh_s = vm.seconds_to_ready + time.monotonic() - at_ready
                 # blame answers only once systemd has finished starting up
                 blame = vm.ssh("sh", "-c", "systemctl is-system-running --wait >/dev/null; systemd-analyze blame")
                 failures = console_failures(vm.serial.read_text(errors="replace"))
+                ready[suffix] = vm.seconds_to_ready
                 print(f"{suffix}: boot_ready_s={vm.seconds_to_ready:.1f} ssh_s={ssh_s:.1f} accel={accel}")
         except Exception as e:  # one image failing to boot is a result: report it, go on with the next
             print(f"{suffix}: did not boot: {e}")
-            ok = False
+            ready[suffix] = None
             continue
         print("  slowest units: " + ", ".join(" ".join(line.split()[::-1]) for line in blame.splitlines()[:5]))
         print(f"  console failures: {len(failures)}" + "".join(f"\n    {line}" for line in failures))
-    return ok
+    return ready
