@@ -24,6 +24,13 @@ def _database(value: Any) -> str:
     return url
 
 
+def _replay_wait(value: Any) -> float:
+    seconds = number(value)
+    if seconds > 600:
+        raise ValueError("give 0 to 600 seconds")
+    return seconds
+
+
 def _netns(value: Any) -> str | None:
     name = optional_text(value)
     if name and (len(name) > 64 or "/" in name or name in (".", "..")):
@@ -60,7 +67,7 @@ SETTINGS = Table(
                 1.0, number),
         Setting("replay_health_wait", "seconds a router just replayed may take to pass its health checks (a booting "
                 "router's daemons bind their addresses a little late); still unhealthy then fails the replay",
-                30.0, number),
+                30.0, _replay_wait),
     ],
     env_prefix="VRPIPE_",
 )

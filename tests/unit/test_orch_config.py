@@ -57,6 +57,8 @@ def test_settings_precedence_and_origins(tmp_path):
         ("accel", "hvf", "accel: .*not one of tcg, kvm"),
         ("lock_timeout", "-1", "lock_timeout: .*>= 0"),
         ("lock_timeout", "nan", "lock_timeout"),
+        ("replay_health_wait", "1e308", "replay_health_wait: .*0 to 600 seconds"),
+        ("replay_health_wait", "-0.5", "replay_health_wait: .*>= 0"),
         ("host_netns", "a\nb", "host_netns: .*control characters"),
         ("rootfs", "/x\x1b[31m", "rootfs: .*control characters"),
         ("host_netns", "../etc", "host_netns: .*namespace"),
