@@ -138,5 +138,5 @@ def test_vrpipe_watch_on_an_empty_store_ends_after_its_rounds(tmp_path, capsys):
 def test_a_unit_reloading_counts_as_active_as_systemctls_exit_status_has_it(monkeypatch):
     printed = "active\nreloading\nfailed\ninactive\n"
     monkeypatch.setattr(services, "run", lambda argv, check=True: printed)
-    up = services.SystemdServices(None).active(["haproxy", "dnsmasq", "vr-metadata", "strongswan"])
+    up = services.SystemdServices().active(["haproxy", "dnsmasq", "vr-metadata", "strongswan"])
     assert up == {"haproxy": True, "dnsmasq": True, "vr-metadata": False, "strongswan": False}

@@ -178,6 +178,7 @@ def serve(layout: Layout, port: int) -> None:
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
     for thread in threads:
         thread.start()
+    notify("READY=1")  # Type=notify: `systemctl start` returns once every address listens
     log.info("serving metadata on %s port %d", ", ".join(store.current()["listen"]) or "nothing", port)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

@@ -3,7 +3,6 @@ service: through systemd on a router, or as plain processes with pid files under
 tests run several routers as network namespaces on one machine (VR_SERVICES=process).
 """
 
-import contextlib
 import json
 import os
 import signal
@@ -38,9 +37,6 @@ PAST = {"start": "started", "stop": "stopped", "restart": "restarted", "reload":
 class SystemdServices:
     """On a router: systemd units. Debian's dnsmasq unit reloads with SIGHUP, haproxy's with a seamless USR2."""
 
-    def __init__(self, layout: Layout) -> None:
-        self.layout = layout
-
     def is_active(self, name: str) -> bool:
         return succeeds(["systemctl", "is-active", "--quiet", f"{name}.service"])
 
@@ -62,11 +58,6 @@ class SystemdServices:
             # up on that file ("unavailable resources") although the daemon is fine. One more try, once.
             time.sleep(1)
             run(["systemctl", verb, f"{name}.service"])
-        if name == "vr-metadata" and verb in ("start", "restart"):
-            # systemd reports a simple service started before it binds: wait a little, so the apply's health
-            # gate sees it answer; a slower start (a TCG VM) is the health check's to name, not an apply failure
-            with contextlib.suppress(OSError):
-                _wait_listening(self.layout)
         return PAST[verb]
 
     def start(self, name: str) -> str:
@@ -184,4 +175,4 @@ def for_layout(layout: Layout) -> Services:
     kind = os.environ.get("VR_SERVICES", "systemd")
     if kind not in ("systemd", "process"):
         raise ValueError(f"VR_SERVICES={kind!r}: must be systemd or process")
-    return ProcessServices(layout) if kind == "process" else SystemdServices(layout)
+    return ProcessServices(layout) if kind == "process" else SystemdServices()
