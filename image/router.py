@@ -41,12 +41,36 @@ MASKED_UNITS = (
     # gettys on tty2-tty6 for machines without logind: nobody logs in on a router's VGA consoles (tty1 and
     # the serial console keep theirs), and starting them took 15-25 s of a TCG boot
     "getty-static.service",
+    # Kernel interfaces a router never uses (debug and trace file systems, FUSE, configfs, huge pages, binfmt,
+    # DRM, EFI pstore, udev rules from credentials; static nodes for modules not loaded: /dev/fuse,
+    # /dev/net/tun...). Each unit starts at the same instant of early boot, and on a TCG boot's one vCPU
+    # each took 3-4 s; kmod-static-nodes was on the way to vr-boot.
+    "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount",
+    "sys-fs-fuse-connections.mount",
+    "sys-kernel-config.mount",
+    "dev-hugepages.mount",
+    "proc-sys-fs-binfmt_misc.automount",
+    "systemd-binfmt.service",
+    "kmod-static-nodes.service",
+    "systemd-udev-load-credentials.service",
+    "modprobe@drm.service",
+    "modprobe@fuse.service",
+    "modprobe@configfs.service",
+    "modprobe@efi_pstore.service",
 )
 # Enabled in Debian's packaging, but the engine starts them only when a state asks for them (dnsmasq for guest
 # networks, haproxy for load balancers, charon for IPsec): started at every boot besides, Debian's dnsmasq
 # answered DNS with its own defaults until the state's apply, and the three took 15-32 s each of a TCG boot.
 DISABLED_UNITS = ("dnsmasq.service", "haproxy.service", "strongswan.service")
 PRESET = Path("etc/systemd/system-preset/00-vr.preset")
+# udev loaded these for the devices of qemu's PC (floppy, parallel port, PC speaker, SMBus, PS/2 mouse, VGA
+# frame buffer) and the CPU (nested KVM, frequency scaling): 15 s of a TCG boot, and delaying the units ordered
+# after network-online.target (dnsmasq, haproxy). Disk and NIC drivers stay (some hypervisors' disks are IDE).
+BLACKLISTED_MODULES = (
+    "floppy", "parport", "parport_pc", "ppdev", "lp", "pcspkr", "i2c_piix4", "psmouse", "serio_raw", "vga16fb",
+    "kvm", "kvm_amd", "kvm_intel", "powernow_k8", "sg",
+)
 # systemd 257.13's ssh generator (sshd on AF_VSOCK, for hosts that offer it) fails on every boot where the VM
 # has the vsock module but no vsock CID ("Failed to query local AF_VSOCK CID"); routers use sshd on port 3922.
 MASKED_GENERATORS = ("systemd-ssh-generator",)
@@ -81,6 +105,7 @@ def configure(root: Path, config: TemplateConfig, source: OurRepository) -> None
         "etc/ssh/sshd_config.d/vr.conf": render("sshd-vr.conf.j2", port=SSH_PORT, host_key=HOST_KEY),
         "etc/systemd/system/sshd-keygen.service.d/ed25519.conf": render("sshd-keygen-ed25519.conf.j2", key=HOST_KEY),
         "etc/sysctl.d/90-vr-forwarding.conf": render("sysctl-vr.conf.j2"),
+        "etc/modprobe.d/vr-router.conf": render("modprobe-vr.conf.j2", modules=BLACKLISTED_MODULES),
         "etc/apt/apt.conf.d/10vr-no-periodic": render("no-periodic-apt.conf.j2"),
         "etc/fstab": render("fstab.j2", esp_label=ESP_LABEL),
         "etc/hosts": render("hosts.j2"),

@@ -134,6 +134,12 @@ def test_ssh_dnsmasq_and_metadata_are_active_and_nothing_failed(router, applied)
     assert router.ssh("systemctl", "--failed", "--no-legend", "--plain").strip() == ""
 
 
+def test_no_driver_for_the_emulated_pcs_legacy_devices_is_loaded(router):
+    loaded = {line.split()[0] for line in router.ssh("cat", "/proc/modules").splitlines()}
+    assert loaded.isdisjoint({"floppy", "parport_pc", "pcspkr", "kvm", "i2c_piix4"}), sorted(loaded)
+    assert "virtio_net" in loaded  # the NIC drivers still load
+
+
 def test_vr_health_is_ok(router, applied):
     health = json.loads(router.ssh("/opt/vr/bin/vr-health"))
     assert health["ok"], health

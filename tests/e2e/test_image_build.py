@@ -80,8 +80,10 @@ def test_rootfs_is_set_up_as_a_router_with_nothing_per_machine(template):
     assert (root / "usr/share/initramfs-tools/modules.d/vr-router").read_text() == "ext4\ncrc32c_generic\n"
     assert not (root / "var/lib/systemd/random-seed").exists()
     assert "\nroot:*:" in "\n" + (root / "etc/shadow").read_text()  # locked: no password
+    assert "blacklist floppy\n" in (root / "etc/modprobe.d/vr-router.conf").read_text()
     assert "net.ipv4.ip_forward = 1" in (root / "etc/sysctl.d/90-vr-forwarding.conf").read_text()
-    for unit in ("apt-daily.timer", "apt-daily-upgrade.timer", "getty-static.service"):
+    for unit in ("apt-daily.timer", "apt-daily-upgrade.timer", "getty-static.service", "kmod-static-nodes.service",
+                 "modprobe@drm.service", "sys-kernel-debug.mount"):
         assert (root / "etc/systemd/system" / unit).readlink().as_posix() == "/dev/null"
     assert (root / "etc/systemd/system/multi-user.target.wants/vr-boot.service").is_symlink()
     # the engine starts the services a state asks for; the first boot enables nothing the build did not

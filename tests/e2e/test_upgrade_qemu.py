@@ -2,7 +2,8 @@
 container routers: the new version runs, and traffic through its port forward and load balancer never
 fails while it upgrades. A new kernel is booted once as a trial: one that comes up healthy becomes the
 default, one that cannot boot (its initrd broken) panics and the router comes back on its previous kernel by
-itself. (Slow: the VM boots in about a minute, each time.)
+itself. Both tests share one lab and its VM router, in this order. (Slow: the VM boots in about a minute,
+each time.)
 """
 
 import pytest
@@ -19,24 +20,30 @@ from .upgrade_fixtures import publish_version, upgrade_lab, version
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def test_a_vm_router_is_upgraded_in_place_without_dropping_traffic(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("upgrade-qemu")
-    with upgrade_lab(tmp, ["q1"], tag="q", deployer="qemu", image=router_image()) as lab:
-        publish_version(lab.repo, version(1))
-        with traffic(lab.lab.public, 1, lab.vms["q1"]) as counts:
-            # Under TCG (about ten times slower than KVM) the new vr-metadata, started by vr-scripts' postinst
-            # while vr-engine, vr-metrics and dpkg share the one vCPU, answered only after 8.4-35 s (its requests
-            # wait on the socket systemd keeps, none is refused), past the 2 s default that fits containers and
-            # KVM: this VM gets 60 s. The traffic through the router is what must not drop.
-            config = lab.config(probes=ProbePolicy(outage=60.0))
-            report = upgrade_fleet(lab.manager, ["q1"], config, RolloutPolicy())
-        print(f"\ntraffic during the upgrade of the VM router: {counts}")
-        assert report.ok, [o.line() for o in report.outcomes]
-        assert lab.versions("q1") == {"vr-base": version(1), "vr-scripts": version(1)}
-        assert lab.health("q1")["version"] == version(1)
-        assert counts["failed_connections"] == 0 and counts["lost_pings"] <= 1, counts
-        vm = lab.vms["q1"]
-        assert [a.split(" from ")[0] for a in lab.forwards(1)] == [vm.name, vm.name]
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """One VM router q1 (booting a VM under TCG takes a minute): upgraded first, then rebooted."""
+    with upgrade_lab(tmp_path_factory.mktemp("upgrade-qemu"), ["q1"], tag="q", deployer="qemu",
+                     image=router_image()) as lab:
+        yield lab
+
+
+def test_a_vm_router_is_upgraded_in_place_without_dropping_traffic(lab):
+    publish_version(lab.repo, version(1))
+    with traffic(lab.lab.public, 1, lab.vms["q1"]) as counts:
+        # Under TCG (about ten times slower than KVM) the new vr-metadata, started by vr-scripts' postinst
+        # while vr-engine, vr-metrics and dpkg share the one vCPU, answered only after 8.4-35 s (its requests
+        # wait on the socket systemd keeps, none is refused), past the 2 s default that fits containers and
+        # KVM: this VM gets 60 s. The traffic through the router is what must not drop.
+        config = lab.config(probes=ProbePolicy(outage=60.0))
+        report = upgrade_fleet(lab.manager, ["q1"], config, RolloutPolicy())
+    print(f"\ntraffic during the upgrade of the VM router: {counts}")
+    assert report.ok, [o.line() for o in report.outcomes]
+    assert lab.versions("q1") == {"vr-base": version(1), "vr-scripts": version(1)}
+    assert lab.health("q1")["version"] == version(1)
+    assert counts["failed_connections"] == 0 and counts["lost_pings"] <= 1, counts
+    vm = lab.vms["q1"]
+    assert [a.split(" from ")[0] for a in lab.forwards(1)] == [vm.name, vm.name]
 
 
 HOOK = "/etc/initramfs/post-update.d/vr-esp"  # what a kernel package's new initrd runs (image/files/vr-esp)
@@ -56,28 +63,26 @@ def new_kernel(lab, name, initrd=None):
         lab.execute(name, ["ln", "-sfn", real, "/initrd.img"])
 
 
-def test_a_new_kernel_is_tried_once_and_one_that_cannot_boot_falls_back_by_itself(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("kernel-qemu")
-    with upgrade_lab(tmp, ["q1"], tag="k", deployer="qemu", image=router_image()) as lab:
-        release = lab.execute("q1", ["uname", "-r"]).strip()
-        new_kernel(lab, "q1")
-        outcomes, stopped = reboot_fleet(lab.manager, ["q1"], "1", 180.0, print)
-        (good,) = outcomes
-        print(f"\n{good.line()}")
-        assert good.status == "rebooted" and stopped is None, good.line()
-        assert good.kernel == f"{release} (new, now the default)", good.kernel
-        assert "vr.trial=1" in lab.execute("q1", ["cat", "/proc/cmdline"])  # it booted the trial pair
+def test_a_new_kernel_is_tried_once_and_one_that_cannot_boot_falls_back_by_itself(lab):
+    release = lab.execute("q1", ["uname", "-r"]).strip()
+    new_kernel(lab, "q1")
+    outcomes, stopped = reboot_fleet(lab.manager, ["q1"], "1", 180.0, print)
+    (good,) = outcomes
+    print(f"\n{good.line()}")
+    assert good.status == "rebooted" and stopped is None, good.line()
+    assert good.kernel == f"{release} (new, now the default)", good.kernel
+    assert "vr.trial=1" in lab.execute("q1", ["cat", "/proc/cmdline"])  # it booted the trial pair
 
-        # an initrd the kernel cannot unpack: no root, a panic, panic=10 reboots into the previous pair
-        new_kernel(lab, "q1", initrd=b"not an initrd\n" * 64)
-        outcomes, stopped = reboot_fleet(lab.manager, ["q1"], "1", 180.0, print)
-        (fell_back,) = outcomes
-        print(f"{fell_back.line()}\nthe router came back by itself in {fell_back.seconds:.0f}s")
-        assert fell_back.status == "failed" and stopped, fell_back.line()
-        assert f"the router booted its previous kernel {release} by itself" in fell_back.error, fell_back.error
-        assert "vr.trial=1" not in lab.execute("q1", ["cat", "/proc/cmdline"])
-        console = (lab.manager.config.state_dir / "vms" / "q1" / "console.log").read_text(errors="replace")
-        assert "Kernel panic" in console, console[-2000:]
-        assert lab.health("q1")["ok"]
-        vm = lab.vms["q1"]
-        assert [a.split(" from ")[0] for a in lab.forwards(1)] == [vm.name, vm.name]
+    # an initrd the kernel cannot unpack: no root, a panic, panic=10 reboots into the previous pair
+    new_kernel(lab, "q1", initrd=b"not an initrd\n" * 64)
+    outcomes, stopped = reboot_fleet(lab.manager, ["q1"], "1", 180.0, print)
+    (fell_back,) = outcomes
+    print(f"{fell_back.line()}\nthe router came back by itself in {fell_back.seconds:.0f}s")
+    assert fell_back.status == "failed" and stopped, fell_back.line()
+    assert f"the router booted its previous kernel {release} by itself" in fell_back.error, fell_back.error
+    assert "vr.trial=1" not in lab.execute("q1", ["cat", "/proc/cmdline"])
+    console = (lab.manager.config.state_dir / "vms" / "q1" / "console.log").read_text(errors="replace")
+    assert "Kernel panic" in console, console[-2000:]
+    assert lab.health("q1")["ok"]
+    vm = lab.vms["q1"]
+    assert [a.split(" from ")[0] for a in lab.forwards(1)] == [vm.name, vm.name]

@@ -31,12 +31,15 @@ KERNEL_CMDLINE = Path("proc/cmdline")
 CMDLINE_PREFIX = "vr."
 READY = Path("run/vr/ready")
 BOOT_JSON = Path("run/vr/boot.json")
-VR_APPLY = Path(__file__).resolve().parents[2] / "bin" / "vr-apply"
 
 HOSTNAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")  # all four: fullmatch
 INTERFACE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 ROLE = re.compile(r"[a-z][a-z0-9-]{0,31}")
 KEY_LINE = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( [^\n]*)?")
+
+
+class ReapplyFailed(RuntimeError):
+    """The persisted state could not be applied at boot; the previous files and rules were put back."""
 
 
 class BadParams(ValueError):
@@ -160,10 +163,15 @@ def configure_system(params: BootParams) -> None:
 
 
 def reapply(layout: Layout) -> None:
-    """Re-apply the persisted state, if this router has one (vr-apply exits non-zero when that fails)."""
+    """Re-apply the persisted state, if this router has one, in this process: no resident engine runs yet,
+    and a second interpreter loading the engine cost seconds of a TCG boot."""
     if layout.state.exists():
-        result = run([str(VR_APPLY), "--reapply"], timeout=600)
-        print(f"vr-boot: re-applied the persisted state: {result.strip()}", flush=True)
+        from . import cli
+
+        result = cli.reapply(layout)
+        print(f"vr-boot: re-applied the persisted state: {json.dumps(result, indent=1)}", flush=True)
+        if not result["ok"]:
+            raise ReapplyFailed(f"the persisted state was not re-applied: {json.dumps(result.get('failed'))}")
 
 
 def mark_ready(root: Path, params: BootParams | None) -> None:
@@ -190,7 +198,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="vr-boot: %(message)s")
     try:
         boot(Path(os.environ.get("VR_ROOT", "/")))
-    except (BadParams, CommandFailed, OSError) as e:
+    except (BadParams, CommandFailed, ReapplyFailed, OSError) as e:
         print(f"vr-boot: failed: {e}", file=sys.stderr, flush=True)
         return 1
     return 0

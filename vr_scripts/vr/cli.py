@@ -74,6 +74,16 @@ def apply_document(data: Any) -> int:
     return _finish(result)
 
 
+def reapply(layout: Layout) -> dict[str, Any]:
+    """Re-apply the persisted state in this process, noted in the apply log (vr-apply --reapply, vr-boot)."""
+    from . import services
+    from .apply import reapply as reapply_state
+
+    result = reapply_state(layout, services.for_layout(layout))
+    _record(layout, result)
+    return result
+
+
 def main_apply(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vr-apply", description="Apply a state or batch document to this router.")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -81,12 +91,7 @@ def main_apply(argv: list[str] | None = None) -> int:
     source.add_argument("--reapply", action="store_true", help="re-apply the persisted state (boot, upgrade)")
     args = parser.parse_args(argv)
     if args.reapply:
-        from .apply import reapply
-
-        layout, router_services = _router()
-        result = reapply(layout, router_services)
-        _record(layout, result)
-        return _finish(result)
+        return _finish(reapply(Layout.from_env()))
     try:
         # Bytes, decoded strictly: text-mode stdin would turn undecodable bytes into lone surrogates.
         raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
