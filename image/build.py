@@ -23,7 +23,7 @@ from vrpipe.errors import VrpipeError
 from vrpipe.log import Steps
 from vrpipe.run import run
 
-from . import base, debs, disk, formats, manifest, rootfs, router
+from . import base, debs, disk, formats, manifest, rootfs, router, vmdk
 from .config import PROJECT, TemplateConfig, load_config
 from .digests import Digests
 from .paths import make_dirs, write_file
@@ -32,6 +32,7 @@ log = logging.getLogger("image")
 NAME = "vr-router"
 INPUTS = ("image", "repo", "vr_scripts")  # what a template is made from, besides its configuration
 STAMP = ".inputs"  # written last: the digest of the inputs of the finished build in the folder
+VMDK_GRAINS = "vmdk-grains"  # in the package cache: the last build's compressed VMDK grains
 
 
 @dataclass(frozen=True)
@@ -259,26 +260,26 @@ def _images(job: Job, lasting: router.OurRepository, layer: base.Layer, digests:
         disk.assemble(layout, work / "esp.img", work / "root.img", raw)
         digests.add(raw)
     with steps.step("qcow2, vhd (fixed) and vmdk (streamOptimized), hashed as they come"):
-        _convert(raw, template, epoch, digests)
-    vmdk = template.output("vmdk")
+        _convert(raw, template, epoch, digests, job.config.cache_dir / VMDK_GRAINS)
+    vmdk_file = template.output("vmdk")
     with steps.step("ova"):
-        formats.ova(vmdk, template.output("ova"), epoch, raw.stat().st_size, NAME, digests[vmdk])
+        formats.ova(vmdk_file, template.output("ova"), epoch, raw.stat().st_size, NAME, digests[vmdk_file])
         digests.add(template.output("ova"))
     with steps.step("manifest, SHA256SUMS and signature"):
         _describe(job, lasting, layer, layout, digests)
 
 
-def _convert(raw: Path, template: Template, epoch: int, digests: Digests) -> None:
+def _convert(raw: Path, template: Template, epoch: int, digests: Digests, grains: Path) -> None:
     """The vmdk (compressed: the slow one) on a thread of its own while qcow2 and vhd are made."""
-    vmdk, qcow2, vhd = (template.output(suffix) for suffix in ("vmdk", "qcow2", "vhd"))
+    vmdk_file, qcow2, vhd = (template.output(suffix) for suffix in ("vmdk", "qcow2", "vhd"))
     with ThreadPoolExecutor(max_workers=1) as side:
-        compressing = side.submit(formats.vmdk, raw, vmdk, epoch)
+        compressing = side.submit(vmdk.write, raw, vmdk_file, epoch, grains)
         formats.qcow2(raw, qcow2)
         digests.add(qcow2)
         formats.vhd(raw, vhd, epoch)
         digests.add_extension(vhd, raw)  # a fixed VHD: the raw disk, then its footer
         compressing.result()
-    digests.add(vmdk)
+    digests.add(vmdk_file)
 
 
 def _check_cached(rebuild: Rebuild, deb_cache: Path) -> None:

@@ -1,11 +1,10 @@
 """The raw disk converted per hypervisor: qcow2 (KVM), fixed VHD (Xen, Hyper-V, Azure), streamOptimized
-VMDK and an OVA (VMware). qemu-img writes a clock time and random ids into VHD and VMDK; they are replaced
-here by values derived from SOURCE_DATE_EPOCH and the disk, so two builds give the same bytes.
+VMDK and an OVA (VMware). qemu-img writes a clock time and a random id into the VHD; they are replaced here by
+values derived from SOURCE_DATE_EPOCH and the disk, so two builds give the same bytes. The VMDK is written by vmdk.py.
 """
 
 import hashlib
 import io
-import re
 import struct
 import tarfile
 from pathlib import Path
@@ -17,9 +16,6 @@ from .render import render
 MIB = 1024 * 1024
 VHD_FOOTER = 512
 VHD_EPOCH = 946684800  # VHD timestamps count seconds from 2000-01-01 00:00 UTC
-SECTOR = 512
-# magic, version, flags, capacity, grain size, descriptor offset and size (sectors): VMDK 1.1 spec
-VMDK_HEADER = struct.Struct("<4sIIQQQQ")
 
 
 def qcow2(raw: Path, out: Path) -> None:
@@ -49,39 +45,6 @@ def fixed_vhd_footer(footer: bytes, epoch: int) -> bytes:
     patched[68:84] = hashlib.sha256(bytes(patched[:68]) + b"vrpipe-vhd").digest()[:16]
     patched[64:68] = struct.pack(">I", ~sum(patched) & 0xFFFFFFFF)
     return bytes(patched)
-
-
-def vmdk(raw: Path, out: Path, epoch: int) -> None:
-    """A streamOptimized VMDK (what an OVA carries) with a content id derived from the epoch."""
-    run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", raw, out])
-    with out.open("r+b") as f:
-        start, size = vmdk_descriptor_area(f.read(VMDK_HEADER.size))
-        f.seek(start)
-        descriptor = fixed_vmdk_descriptor(f.read(size), epoch)
-        f.seek(start)
-        f.write(descriptor)
-
-
-def vmdk_descriptor_area(header: bytes) -> tuple[int, int]:
-    """Byte offset and size of the descriptor embedded after a sparse VMDK header."""
-    magic, _version, _flags, _capacity, _grain, offset, sectors = VMDK_HEADER.unpack(header)
-    if magic != b"KDMV" or not offset or not sectors:
-        raise ValueError("not a sparse VMDK with an embedded descriptor (no 'KDMV' header)")
-    return offset * SECTOR, sectors * SECTOR
-
-
-def fixed_vmdk_descriptor(area: bytes, epoch: int) -> bytes:
-    """The descriptor area with its random CID (qemu-img prints it without leading zeros: 1 to 8 hex
-    digits) replaced by one derived from the epoch, and zero-padded back to the area's size, so the
-    result is the same whatever CID qemu-img drew."""
-    cid = hashlib.sha256(f"vrpipe-vmdk:{epoch}".encode()).hexdigest()[:8]
-    text = area.split(b"\0", 1)[0]
-    patched, count = re.subn(rb"\nCID=[0-9a-f]{1,8}\n", f"\nCID={cid}\n".encode(), text)
-    if count != 1:
-        raise ValueError("no CID=<hex> line in the VMDK descriptor")
-    if len(patched) >= len(area):
-        raise ValueError("the VMDK descriptor does not fit its area with an 8-digit CID")
-    return patched.ljust(len(area), b"\0")
 
 
 def ova(vmdk_file: Path, out: Path, epoch: int, disk_bytes: int, name: str, vmdk_sha256: str) -> None:

@@ -1,13 +1,12 @@
-"""Pure logic of the disk images: the partition plan and its fixed identifiers, the VHD footer and VMDK
-descriptor patches that make qemu-img's output reproducible (also checked on real qemu-img output), the step log."""
+"""Pure logic of the disk images: the partition plan and its fixed identifiers, the VHD footer patch that makes
+qemu-img's output reproducible, our streamOptimized VMDK (checked by qemu-img) and its grain cache, the step log."""
 
 import struct
 
 import pytest
 
-from image import disk, formats
+from image import disk, formats, vmdk
 from image.config import load_config
-from image.formats import MIB
 from vrpipe.log import StepFailed, Steps
 from vrpipe.run import run
 
@@ -57,41 +56,57 @@ def test_something_else_than_a_vhd_footer_is_refused():
         formats.fixed_vhd_footer(bytes(512), 1)
 
 
-def descriptor_area(cid: str, size: int = 20 * 512) -> bytes:
-    text = f"# Disk DescriptorFile\nversion=1\nCID={cid}\nparentCID=ffffffff\ncreateType=\"streamOptimized\"\n"
-    return text.encode().ljust(size, b"\0")
+def small_raw(path, grains=40):
+    """A disk of `grains` 64 KiB grains: some with data (two alike), the rest zeros."""
+    data = bytearray(grains * vmdk.GRAIN)
+    for n, fill in ((0, b"boot"), (3, b"same"), (7, b"same"), (grains - 1, bytes(range(256)))):
+        data[n * vmdk.GRAIN:(n + 1) * vmdk.GRAIN] = (fill * vmdk.GRAIN)[: vmdk.GRAIN]
+    path.write_bytes(bytes(data))
+    return path
 
 
-@pytest.mark.parametrize("cid", ["1a2b3c4d", "a2b3c4d", "2b3c", "0"])
-def test_vmdk_cid_of_any_length_becomes_the_same_derived_one(cid):
-    """qemu-img prints its random CID without leading zeros (about 1 conversion in 16 has fewer digits)."""
-    patched = formats.fixed_vmdk_descriptor(descriptor_area(cid), 1700000000)
-    assert patched == formats.fixed_vmdk_descriptor(descriptor_area("99999999"), 1700000000)
-    assert len(patched) == 20 * 512 and f"\nCID={cid}\n".encode() not in patched
-    assert b"\nparentCID=ffffffff\n" in patched
-
-
-def test_vmdk_without_a_cid_or_room_is_refused():
-    with pytest.raises(ValueError, match="CID"):
-        formats.fixed_vmdk_descriptor(b"no descriptor here".ljust(512, b"\0"), 1)
-    with pytest.raises(ValueError, match="does not fit"):
-        formats.fixed_vmdk_descriptor(descriptor_area("1", size=85), 1)
-    with pytest.raises(ValueError, match="KDMV"):
-        formats.vmdk_descriptor_area(bytes(formats.VMDK_HEADER.size))
-
-
-def test_real_qemu_img_vmdk_conversions_all_give_the_same_bytes(tmp_path):
-    """Many conversions of one small raw disk, so some draw a short CID; all must patch to one result
-    that qemu-img still reads as the same disk."""
-    raw = tmp_path / "small.raw"
-    raw.write_bytes(b"vrpipe".ljust(MIB, b"\1"))
-    digests = set()
-    for _ in range(48):
-        out = tmp_path / "small.vmdk"
-        formats.vmdk(raw, out, 1700000000)
-        digests.add(formats.sha256(out))
-    assert len(digests) == 1
+def test_our_vmdk_is_what_qemu_img_reads_as_the_raw_disk(tmp_path):
+    raw = small_raw(tmp_path / "small.raw")
+    out = tmp_path / "small.vmdk"
+    vmdk.write(raw, out, 1700000000, tmp_path / "grains")
+    run(["qemu-img", "check", "-f", "vmdk", out])
     run(["qemu-img", "compare", "-q", "-f", "raw", "-F", "vmdk", raw, out])
+    assert "create type: streamOptimized" in run(["qemu-img", "info", out]).stdout
+    assert out.stat().st_size < raw.stat().st_size // 4  # zero grains are not stored, the others compressed
+
+
+def test_the_last_builds_grains_give_the_same_bytes_and_a_damaged_cache_is_not_trusted(tmp_path, caplog):
+    raw, grains = small_raw(tmp_path / "small.raw"), tmp_path / "grains"
+    first, second, third = (tmp_path / n / "disk.vmdk" for n in ("1", "2", "3"))
+    for out in (first, second, third):
+        out.parent.mkdir()
+    caplog.set_level("INFO", logger="image")
+    vmdk.write(raw, first, 1700000000, grains)
+    assert "vmdk: 0 of 4 grains with data taken from the last build's" in caplog.text
+    vmdk.write(raw, second, 1700000000, grains)
+    assert "vmdk: 4 of 4 grains with data taken from the last build's" in caplog.text
+    assert second.read_bytes() == first.read_bytes()
+    (pack,) = grains.glob("grains-*.vmdk")
+    pack.unlink()
+    pack.write_bytes(bytes(first.stat().st_size))  # the cached grains all zeros now: none may be used
+    vmdk.write(raw, third, 1700000000, grains)
+    assert third.read_bytes() == first.read_bytes()
+    assert len(list(grains.glob("grains-*.vmdk"))) == 1
+
+
+def test_the_vmdk_content_id_is_derived_from_the_epoch():
+    one, other = vmdk.descriptor_text(4194304, "d.vmdk", 1), vmdk.descriptor_text(4194304, "d.vmdk", 2)
+    assert one == vmdk.descriptor_text(4194304, "d.vmdk", 1) and one != other
+    (cid,) = [line[4:] for line in one.splitlines() if line.startswith("CID=")]
+    assert len(cid) == 8 and int(cid, 16) >= 0
+    assert 'RW 4194304 SPARSE "d.vmdk"' in one and 'ddb.geometry.cylinders = "4161"' in one
+
+
+def test_a_disk_of_part_of_a_grain_is_refused(tmp_path):
+    raw = tmp_path / "odd.raw"
+    raw.write_bytes(bytes(vmdk.GRAIN + 512))
+    with pytest.raises(ValueError, match="whole number of 64 KiB grains"):
+        vmdk.write(raw, tmp_path / "odd.vmdk", 1, tmp_path / "grains")
 
 
 def test_a_failing_step_names_itself_and_its_cause():
