@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import struct
 import zlib
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ HEADER = struct.Struct("<4sIIQQQQIQQQB4sH")
 FLAGS = 1 << 0 | 1 << 1 | 1 << 16 | 1 << 17  # newline test, redundant directory, compressed grains, markers
 DEFLATE = 1
 GRAIN_MARKER = struct.Struct("<QI")  # the grain's first sector, its compressed size
+PACK = re.compile(r"grains-[0-9a-f]{16}\.vmdk")  # the cached VMDK's name in the cache folder
 
 
 @dataclass(frozen=True)
@@ -83,10 +85,11 @@ class GrainCache:
         self.fd: int | None = None
         try:
             saved = json.loads((folder / "index.json").read_text())
-            if saved["zlib"] == zlib.ZLIB_RUNTIME_VERSION and saved["level"] == LEVEL:
+            usable = saved["zlib"] == zlib.ZLIB_RUNTIME_VERSION and saved["level"] == LEVEL
+            if usable and PACK.fullmatch(saved["pack"]) and _valid_index(saved["grains"]):
                 self.fd = os.open(folder / saved["pack"], os.O_RDONLY)
                 self.index = saved["grains"]
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             self.index = {}  # no cache yet, or one this build cannot use: every grain is compressed
 
     def get(self, digest: str, grain: bytes) -> bytes | None:
@@ -120,6 +123,15 @@ class GrainCache:
             os.close(self.fd)
 
 
+def _valid_index(grains: object) -> bool:
+    """{digest: [offset, size]} with sizes a compressed grain can have (the file is the cache's, not trusted)."""
+    return isinstance(grains, dict) and all(
+        isinstance(where, list) and len(where) == 2 and all(type(n) is int and n >= 0 for n in where)
+        and where[1] <= 2 * GRAIN
+        for where in grains.values()
+    )
+
+
 def write(raw: Path, out: Path, epoch: int, cache_folder: Path) -> None:
     """Write raw (a whole number of grains) as a streamOptimized VMDK, the descriptor's CID derived from epoch."""
     size = raw.stat().st_size
@@ -130,6 +142,7 @@ def write(raw: Path, out: Path, epoch: int, cache_folder: Path) -> None:
     tables = [0] * geometry.grains  # each grain's marker sector (0: all zeros, not stored)
     kept: dict[str, list[int]] = {}
     hits = stored = 0
+    out.unlink(missing_ok=True)  # never truncate in place: the cache may hold this very file as its pack
     try:
         with out.open("wb") as f, ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             f.write(bytes(geometry.overhead * SECTOR))

@@ -2,6 +2,7 @@
 qemu-img's output reproducible, our streamOptimized VMDK (checked by qemu-img) and its grain cache, the step log."""
 
 import struct
+import zlib
 
 import pytest
 
@@ -92,6 +93,22 @@ def test_the_last_builds_grains_give_the_same_bytes_and_a_damaged_cache_is_not_t
     vmdk.write(raw, third, 1700000000, grains)
     assert third.read_bytes() == first.read_bytes()
     assert len(list(grains.glob("grains-*.vmdk"))) == 1
+
+
+@pytest.mark.parametrize("index", [
+    '{"zlib": "%s", "level": 6, "pack": "../../etc/passwd", "grains": {}}',
+    '{"zlib": "%s", "level": 6, "pack": "grains-0123456789abcdef.vmdk", "grains": {"x": [0, 99999999999]}}',
+    '{"zlib": "%s", "level": 6, "pack": "grains-0123456789abcdef.vmdk", "grains": ["not", "a", "map"]}',
+    '{"zlib": "%s", "level": "6"}',
+    "\u00ff\u0000 not json",
+])
+def test_a_cache_index_of_any_shape_gives_the_same_bytes(tmp_path, index):
+    raw, grains = small_raw(tmp_path / "small.raw"), tmp_path / "grains"
+    (tmp_path / "1").mkdir()
+    vmdk.write(raw, tmp_path / "1/disk.vmdk", 1700000000, grains)
+    (grains / "index.json").write_text(index.replace("%s", zlib.ZLIB_RUNTIME_VERSION))
+    vmdk.write(raw, tmp_path / "disk.vmdk", 1700000000, grains)
+    assert (tmp_path / "disk.vmdk").read_bytes() == (tmp_path / "1/disk.vmdk").read_bytes()
 
 
 def test_the_vmdk_content_id_is_derived_from_the_epoch():
