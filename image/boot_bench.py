@@ -4,6 +4,7 @@ and print each one's boot-to-ready time (qemu start to vr-boot's ready line), wh
 failure shown on the serial console.
 """
 
+import os
 import time
 from pathlib import Path
 
@@ -31,6 +32,7 @@ def bench_boot(template_settings: dict | None, repo_settings: dict | None) -> bo
 
 def boot_images(template: Template, folder: Path) -> dict[str, float | None]:
     """Boot each of IMAGES, printing its figures; {suffix: seconds to ready, None if it did not boot}."""
+    os.sync()  # a build's gigabytes of images still being written out would slow the boots down
     folder.mkdir(exist_ok=True)
     private, public = make_key(folder)
     accel = accelerator(template.kernel)
