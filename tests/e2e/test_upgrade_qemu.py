@@ -1,13 +1,15 @@
-"""One router as a qemu VM (TCG) booted from the template's qcow2, upgraded in place through apt like the
-container routers: the new version runs, and traffic through its port forward and load balancer never
-fails while it upgrades. A new kernel is booted once as a trial: one that comes up healthy becomes the
-default, one that cannot boot (its initrd broken) panics and the router comes back on its previous kernel by
-itself. Both tests share one lab and its VM router, in this order. (Slow: the VM boots in about a minute,
-each time.)
+"""One router as a qemu VM (TCG) booted from the template's qcow2 through its own overlay, its boot parameters
+over fw_cfg, reached over SSH on its control address through a tap in the host's control bridge: replayed and
+applied to, upgraded in place through apt like the container routers (the new version runs, and traffic
+through its port forward and load balancer never fails while it upgrades), then rebooted. A new kernel is
+booted once as a trial: one that comes up healthy becomes the default, one that cannot boot (its initrd
+broken) panics and the router comes back on its previous kernel by itself. Last, a clean power-off. The tests
+share one lab and its VM router, in this order. (Slow: the VM boots in about a minute, each time.)
 """
 
 import pytest
 
+from orchestration.commands import Command, Query
 from orchestration.lab.upgrade_lab import traffic
 from orchestration.upgrade.inplace import upgrade_fleet
 from orchestration.upgrade.probes import ProbePolicy
@@ -26,6 +28,17 @@ def lab(tmp_path_factory):
     with upgrade_lab(tmp_path_factory.mktemp("upgrade-qemu"), ["q1"], tag="q", deployer="qemu",
                      image=router_image()) as lab:
         yield lab
+
+
+def test_the_vm_router_booted_replayed_and_applied_to_takes_a_change(lab):
+    """Bringing the lab up booted q1, replayed its state and applied its networks and VM (which got its lease)."""
+    manager = lab.manager
+    assert manager.running("q1") and lab.health("q1")["ok"]
+    before = manager.query("q1", Query.HEALTH)["state"]["dhcp"]
+    host = {"mac": "02:00:00:07:00:05", "ip": "10.1.1.250", "hostname": "vm250"}
+    assert manager.apply("q1", [Command("add", "dhcp", host)]).ok
+    assert manager.query("q1", Query.HEALTH)["state"]["dhcp"] == before + 1
+    assert manager.apply("q1", [Command("remove", "dhcp", {"mac": host["mac"]})]).ok
 
 
 def test_a_vm_router_is_upgraded_in_place_without_dropping_traffic(lab):
@@ -86,3 +99,8 @@ def test_a_new_kernel_is_tried_once_and_one_that_cannot_boot_falls_back_by_itsel
     assert lab.health("q1")["ok"]
     vm = lab.vms["q1"]
     assert [a.split(" from ")[0] for a in lab.forwards(1)] == [vm.name, vm.name]
+
+
+def test_the_vm_router_powers_off_cleanly(lab):
+    lab.manager.stop("q1")
+    assert not lab.manager.running("q1")
