@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """One VM router q1 (booting a VM under TCG takes a minute): upgraded first, then rebooted."""
+    """One VM router q1 (booting a VM under TCG takes a minute) for every test here, in their order."""
     with upgrade_lab(tmp_path_factory.mktemp("upgrade-qemu"), ["q1"], tag="q", deployer="qemu",
                      image=router_image()) as lab:
         yield lab
