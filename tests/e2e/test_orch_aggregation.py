@@ -87,7 +87,8 @@ def test_queries_and_a_second_start_are_refused_while_a_queue_is_open_and_cleanu
     assert resource.queued(ROUTER) == []
     with pytest.raises(NoQueue):
         resource.finish(ROUTER)
-    assert resource.query(ROUTER, Query.HEALTH)["ok"]
+    health = resource.query(ROUTER, Query.HEALTH)
+    assert health["ok"], health["problems"]
     assert workload.vm_mac(10) not in persisted_dhcp(lab)
 
 
@@ -143,7 +144,8 @@ def test_a_connection_cut_mid_finish_leaves_old_or_new_state_and_a_retry_converg
     outcome = resource.finish(ROUTER)
     assert outcome.ok, outcome.error
     assert persisted_dhcp(lab) == new
-    assert lab.query(ROUTER, Query.HEALTH)["ok"]
+    health = lab.query(ROUTER, Query.HEALTH)
+    assert health["ok"], health["problems"]
 
 
 def _finish_error(resource):

@@ -70,7 +70,8 @@ def test_router_is_reached_through_the_hypervisor_host(jump_lab):
     unreachable = run(["ping", "-c", "1", "-W", "1", router.control_address], ns=management, check=False)
     assert unreachable.returncode != 0, "the manager's namespace must not reach control addresses directly"
     assert manager.start("j1").ok
-    assert manager.query("j1", Query.HEALTH)["ok"]
+    health = manager.query("j1", Query.HEALTH)
+    assert health["ok"], health["problems"]
     guests = Command("add", "interfaces", {"guests": [{"device": "eth1", "gateway": "10.9.0.1/24"}]})
     outcome = manager.apply("j1", [guests])
     assert outcome.ok, outcome.error

@@ -116,7 +116,8 @@ def test_a_router_boots_over_fw_cfg_replays_and_serves_dhcp_and_a_port_forward(l
     overlay = manager.config.libvirt_pool_dir / f"{ROUTER}.qcow2"
     assert str(router_image().resolve()) in run(["qemu-img", "info", str(overlay)]).stdout
     assert manager.start(ROUTER).ok
-    assert manager.query(ROUTER, Query.HEALTH)["ok"]
+    health = manager.query(ROUTER, Query.HEALTH)
+    assert health["ok"], health["problems"]
     vm = lab.add_vm(ROUTER, 1, 0)
     serve(vm.ns, 7000, vm.name)
     outcome = manager.apply(ROUTER, [*lab.network_commands(1), *lab.vm_commands(vm, 1, 0)])
@@ -144,10 +145,14 @@ def test_a_second_guest_network_is_hot_plugged_used_and_unplugged(libvirt_lab):
         manager.unplug(ROUTER, "eth3")
     remove = [Command("remove", "dhcp", {"mac": vm.mac}), first]
     assert manager.apply(ROUTER, remove).ok
+    # down, so it holds no address (IPv6 link-local included) when it vanishes: see vr/interfaces.py
+    status, link = manager.deployer(router).execute(router, ["ip", "-br", "address", "show", "dev", "eth3"])
+    assert (status, link.split()) == (0, ["eth3", "DOWN"]), link
     manager.unplug(ROUTER, "eth3")
     assert mac not in _macs(ROUTER)
     assert [n.device for n in manager.store.router(ROUTER).networks] == ["eth1", "eth2"]
-    assert manager.query(ROUTER, Query.HEALTH)["ok"]
+    health = manager.query(ROUTER, Query.HEALTH)
+    assert health["ok"], health["problems"]
     assert lab.dhcp(lab.first_vm), "the first network stopped serving DHCP"
     assert connect(lab.public, "203.0.113.11", 2200).startswith(lab.first_vm.name)
 
@@ -224,7 +229,8 @@ def test_a_router_on_a_remote_host_is_made_there_and_reached_through_it(remote_h
     unreachable = run(["ping", "-c", "1", "-W", "1", router.control_address], ns=management, check=False)
     assert unreachable.returncode != 0, "the management namespace must reach routers only through their host"
     assert started.result().ok
-    assert remote.query(REMOTE_ROUTER, Query.HEALTH)["ok"]
+    health = remote.query(REMOTE_ROUTER, Query.HEALTH)
+    assert health["ok"], health["problems"]
     remote.destroy(REMOTE_ROUTER)
     assert REMOTE_ROUTER not in _defined_domains()
 

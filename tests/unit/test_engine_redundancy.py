@@ -149,8 +149,24 @@ def test_a_master_that_becomes_a_single_router_keeps_its_addresses(tmp_path):
     live = {("eth3", ipaddress.IPv4Interface("172.31.255.1/29"))}
     lines = interfaces.commands(parsed(pair_state()), parsed(valid_state()), layout, live, set())
     assert "address del 172.31.255.1/29 dev eth3" in lines
+    assert "link set dev eth3 down" in lines  # the sync link is no longer used
     assert "address replace 10.1.1.1/24 dev eth1" in lines
     assert not any(line.endswith("onlink") for line in lines)
+
+
+def test_a_guest_network_taken_off_takes_its_device_down_and_only_that_one(tmp_path):
+    """dnsmasq loses its IPv4 listeners if a device with an address vanishes while it lists them: a
+    device the state let go of holds none, its IPv6 link-local address included, before it is unplugged."""
+    layout = Layout(tmp_path)
+    two = valid_state()
+    two["interfaces"]["guests"].append({"device": "eth3", "gateway": "10.2.2.1/24"})
+    live = {("eth1", ipaddress.IPv4Interface("10.1.1.1/24")), ("eth3", ipaddress.IPv4Interface("10.2.2.1/24"))}
+    lines = interfaces.commands(parsed(two), parsed(valid_state()), layout, live, set())
+    assert lines.index("address del 10.2.2.1/24 dev eth3") < lines.index("link set dev eth3 down")
+    assert not any(line.startswith("link set dev eth1 down") for line in lines)
+    gone = {("eth1", ipaddress.IPv4Interface("10.1.1.1/24"))}  # eth3's address already gone: nothing to do on it
+    lines = interfaces.commands(parsed(two), parsed(valid_state()), layout, gone, set())
+    assert not any("eth3" in line for line in lines)
 
 
 def test_a_router_that_is_no_member_is_refused_before_anything_changes(tmp_path):

@@ -1,8 +1,9 @@
 """The router's addresses and routes: brings its devices up, puts the control, guest gateway, public and
 private gateway addresses on them, removes the addresses and static routes an earlier state put there and
-this one dropped, sets the default route through the public gateway and the static routes, and turns on
-IP forwarding. One `ip -batch` run does it all. A member of a redundant pair holds the guest gateways,
-public and private gateway addresses only while it is MASTER (vr/redundancy.py).
+this one dropped (taking down a device it no longer uses), sets the default route through the public
+gateway and the static routes, and turns on IP forwarding. One `ip -batch` run does it all. A member of a
+redundant pair holds the guest gateways, public and private gateway addresses only while it is MASTER
+(vr/redundancy.py).
 """
 
 import ipaddress
@@ -74,7 +75,12 @@ def commands(
     lines = [f"route del {r.cidr}" for r in old.static_routes if r.cidr not in kept and r.cidr in routes]
     dropped = [pair for pair in _addresses(old, layout, True) if pair not in wanted and pair in live]
     lines += [f"address del {address} dev {device}" for device, address in dropped]
-    lines += [f"link set dev {device} up" for device in _devices(new, layout)]
+    devices = _devices(new, layout)
+    # A device the state let go of goes down, which also takes its IPv6 link-local address: dnsmasq
+    # (2.91, bind-dynamic) drops every IPv4 listener when a device vanishes while it lists addresses,
+    # as an unplugged NIC with an address does.
+    lines += [f"link set dev {device} down" for device in dict.fromkeys(d for d, _ in dropped) if device not in devices]
+    lines += [f"link set dev {device} up" for device in devices]
     lines += [f"address replace {address} dev {device}" for device, address in wanted]
     # onlink: a BACKUP has no address on the public network, and the route must hold the moment it has one
     onlink = " onlink" if new.redundancy else ""
