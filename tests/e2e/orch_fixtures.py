@@ -7,11 +7,18 @@ import os
 
 import pytest
 
+from orchestration.commands import Query
 from orchestration.lab.lab import Lab
 from orchestration.manager import Manager
 from orchestration.settings import ManagerConfig
 
 from .orch_rootfs import router_rootfs
+
+
+def assert_healthy(client, name):
+    """The router's health is ok; a failure names its problems. client: anything with query(name, Query)."""
+    health = client.query(name, Query.HEALTH)
+    assert health["ok"], health["problems"]
 
 
 def manager_config(state_dir, database="", tag="a", **settings):

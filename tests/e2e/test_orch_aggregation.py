@@ -20,7 +20,7 @@ from orchestration.transports import HostKeyChanged, SshOptions, TransportError
 from vrpipe.run import run
 
 from .engine_fixtures import wait_for
-from .orch_fixtures import close_lab, open_lab
+from .orch_fixtures import assert_healthy, close_lab, open_lab
 
 pytestmark = pytest.mark.e2e
 ROUTER = "agg"
@@ -87,8 +87,7 @@ def test_queries_and_a_second_start_are_refused_while_a_queue_is_open_and_cleanu
     assert resource.queued(ROUTER) == []
     with pytest.raises(NoQueue):
         resource.finish(ROUTER)
-    health = resource.query(ROUTER, Query.HEALTH)
-    assert health["ok"], health["problems"]
+    assert_healthy(resource, ROUTER)
     assert workload.vm_mac(10) not in persisted_dhcp(lab)
 
 
@@ -144,8 +143,7 @@ def test_a_connection_cut_mid_finish_leaves_old_or_new_state_and_a_retry_converg
     outcome = resource.finish(ROUTER)
     assert outcome.ok, outcome.error
     assert persisted_dhcp(lab) == new
-    health = lab.query(ROUTER, Query.HEALTH)
-    assert health["ok"], health["problems"]
+    assert_healthy(lab, ROUTER)
 
 
 def _finish_error(resource):

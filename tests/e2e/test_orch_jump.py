@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.commands import Command, Query
+from orchestration.commands import Command
 from orchestration.lab.netns import Link, Namespaces
 from orchestration.store import Network
 from orchestration.transports import ensure_key
 from vrpipe.run import run
 
-from .orch_fixtures import close_lab, open_lab
+from .orch_fixtures import assert_healthy, close_lab, open_lab
 
 pytestmark = pytest.mark.e2e
 MANAGER_IP, HYPERVISOR_IP = "198.51.100.1", "198.51.100.2"
@@ -70,8 +70,7 @@ def test_router_is_reached_through_the_hypervisor_host(jump_lab):
     unreachable = run(["ping", "-c", "1", "-W", "1", router.control_address], ns=management, check=False)
     assert unreachable.returncode != 0, "the manager's namespace must not reach control addresses directly"
     assert manager.start("j1").ok
-    health = manager.query("j1", Query.HEALTH)
-    assert health["ok"], health["problems"]
+    assert_healthy(manager, "j1")
     guests = Command("add", "interfaces", {"guests": [{"device": "eth1", "gateway": "10.9.0.1/24"}]})
     outcome = manager.apply("j1", [guests])
     assert outcome.ok, outcome.error

@@ -31,7 +31,7 @@ from vrpipe.run import run
 
 from .engine_fixtures import connect, serve
 from .image_fixtures import scratch
-from .orch_fixtures import close_lab, manager_config
+from .orch_fixtures import assert_healthy, close_lab, manager_config
 from .orch_rootfs import router_image
 from .test_orch_jump import HYPERVISOR_IP, MANAGER_IP, start_sshd
 
@@ -116,8 +116,7 @@ def test_a_router_boots_over_fw_cfg_replays_and_serves_dhcp_and_a_port_forward(l
     overlay = manager.config.libvirt_pool_dir / f"{ROUTER}.qcow2"
     assert str(router_image().resolve()) in run(["qemu-img", "info", str(overlay)]).stdout
     assert manager.start(ROUTER).ok
-    health = manager.query(ROUTER, Query.HEALTH)
-    assert health["ok"], health["problems"]
+    assert_healthy(manager, ROUTER)
     vm = lab.add_vm(ROUTER, 1, 0)
     serve(vm.ns, 7000, vm.name)
     outcome = manager.apply(ROUTER, [*lab.network_commands(1), *lab.vm_commands(vm, 1, 0)])
@@ -151,8 +150,7 @@ def test_a_second_guest_network_is_hot_plugged_used_and_unplugged(libvirt_lab):
     manager.unplug(ROUTER, "eth3")
     assert mac not in _macs(ROUTER)
     assert [n.device for n in manager.store.router(ROUTER).networks] == ["eth1", "eth2"]
-    health = manager.query(ROUTER, Query.HEALTH)
-    assert health["ok"], health["problems"]
+    assert_healthy(manager, ROUTER)
     assert lab.dhcp(lab.first_vm), "the first network stopped serving DHCP"
     assert connect(lab.public, "203.0.113.11", 2200).startswith(lab.first_vm.name)
 
@@ -229,8 +227,7 @@ def test_a_router_on_a_remote_host_is_made_there_and_reached_through_it(remote_h
     unreachable = run(["ping", "-c", "1", "-W", "1", router.control_address], ns=management, check=False)
     assert unreachable.returncode != 0, "the management namespace must reach routers only through their host"
     assert started.result().ok
-    health = remote.query(REMOTE_ROUTER, Query.HEALTH)
-    assert health["ok"], health["problems"]
+    assert_healthy(remote, REMOTE_ROUTER)
     remote.destroy(REMOTE_ROUTER)
     assert REMOTE_ROUTER not in _defined_domains()
 
